@@ -1,0 +1,264 @@
+//! The admin JSON API under `/api/v1/`, on its own listener.
+//!
+//! One file per resource; this module holds the router, the bearer-token
+//! check and the one place where errors become HTTP answers
+//! (`{"error": "...", "field": "..."}`). Every change is validated in full
+//! before the store is touched, so a refused request changes nothing.
+
+mod devices;
+mod models;
+mod settings;
+mod users;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::auth::AdminToken;
+use crate::catalog::Catalog;
+use crate::model::Invalid;
+use crate::provision::{NotServed, Provisioner};
+use crate::store::{Store, StoreError};
+
+/// The largest JSON body the API reads.
+const MAX_BODY: usize = 1 << 20;
+
+/// What the admin handlers share.
+pub struct AdminState {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The phone models.
+    pub catalog: Arc<Catalog>,
+    /// The provisioning core, for previews.
+    pub provisioner: Arc<Provisioner>,
+    /// The token every API call must present.
+    pub token: AdminToken,
+}
+
+type Shared = State<Arc<AdminState>>;
+
+/// The admin listener's router: `/healthz` and the token-protected `/api/v1/`.
+pub fn router(state: Arc<AdminState>) -> Router {
+    let api = Router::new()
+        .route("/users", get(users::list).post(users::create))
+        .route(
+            "/users/{id}",
+            get(users::show).patch(users::update).delete(users::remove),
+        )
+        .route("/devices", get(devices::list).post(devices::create))
+        .route(
+            "/devices/{mac}",
+            get(devices::show)
+                .patch(devices::update)
+                .delete(devices::remove),
+        )
+        .route("/devices/{mac}/files/{name}", get(devices::file))
+        .route("/models", get(models::list))
+        .route("/models/{id}", get(models::show))
+        .route(
+            "/models/{id}/settings",
+            get(settings::show_model).put(settings::replace_model),
+        )
+        .route(
+            "/settings",
+            get(settings::show_global).put(settings::replace_global),
+        )
+        .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
+        .layer(from_fn_with_state(state.clone(), require_token))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+async fn require_token(State(state): Shared, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if state.token.accepts(token.trim()) => next.run(request).await,
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// An API failure; [`IntoResponse`] maps each kind to its status.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A field is wrong (422).
+    Invalid(Invalid),
+    /// A field clashes with another record (409).
+    Conflict(Invalid),
+    /// The body is not the JSON we expect (400).
+    BadRequest(String),
+    /// No such record (404).
+    NotFound(String),
+    /// The record is used elsewhere (409).
+    InUse(String),
+    /// No or wrong token (401).
+    Unauthorized,
+    /// Our fault (500); the message is logged, not shown.
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            ApiError::Invalid(i) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": i.message, "field": i.field}),
+            ),
+            ApiError::Conflict(i) => (
+                StatusCode::CONFLICT,
+                json!({"error": i.message, "field": i.field}),
+            ),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
+            ApiError::InUse(m) => (StatusCode::CONFLICT, json!({"error": m})),
+            ApiError::Unauthorized => {
+                let body = json!({"error": "missing or wrong admin token (Authorization: Bearer <token>)"});
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    axum::Json(body),
+                )
+                    .into_response();
+            }
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "admin API failure");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": "internal error; see the server log"}),
+                )
+            }
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(i: Invalid) -> Self {
+        ApiError::Invalid(i)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(i) => ApiError::Conflict(i),
+            StoreError::NotFound(what) => ApiError::NotFound(what),
+            StoreError::InUse(m) => ApiError::InUse(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<NotServed> for ApiError {
+    fn from(e: NotServed) -> Self {
+        match e {
+            NotServed::Store(e) => e.into(),
+            NotServed::Render(e) => ApiError::Invalid(Invalid::new("template", e.to_string())),
+            NotServed::BadPath(m) => ApiError::Invalid(Invalid::new("name", m)),
+            other => ApiError::NotFound(other.to_string()),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Parses a JSON body, naming the offending field in the error.
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    from_json(value)
+}
+
+/// Converts JSON to a type, naming the offending field in the error.
+fn from_json<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut field = e.path().to_string();
+        let message = e.inner().to_string();
+        // "missing field `x`" and "unknown field `x`" name the field themselves.
+        if let Some(name) = message.split('`').nth(1)
+            && (message.starts_with("missing field") || message.starts_with("unknown field"))
+        {
+            field = if field == "." {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            };
+        }
+        ApiError::Invalid(Invalid::new(field, message))
+    })
+}
+
+/// RFC 7396 JSON merge patch: `patch` over `target`.
+fn merge_patch(target: &mut Value, patch: Value) {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            if let Value::Object(target) = target {
+                for (key, value) in fields {
+                    if value.is_null() {
+                        target.remove(&key);
+                    } else {
+                        merge_patch(target.entry(key).or_insert(Value::Null), value);
+                    }
+                }
+            }
+        }
+        other => *target = other,
+    }
+}
+
+/// Reads a body as a JSON object for a merge patch.
+fn parse_patch(body: &Bytes) -> ApiResult<Value> {
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    if !patch.is_object() {
+        return Err(ApiError::BadRequest("a PATCH body is a JSON object".into()));
+    }
+    Ok(patch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = json!({"a": 1, "b": {"c": 2, "d": 3}});
+        merge_patch(&mut target, json!({"a": null, "b": {"c": 4}, "e": [1]}));
+        assert_eq!(target, json!({"b": {"c": 4, "d": 3}, "e": [1]}));
+    }
+
+    #[test]
+    fn body_errors_name_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct T {
+            model: String,
+        }
+        let Err(ApiError::Invalid(i)) = parse_body::<T>(b"{}") else {
+            panic!()
+        };
+        assert_eq!(i.field, "model");
+        let Err(ApiError::Invalid(i)) = parse_body::<T>(br#"{"model": "x", "modle": 1}"#) else {
+            panic!()
+        };
+        assert_eq!(i.field, "modle");
+    }
+}

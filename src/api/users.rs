@@ -1,0 +1,95 @@
+//! `/api/v1/users`: people, their extensions and SIP accounts.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, Shared, from_json, merge_patch, parse_patch};
+use crate::auth::random_secret;
+use crate::model::{Invalid, User, UserId};
+
+/// Length of a generated SIP password: about 117 bits.
+const GENERATED_PASSWORD_LEN: usize = 20;
+
+pub(super) async fn list(state: Shared) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(state.store.users()?))
+}
+
+pub(super) async fn show(state: Shared, Path(id): Path<String>) -> ApiResult<Json<User>> {
+    let id = parse_id(&id)?;
+    Ok(Json(state.store.user(id)?.ok_or_else(|| not_found(id))?))
+}
+
+pub(super) async fn create(state: Shared, body: Bytes) -> ApiResult<(StatusCode, Json<User>)> {
+    let mut value = super::parse_patch(&body)?;
+    if value.get("id").is_some() {
+        return Err(Invalid::new("id", "is assigned by the server").into());
+    }
+    fill_sip_defaults(&mut value);
+    let user: User = from_json(value)?;
+    user.validate()?;
+    let user = state.store.create_user(user)?;
+    state.store.flush().await?;
+    tracing::info!(user = user.id, extension = %user.extension, "user created");
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+pub(super) async fn update(
+    state: Shared,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<User>> {
+    let id = parse_id(&id)?;
+    let patch = parse_patch(&body)?;
+    if patch.get("id").is_some_and(|v| v != &json!(id)) {
+        return Err(Invalid::new("id", "cannot be changed").into());
+    }
+    let current = state.store.user(id)?.ok_or_else(|| not_found(id))?;
+    let mut value = serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
+    merge_patch(&mut value, patch);
+    let user: User = from_json(value)?;
+    user.validate()?;
+    state.store.update_user(&user)?;
+    state.store.flush().await?;
+    tracing::info!(user = id, "user updated");
+    Ok(Json(user))
+}
+
+pub(super) async fn remove(state: Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_id(&id)?;
+    state.store.delete_user(id)?;
+    state.store.flush().await?;
+    tracing::info!(user = id, "user deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new user's SIP username defaults to the extension, the auth name to the
+/// username, and the password to a strong random one.
+fn fill_sip_defaults(user: &mut Value) {
+    let extension = user.get("extension").cloned();
+    let Some(fields) = user.as_object_mut() else {
+        return;
+    };
+    let sip = fields.entry("sip").or_insert_with(|| json!({}));
+    if let Some(sip) = sip.as_object_mut() {
+        if let Some(extension) = extension.filter(Value::is_string) {
+            sip.entry("username").or_insert(extension);
+        }
+        if let Some(username) = sip.get("username").cloned() {
+            sip.entry("auth_name").or_insert(username);
+        }
+        sip.entry("password")
+            .or_insert_with(|| json!(random_secret(GENERATED_PASSWORD_LEN)));
+    }
+}
+
+fn parse_id(id: &str) -> ApiResult<UserId> {
+    id.parse()
+        .map_err(|_| Invalid::new("id", format!("'{id}' is not a user id")).into())
+}
+
+fn not_found(id: UserId) -> ApiError {
+    ApiError::NotFound(format!("user {id} not found"))
+}

@@ -1,0 +1,591 @@
+//! The catalog of phone models: which model and which file a request means,
+//! and for which MAC.
+//!
+//! Everything here is read from data: the descriptors in `phone-models/` and
+//! the templates they name (see `docs/phone-models.md`). Both are embedded in
+//! the binary; a directory given in the config may add or replace
+//! descriptors. No vendor is named in this code.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use include_dir::{Dir, include_dir};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::mac::Mac;
+use crate::model::{Device, Invalid, KeyType};
+
+/// The descriptors built into the binary.
+static BUILTIN_MODELS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/phone-models");
+
+/// A descriptor that cannot be used; the server refuses to start with it.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The TOML does not parse or does not fit the descriptor format.
+    #[error("{file}: {message}")]
+    Descriptor { file: String, message: String },
+    /// A descriptor directory could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// One vendor's descriptor file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VendorFile {
+    vendor: String,
+    templates: String,
+    #[serde(default)]
+    ouis: Vec<String>,
+    #[serde(default)]
+    user_agents: Vec<String>,
+    #[serde(default)]
+    key_codes: BTreeMap<KeyType, String>,
+    files: Vec<FileSpec>,
+    models: Vec<ModelSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    name: String,
+    template: String,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSpec {
+    id: String,
+    name: String,
+    #[serde(default)]
+    user_agent_names: Vec<String>,
+    accounts: u16,
+    line_keys: u16,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+    #[serde(default)]
+    key_types: Option<Vec<KeyType>>,
+}
+
+/// A phone vendor: how its phones are recognised and what its key codes are.
+#[derive(Debug)]
+pub struct Vendor {
+    /// The vendor's name (`Yealink`).
+    pub name: String,
+    ouis: Vec<String>,
+    user_agents: Vec<Regex>,
+    key_codes: BTreeMap<KeyType, String>,
+}
+
+impl Vendor {
+    /// The vendor's code for a key type, if its phones have such keys.
+    pub fn key_code(&self, kind: KeyType) -> Option<&str> {
+        self.key_codes.get(&kind).map(String::as_str)
+    }
+}
+
+/// A file a model asks for, and the template that renders it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelFile {
+    /// The name pattern with the model's vars filled in (`{mac}.cfg`, `y000000000066.cfg`).
+    pub name: String,
+    /// The template's name (`yealink/mac.cfg`).
+    pub template: String,
+    /// The HTTP Content-Type.
+    pub content_type: String,
+    /// Whether the file is for one phone (its name holds the MAC).
+    pub per_device: bool,
+}
+
+/// A phone model.
+#[derive(Debug, Serialize)]
+pub struct PhoneModel {
+    /// Stable id (`yealink-t46s`).
+    pub id: String,
+    /// Vendor name.
+    pub vendor: String,
+    /// Model name as the vendor writes it.
+    pub name: String,
+    /// SIP accounts.
+    pub accounts: u16,
+    /// Programmable keys on the phone itself.
+    pub line_keys: u16,
+    /// Key types this model can do.
+    pub key_types: Vec<KeyType>,
+    /// Model-specific values for file names and templates.
+    pub vars: BTreeMap<String, String>,
+    /// The files it asks for.
+    pub files: Vec<ModelFile>,
+    #[serde(skip)]
+    vendor_index: usize,
+    #[serde(skip)]
+    user_agent_names: Vec<String>,
+}
+
+impl PhoneModel {
+    /// Checks a device against what this model can do.
+    pub fn check_device(&self, device: &Device) -> Result<(), Invalid> {
+        if device.lines.len() > usize::from(self.accounts) {
+            return Err(Invalid::new(
+                "lines",
+                format!(
+                    "the {} has {} SIP accounts, not {}",
+                    self.name,
+                    self.accounts,
+                    device.lines.len()
+                ),
+            ));
+        }
+        for (i, key) in device.keys.iter().enumerate() {
+            if let Some(module) = key.module {
+                return Err(Invalid::new(
+                    format!("keys[{i}].module"),
+                    format!("the {} has no expansion module {module}", self.name),
+                ));
+            }
+            if key.index > self.line_keys {
+                return Err(Invalid::new(
+                    format!("keys[{i}].index"),
+                    format!(
+                        "the {} has {} programmable keys; there is no key {}",
+                        self.name, self.line_keys, key.index
+                    ),
+                ));
+            }
+            if !self.key_types.contains(&key.kind) {
+                return Err(Invalid::new(
+                    format!("keys[{i}].type"),
+                    format!("the {} has no {} keys", self.name, key.kind.name()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a User-Agent or a path says about the phone behind it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// The vendor, when recognised.
+    pub vendor: Option<String>,
+    /// The model id, when recognised.
+    pub model: Option<String>,
+    /// The firmware version the phone reports.
+    pub firmware: Option<String>,
+    /// The MAC the phone reports, or the one in the path.
+    pub mac: Option<Mac>,
+}
+
+/// What a requested file name means.
+#[derive(Debug)]
+pub struct FileMatch<'a> {
+    /// The MAC in the name, for a per-device file.
+    pub mac: Option<Mac>,
+    /// The models that ask for a file of this name, with the file.
+    pub candidates: Vec<(&'a PhoneModel, &'a ModelFile)>,
+}
+
+/// All phone models, and the index that maps file names to them.
+#[derive(Debug)]
+pub struct Catalog {
+    vendors: Vec<Vendor>,
+    models: Vec<PhoneModel>,
+    by_id: HashMap<String, usize>,
+    /// One regex per distinct file name pattern...
+    file_patterns: RegexSet,
+    file_regexes: Vec<Regex>,
+    /// ...and the (model, file) pairs each one stands for.
+    file_owners: Vec<Vec<(usize, usize)>>,
+}
+
+/// How a `{mac}` placeholder reads in a file name pattern.
+const MAC_PATTERN: &str = "(?P<mac>[0-9a-f]{12})";
+
+impl Catalog {
+    /// The catalog built into the binary.
+    pub fn builtin() -> Result<Catalog, CatalogError> {
+        Catalog::load(None)
+    }
+
+    /// The built-in descriptors, plus (replacing same-named files) the
+    /// `*.toml` files in `extra_dir`.
+    pub fn load(extra_dir: Option<&Path>) -> Result<Catalog, CatalogError> {
+        let mut sources: BTreeMap<String, String> = BUILTIN_MODELS
+            .files()
+            .filter(|f| f.path().extension().is_some_and(|e| e == "toml"))
+            .filter_map(|f| {
+                let name = f.path().to_string_lossy().into_owned();
+                f.contents_utf8().map(|text| (name, text.to_string()))
+            })
+            .collect();
+        if let Some(dir) = extra_dir {
+            let io = |source| CatalogError::Io {
+                path: dir.display().to_string(),
+                source,
+            };
+            for entry in std::fs::read_dir(dir).map_err(io)? {
+                let path = entry.map_err(io)?.path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    let text = std::fs::read_to_string(&path).map_err(io)?;
+                    let name = path.file_name().unwrap_or_default().to_string_lossy();
+                    sources.insert(name.into_owned(), text);
+                }
+            }
+        }
+        Catalog::from_sources(&sources)
+    }
+
+    /// Builds the catalog from descriptor texts keyed by file name.
+    fn from_sources(sources: &BTreeMap<String, String>) -> Result<Catalog, CatalogError> {
+        let mut vendors = Vec::new();
+        let mut models = Vec::new();
+        for (file, text) in sources {
+            let bad = |message: String| CatalogError::Descriptor {
+                file: file.clone(),
+                message,
+            };
+            let spec: VendorFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+            let vendor_index = vendors.len();
+            for spec_model in &spec.models {
+                models.push(build_model(&spec, spec_model, vendor_index).map_err(bad)?);
+            }
+            vendors.push(build_vendor(spec).map_err(bad)?);
+        }
+        let mut by_id = HashMap::new();
+        for (i, model) in models.iter().enumerate() {
+            if by_id.insert(model.id.clone(), i).is_some() {
+                return Err(CatalogError::Descriptor {
+                    file: model.vendor.clone(),
+                    message: format!("model id {} is used twice", model.id),
+                });
+            }
+        }
+        let (file_patterns, file_regexes, file_owners) = index_files(&models)?;
+        Ok(Catalog {
+            vendors,
+            models,
+            by_id,
+            file_patterns,
+            file_regexes,
+            file_owners,
+        })
+    }
+
+    /// Every model, in descriptor order.
+    pub fn models(&self) -> &[PhoneModel] {
+        &self.models
+    }
+
+    /// A model by id.
+    pub fn model(&self, id: &str) -> Option<&PhoneModel> {
+        self.by_id.get(id).map(|&i| &self.models[i])
+    }
+
+    /// The vendor of a model.
+    pub fn vendor_of(&self, model: &PhoneModel) -> &Vendor {
+        &self.vendors[model.vendor_index]
+    }
+
+    /// What a file name (the last part of the requested path) means.
+    pub fn match_file(&self, file_name: &str) -> Option<FileMatch<'_>> {
+        let pattern = self.file_patterns.matches(file_name).into_iter().next()?;
+        let mac = self.file_regexes[pattern]
+            .captures(file_name)
+            .and_then(|c| c.name("mac"))
+            .and_then(|m| m.as_str().parse().ok());
+        let candidates = self.file_owners[pattern]
+            .iter()
+            .map(|&(m, f)| (&self.models[m], &self.models[m].files[f]))
+            .collect();
+        Some(FileMatch { mac, candidates })
+    }
+
+    /// What a User-Agent says: vendor, model, firmware and MAC, each when known.
+    /// An unknown or malformed User-Agent is simply not recognised.
+    pub fn identify_user_agent(&self, user_agent: &str) -> Identity {
+        for (vendor_index, vendor) in self.vendors.iter().enumerate() {
+            for pattern in &vendor.user_agents {
+                let Some(caps) = pattern.captures(user_agent) else {
+                    continue;
+                };
+                let group = |name| caps.name(name).map(|m| m.as_str().to_string());
+                let model = group("model").and_then(|name| {
+                    self.models.iter().find(|m| {
+                        m.vendor_index == vendor_index
+                            && m.user_agent_names.iter().any(|n| n.eq_ignore_ascii_case(&name))
+                    })
+                });
+                return Identity {
+                    vendor: Some(vendor.name.clone()),
+                    model: model.map(|m| m.id.clone()),
+                    firmware: group("firmware"),
+                    mac: group("mac").and_then(|m| m.parse().ok()),
+                };
+            }
+        }
+        Identity::default()
+    }
+
+    /// What a requested path says: the MAC in it, and the vendor and model
+    /// when only one could ask for it.
+    pub fn identify_path(&self, path: &str) -> Identity {
+        let file_name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+        let Some(found) = self.match_file(file_name) else {
+            return Identity::default();
+        };
+        let only = |values: Vec<&String>| {
+            let first = values.first().copied();
+            first.filter(|f| values.iter().all(|v| v == f)).cloned()
+        };
+        Identity {
+            vendor: only(found.candidates.iter().map(|(m, _)| &m.vendor).collect()),
+            model: only(found.candidates.iter().map(|(m, _)| &m.id).collect()),
+            firmware: None,
+            mac: found.mac,
+        }
+    }
+
+    /// The vendor that owns a MAC's OUI, if any.
+    pub fn vendor_by_oui(&self, mac: Mac) -> Option<&Vendor> {
+        let oui = mac.oui();
+        self.vendors.iter().find(|v| v.ouis.contains(&oui))
+    }
+
+    /// Every template name the models use.
+    pub fn template_names(&self) -> impl Iterator<Item = &str> {
+        self.models
+            .iter()
+            .flat_map(|m| m.files.iter().map(|f| f.template.as_str()))
+    }
+}
+
+fn build_vendor(spec: VendorFile) -> Result<Vendor, String> {
+    let user_agents = spec
+        .user_agents
+        .iter()
+        .map(|p| {
+            RegexBuilder::new(p)
+                .case_insensitive(true)
+                .build()
+                .map_err(|e| format!("user_agents: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let ouis = spec.ouis.iter().map(|o| o.to_ascii_lowercase()).collect();
+    Ok(Vendor {
+        name: spec.vendor,
+        ouis,
+        user_agents,
+        key_codes: spec.key_codes,
+    })
+}
+
+fn build_model(
+    vendor: &VendorFile,
+    spec: &ModelSpec,
+    vendor_index: usize,
+) -> Result<PhoneModel, String> {
+    let vendor_types: Vec<KeyType> = vendor.key_codes.keys().copied().collect();
+    let key_types = match &spec.key_types {
+        None => vendor_types,
+        Some(types) => {
+            if let Some(t) = types.iter().find(|t| !vendor_types.contains(t)) {
+                return Err(format!(
+                    "model {}: key type {} has no code in key_codes",
+                    spec.id,
+                    t.name()
+                ));
+            }
+            types.clone()
+        }
+    };
+    let files = vendor
+        .files
+        .iter()
+        .filter_map(|file| {
+            let name = fill_vars(&file.name, &spec.vars)?;
+            Some(ModelFile {
+                per_device: name.contains("{mac}"),
+                content_type: file
+                    .content_type
+                    .clone()
+                    .unwrap_or_else(|| content_type_for(&name).to_string()),
+                template: format!("{}/{}", vendor.templates, file.template),
+                name,
+            })
+        })
+        .collect();
+    let user_agent_names = if spec.user_agent_names.is_empty() {
+        vec![spec.name.clone()]
+    } else {
+        spec.user_agent_names.clone()
+    };
+    Ok(PhoneModel {
+        id: spec.id.clone(),
+        vendor: vendor.vendor.clone(),
+        name: spec.name.clone(),
+        accounts: spec.accounts,
+        line_keys: spec.line_keys,
+        key_types,
+        vars: spec.vars.clone(),
+        files,
+        vendor_index,
+        user_agent_names,
+    })
+}
+
+/// Fills `{var}`s from the model's vars, leaving `{mac}`; none when the
+/// model lacks a var the pattern needs (it does not ask for that file).
+fn fill_vars(pattern: &str, vars: &BTreeMap<String, String>) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = pattern;
+    while let Some(start) = rest.find('{') {
+        let end = start + rest[start..].find('}')?;
+        out.push_str(&rest[..start]);
+        let var = &rest[start + 1..end];
+        if var == "mac" {
+            out.push_str("{mac}");
+        } else {
+            out.push_str(vars.get(var)?);
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+fn content_type_for(name: &str) -> &'static str {
+    let extension = name.rsplit('.').next().unwrap_or_default();
+    match extension.to_ascii_lowercase().as_str() {
+        "xml" => "application/xml",
+        "htm" | "html" => "text/html",
+        _ => "text/plain",
+    }
+}
+
+type FileIndex = (RegexSet, Vec<Regex>, Vec<Vec<(usize, usize)>>);
+
+/// Groups the models' files by name pattern and compiles one regex per pattern.
+fn index_files(models: &[PhoneModel]) -> Result<FileIndex, CatalogError> {
+    let mut owners: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
+    for (m, model) in models.iter().enumerate() {
+        for (f, file) in model.files.iter().enumerate() {
+            owners
+                .entry(file.name.to_ascii_lowercase())
+                .or_default()
+                .push((m, f));
+        }
+    }
+    let sources: Vec<String> = owners
+        .keys()
+        .map(|name| {
+            let parts: Vec<String> = name.split("{mac}").map(regex::escape).collect();
+            format!("^{}$", parts.join(MAC_PATTERN))
+        })
+        .collect();
+    let bad = |e: regex::Error| CatalogError::Descriptor {
+        file: "file names".into(),
+        message: e.to_string(),
+    };
+    let set = RegexSetBuilder::new(&sources)
+        .case_insensitive(true)
+        .build()
+        .map_err(bad)?;
+    let regexes = sources
+        .iter()
+        .map(|s| RegexBuilder::new(s).case_insensitive(true).build())
+        .collect::<Result<_, _>>()
+        .map_err(bad)?;
+    Ok((set, regexes, owners.into_values().collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACME: &str = r#"
+vendor = "Acme"
+templates = "acme"
+ouis = ["AABBCC"]
+user_agents = ['^acme (?P<model>\S+) (?P<firmware>\S+)(?: (?P<mac>[0-9a-f]{12}))?$']
+[key_codes]
+line = "1"
+blf = "2"
+[[files]]
+name = "acme{code}.cfg"
+template = "common.cfg"
+[[files]]
+name = "{mac}.cfg"
+template = "mac.cfg"
+[[models]]
+id = "acme-a1"
+name = "A1"
+accounts = 2
+line_keys = 4
+vars = { code = "01" }
+[[models]]
+id = "acme-a2"
+name = "A2"
+accounts = 4
+line_keys = 8
+key_types = ["line"]
+"#;
+
+    fn acme() -> Catalog {
+        let sources = BTreeMap::from([("acme.toml".to_string(), ACME.to_string())]);
+        Catalog::from_sources(&sources).unwrap()
+    }
+
+    #[test]
+    fn common_and_per_device_files_are_told_apart() {
+        let catalog = acme();
+        let common = catalog.match_file("ACME01.cfg").unwrap();
+        assert_eq!(common.mac, None);
+        assert_eq!(common.candidates.len(), 1);
+        assert_eq!(common.candidates[0].0.id, "acme-a1");
+
+        let per_device = catalog.match_file("AABBCC000001.CFG").unwrap();
+        assert_eq!(per_device.mac.unwrap().lower(), "aabbcc000001");
+        assert_eq!(per_device.candidates.len(), 2);
+        assert!(catalog.match_file("acme02.cfg").is_none(), "A2 has no code var");
+        assert!(catalog.match_file("aabbcc00000.cfg").is_none());
+    }
+
+    #[test]
+    fn user_agents_are_recognised_from_data() {
+        let catalog = acme();
+        let id = catalog.identify_user_agent("ACME a1 1.2.3 aabbcc000001");
+        assert_eq!(id.vendor.as_deref(), Some("Acme"));
+        assert_eq!(id.model.as_deref(), Some("acme-a1"));
+        assert_eq!(id.firmware.as_deref(), Some("1.2.3"));
+        assert_eq!(id.mac.unwrap().lower(), "aabbcc000001");
+        assert_eq!(catalog.identify_user_agent("curl/8.0"), Identity::default());
+        assert_eq!(catalog.identify_user_agent("\u{0}\u{ff}"), Identity::default());
+    }
+
+    #[test]
+    fn a_key_type_without_a_code_is_refused_for_the_model() {
+        let catalog = acme();
+        let a2 = catalog.model("acme-a2").unwrap();
+        assert_eq!(a2.key_types, vec![KeyType::Line]);
+        assert_eq!(catalog.model("acme-a1").unwrap().key_types.len(), 2);
+    }
+
+    #[test]
+    fn a_broken_descriptor_is_named() {
+        let sources = BTreeMap::from([("bad.toml".to_string(), "vendor = 3".to_string())]);
+        let err = Catalog::from_sources(&sources).unwrap_err().to_string();
+        assert!(err.starts_with("bad.toml:"), "{err}");
+    }
+
+    #[test]
+    fn the_builtin_catalog_loads() {
+        let catalog = Catalog::builtin().unwrap();
+        assert!(!catalog.models().is_empty());
+    }
+}

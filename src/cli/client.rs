@@ -1,0 +1,88 @@
+//! A small client of the admin API for the CLI commands.
+
+use anyhow::{Context, anyhow, bail};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use super::Connection;
+use deskboot::auth::TOKEN_FILE;
+
+/// Talks to the admin API with the admin token.
+pub struct AdminClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    /// A client for `connection`, with its token from the flag, the
+    /// environment, or the data directory.
+    pub fn new(connection: &Connection) -> anyhow::Result<Self> {
+        let token = match &connection.token {
+            Some(token) => token.clone(),
+            None => {
+                let path = connection.data.join(TOKEN_FILE);
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "no admin token: pass --token, set DESKBOOT_ADMIN_TOKEN, or point --data at the server's data directory (cannot read {})",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            }
+        };
+        Ok(AdminClient {
+            base: connection.server.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Sends a request and returns the JSON answer (null for 204).
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let text = self.send(method, path, body).await?;
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).context("the server's answer is not JSON")
+    }
+
+    /// GETs a path and returns the body as text.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        self.send(Method::GET, path, None).await
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the deskboot server at {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            bail!("the server refused the admin token");
+        }
+        let detail: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let message = detail["error"].as_str().unwrap_or(&text).to_string();
+        Err(match detail["field"].as_str() {
+            Some(field) => anyhow!("{field}: {message} ({status})"),
+            None => anyhow!("{message} ({status})"),
+        })
+    }
+}
+
+/// Prints a JSON value for people and scripts alike.
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! `deskboot device add|list|show|rm`.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::Connection;
+use super::client::{AdminClient, print_json};
+
+/// Device commands.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Add a phone.
+    Add {
+        #[command(flatten)]
+        connection: Connection,
+        /// The phone's MAC, in any usual form.
+        mac: String,
+        /// The model id (see GET /api/v1/models), e.g. yealink-t46s.
+        #[arg(long)]
+        model: String,
+        /// A user id for each line, in order (line 1 first).
+        #[arg(long = "user")]
+        users: Vec<u64>,
+        /// A key as INDEX:TYPE[:VALUE[:LABEL]], e.g. 2:blf:102:Alice.
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// A note for administrators.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List phones.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show one phone as JSON.
+    Show {
+        #[command(flatten)]
+        connection: Connection,
+        mac: String,
+    },
+    /// Delete a phone.
+    Rm {
+        #[command(flatten)]
+        connection: Connection,
+        mac: String,
+    },
+}
+
+pub async fn run(command: DeviceCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DeviceCommand::Add {
+            connection,
+            mac,
+            model,
+            users,
+            keys,
+            description,
+        } => {
+            let keys = keys
+                .iter()
+                .map(|k| parse_key(k))
+                .collect::<anyhow::Result<Vec<Value>>>()?;
+            let lines: Vec<Value> = users.iter().map(|u| json!({ "user": u })).collect();
+            let mut device = json!({ "mac": mac, "model": model, "lines": lines, "keys": keys });
+            if let Some(description) = description {
+                device["description"] = json!(description);
+            }
+            let created = AdminClient::new(&connection)?
+                .call(Method::POST, "/api/v1/devices", Some(&device))
+                .await?;
+            print_json(&created)?;
+        }
+        DeviceCommand::List { connection } => {
+            let devices = AdminClient::new(&connection)?
+                .call(Method::GET, "/api/v1/devices", None)
+                .await?;
+            println!("{:<12}  {:<20}  {:>5}  {:>4}", "MAC", "MODEL", "LINES", "KEYS");
+            for device in devices.as_array().into_iter().flatten() {
+                let count = |field: &str| device[field].as_array().map_or(0, Vec::len);
+                println!(
+                    "{:<12}  {:<20}  {:>5}  {:>4}",
+                    device["mac"].as_str().unwrap_or_default(),
+                    device["model"].as_str().unwrap_or_default(),
+                    count("lines"),
+                    count("keys")
+                );
+            }
+        }
+        DeviceCommand::Show { connection, mac } => {
+            let device = AdminClient::new(&connection)?
+                .call(Method::GET, &format!("/api/v1/devices/{mac}"), None)
+                .await?;
+            print_json(&device)?;
+        }
+        DeviceCommand::Rm { connection, mac } => {
+            AdminClient::new(&connection)?
+                .call(Method::DELETE, &format!("/api/v1/devices/{mac}"), None)
+                .await?;
+            println!("deleted device {mac}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `INDEX:TYPE[:VALUE[:LABEL]]` as the API's key object.
+fn parse_key(spec: &str) -> anyhow::Result<Value> {
+    let mut parts = spec.splitn(4, ':');
+    let (Some(index), Some(kind)) = (parts.next(), parts.next()) else {
+        bail!("--key {spec:?}: expected INDEX:TYPE[:VALUE[:LABEL]]");
+    };
+    let Ok(index) = index.parse::<u16>() else {
+        bail!("--key {spec:?}: {index:?} is not a key number");
+    };
+    Ok(json!({
+        "index": index,
+        "type": kind,
+        "value": parts.next().unwrap_or_default(),
+        "label": parts.next().unwrap_or_default(),
+    }))
+}

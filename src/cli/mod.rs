@@ -1,0 +1,87 @@
+//! Command-line parsing and dispatch; one file per command group.
+
+mod client;
+mod device;
+mod identify;
+mod serve;
+mod user;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use client::AdminClient;
+
+/// deskboot: phone auto-provisioning server.
+#[derive(Debug, Parser)]
+#[command(name = "deskboot", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (phones' HTTP and TFTP, and the admin API).
+    Serve(serve::ServeArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Manage devices (phones).
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
+    /// Print the file a phone would get, e.g. `deskboot render 001565aabbcc 001565aabbcc.cfg`.
+    Render {
+        #[command(flatten)]
+        connection: Connection,
+        /// The phone's MAC.
+        mac: String,
+        /// The file name the phone asks for.
+        file: String,
+    },
+    /// Say which vendor, model, firmware and MAC a User-Agent or path means.
+    Identify(identify::IdentifyArgs),
+}
+
+/// How admin commands reach the server.
+#[derive(Debug, clap::Args)]
+pub struct Connection {
+    /// The admin API's base URL.
+    #[arg(long, env = "DESKBOOT_SERVER", default_value = "http://127.0.0.1:8081")]
+    server: String,
+    /// The admin token (default: DESKBOOT_ADMIN_TOKEN, else <data>/admin.token).
+    #[arg(long, env = "DESKBOOT_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The server's data directory, to find admin.token.
+    #[arg(long, default_value = "deskboot-data")]
+    data: PathBuf,
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::User(command) => user::run(command).await,
+            Command::Device(command) => device::run(command).await,
+            Command::Render {
+                connection,
+                mac,
+                file,
+            } => {
+                let client = AdminClient::new(&connection)?;
+                let body = client
+                    .get_text(&format!("/api/v1/devices/{mac}/files/{file}"))
+                    .await?;
+                print!("{body}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Identify(args) => identify::run(args),
+        }
+    })
+}

@@ -1,0 +1,95 @@
+//! Server configuration: defaults, overridden by a TOML file, overridden by
+//! command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// Where the server listens and keeps its data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data directory: the store, the generated admin token.
+    pub data: PathBuf,
+    /// Phones' HTTP listener.
+    pub http: SocketAddr,
+    /// Phones' TFTP listener.
+    pub tftp: SocketAddr,
+    /// Admin API listener; keep it on loopback or a management network.
+    pub admin: SocketAddr,
+    /// Extra phone-model descriptors, replacing built-in ones of the same file name.
+    pub models_dir: Option<PathBuf>,
+    /// Extra templates, replacing built-in ones of the same name.
+    pub templates_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data: PathBuf::from("deskboot-data"),
+            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            tftp: SocketAddr::from(([0, 0, 0, 0], 6969)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            models_dir: None,
+            templates_dir: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML config file; keys it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Where sled keeps its files.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data.join("store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_overrides_only_what_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deskboot.toml");
+        std::fs::write(&path, "http = \"127.0.0.1:9000\"\n").unwrap();
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(config.http.port(), 9000);
+        assert_eq!(config.tftp, Config::default().tftp);
+    }
+
+    #[test]
+    fn a_misspelt_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deskboot.toml");
+        std::fs::write(&path, "htp = \"127.0.0.1:9000\"\n").unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("htp"), "{err}");
+    }
+}

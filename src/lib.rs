@@ -1,0 +1,32 @@
+//! deskboot: a phone auto-provisioning server.
+//!
+//! A desk phone boots, learns our address from DHCP option 66, and asks for
+//! its files over TFTP or HTTP. A request meets these modules in order:
+//!
+//! - [`transport`]: `http` and `tftp` turn bytes into a [`provision::Request`]
+//!   and write the answer back; nothing else.
+//! - [`provision`]: the one request handler. It asks the [`catalog`] which
+//!   phone model and file the path means (and for which [`mac`]), loads the
+//!   device and its users from the [`store`], and has [`render`] produce the
+//!   bytes. Unknown MACs are recorded as discovered.
+//! - [`catalog`]: phone models as data (`phone-models/*.toml`), path and
+//!   User-Agent recognition.
+//! - [`render`]: Tera templates (`templates/`) and the view they see.
+//! - [`store`]: sled, behind a narrow typed API; [`model`] holds the domain
+//!   types it stores (users, devices, keys, settings).
+//!
+//! Administrators use the [`api`] (JSON under `/api/v1/`, guarded by
+//! [`auth`]) on a separate listener; the `deskboot` CLI is a client of it.
+//! [`server`] wires everything together from a [`config`].
+
+pub mod api;
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod mac;
+pub mod model;
+pub mod provision;
+pub mod render;
+pub mod server;
+pub mod store;
+pub mod transport;

@@ -1,0 +1,711 @@
+//! The domain: users, devices, keys and settings, as stored and as the API
+//! shows them.
+//!
+//! These types are plain data with their own field checks ([`Invalid`]).
+//! Checks that need other records (a device's model, its users) live where
+//! those records are: the catalog and the store.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::mac::Mac;
+
+/// A refused value: which field, and why, in the administrator's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    /// The field, as named in the API (`keys[2].type`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl Invalid {
+    /// A refusal of `field` because of `message`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A user's id in the store.
+pub type UserId = u64;
+
+/// A person with an extension and a SIP account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Assigned by the store.
+    #[serde(default)]
+    pub id: UserId,
+    /// The internal number; unique.
+    pub extension: String,
+    /// Given name.
+    #[serde(default)]
+    pub first_name: String,
+    /// Family name.
+    #[serde(default)]
+    pub last_name: String,
+    /// Unique when set.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The SIP account the user's phones register with.
+    pub sip: SipAccount,
+    /// Caller ID shown inside and outside the company.
+    #[serde(default)]
+    pub caller_id: CallerId,
+    /// Voicemail box, if the user has one.
+    #[serde(default)]
+    pub voicemail: Option<Voicemail>,
+    /// Preferred language (e.g. `en`, `fr`); the device settings apply when unset.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Mobile number, for the directory.
+    #[serde(default)]
+    pub mobile: Option<String>,
+    /// Do-not-disturb on by default.
+    #[serde(default)]
+    pub dnd: bool,
+    /// Call waiting on by default.
+    #[serde(default = "yes")]
+    pub call_waiting: bool,
+    /// Listed in the company phonebook.
+    #[serde(default = "yes")]
+    pub in_directory: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// SIP credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipAccount {
+    /// The user part of the SIP address; unique.
+    pub username: String,
+    /// The digest authentication name (often the username).
+    pub auth_name: String,
+    /// The digest password.
+    pub password: String,
+}
+
+/// Caller ID names and numbers; empty means "derive from the user".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerId {
+    /// Name shown to colleagues.
+    #[serde(default)]
+    pub internal_name: Option<String>,
+    /// Number shown to colleagues.
+    #[serde(default)]
+    pub internal_number: Option<String>,
+    /// Name shown outside.
+    #[serde(default)]
+    pub external_name: Option<String>,
+    /// Number shown outside.
+    #[serde(default)]
+    pub external_number: Option<String>,
+}
+
+/// A voicemail box.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Voicemail {
+    /// The mailbox number.
+    pub mailbox: String,
+    /// The PIN; a secret.
+    #[serde(default)]
+    pub pin: Option<String>,
+}
+
+impl User {
+    /// "First Last", or the extension when the user has no name.
+    pub fn display_name(&self) -> String {
+        if let Some(name) = &self.caller_id.internal_name {
+            return name.clone();
+        }
+        let name = format!("{} {}", self.first_name, self.last_name);
+        let name = name.trim();
+        if name.is_empty() {
+            self.extension.clone()
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// Checks every field on its own (uniqueness is the store's job).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        check_token("extension", &self.extension)?;
+        check_text("first_name", &self.first_name)?;
+        check_text("last_name", &self.last_name)?;
+        if let Some(email) = &self.email {
+            check_text("email", email)?;
+            let valid = email
+                .split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+            if !valid {
+                return Err(Invalid::new("email", "not an e-mail address"));
+            }
+        }
+        check_token("sip.username", &self.sip.username)?;
+        check_token("sip.auth_name", &self.sip.auth_name)?;
+        check_text("sip.password", &self.sip.password)?;
+        if self.sip.password.is_empty() {
+            return Err(Invalid::new("sip.password", "must not be empty"));
+        }
+        let caller_id = [
+            ("caller_id.internal_name", &self.caller_id.internal_name),
+            ("caller_id.internal_number", &self.caller_id.internal_number),
+            ("caller_id.external_name", &self.caller_id.external_name),
+            ("caller_id.external_number", &self.caller_id.external_number),
+            ("language", &self.language),
+            ("mobile", &self.mobile),
+        ];
+        for (field, value) in caller_id {
+            if let Some(value) = value {
+                check_text(field, value)?;
+            }
+        }
+        if let Some(vm) = &self.voicemail {
+            check_token("voicemail.mailbox", &vm.mailbox)?;
+            if let Some(pin) = &vm.pin {
+                check_token("voicemail.pin", pin)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a programmable key does. Each vendor maps these to its own codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyType {
+    /// An appearance of one of the device's lines.
+    Line,
+    /// Busy lamp of another extension.
+    Blf,
+    /// Dial a number.
+    SpeedDial,
+    /// Busy lamp that also dials (and picks up) the extension.
+    BlfSpeedDial,
+    /// Call voicemail.
+    Voicemail,
+    /// Pick up a ringing call.
+    Pickup,
+    /// Park a call.
+    Park,
+    /// Do not disturb.
+    Dnd,
+    /// Call forward.
+    Forward,
+    /// Transfer.
+    Transfer,
+    /// Intercom / paging to an extension.
+    Intercom,
+    /// Open a URL (XML browser).
+    Url,
+    /// An empty key.
+    None,
+}
+
+impl KeyType {
+    /// Every key type, in documentation order.
+    pub const ALL: [KeyType; 13] = [
+        KeyType::Line,
+        KeyType::Blf,
+        KeyType::SpeedDial,
+        KeyType::BlfSpeedDial,
+        KeyType::Voicemail,
+        KeyType::Pickup,
+        KeyType::Park,
+        KeyType::Dnd,
+        KeyType::Forward,
+        KeyType::Transfer,
+        KeyType::Intercom,
+        KeyType::Url,
+        KeyType::None,
+    ];
+
+    /// The name used in the API and in descriptors.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::Line => "line",
+            KeyType::Blf => "blf",
+            KeyType::SpeedDial => "speed_dial",
+            KeyType::BlfSpeedDial => "blf_speed_dial",
+            KeyType::Voicemail => "voicemail",
+            KeyType::Pickup => "pickup",
+            KeyType::Park => "park",
+            KeyType::Dnd => "dnd",
+            KeyType::Forward => "forward",
+            KeyType::Transfer => "transfer",
+            KeyType::Intercom => "intercom",
+            KeyType::Url => "url",
+            KeyType::None => "none",
+        }
+    }
+
+    /// Whether a key of this type is useless without a value (a number, an extension, a URL).
+    fn needs_value(self) -> bool {
+        matches!(
+            self,
+            KeyType::Blf
+                | KeyType::SpeedDial
+                | KeyType::BlfSpeedDial
+                | KeyType::Intercom
+                | KeyType::Url
+        )
+    }
+}
+
+/// One programmable key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Key {
+    /// The expansion module (from 1), or none for a key on the phone itself.
+    #[serde(default)]
+    pub module: Option<u8>,
+    /// The key's position (from 1).
+    pub index: u16,
+    /// What it does.
+    #[serde(rename = "type")]
+    pub kind: KeyType,
+    /// The extension, number or URL it uses.
+    #[serde(default)]
+    pub value: String,
+    /// The text next to the key.
+    #[serde(default)]
+    pub label: String,
+    /// The device line (from 1) the key uses.
+    #[serde(default = "first_line")]
+    pub line: u16,
+}
+
+fn first_line() -> u16 {
+    1
+}
+
+/// A user's appearance on a device. Line 1 is the owner; later lines may be
+/// other users' shared appearances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineAssignment {
+    /// The user whose account this line registers.
+    pub user: UserId,
+    /// Text on the line key; the user's extension when unset.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// A phone, keyed by its MAC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// The phone's MAC.
+    pub mac: Mac,
+    /// The phone model's id (see `GET /api/v1/models`).
+    pub model: String,
+    /// A note for administrators (e.g. "reception desk").
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The SIP accounts, line 1 first.
+    #[serde(default)]
+    pub lines: Vec<LineAssignment>,
+    /// Programmable keys.
+    #[serde(default)]
+    pub keys: Vec<Key>,
+    /// Settings that override the global and model ones for this phone.
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+impl Device {
+    /// Checks every field on its own; the model's limits are the catalog's job.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if let Some(description) = &self.description {
+            check_text("description", description)?;
+        }
+        for (i, line) in self.lines.iter().enumerate() {
+            if let Some(label) = &line.label {
+                check_text(&format!("lines[{i}].label"), label)?;
+            }
+        }
+        let mut positions = std::collections::HashSet::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            let field = |name: &str| format!("keys[{i}].{name}");
+            if key.index == 0 {
+                return Err(Invalid::new(field("index"), "key positions start at 1"));
+            }
+            if key.module == Some(0) {
+                return Err(Invalid::new(field("module"), "modules are numbered from 1"));
+            }
+            if !positions.insert((key.module, key.index)) {
+                return Err(Invalid::new(
+                    field("index"),
+                    format!("two keys at position {}", key.index),
+                ));
+            }
+            check_text(&field("value"), &key.value)?;
+            check_text(&field("label"), &key.label)?;
+            if key.kind.needs_value() && key.value.trim().is_empty() {
+                return Err(Invalid::new(
+                    field("value"),
+                    format!("a {} key needs a value", key.kind.name()),
+                ));
+            }
+            if key.line == 0 || usize::from(key.line) > self.lines.len().max(1) {
+                return Err(Invalid::new(
+                    field("line"),
+                    format!("the device has no line {}", key.line),
+                ));
+            }
+        }
+        self.settings.validate()
+    }
+}
+
+/// SIP transport for registrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SipTransport {
+    /// UDP (the default).
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS.
+    Tls,
+}
+
+/// Settings at one level (global, model or device). Unset fields fall
+/// through to the level below; [`EffectiveSettings`] is the result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// SIP registrar / proxy host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_server: Option<String>,
+    /// SIP port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_port: Option<u16>,
+    /// SIP transport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_transport: Option<SipTransport>,
+    /// Outbound proxy host[:port].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_proxy: Option<String>,
+    /// NTP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ntp_server: Option<String>,
+    /// Time zone name (IANA, e.g. `Europe/Paris`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// UTC offset, `+HH:MM` or `-HH:MM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc_offset: Option<String>,
+    /// Phone language (`en`, `fr`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Where phones fetch their files (`http://10.0.0.5:8080`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_url: Option<String>,
+    /// Firmware image URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_url: Option<String>,
+    /// The phone's web admin password; a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password: Option<String>,
+    /// Syslog server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog_server: Option<String>,
+    /// Voice VLAN id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_id: Option<u16>,
+    /// Feature code to call voicemail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voicemail_code: Option<String>,
+    /// Feature code for group pickup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pickup_code: Option<String>,
+    /// Prefix for directed pickup of an extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directed_pickup_code: Option<String>,
+    /// Feature code to park a call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub park_code: Option<String>,
+}
+
+impl Settings {
+    /// Checks each set field.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let texts = [
+            ("settings.sip_server", &self.sip_server),
+            ("settings.outbound_proxy", &self.outbound_proxy),
+            ("settings.ntp_server", &self.ntp_server),
+            ("settings.time_zone", &self.time_zone),
+            ("settings.language", &self.language),
+            ("settings.admin_password", &self.admin_password),
+            ("settings.syslog_server", &self.syslog_server),
+            ("settings.voicemail_code", &self.voicemail_code),
+            ("settings.pickup_code", &self.pickup_code),
+            ("settings.directed_pickup_code", &self.directed_pickup_code),
+            ("settings.park_code", &self.park_code),
+        ];
+        for (field, value) in texts {
+            if let Some(value) = value {
+                check_token(field, value)?;
+            }
+        }
+        for (field, url) in [
+            ("settings.provisioning_url", &self.provisioning_url),
+            ("settings.firmware_url", &self.firmware_url),
+        ] {
+            if let Some(url) = url {
+                check_token(field, url)?;
+                if !["http://", "https://", "tftp://", "ftp://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme))
+                {
+                    return Err(Invalid::new(
+                        field,
+                        "must be an http://, https://, tftp:// or ftp:// URL",
+                    ));
+                }
+            }
+        }
+        if let Some(offset) = &self.utc_offset {
+            UtcOffset::parse(offset).map_err(|m| Invalid::new("settings.utc_offset", m))?;
+        }
+        if self.sip_port == Some(0) {
+            return Err(Invalid::new("settings.sip_port", "must be 1 to 65535"));
+        }
+        if let Some(vlan) = self.vlan_id
+            && !(1..=4094).contains(&vlan)
+        {
+            return Err(Invalid::new("settings.vlan_id", "must be 1 to 4094"));
+        }
+        Ok(())
+    }
+
+    /// Lays `layers` over the defaults: a later layer's set fields win.
+    pub fn effective(layers: &[&Settings]) -> EffectiveSettings {
+        let mut merged = Map::new();
+        for layer in layers {
+            if let Ok(Value::Object(fields)) = serde_json::to_value(layer) {
+                merged.extend(fields);
+            }
+        }
+        let s: Settings = serde_json::from_value(Value::Object(merged)).unwrap_or_default();
+        EffectiveSettings {
+            sip_server: s.sip_server.unwrap_or_default(),
+            sip_port: s.sip_port.unwrap_or(5060),
+            sip_transport: s.sip_transport.unwrap_or(SipTransport::Udp),
+            outbound_proxy: s.outbound_proxy,
+            ntp_server: s.ntp_server.unwrap_or_else(|| "pool.ntp.org".into()),
+            time_zone: s.time_zone.unwrap_or_else(|| "UTC".into()),
+            utc_offset: s
+                .utc_offset
+                .and_then(|o| UtcOffset::parse(&o).ok())
+                .unwrap_or_default(),
+            language: s.language.unwrap_or_else(|| "en".into()),
+            provisioning_url: s.provisioning_url,
+            firmware_url: s.firmware_url,
+            admin_password: s.admin_password,
+            syslog_server: s.syslog_server,
+            vlan_id: s.vlan_id,
+            feature_codes: FeatureCodes {
+                voicemail: s.voicemail_code.unwrap_or_else(|| "*97".into()),
+                pickup: s.pickup_code.unwrap_or_else(|| "*8".into()),
+                directed_pickup: s.directed_pickup_code.unwrap_or_else(|| "**".into()),
+                park: s.park_code.unwrap_or_else(|| "*70".into()),
+            },
+        }
+    }
+}
+
+/// The settings a template sees: every level merged over the defaults.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EffectiveSettings {
+    /// SIP registrar / proxy host (empty until configured).
+    pub sip_server: String,
+    /// SIP port (5060).
+    pub sip_port: u16,
+    /// SIP transport (udp).
+    pub sip_transport: SipTransport,
+    /// Outbound proxy.
+    pub outbound_proxy: Option<String>,
+    /// NTP server (pool.ntp.org).
+    pub ntp_server: String,
+    /// Time zone name (UTC).
+    pub time_zone: String,
+    /// UTC offset (+00:00).
+    #[serde(skip)]
+    pub utc_offset: UtcOffset,
+    /// Language (en).
+    pub language: String,
+    /// Where phones fetch their files.
+    pub provisioning_url: Option<String>,
+    /// Firmware image URL.
+    pub firmware_url: Option<String>,
+    /// The phone's web admin password.
+    pub admin_password: Option<String>,
+    /// Syslog server.
+    pub syslog_server: Option<String>,
+    /// Voice VLAN.
+    pub vlan_id: Option<u16>,
+    /// Feature codes.
+    pub feature_codes: FeatureCodes,
+}
+
+/// PBX feature codes the phones dial.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureCodes {
+    /// Voicemail (`*97`).
+    pub voicemail: String,
+    /// Group pickup (`*8`).
+    pub pickup: String,
+    /// Directed pickup prefix (`**`).
+    pub directed_pickup: String,
+    /// Park (`*70`).
+    pub park: String,
+}
+
+/// An offset from UTC in minutes, rendered in each vendor's form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UtcOffset {
+    /// Signed minutes east of UTC.
+    pub minutes: i32,
+}
+
+impl UtcOffset {
+    /// Parses `+HH:MM` / `-HH:MM` (`Z` and `+HH` too).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not a UTC offset like +01:00 or -05:30");
+        if s == "Z" {
+            return Ok(UtcOffset { minutes: 0 });
+        }
+        let (sign, rest) = match s.split_at_checked(1) {
+            Some(("+", rest)) => (1, rest),
+            Some(("-", rest)) => (-1, rest),
+            _ => return Err(bad()),
+        };
+        let (hours, minutes) = rest.split_once(':').unwrap_or((rest, "00"));
+        let all_digits = |t: &str| t.len() == 2 && t.bytes().all(|b| b.is_ascii_digit());
+        if !all_digits(hours) || !all_digits(minutes) {
+            return Err(bad());
+        }
+        let hours: i32 = hours.parse().map_err(|_| bad())?;
+        let minutes: i32 = minutes.parse().map_err(|_| bad())?;
+        if hours > 14 || minutes >= 60 {
+            return Err(bad());
+        }
+        Ok(UtcOffset {
+            minutes: sign * (hours * 60 + minutes),
+        })
+    }
+}
+
+/// What the server last saw of a phone: kept for the device's status and
+/// for discovered (unknown) MACs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sighting {
+    /// Unix time, seconds.
+    pub at: u64,
+    /// The phone's address.
+    pub ip: IpAddr,
+    /// Its User-Agent, when it sent one.
+    pub user_agent: Option<String>,
+    /// Its firmware, when its User-Agent says.
+    pub firmware: Option<String>,
+    /// The file it asked for.
+    pub file: String,
+    /// `http` or `tftp`.
+    pub transport: String,
+}
+
+/// A MAC that asked for its file but is not provisioned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Discovered {
+    /// The MAC.
+    pub mac: Mac,
+    /// First request, unix seconds.
+    pub first_seen: u64,
+    /// Requests counted.
+    pub count: u64,
+    /// The vendor guessed from the User-Agent or the MAC's OUI.
+    pub vendor: Option<String>,
+    /// The model guessed from the User-Agent.
+    pub model: Option<String>,
+    /// The last request.
+    pub last: Sighting,
+}
+
+/// Refuses control characters: in a key=value or XML file a line break
+/// would let a value inject settings of its own.
+pub fn check_text(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.chars().any(char::is_control) {
+        return Err(Invalid::new(field, "must not contain control characters"));
+    }
+    if value.len() > 256 {
+        return Err(Invalid::new(field, "is longer than 256 characters"));
+    }
+    Ok(())
+}
+
+/// Like [`check_text`], and also not empty and without spaces.
+pub fn check_token(field: &str, value: &str) -> Result<(), Invalid> {
+    check_text(field, value)?;
+    if value.is_empty() {
+        return Err(Invalid::new(field, "must not be empty"));
+    }
+    if value.chars().any(char::is_whitespace) {
+        return Err(Invalid::new(field, "must not contain spaces"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_parse_and_refuse() {
+        assert_eq!(UtcOffset::parse("+01:00").unwrap().minutes, 60);
+        assert_eq!(UtcOffset::parse("-05:30").unwrap().minutes, -330);
+        assert_eq!(UtcOffset::parse("+05").unwrap().minutes, 300);
+        for bad in ["1:00", "+1:00", "+25:00", "+01:60", "", "+ab:cd"] {
+            assert!(UtcOffset::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn later_layers_win_and_defaults_fill_the_rest() {
+        let global = Settings {
+            sip_server: Some("pbx.example.com".into()),
+            ntp_server: Some("ntp1".into()),
+            ..Settings::default()
+        };
+        let device = Settings {
+            ntp_server: Some("ntp2".into()),
+            ..Settings::default()
+        };
+        let s = Settings::effective(&[&global, &Settings::default(), &device]);
+        assert_eq!(s.sip_server, "pbx.example.com");
+        assert_eq!(s.ntp_server, "ntp2");
+        assert_eq!(s.sip_port, 5060);
+        assert_eq!(s.feature_codes.voicemail, "*97");
+    }
+
+    #[test]
+    fn newlines_are_refused_everywhere_a_template_could_print_them() {
+        let settings = Settings {
+            language: Some("en\nsecurity.user_password = admin:pwned".into()),
+            ..Settings::default()
+        };
+        assert_eq!(settings.validate().unwrap_err().field, "settings.language");
+    }
+}

@@ -1,0 +1,451 @@
+//! The provisioning core: one function that both transports call.
+//!
+//! A [`Request`] (path, User-Agent, peer) becomes a rendered file or a plain
+//! not-found. A phone cannot read error messages, so every refusal looks the
+//! same to it; the reason goes to the log instead. What phones do (which
+//! device fetched what, which unknown MACs knocked) is buffered in memory
+//! and written to the store in batches: a boot storm must not become a storm
+//! of disk writes.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
+use crate::mac::Mac;
+use crate::model::{Device, Discovered, Settings, Sighting, User};
+use crate::render::{FileView, RenderError, Renderer};
+use crate::store::{GLOBAL_SCOPE, Store, StoreError};
+
+/// The longest file name a phone may ask for. Real names are under 64
+/// characters; anything far longer is a probe.
+pub const MAX_PATH_LEN: usize = 255;
+
+/// How many unknown MACs may wait in memory for the next batch write: a
+/// scanner walking a vendor's MAC range must not grow memory without bound.
+const MAX_PENDING_DISCOVERED: usize = 10_000;
+
+/// How a request reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP (or HTTPS).
+    Http,
+    /// TFTP.
+    Tftp,
+}
+
+impl Transport {
+    /// `http` or `tftp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Tftp => "tftp",
+        }
+    }
+}
+
+/// A phone's request for a file.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The path or TFTP file name, as the phone sent it (percent-decoded for HTTP).
+    pub path: &'a str,
+    /// The HTTP User-Agent; none over TFTP.
+    pub user_agent: Option<&'a str>,
+    /// The phone's address.
+    pub peer: IpAddr,
+    /// How it asked.
+    pub transport: Transport,
+}
+
+/// A rendered file, ready to send.
+#[derive(Debug, Clone)]
+pub struct ServedFile {
+    /// The bytes.
+    pub body: Arc<Vec<u8>>,
+    /// HTTP Content-Type.
+    pub content_type: String,
+    /// A strong ETag (quoted) computed from the bytes.
+    pub etag: String,
+    /// The model the file was rendered for.
+    pub model: String,
+    /// The device's MAC, for a per-device file.
+    pub mac: Option<Mac>,
+}
+
+/// Why a request got no file. Phones see only "not found"; the log sees this.
+#[derive(Debug, thiserror::Error)]
+pub enum NotServed {
+    /// The path is malformed or hostile.
+    #[error("refused path: {0}")]
+    BadPath(&'static str),
+    /// No model asks for a file of this name.
+    #[error("no phone model asks for this file")]
+    UnknownFile,
+    /// A per-device file for a MAC that is not provisioned.
+    #[error("MAC {0} is not provisioned")]
+    UnknownMac(Mac),
+    /// The device exists, but its model does not ask for this file.
+    #[error("device {mac} is a {model}, which does not ask for this file")]
+    WrongModel { mac: Mac, model: String },
+    /// The device names a model the catalog no longer has.
+    #[error("device {mac} has unknown model {model}")]
+    MissingModel { mac: Mac, model: String },
+    /// The template failed for this device.
+    #[error("render failed: {0}")]
+    Render(#[from] RenderError),
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Answers phones' requests; shared by every transport.
+pub struct Provisioner {
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    renderer: Renderer,
+    pending_sightings: Mutex<HashMap<Mac, Sighting>>,
+    pending_discovered: Mutex<HashMap<Mac, Discovered>>,
+}
+
+impl Provisioner {
+    /// A provisioner over a store, a catalog and its templates.
+    pub fn new(store: Arc<Store>, catalog: Arc<Catalog>, renderer: Renderer) -> Self {
+        Provisioner {
+            store,
+            catalog,
+            renderer,
+            pending_sightings: Mutex::new(HashMap::new()),
+            pending_discovered: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The catalog the provisioner matches requests against.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Answers one request. Synchronous and fast (a few store reads and one
+    /// render), so TFTP can call it inside its serialized open.
+    pub fn handle(&self, request: &Request<'_>) -> Result<ServedFile, NotServed> {
+        let file_name = file_name(request.path)?;
+        let found = self
+            .catalog
+            .match_file(file_name)
+            .ok_or(NotServed::UnknownFile)?;
+        let identity = request
+            .user_agent
+            .map(|ua| self.catalog.identify_user_agent(ua))
+            .unwrap_or_default();
+        match found.mac {
+            None => self.serve_common(&found, &identity),
+            Some(mac) => {
+                let result = self.serve_device(mac, file_name, &found);
+                match &result {
+                    Ok(_) => self.note_sighting(mac, file_name, request, &identity),
+                    Err(NotServed::UnknownMac(_)) => {
+                        self.note_discovered(mac, file_name, request, &identity)
+                    }
+                    Err(_) => {}
+                }
+                result
+            }
+        }
+    }
+
+    /// Renders a device's file the way the phone would get it, without
+    /// counting it as a request (for administrators' previews).
+    pub fn preview(&self, mac: Mac, file_name: &str) -> Result<ServedFile, NotServed> {
+        let file_name = file_name_only(file_name)?;
+        let found = self
+            .catalog
+            .match_file(file_name)
+            .ok_or(NotServed::UnknownFile)?;
+        match found.mac {
+            Some(file_mac) if file_mac == mac => self.serve_device(mac, file_name, &found),
+            Some(_) => Err(NotServed::BadPath("the file names another MAC")),
+            None => {
+                let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
+                let found = FileMatch {
+                    candidates: found
+                        .candidates
+                        .into_iter()
+                        .filter(|(m, _)| m.id == device.model)
+                        .collect(),
+                    mac: None,
+                };
+                if found.candidates.is_empty() {
+                    return Err(NotServed::WrongModel {
+                        mac,
+                        model: device.model,
+                    });
+                }
+                self.serve_common(&found, &Identity::default())
+            }
+        }
+    }
+
+    fn serve_common(
+        &self,
+        found: &FileMatch<'_>,
+        identity: &Identity,
+    ) -> Result<ServedFile, NotServed> {
+        // Several models may share a common file name; prefer the one the
+        // User-Agent names.
+        let (model, file) = found
+            .candidates
+            .iter()
+            .find(|(m, _)| identity.model.as_deref() == Some(m.id.as_str()))
+            .or(found.candidates.first())
+            .copied()
+            .ok_or(NotServed::UnknownFile)?;
+        let settings = Settings::effective(&[
+            &self.store.settings(GLOBAL_SCOPE)?,
+            &self.store.settings(&model_scope(&model.id))?,
+        ]);
+        let body = self
+            .renderer
+            .render(&file.template, &FileView::common(model, &settings))?;
+        Ok(served(body, model, file, None))
+    }
+
+    fn serve_device(
+        &self,
+        mac: Mac,
+        file_name: &str,
+        found: &FileMatch<'_>,
+    ) -> Result<ServedFile, NotServed> {
+        let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
+        let Some(&(model, file)) = found.candidates.iter().find(|(m, _)| m.id == device.model)
+        else {
+            let model = device.model.clone();
+            return Err(match self.catalog.model(&model) {
+                Some(_) => NotServed::WrongModel { mac, model },
+                None => NotServed::MissingModel { mac, model },
+            });
+        };
+        tracing::trace!(%mac, file = file_name, "rendering");
+        let body = self.render_device(model, file, &device)?;
+        Ok(served(body, model, file, Some(mac)))
+    }
+
+    fn render_device(
+        &self,
+        model: &PhoneModel,
+        file: &ModelFile,
+        device: &Device,
+    ) -> Result<Vec<u8>, NotServed> {
+        let users: Vec<User> = device
+            .lines
+            .iter()
+            .map(|line| self.store.user(line.user))
+            .collect::<Result<Option<Vec<User>>, _>>()?
+            .ok_or(NotServed::Store(StoreError::NotFound(
+                "a user on this device's lines".into(),
+            )))?;
+        let settings = Settings::effective(&[
+            &self.store.settings(GLOBAL_SCOPE)?,
+            &self.store.settings(&model_scope(&model.id))?,
+            &device.settings,
+        ]);
+        let vendor = self.catalog.vendor_of(model);
+        let view = FileView::device(model, vendor, &settings, device, &users);
+        Ok(self.renderer.render(&file.template, &view)?)
+    }
+
+    fn note_sighting(&self, mac: Mac, file: &str, request: &Request<'_>, identity: &Identity) {
+        let sighting = sighting(file, request, identity);
+        lock(&self.pending_sightings).insert(mac, sighting);
+    }
+
+    fn note_discovered(
+        &self,
+        mac: Mac,
+        file: &str,
+        request: &Request<'_>,
+        identity: &Identity,
+    ) {
+        let last = sighting(file, request, identity);
+        let path_identity = self.catalog.identify_path(file);
+        let vendor = identity
+            .vendor
+            .clone()
+            .or(path_identity.vendor)
+            .or_else(|| self.catalog.vendor_by_oui(mac).map(|v| v.name.clone()));
+        let model = identity.model.clone().or(path_identity.model);
+        let mut pending = lock(&self.pending_discovered);
+        if let Some(entry) = pending.get_mut(&mac) {
+            entry.count += 1;
+            entry.vendor = vendor.or(entry.vendor.take());
+            entry.model = model.or(entry.model.take());
+            entry.last = last;
+        } else if pending.len() < MAX_PENDING_DISCOVERED {
+            pending.insert(
+                mac,
+                Discovered {
+                    mac,
+                    first_seen: last.at,
+                    count: 1,
+                    vendor,
+                    model,
+                    last,
+                },
+            );
+        }
+    }
+
+    /// Writes the buffered sightings and discovered MACs to the store.
+    pub fn flush_sightings(&self) -> Result<(), StoreError> {
+        let sightings: Vec<(Mac, Sighting)> =
+            std::mem::take(&mut *lock(&self.pending_sightings)).into_iter().collect();
+        let discovered: Vec<Discovered> = std::mem::take(&mut *lock(&self.pending_discovered))
+            .into_values()
+            .collect();
+        if !sightings.is_empty() {
+            self.store.record_sightings(&sightings)?;
+        }
+        if !discovered.is_empty() {
+            self.store.record_discovered(&discovered)?;
+        }
+        Ok(())
+    }
+}
+
+/// How often buffered sightings are written to the store.
+pub const SIGHTING_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The settings scope of a model.
+pub fn model_scope(model_id: &str) -> String {
+    format!("model:{model_id}")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn sighting(file: &str, request: &Request<'_>, identity: &Identity) -> Sighting {
+    Sighting {
+        at: now(),
+        ip: request.peer,
+        user_agent: request.user_agent.map(|ua| ua.chars().take(256).collect()),
+        firmware: identity.firmware.clone(),
+        file: file.to_string(),
+        transport: request.transport.name().to_string(),
+    }
+}
+
+fn served(body: Vec<u8>, model: &PhoneModel, file: &ModelFile, mac: Option<Mac>) -> ServedFile {
+    let digest = Sha256::digest(&body);
+    let etag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    ServedFile {
+        body: Arc::new(body),
+        content_type: file.content_type.clone(),
+        etag: format!("\"{etag}\""),
+        model: model.id.clone(),
+        mac,
+    }
+}
+
+/// The file name a request path asks for (its last part), after refusing
+/// anything hostile: over-long names, control characters, `.` and `..`
+/// segments anywhere in the path.
+pub fn file_name(path: &str) -> Result<&str, NotServed> {
+    if path.len() > MAX_PATH_LEN {
+        return Err(NotServed::BadPath("path too long"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(NotServed::BadPath("control character in path"));
+    }
+    let mut segments = path.split(['/', '\\']).filter(|s| !s.is_empty()).peekable();
+    let mut last = None;
+    while let Some(segment) = segments.next() {
+        if segment == ".." || segment == "." {
+            return Err(NotServed::BadPath("relative path segment"));
+        }
+        if segments.peek().is_none() {
+            last = Some(segment);
+        }
+    }
+    last.ok_or(NotServed::BadPath("no file name"))
+}
+
+/// Like [`file_name`], for a name that must not have directories at all.
+fn file_name_only(name: &str) -> Result<&str, NotServed> {
+    let file = file_name(name)?;
+    if file != name {
+        return Err(NotServed::BadPath("a file name, not a path"));
+    }
+    Ok(file)
+}
+
+/// One log line per provisioning request; the same fields for every transport.
+pub fn log_request(
+    request: &Request<'_>,
+    result: &Result<ServedFile, NotServed>,
+    bytes: usize,
+    elapsed: Duration,
+) {
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    let path: String = request.path.chars().take(80).collect();
+    match result {
+        Ok(file) => tracing::info!(
+            transport = request.transport.name(),
+            peer = %request.peer,
+            file = %path.escape_debug(),
+            mac = %file.mac.map(|m| m.to_string()).unwrap_or_default(),
+            model = %file.model,
+            status = "served",
+            bytes,
+            micros,
+            "provision"
+        ),
+        Err(reason) => tracing::info!(
+            transport = request.transport.name(),
+            peer = %request.peer,
+            file = %path.escape_debug(),
+            status = "not-found",
+            reason = %reason,
+            micros,
+            "provision"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        for path in [
+            "../../etc/passwd",
+            "/cfg/../001565aabbcc.cfg",
+            "..\\..\\windows\\win.ini",
+            "001565aabbcc.cfg\0",
+            "a\nb.cfg",
+            "/",
+            "",
+            "./001565aabbcc.cfg",
+        ] {
+            assert!(file_name(path).is_err(), "{path:?} should be refused");
+        }
+        assert!(file_name(&"a".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn the_file_name_is_the_last_segment() {
+        assert_eq!(file_name("/001565aabbcc.cfg").unwrap(), "001565aabbcc.cfg");
+        assert_eq!(file_name("prov/Cisco/x.xml").unwrap(), "x.xml");
+        assert_eq!(file_name("C:\\tftp\\x.cfg").unwrap(), "x.cfg");
+        assert!(file_name_only("dir/x.cfg").is_err());
+    }
+}

@@ -1,0 +1,373 @@
+//! Rendering: a template plus a view of one phone's data gives the bytes the
+//! phone receives.
+//!
+//! The view ([`FileView`]) is the contract with template authors, documented
+//! in `docs/phone-models.md`. Templates are Tera 2: they have no access to
+//! files or the environment, and a template named `*.xml` is escaped for XML.
+
+use std::io::Write;
+use std::path::Path;
+
+use include_dir::{Dir, include_dir};
+use serde::Serialize;
+use tera::{Context, Kwargs, State, Tera, TeraResult};
+
+use crate::catalog::{Catalog, PhoneModel, Vendor};
+use crate::mac::Mac;
+use crate::model::{Device, EffectiveSettings, KeyType, User};
+
+/// The templates built into the binary.
+static BUILTIN_TEMPLATES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates");
+
+/// A template that cannot be loaded or rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A syntax or render error, with where it happened.
+    #[error("{template}:{line}:{column}: {message}")]
+    Template {
+        template: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// Any other template error (a missing template, a bad context).
+    #[error("{0}")]
+    Other(String),
+    /// A template directory could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl From<tera::Error> for RenderError {
+    fn from(e: tera::Error) -> Self {
+        match e.kind() {
+            tera::ErrorKind::SyntaxError(report) | tera::ErrorKind::RenderingError(report) => {
+                RenderError::Template {
+                    template: report.filename().to_string(),
+                    line: report.span().start_line,
+                    column: report.span().start_col + 1,
+                    message: report.message().to_string(),
+                }
+            }
+            _ => {
+                // The top-level message is often generic; the cause says what went wrong.
+                let mut message = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    message = format!("{message}: {cause}");
+                    source = cause.source();
+                }
+                RenderError::Other(message)
+            }
+        }
+    }
+}
+
+/// The compiled templates.
+#[derive(Clone)]
+pub struct Renderer {
+    tera: Tera,
+}
+
+impl Renderer {
+    /// The built-in templates, plus (replacing same-named ones) the files
+    /// under `extra_dir`. Fails if a template does not compile or if a model
+    /// names a template that does not exist.
+    pub fn load(catalog: &Catalog, extra_dir: Option<&Path>) -> Result<Renderer, RenderError> {
+        let mut sources: Vec<(String, String)> = Vec::new();
+        collect_builtin(&BUILTIN_TEMPLATES, &mut sources);
+        if let Some(dir) = extra_dir {
+            collect_dir(dir, dir, &mut sources)?;
+        }
+        let mut tera = new_tera();
+        tera.add_raw_templates(sources)?;
+        for name in catalog.template_names() {
+            if !tera.contains_template(name) {
+                return Err(RenderError::Other(format!(
+                    "template {name} is named by a phone model but does not exist"
+                )));
+            }
+        }
+        Ok(Renderer { tera })
+    }
+
+    /// Renders `template` for `view`.
+    pub fn render(&self, template: &str, view: &FileView<'_>) -> Result<Vec<u8>, RenderError> {
+        let context = Context::from_serialize(view)?;
+        let mut out = Vec::with_capacity(4096);
+        self.tera.render_to(template, &context, &mut out)?;
+        Ok(out)
+    }
+}
+
+fn new_tera() -> Tera {
+    let mut tera = Tera::new();
+    tera.register_filter("cfg_value", cfg_value);
+    tera.register_filter("xml_escape", xml_escape_filter);
+    tera.set_escape_fn(write_xml_escaped);
+    tera.autoescape_on([".xml"]);
+    tera
+}
+
+fn collect_builtin(dir: &Dir<'_>, out: &mut Vec<(String, String)>) {
+    for file in dir.files() {
+        if let Some(text) = file.contents_utf8() {
+            out.push((file.path().to_string_lossy().into_owned(), text.to_string()));
+        }
+    }
+    for sub in dir.dirs() {
+        collect_builtin(sub, out);
+    }
+}
+
+fn collect_dir(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<(), RenderError> {
+    let io = |source| RenderError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.is_dir() {
+            collect_dir(root, &path, out)?;
+        } else {
+            let text = std::fs::read_to_string(&path).map_err(io)?;
+            let name = path.strip_prefix(root).unwrap_or(&path);
+            let name = name.to_string_lossy().replace('\\', "/");
+            out.retain(|(existing, _)| *existing != name);
+            out.push((name, text));
+        }
+    }
+    Ok(())
+}
+
+/// `{{ value | cfg_value }}`: refuses a value with a line break, which in a
+/// key=value file would start a setting of its own.
+fn cfg_value(value: &str, _: Kwargs, _: &State) -> TeraResult<String> {
+    if value.contains(['\r', '\n', '\0']) {
+        return Err(tera::Error::message("value contains a line break"));
+    }
+    Ok(value.to_string())
+}
+
+fn xml_escape_filter(value: &str, _: Kwargs, _: &State) -> String {
+    let mut out = Vec::with_capacity(value.len());
+    // Writing into a Vec cannot fail.
+    let _ = write_xml_escaped(value, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// XML escaping for `*.xml` templates. Unlike HTML escaping it leaves `/`
+/// alone: phones' small XML parsers choke on `&#x2F;` in URLs.
+fn write_xml_escaped(input: &str, out: &mut dyn Write) -> std::io::Result<()> {
+    for c in input.chars() {
+        match c {
+            '&' => out.write_all(b"&amp;")?,
+            '<' => out.write_all(b"&lt;")?,
+            '>' => out.write_all(b"&gt;")?,
+            '"' => out.write_all(b"&quot;")?,
+            '\'' => out.write_all(b"&apos;")?,
+            c => write!(out, "{c}")?,
+        }
+    }
+    Ok(())
+}
+
+/// Everything a template sees (see `docs/phone-models.md`).
+#[derive(Debug, Serialize)]
+pub struct FileView<'a> {
+    model: ModelView<'a>,
+    settings: &'a EffectiveSettings,
+    tz: TzView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mac: Option<MacView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lines: Option<Vec<LineView<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<Vec<KeyView<'a>>>,
+}
+
+#[derive(Debug, Serialize)]
+struct ModelView<'a> {
+    id: &'a str,
+    vendor: &'a str,
+    name: &'a str,
+    accounts: u16,
+    line_keys: u16,
+    vars: &'a std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+struct TzView {
+    minutes: i32,
+    seconds: i32,
+    hours: String,
+    gmt: String,
+    sign_hhmm: String,
+}
+
+#[derive(Debug, Serialize)]
+struct MacView {
+    bare: String,
+    upper: String,
+    colon: String,
+    colon_upper: String,
+}
+
+#[derive(Debug, Serialize)]
+struct LineView<'a> {
+    index: usize,
+    extension: &'a str,
+    display_name: String,
+    label: &'a str,
+    username: &'a str,
+    auth_name: &'a str,
+    password: &'a str,
+    mailbox: Option<&'a str>,
+    shared: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct KeyView<'a> {
+    index: u16,
+    module: Option<u8>,
+    #[serde(rename = "type")]
+    kind: KeyType,
+    code: &'a str,
+    value: &'a str,
+    label: &'a str,
+    line: u16,
+}
+
+impl<'a> FileView<'a> {
+    /// The view of a common file: the model and settings, no device data.
+    pub fn common(model: &'a PhoneModel, settings: &'a EffectiveSettings) -> Self {
+        FileView {
+            model: ModelView {
+                id: &model.id,
+                vendor: &model.vendor,
+                name: &model.name,
+                accounts: model.accounts,
+                line_keys: model.line_keys,
+                vars: &model.vars,
+            },
+            tz: TzView::new(settings.utc_offset.minutes),
+            settings,
+            mac: None,
+            lines: None,
+            keys: None,
+        }
+    }
+
+    /// The view of a device's own file. `users` holds the user of each of
+    /// the device's lines, in order.
+    pub fn device(
+        model: &'a PhoneModel,
+        vendor: &'a Vendor,
+        settings: &'a EffectiveSettings,
+        device: &'a Device,
+        users: &'a [User],
+    ) -> Self {
+        let owner = users.first().map(|u| u.id);
+        let lines = device
+            .lines
+            .iter()
+            .zip(users)
+            .enumerate()
+            .map(|(i, (line, user))| LineView {
+                index: i + 1,
+                extension: &user.extension,
+                display_name: user.display_name(),
+                label: line.label.as_deref().unwrap_or(&user.extension),
+                username: &user.sip.username,
+                auth_name: &user.sip.auth_name,
+                password: &user.sip.password,
+                mailbox: user.voicemail.as_ref().map(|v| v.mailbox.as_str()),
+                shared: i > 0 && Some(user.id) != owner,
+            })
+            .collect();
+        let mut keys: Vec<KeyView<'_>> = device
+            .keys
+            .iter()
+            .map(|key| KeyView {
+                index: key.index,
+                module: key.module,
+                kind: key.kind,
+                code: vendor.key_code(key.kind).unwrap_or_default(),
+                value: &key.value,
+                label: &key.label,
+                line: key.line,
+            })
+            .collect();
+        keys.sort_by_key(|k| (k.module, k.index));
+        FileView {
+            mac: Some(MacView::new(device.mac)),
+            lines: Some(lines),
+            keys: Some(keys),
+            ..FileView::common(model, settings)
+        }
+    }
+}
+
+impl TzView {
+    fn new(minutes: i32) -> Self {
+        let sign = if minutes < 0 { '-' } else { '+' };
+        let (h, m) = (minutes.abs() / 60, minutes.abs() % 60);
+        let hours = if m == 0 {
+            format!("{sign}{h}")
+        } else {
+            let fraction = format!("{}", f64::from(m) / 60.0);
+            format!("{sign}{h}{}", fraction.trim_start_matches('0'))
+        };
+        TzView {
+            minutes,
+            seconds: minutes * 60,
+            hours,
+            gmt: format!("GMT{sign}{h:02}:{m:02}"),
+            sign_hhmm: format!("{sign}{h:02}:{m:02}"),
+        }
+    }
+}
+
+impl MacView {
+    fn new(mac: Mac) -> Self {
+        MacView {
+            bare: mac.lower(),
+            upper: mac.upper(),
+            colon: mac.colon(),
+            colon_upper: mac.colon().to_ascii_uppercase(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_render_in_vendor_forms() {
+        let tz = TzView::new(330);
+        assert_eq!((tz.hours.as_str(), tz.gmt.as_str()), ("+5.5", "GMT+05:30"));
+        let tz = TzView::new(-300);
+        assert_eq!((tz.hours.as_str(), tz.sign_hhmm.as_str()), ("-5", "-05:00"));
+        assert_eq!(TzView::new(0).hours, "+0");
+    }
+
+    #[test]
+    fn xml_escaping_leaves_urls_readable() {
+        let mut out = Vec::new();
+        write_xml_escaped("http://a/b?x=1&y=\"<'>\"", &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "http://a/b?x=1&amp;y=&quot;&lt;&apos;&gt;&quot;"
+        );
+    }
+
+    #[test]
+    fn builtin_templates_all_compile() {
+        let catalog = Catalog::builtin().unwrap();
+        Renderer::load(&catalog, None).unwrap();
+    }
+}

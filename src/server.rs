@@ -1,0 +1,232 @@
+//! Starting and stopping the server: the store, the catalog, the three
+//! listeners, and the background writer of sightings.
+//!
+//! [`Server::bind`] binds everything (port 0 works: tests read the real
+//! addresses back) and [`Server::run`] serves until the shutdown future
+//! completes, then stops in order: no new TFTP transfers, running ones
+//! finish, HTTP connections drain, buffered sightings and the store are
+//! flushed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tftp::server::TftpServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, AdminState};
+use crate::auth::{AdminToken, AuthError};
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::Config;
+use crate::provision::{Provisioner, SIGHTING_FLUSH_INTERVAL};
+use crate::render::{RenderError, Renderer};
+use crate::store::{Store, StoreError};
+use crate::transport::{http, tftp};
+
+/// How long running TFTP transfers get to finish at shutdown.
+const TFTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory cannot be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A phone-model descriptor is wrong.
+    #[error("phone models: {0}")]
+    Catalog(#[from] CatalogError),
+    /// A template does not compile.
+    #[error("templates: {0}")]
+    Templates(#[from] RenderError),
+    /// The admin token cannot be set up.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A listener cannot bind.
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// A listener failed while serving.
+    #[error("{what} listener failed: {message}")]
+    Serve { what: &'static str, message: String },
+}
+
+/// A bound, not yet running, server.
+pub struct Server {
+    store: Arc<Store>,
+    provisioner: Arc<Provisioner>,
+    http: TcpListener,
+    admin: TcpListener,
+    tftp: TftpServer<tftp::ProvisioningHandler>,
+    tftp_state: Arc<tftp::TftpState>,
+    admin_state: Arc<AdminState>,
+    addrs: Addresses,
+}
+
+/// The addresses the listeners really bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    /// Phones' HTTP.
+    pub http: SocketAddr,
+    /// Phones' TFTP.
+    pub tftp: SocketAddr,
+    /// Admin API.
+    pub admin: SocketAddr,
+}
+
+impl Server {
+    /// Opens the store, loads models and templates, and binds the listeners.
+    /// `admin_token` is the token from the environment, if any.
+    pub async fn bind(config: &Config, admin_token: Option<&str>) -> Result<Server, ServerError> {
+        std::fs::create_dir_all(&config.data).map_err(|source| ServerError::DataDir {
+            path: config.data.display().to_string(),
+            source,
+        })?;
+        let store = Arc::new(Store::open(&config.store_dir())?);
+        let catalog = Arc::new(Catalog::load(config.models_dir.as_deref())?);
+        let renderer = Renderer::load(&catalog, config.templates_dir.as_deref())?;
+        let token = AdminToken::setup(&store, &config.data, admin_token)?;
+        let provisioner = Arc::new(Provisioner::new(store.clone(), catalog.clone(), renderer));
+
+        let bind_tcp = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { what, addr, source })
+        };
+        let http = bind_tcp("HTTP", config.http).await?;
+        let admin = bind_tcp("admin", config.admin).await?;
+        let tftp_state = Arc::new(tftp::TftpState::default());
+        let tftp = tftp::bind(config.tftp, provisioner.clone(), tftp_state.clone())
+            .await
+            .map_err(|source| ServerError::Bind {
+                what: "TFTP",
+                addr: config.tftp,
+                source,
+            })?;
+        let local = |r: std::io::Result<SocketAddr>, what, addr| {
+            r.map_err(|source| ServerError::Bind { what, addr, source })
+        };
+        let addrs = Addresses {
+            http: local(http.local_addr(), "HTTP", config.http)?,
+            admin: local(admin.local_addr(), "admin", config.admin)?,
+            tftp: tftp.listen_addr().map_err(|e| ServerError::Bind {
+                what: "TFTP",
+                addr: config.tftp,
+                source: std::io::Error::other(e),
+            })?,
+        };
+        let admin_state = Arc::new(AdminState {
+            store: store.clone(),
+            catalog,
+            provisioner: provisioner.clone(),
+            token,
+        });
+        Ok(Server {
+            store,
+            provisioner,
+            http,
+            admin,
+            tftp,
+            tftp_state,
+            admin_state,
+            addrs,
+        })
+    }
+
+    /// The addresses the listeners bound.
+    pub fn addresses(&self) -> Addresses {
+        self.addrs
+    }
+
+    /// Serves until `shutdown` completes, then stops gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let addrs = self.addrs;
+        tracing::info!(http = %addrs.http, tftp = %addrs.tftp, admin = %addrs.admin, "deskboot listening");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let http_app = http::router(self.provisioner.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let http_task = tokio::spawn(
+            axum::serve(self.http, http_app)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        );
+        let admin_app = api::router(self.admin_state.clone());
+        let admin_task = tokio::spawn(
+            axum::serve(self.admin, admin_app)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        );
+        let tftp_task = tokio::spawn(self.tftp.serve());
+        let flusher = tokio::spawn(flush_sightings_until(
+            self.provisioner.clone(),
+            stopped(stop_rx.clone()),
+        ));
+
+        shutdown.await;
+        tracing::info!("shutting down");
+        self.tftp_state.close();
+        let drain_deadline = tokio::time::Instant::now() + TFTP_DRAIN_TIMEOUT;
+        while self.tftp_state.active() > 0 && tokio::time::Instant::now() < drain_deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tftp_task.abort();
+        let _ = stop_tx.send(true);
+        let http_result = http_task.await;
+        let admin_result = admin_task.await;
+        let _ = flusher.await;
+        if let Err(e) = self.provisioner.flush_sightings() {
+            tracing::error!(error = %e, "could not save the last sightings");
+        }
+        self.store.flush().await?;
+        tracing::info!("stopped");
+        for (what, result) in [("HTTP", http_result), ("admin", admin_result)] {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(ServerError::Serve {
+                        what,
+                        message: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    return Err(ServerError::Serve {
+                        what,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn flush_sightings_until(provisioner: Arc<Provisioner>, stop: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(SIGHTING_FLUSH_INTERVAL);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {
+                let provisioner = provisioner.clone();
+                let result = tokio::task::spawn_blocking(move || provisioner.flush_sightings()).await;
+                if let Ok(Err(e)) = result {
+                    tracing::error!(error = %e, "could not save sightings");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Provisioning over HTTP: `GET`/`HEAD` of any path.
+//!
+//! Answers carry `Content-Type`, `Content-Length` and a strong `ETag`; a
+//! matching `If-None-Match` gets `304`. Every refusal is a plain `404`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use percent_encoding::percent_decode_str;
+
+use crate::provision::{NotServed, Provisioner, Request, Transport, log_request};
+
+/// The router of the phones' HTTP listener.
+pub fn router(provisioner: Arc<Provisioner>) -> Router {
+    Router::new().fallback(provision).with_state(provisioner)
+}
+
+async fn provision(
+    State(provisioner): State<Arc<Provisioner>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, HEAD")]).into_response();
+    }
+    let started = Instant::now();
+    // Decode %2e%2e and friends before the path checks see it; a path that
+    // is not UTF-8 once decoded is refused like any other bad path.
+    let decoded = percent_decode_str(uri.path()).decode_utf8();
+    let path = decoded.as_deref().unwrap_or("\u{0}");
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let request = Request {
+        path,
+        user_agent,
+        peer: peer.ip(),
+        transport: Transport::Http,
+    };
+    let result = provisioner.handle(&request);
+    let response = match &result {
+        Ok(file) => {
+            let fresh = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|tags| tags.split(',').any(|t| t.trim() == file.etag));
+            let mut response = if fresh {
+                StatusCode::NOT_MODIFIED.into_response()
+            } else {
+                Body::from(file.body.as_ref().clone()).into_response()
+            };
+            let h = response.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&file.content_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&file.etag) {
+                h.insert(header::ETAG, v);
+            }
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(NotServed::Store(e)) => {
+            tracing::error!(error = %e, "store failed while provisioning");
+            StatusCode::NOT_FOUND.into_response()
+        }
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    };
+    let bytes = match (&result, method == Method::HEAD) {
+        (Ok(file), false) if response.status() == StatusCode::OK => file.body.len(),
+        _ => 0,
+    };
+    log_request(&request, &result, bytes, started.elapsed());
+    response
+}

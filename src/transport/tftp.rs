@@ -1,0 +1,182 @@
+//! Provisioning over TFTP (RFC 1350 with blksize, tsize, timeout and
+//! windowsize), read-only, on `async-tftp`.
+//!
+//! async-tftp holds a lock around each open, so the open must be quick: the
+//! provisioner answers synchronously (store reads and one render). The library
+//! does not say when a transfer ends, so each file is wrapped in a reader that
+//! counts bytes and writes the request's log line when the transfer drops it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_tftp::packet;
+use async_tftp::server::{Handler, TftpServer, TftpServerBuilder};
+use futures_lite::AsyncRead;
+use futures_lite::io::Cursor;
+
+use crate::provision::{NotServed, Provisioner, Request, ServedFile, Transport, log_request};
+
+/// How long to wait for a lost ACK before resending.
+const RETRANSMIT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Resends before a transfer is given up (the library's default, 100, keeps
+/// a vanished client's slot for minutes).
+const MAX_SEND_RETRIES: u32 = 5;
+/// The largest block we agree to: 1468 fits a 1500-byte Ethernet MTU.
+const MAX_BLOCK_SIZE: u16 = 1468;
+/// The largest RFC 7440 window we agree to.
+const MAX_WINDOW_SIZE: u16 = 16;
+
+/// Transfers in flight, and whether new ones are still accepted.
+#[derive(Debug, Default)]
+pub struct TftpState {
+    active: AtomicUsize,
+    closing: AtomicBool,
+}
+
+impl TftpState {
+    /// Refuses new transfers from now on.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Transfers still running.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+}
+
+/// Binds the TFTP listener.
+pub async fn bind(
+    addr: SocketAddr,
+    provisioner: Arc<Provisioner>,
+    state: Arc<TftpState>,
+) -> std::io::Result<TftpServer<ProvisioningHandler>> {
+    let handler = ProvisioningHandler { provisioner, state };
+    let socket = std::net::UdpSocket::bind(addr)?;
+    TftpServerBuilder::with_handler(handler)
+        .std_socket(socket)
+        .map_err(std::io::Error::other)?
+        .timeout(RETRANSMIT_TIMEOUT)
+        .max_send_retries(MAX_SEND_RETRIES)
+        .block_size_limit(MAX_BLOCK_SIZE)
+        .window_size_limit(MAX_WINDOW_SIZE)
+        .build()
+        .await
+        .map_err(std::io::Error::other)
+}
+
+/// The async-tftp handler that feeds the provisioner.
+pub struct ProvisioningHandler {
+    provisioner: Arc<Provisioner>,
+    state: Arc<TftpState>,
+}
+
+impl Handler for ProvisioningHandler {
+    type Reader = LoggedFile;
+    type Writer = futures_lite::io::Sink;
+
+    async fn read_req_open(
+        &mut self,
+        client: &SocketAddr,
+        path: &Path,
+    ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
+        if self.state.closing.load(Ordering::SeqCst) {
+            return Err(packet::Error::Msg("server shutting down".into()));
+        }
+        let started = Instant::now();
+        // async-tftp drops requests whose name is not UTF-8, so this is lossless.
+        let name = path.to_string_lossy();
+        let request = Request {
+            path: &name,
+            user_agent: None,
+            peer: client.ip(),
+            transport: Transport::Tftp,
+        };
+        match self.provisioner.handle(&request) {
+            Ok(file) => {
+                let len = file.body.len() as u64;
+                self.state.active.fetch_add(1, Ordering::SeqCst);
+                let reader = LoggedFile {
+                    cursor: Cursor::new(SharedBytes(file.body.clone())),
+                    sent: 0,
+                    path: name.into_owned(),
+                    peer: *client,
+                    started,
+                    file: Some(file),
+                    state: self.state.clone(),
+                };
+                Ok((reader, Some(len)))
+            }
+            Err(reason) => {
+                if let NotServed::Store(e) = &reason {
+                    tracing::error!(error = %e, "store failed while provisioning");
+                }
+                log_request(&request, &Err(reason), 0, started.elapsed());
+                Err(packet::Error::FileNotFound)
+            }
+        }
+    }
+
+    async fn write_req_open(
+        &mut self,
+        _client: &SocketAddr,
+        _path: &Path,
+        _size: Option<u64>,
+    ) -> Result<Self::Writer, packet::Error> {
+        Err(packet::Error::IllegalOperation)
+    }
+}
+
+/// Rendered bytes shared with the provisioner's answer (no copy per transfer).
+pub struct SharedBytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A file being sent; logs the request when the transfer lets go of it.
+pub struct LoggedFile {
+    cursor: Cursor<SharedBytes>,
+    sent: usize,
+    path: String,
+    peer: SocketAddr,
+    started: Instant,
+    file: Option<ServedFile>,
+    state: Arc<TftpState>,
+}
+
+impl AsyncRead for LoggedFile {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.cursor).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.sent += n;
+        }
+        poll
+    }
+}
+
+impl Drop for LoggedFile {
+    fn drop(&mut self) {
+        self.state.active.fetch_sub(1, Ordering::SeqCst);
+        let request = Request {
+            path: &self.path,
+            user_agent: None,
+            peer: self.peer.ip(),
+            transport: Transport::Tftp,
+        };
+        if let Some(file) = self.file.take() {
+            log_request(&request, &Ok(file), self.sent, self.started.elapsed());
+        }
+    }
+}
