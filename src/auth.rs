@@ -64,8 +64,10 @@ impl AdminToken {
         }
         let token = random_secret(43);
         let path = data_dir.join(TOKEN_FILE);
-        write_private(&path, &format!("{token}\n"))
-            .map_err(|source| AuthError::TokenFile { path: path.clone(), source })?;
+        write_private(&path, &format!("{token}\n")).map_err(|source| AuthError::TokenFile {
+            path: path.clone(),
+            source,
+        })?;
         let admin = AdminToken::of(&token);
         store.put_meta(TOKEN_HASH_KEY, &admin.sha256)?;
         tracing::info!(file = %path.display(), "generated an admin token");

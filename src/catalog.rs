@@ -318,7 +318,9 @@ impl Catalog {
                 let model = group("model").and_then(|name| {
                     self.models.iter().find(|m| {
                         m.vendor_index == vendor_index
-                            && m.user_agent_names.iter().any(|n| n.eq_ignore_ascii_case(&name))
+                            && m.user_agent_names
+                                .iter()
+                                .any(|n| n.eq_ignore_ascii_case(&name))
                     })
                 });
                 return Identity {
@@ -552,7 +554,10 @@ key_types = ["line"]
         let per_device = catalog.match_file("AABBCC000001.CFG").unwrap();
         assert_eq!(per_device.mac.unwrap().lower(), "aabbcc000001");
         assert_eq!(per_device.candidates.len(), 2);
-        assert!(catalog.match_file("acme02.cfg").is_none(), "A2 has no code var");
+        assert!(
+            catalog.match_file("acme02.cfg").is_none(),
+            "A2 has no code var"
+        );
         assert!(catalog.match_file("aabbcc00000.cfg").is_none());
     }
 
@@ -565,7 +570,10 @@ key_types = ["line"]
         assert_eq!(id.firmware.as_deref(), Some("1.2.3"));
         assert_eq!(id.mac.unwrap().lower(), "aabbcc000001");
         assert_eq!(catalog.identify_user_agent("curl/8.0"), Identity::default());
-        assert_eq!(catalog.identify_user_agent("\u{0}\u{ff}"), Identity::default());
+        assert_eq!(
+            catalog.identify_user_agent("\u{0}\u{ff}"),
+            Identity::default()
+        );
     }
 
     #[test]

@@ -260,13 +260,7 @@ impl Provisioner {
         lock(&self.pending_sightings).insert(mac, sighting);
     }
 
-    fn note_discovered(
-        &self,
-        mac: Mac,
-        file: &str,
-        request: &Request<'_>,
-        identity: &Identity,
-    ) {
+    fn note_discovered(&self, mac: Mac, file: &str, request: &Request<'_>, identity: &Identity) {
         let last = sighting(file, request, identity);
         let path_identity = self.catalog.identify_path(file);
         let vendor = identity
@@ -298,8 +292,9 @@ impl Provisioner {
 
     /// Writes the buffered sightings and discovered MACs to the store.
     pub fn flush_sightings(&self) -> Result<(), StoreError> {
-        let sightings: Vec<(Mac, Sighting)> =
-            std::mem::take(&mut *lock(&self.pending_sightings)).into_iter().collect();
+        let sightings: Vec<(Mac, Sighting)> = std::mem::take(&mut *lock(&self.pending_sightings))
+            .into_iter()
+            .collect();
         let discovered: Vec<Discovered> = std::mem::take(&mut *lock(&self.pending_discovered))
             .into_values()
             .collect();

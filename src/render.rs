@@ -123,7 +123,11 @@ fn collect_builtin(dir: &Dir<'_>, out: &mut Vec<(String, String)>) {
     }
 }
 
-fn collect_dir(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<(), RenderError> {
+fn collect_dir(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), RenderError> {
     let io = |source| RenderError::Io {
         path: dir.display().to_string(),
         source,

@@ -184,9 +184,24 @@ impl Store {
         );
         trees.transaction(|(users, by_ext, by_sip, by_email)| {
             let unique = [
-                (by_ext, "extension", Some(&user.extension), old.map(|o| &o.extension)),
-                (by_sip, "sip.username", Some(&user.sip.username), old.map(|o| &o.sip.username)),
-                (by_email, "email", user.email.as_ref(), old.and_then(|o| o.email.as_ref())),
+                (
+                    by_ext,
+                    "extension",
+                    Some(&user.extension),
+                    old.map(|o| &o.extension),
+                ),
+                (
+                    by_sip,
+                    "sip.username",
+                    Some(&user.sip.username),
+                    old.map(|o| &o.sip.username),
+                ),
+                (
+                    by_email,
+                    "email",
+                    user.email.as_ref(),
+                    old.and_then(|o| o.email.as_ref()),
+                ),
             ];
             for (index, field, new_key, old_key) in unique {
                 if let Some(key) = new_key
@@ -392,10 +407,7 @@ fn get<T: DeserializeOwned>(
 }
 
 fn scan<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str) -> Result<Vec<T>, StoreError> {
-    tree.iter()
-        .values()
-        .map(|v| decode(name, &v?))
-        .collect()
+    tree.iter().values().map(|v| decode(name, &v?)).collect()
 }
 
 #[cfg(test)]
@@ -431,10 +443,15 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let mut ada = store.create_user(user("100")).unwrap();
         let err = store.create_user(user("100")).unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(ref i) if i.field == "extension"), "{err}");
+        assert!(
+            matches!(err, StoreError::Conflict(ref i) if i.field == "extension"),
+            "{err}"
+        );
         assert_eq!(store.users().unwrap().len(), 1);
 
         ada.extension = "101".into();
+        ada.sip.username = "u101".into();
+        ada.email = None;
         store.update_user(&ada).unwrap();
         assert!(store.user_by_extension("100").unwrap().is_none());
         assert_eq!(store.user_by_extension("101").unwrap().unwrap().id, ada.id);
@@ -450,6 +467,9 @@ mod tests {
             store.db.flush().unwrap();
         }
         let err = Store::open(dir.path()).err().unwrap();
-        assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::NewerSchema { found: 99, .. }),
+            "{err}"
+        );
     }
 }

@@ -8,7 +8,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{ApiError, ApiResult, AdminState, Shared, from_json, merge_patch, parse_body, parse_patch};
+use super::{
+    AdminState, ApiError, ApiResult, Shared, from_json, merge_patch, parse_body, parse_patch,
+};
 use crate::mac::Mac;
 use crate::model::{Device, Invalid};
 
@@ -18,7 +20,9 @@ pub(super) async fn list(state: Shared) -> ApiResult<Json<Vec<Device>>> {
 
 pub(super) async fn show(state: Shared, Path(mac): Path<String>) -> ApiResult<Json<Device>> {
     let mac = parse_mac(&mac)?;
-    Ok(Json(state.store.device(mac)?.ok_or_else(|| not_found(mac))?))
+    Ok(Json(
+        state.store.device(mac)?.ok_or_else(|| not_found(mac))?,
+    ))
 }
 
 pub(super) async fn create(state: Shared, body: Bytes) -> ApiResult<(StatusCode, Json<Device>)> {
@@ -47,7 +51,8 @@ pub(super) async fn update(
         }
     }
     let current = state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
-    let mut value = serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut value =
+        serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
     merge_patch(&mut value, patch);
     value["mac"] = json!(mac);
     let device: Device = from_json(value)?;

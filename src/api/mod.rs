@@ -6,6 +6,7 @@
 //! before the store is touched, so a refused request changes nothing.
 
 mod devices;
+mod discovered;
 mod models;
 mod settings;
 mod users;
@@ -61,6 +62,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
                 .delete(devices::remove),
         )
         .route("/devices/{mac}/files/{name}", get(devices::file))
+        .route("/discovered", get(discovered::list))
         .route("/models", get(models::list))
         .route("/models/{id}", get(models::show))
         .route(
@@ -188,9 +190,9 @@ fn from_json<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut field = e.path().to_string();
         let message = e.inner().to_string();
-        // "missing field `x`" and "unknown field `x`" name the field themselves.
+        // For "missing field `x`" the path stops at the parent: add the name.
         if let Some(name) = message.split('`').nth(1)
-            && (message.starts_with("missing field") || message.starts_with("unknown field"))
+            && message.starts_with("missing field")
         {
             field = if field == "." {
                 name.to_string()

@@ -47,7 +47,8 @@ pub(super) async fn update(
         return Err(Invalid::new("id", "cannot be changed").into());
     }
     let current = state.store.user(id)?.ok_or_else(|| not_found(id))?;
-    let mut value = serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut value =
+        serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
     merge_patch(&mut value, patch);
     let user: User = from_json(value)?;
     user.validate()?;

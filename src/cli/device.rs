@@ -79,7 +79,10 @@ pub async fn run(command: DeviceCommand) -> anyhow::Result<ExitCode> {
             let devices = AdminClient::new(&connection)?
                 .call(Method::GET, "/api/v1/devices", None)
                 .await?;
-            println!("{:<12}  {:<20}  {:>5}  {:>4}", "MAC", "MODEL", "LINES", "KEYS");
+            println!(
+                "{:<12}  {:<20}  {:>5}  {:>4}",
+                "MAC", "MODEL", "LINES", "KEYS"
+            );
             for device in devices.as_array().into_iter().flatten() {
                 let count = |field: &str| device[field].as_array().map_or(0, Vec::len);
                 println!(

@@ -1,5 +1,6 @@
 //! `deskboot serve`: run the server until SIGINT or SIGTERM.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,7 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_env("DESKBOOT_LOG")
                 .unwrap_or_else(|_| EnvFilter::new("info,async_tftp=warn,sled=warn")),

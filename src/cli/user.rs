@@ -10,6 +10,8 @@ use super::Connection;
 use super::client::{AdminClient, print_json};
 
 /// User commands.
+// Parsed once per run: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Add a user; the SIP password is generated when not given.

@@ -1,0 +1,247 @@
+//! The `deskboot` binary: `serve` as a real process, and the admin commands
+//! as clients of it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_deskboot");
+
+/// `deskboot serve` on ephemeral ports; returns the child and its HTTP, TFTP and admin addresses.
+async fn spawn_serve(data: &Path) -> (Child, [String; 3]) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data"])
+        .arg(data)
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--tftp",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .env_remove("DESKBOOT_ADMIN_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("deskboot serve starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("deskboot listening") {
+                return line;
+            }
+        }
+        panic!("serve exited before listening");
+    })
+    .await
+    .expect("serve logs its addresses");
+    let addr = |key: &str| {
+        listening
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in {listening}"))
+            .to_string()
+    };
+    let addrs = [addr("http"), addr("tftp"), addr("admin")];
+    // Keep draining the log so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addrs)
+}
+
+async fn cli(admin: &str, data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .args(["--server", &format!("http://{admin}"), "--data"])
+        .arg(data)
+        .env_remove("DESKBOOT_ADMIN_TOKEN")
+        .output()
+        .await
+        .expect("deskboot runs")
+}
+
+async fn stop(mut child: Child) {
+    let pid = child.id().expect("running").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("serve stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "serve exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_walkthrough_works_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, [http, tftp, admin]) = spawn_serve(&data).await;
+    assert!(
+        data.join("admin.token").exists(),
+        "a token is generated at first start"
+    );
+
+    let added = cli(
+        &admin,
+        &data,
+        &[
+            "user",
+            "add",
+            "--extension",
+            "101",
+            "--first-name",
+            "Ada",
+            "--last-name",
+            "Lovelace",
+        ],
+    )
+    .await;
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let user: Value = serde_json::from_slice(&added.stdout).unwrap();
+    let id = user["id"].to_string();
+    let password = user["sip"]["password"].as_str().unwrap().to_string();
+
+    let device = cli(
+        &admin,
+        &data,
+        &[
+            "device",
+            "add",
+            "00:15:65:AA:BB:CC",
+            "--model",
+            "yealink-t46s",
+            "--user",
+            &id,
+            "--key",
+            "2:speed_dial:*97:Voicemail",
+        ],
+    )
+    .await;
+    assert!(
+        device.status.success(),
+        "{}",
+        String::from_utf8_lossy(&device.stderr)
+    );
+
+    let listed = cli(&admin, &data, &["device", "list"]).await;
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("yealink-t46s"));
+    let users = cli(&admin, &data, &["user", "list"]).await;
+    assert!(String::from_utf8_lossy(&users.stdout).contains("Ada Lovelace"));
+
+    let rendered = cli(
+        &admin,
+        &data,
+        &["render", "001565aabbcc", "001565aabbcc.cfg"],
+    )
+    .await;
+    assert!(rendered.status.success());
+    let rendered = String::from_utf8(rendered.stdout).unwrap();
+    assert!(rendered.contains(&password));
+
+    let fetched = Command::new("curl")
+        .args(["-sf", &format!("http://{http}/001565aabbcc.cfg")])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(fetched.stdout).unwrap(), rendered);
+    let over_tftp = Command::new("curl")
+        .args(["-sf", &format!("tftp://{tftp}/001565aabbcc.cfg")])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(over_tftp.stdout).unwrap(), rendered);
+
+    let bad = cli(
+        &admin,
+        &data,
+        &["device", "add", "00:15:65:AA:BB", "--model", "yealink-t46s"],
+    )
+    .await;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("mac"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let no_token = Command::new(BIN)
+        .args([
+            "user",
+            "list",
+            "--server",
+            &format!("http://{admin}"),
+            "--token",
+            "wrong",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!no_token.status.success());
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("token"));
+
+    stop(server).await;
+
+    // Everything survives a restart, with the same generated token.
+    let (server, [http, _, admin]) = spawn_serve(&data).await;
+    let fetched = Command::new("curl")
+        .args(["-sf", &format!("http://{http}/001565aabbcc.cfg")])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(fetched.stdout).unwrap(), rendered);
+    let shown = cli(&admin, &data, &["device", "show", "0015.65aa.bbcc"]).await;
+    assert!(shown.status.success());
+    let removed = cli(&admin, &data, &["device", "rm", "001565aabbcc"]).await;
+    assert!(removed.status.success());
+    stop(server).await;
+}
+
+async fn identify(args: &[&str]) -> (i32, Value) {
+    let output = Command::new(BIN)
+        .arg("identify")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code().unwrap_or(-1), json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identify_uses_the_servers_recognition() {
+    let (code, id) = identify(&[
+        "--user-agent",
+        "Yealink SIP-T46S 66.86.0.15 00:15:65:4a:a9:37",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(id["vendor"], "Yealink");
+    assert_eq!(id["model"], "yealink-t46s");
+    assert_eq!(id["firmware"], "66.86.0.15");
+    assert_eq!(id["mac"], "00:15:65:4a:a9:37");
+
+    let (code, id) = identify(&["--path", "/001565aabbcc.cfg"]).await;
+    assert_eq!(code, 1, "many vendors ask for <mac>.cfg: {id}");
+    assert_eq!(id["mac"], "00:15:65:aa:bb:cc");
+
+    let (code, id) = identify(&["--path", "y000000000066.cfg"]).await;
+    assert_eq!((code, id["vendor"].as_str()), (0, Some("Yealink")));
+
+    for unknown in ["curl/8.0", "", "\u{1}\u{2}garbage"] {
+        let (code, id) = identify(&["--user-agent", unknown]).await;
+        assert_eq!(code, 1, "{unknown:?}");
+        assert_eq!(id["vendor"], Value::Null);
+    }
+}

@@ -1,0 +1,230 @@
+//! Starting a server for a test, and talking to it as an administrator and
+//! as a phone.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use deskboot::config::Config;
+use deskboot::server::{Addresses, Server};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The admin token every test server uses.
+pub const TOKEN: &str = "test-admin-token";
+
+/// A running server with its own data directory.
+pub struct TestServer {
+    pub addrs: Addresses,
+    pub data: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    dir: Option<TempDir>,
+    http: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh data directory.
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().to_path_buf();
+        let mut server = TestServer::start_in(&data).await;
+        server.dir = Some(dir);
+        server
+    }
+
+    /// Starts a server on an existing data directory (kept by the caller).
+    pub async fn start_in(data: &Path) -> TestServer {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let config = Config {
+            data: data.to_path_buf(),
+            http: loopback,
+            tftp: loopback,
+            admin: loopback,
+            ..Config::default()
+        };
+        let server = Server::bind(&config, Some(TOKEN))
+            .await
+            .expect("server binds");
+        let addrs = server.addresses();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("server runs");
+        });
+        TestServer {
+            addrs,
+            data: data.to_path_buf(),
+            stop: Some(stop),
+            task: Some(task),
+            dir: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Stops the server gracefully and waits until it has.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addrs.admin)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addrs.http)
+    }
+
+    /// An admin API call with the token; returns status and JSON body (null if empty).
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, self.admin_url(path))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("admin API answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.api(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.api(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Creates a user and returns it; panics if refused.
+    pub async fn add_user(&self, user: Value) -> Value {
+        let (status, body) = self.post("/api/v1/users", user).await;
+        assert_eq!(status, 201, "user refused: {body}");
+        body
+    }
+
+    /// Creates a device; panics if refused.
+    pub async fn add_device(&self, device: Value) -> Value {
+        let (status, body) = self.post("/api/v1/devices", device).await;
+        assert_eq!(status, 201, "device refused: {body}");
+        body
+    }
+
+    /// Everything in the store, to show that a refused request changed nothing.
+    pub async fn snapshot(&self) -> Value {
+        json!({
+            "users": self.get("/api/v1/users").await.1,
+            "devices": self.get("/api/v1/devices").await.1,
+            "settings": self.get("/api/v1/settings").await.1,
+        })
+    }
+
+    /// A phone's HTTP GET: status and body.
+    pub async fn phone_get(&self, path: &str, user_agent: Option<&str>) -> (u16, Vec<u8>) {
+        let mut request = self.http.get(self.http_url(path));
+        if let Some(ua) = user_agent {
+            request = request.header("User-Agent", ua);
+        }
+        let response = request.send().await.expect("HTTP answers");
+        let status = response.status().as_u16();
+        (status, response.bytes().await.expect("body").to_vec())
+    }
+
+    /// A phone's TFTP read with curl: the bytes, or curl's exit code.
+    pub async fn tftp_curl(&self, file: &str) -> Result<Vec<u8>, i32> {
+        let url = format!("tftp://{}/{file}", self.addrs.tftp);
+        let output = run("curl", &["-sS", "--max-time", "10", &url]).await;
+        if output.status.success() {
+            Ok(output.stdout)
+        } else {
+            Err(output.status.code().unwrap_or(-1))
+        }
+    }
+
+    /// A phone's TFTP read with tftp-hpa's client (plain RFC 1350, no options).
+    pub async fn tftp_hpa(&self, file: &str) -> Result<Vec<u8>, String> {
+        let out_dir = tempfile::tempdir().expect("temp dir");
+        let out = out_dir.path().join("got");
+        let port = self.addrs.tftp.port().to_string();
+        let command = format!("get {file} {}", out.display());
+        let output = run("tftp", &["-m", "octet", "127.0.0.1", &port, "-c", &command]).await;
+        // tftp-hpa exits 0 even on errors; an error message and no file tell.
+        match std::fs::read(&out) {
+            Ok(bytes) if output.stderr.is_empty() && output.stdout.is_empty() => Ok(bytes),
+            _ => Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Runs a program to completion.
+pub async fn run(program: &str, args: &[&str]) -> Output {
+    tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"))
+}
+
+/// A user with fixed credentials, so rendered files are reproducible.
+pub fn user_json(extension: &str, first: &str, last: &str) -> Value {
+    json!({
+        "extension": extension,
+        "first_name": first,
+        "last_name": last,
+        "email": format!("{}@example.com", first.to_lowercase()),
+        "sip": {"username": format!("sip{extension}"), "auth_name": format!("auth{extension}"), "password": format!("Pw-{extension}-secret")},
+        "voicemail": {"mailbox": extension},
+    })
+}
+
+/// Site settings used by most tests.
+pub fn site_settings() -> Value {
+    json!({
+        "sip_server": "pbx.example.com",
+        "ntp_server": "ntp.example.com",
+        "time_zone": "Europe/Paris",
+        "utc_offset": "+01:00",
+        "provisioning_url": "http://prov.example.com:8080",
+    })
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on ephemeral ports, a real sled store
+//! in a temporary directory, and real HTTP and TFTP clients.
+
+mod common;
+
+mod admin_api;
+mod cli;
+mod golden;
+mod provisioning;

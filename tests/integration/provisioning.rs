@@ -1,0 +1,310 @@
+//! A phone boots and fetches its files over HTTP and TFTP.
+
+use std::time::Duration;
+
+use deskboot::mac::Mac;
+use deskboot::store::Store;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{TestServer, site_settings, user_json};
+
+const YEALINK_UA: &str = "Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc";
+
+/// A T46S for Ada (line 1) with a BLF on Bob and a speed dial.
+async fn yealink_office(server: &TestServer) {
+    let (status, _) = server
+        .api(
+            reqwest::Method::PUT,
+            "/api/v1/settings",
+            Some(site_settings()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
+    server.add_user(user_json("102", "Bob", "Babbage")).await;
+    server
+        .add_device(json!({
+            "mac": "00:15:65:AA:BB:CC",
+            "model": "yealink-t46s",
+            "lines": [{"user": ada["id"]}],
+            "keys": [
+                {"index": 1, "type": "line", "label": "Ada"},
+                {"index": 2, "type": "blf", "value": "102", "label": "Bob"},
+                {"index": 3, "type": "speed_dial", "value": "+15551234", "label": "Front desk"},
+            ],
+        }))
+        .await;
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yealink_gets_its_own_config_over_http_and_both_tftp_clients() {
+    let server = TestServer::start().await;
+    yealink_office(&server).await;
+
+    let (status, body) = server
+        .phone_get("/001565aabbcc.cfg", Some(YEALINK_UA))
+        .await;
+    assert_eq!(status, 200);
+    let config = text(&body);
+    for expected in [
+        "account.1.user_name = sip101",
+        "account.1.auth_name = auth101",
+        "account.1.password = Pw-101-secret",
+        "account.1.display_name = Ada Lovelace",
+        "pbx.example.com",
+        "ntp.example.com",
+        "linekey.2.type = 16",
+        "linekey.2.value = 102",
+        "linekey.3.type = 13",
+        "linekey.3.value = +15551234",
+    ] {
+        assert!(
+            config.contains(expected),
+            "missing {expected:?} in:\n{config}"
+        );
+    }
+
+    let over_curl = server
+        .tftp_curl("001565aabbcc.cfg")
+        .await
+        .expect("curl tftp");
+    assert_eq!(over_curl, body, "TFTP (curl) and HTTP serve the same bytes");
+    let over_hpa = server.tftp_hpa("001565aabbcc.cfg").await.expect("tftp-hpa");
+    assert_eq!(
+        over_hpa, body,
+        "TFTP (tftp-hpa) and HTTP serve the same bytes"
+    );
+
+    // Vendors and firmware differ on case; the MAC is the same phone.
+    let (status, upper) = server.phone_get("/001565AABBCC.cfg", None).await;
+    assert_eq!((status, upper), (200, body));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn common_files_carry_no_credentials() {
+    let server = TestServer::start().await;
+    yealink_office(&server).await;
+    let (status, body) = server
+        .phone_get("/y000000000066.cfg", Some(YEALINK_UA))
+        .await;
+    assert_eq!(status, 200);
+    let common = text(&body);
+    assert!(!common.contains("Pw-101"), "{common}");
+    assert!(!common.contains("sip101"), "{common}");
+    let over_tftp = server.tftp_curl("y000000000066.cfg").await.expect("tftp");
+    assert_eq!(over_tftp, body);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_answers_carry_type_length_etag_and_honour_if_none_match() {
+    let server = TestServer::start().await;
+    yealink_office(&server).await;
+    let client = reqwest::Client::new();
+    let url = server.http_url("/001565aabbcc.cfg");
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    assert!(
+        first.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let length: usize = first.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(first.bytes().await.unwrap().len(), length);
+
+    let again = client
+        .get(&url)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert!(again.bytes().await.unwrap().is_empty());
+
+    let head = client.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["etag"].to_str().unwrap(), etag);
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    let post = client.post(&url).send().await.unwrap();
+    assert_eq!(post.status(), 405);
+
+    // A change to the device changes the file, so the phone's ETag goes stale.
+    let (status, _) = server
+        .api(
+            reqwest::Method::PATCH,
+            "/api/v1/devices/001565aabbcc",
+            Some(json!({"keys": []})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let changed = client
+        .get(&url)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_mac_is_not_found_and_recorded_as_discovered() {
+    let server = TestServer::start().await;
+    yealink_office(&server).await;
+    let before = server.snapshot().await;
+
+    let ua = "Yealink SIP-T48S 66.86.0.15 00:15:65:00:00:01";
+    let (status, body) = server.phone_get("/001565000001.cfg", Some(ua)).await;
+    assert_eq!(status, 404);
+    assert!(body.is_empty() || !text(&body).contains("Pw-"));
+    assert_eq!(
+        server.tftp_curl("001565000002.cfg").await,
+        Err(68),
+        "curl: TFTP file not found"
+    );
+
+    let (status, discovered) = server.get("/api/v1/discovered").await;
+    assert_eq!(status, 200);
+    let macs: Vec<&str> = discovered
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["mac"].as_str().unwrap())
+        .collect();
+    assert!(macs.contains(&"001565000001"), "{discovered}");
+    assert!(macs.contains(&"001565000002"), "{discovered}");
+    let first = discovered
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["mac"] == "001565000001")
+        .unwrap();
+    assert_eq!(first["vendor"], "Yealink");
+    assert_eq!(first["model"], "yealink-t48s");
+    assert_eq!(first["last"]["user_agent"], ua);
+    assert_eq!(
+        server.snapshot().await,
+        before,
+        "discovery creates no device"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_device_was_last_served_is_recorded_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path()).await;
+    yealink_office(&server).await;
+    let (status, _) = server
+        .phone_get("/001565aabbcc.cfg", Some(YEALINK_UA))
+        .await;
+    assert_eq!(status, 200);
+    server.stop().await;
+
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let mac: Mac = "001565aabbcc".parse().unwrap();
+    let seen = store
+        .sighting(mac)
+        .unwrap()
+        .expect("sighting written at shutdown");
+    assert_eq!(seen.file, "001565aabbcc.cfg");
+    assert_eq!(seen.user_agent.as_deref(), Some(YEALINK_UA));
+    assert_eq!(seen.firmware.as_deref(), Some("66.86.0.15"));
+    assert_eq!(seen.ip.to_string(), "127.0.0.1");
+    assert_eq!(seen.transport, "http");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_tftp_names_are_refused_and_the_server_keeps_serving() {
+    let server = TestServer::start().await;
+    yealink_office(&server).await;
+    let long = "a".repeat(400);
+    for name in [
+        "../../etc/passwd",
+        "..%2f..%2fetc%2fpasswd",
+        "/etc/passwd",
+        "cfg/../001565aabbcc.cfg",
+        long.as_str(),
+        "001565aabbcc.cfg%00",
+    ] {
+        let result = server.tftp_curl(name).await;
+        assert!(result.is_err(), "{name} should be refused, got {result:?}");
+    }
+    let by_hpa = server.tftp_hpa("../../etc/passwd").await;
+    assert!(by_hpa.is_err(), "{by_hpa:?}");
+
+    // Truncated and malformed packets: no answer needed, no harm done.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for packet in [
+        &[0u8, 1][..],
+        &[0, 1, b'x'],
+        &[0, 9, 0, 0],
+        &[
+            0, 1, b'a', 0, b'o', b'c', b't', b'e', b't', 0, b'b', b'l', b'k', b's', b'i', b'z',
+            b'e', 0, b'9', b'9', b'9', b'9', b'9', b'9', 0,
+        ],
+        &[],
+    ] {
+        socket.send_to(packet, server.addrs.tftp).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(server.tftp_curl("001565aabbcc.cfg").await.is_ok());
+    server.stop().await;
+}
+
+/// Sends a raw HTTP request line, bypassing client-side path normalisation.
+async fn raw_http_status(server: &TestServer, target: &str) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(server.addrs.http)
+        .await
+        .unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_http_paths_are_not_found() {
+    let server = TestServer::start().await;
+    yealink_office(&server).await;
+    for target in [
+        "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/x/%2E%2E/001565aabbcc.cfg",
+        "/..%5c..%5cwindows%5cwin.ini",
+        "/001565aabbcc.cfg%00",
+        "/%ff%fe.cfg",
+    ] {
+        assert_eq!(raw_http_status(&server, target).await, 404, "{target}");
+    }
+    assert_eq!(raw_http_status(&server, "/001565aabbcc.cfg").await, 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_another_vendor_is_not_found_for_a_known_device() {
+    let server = TestServer::start().await;
+    yealink_office(&server).await;
+    // The Yealink is provisioned; a Cisco MPP-style name for its MAC is not its file.
+    let (status, _) = server.phone_get("/001565aabbcc.xml", None).await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
