@@ -46,7 +46,28 @@ struct VendorFile {
     #[serde(default)]
     key_codes: BTreeMap<KeyType, String>,
     files: Vec<FileSpec>,
+    #[serde(default)]
+    modules: Vec<ModuleSpec>,
     models: Vec<ModelSpec>,
+}
+
+/// An expansion module (sidecar), as the descriptor describes it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleSpec {
+    /// Stable id used by devices (`yealink-exp50`).
+    pub id: String,
+    /// As the vendor writes it (`EXP50`).
+    pub name: String,
+    /// Keys on one module, all pages together.
+    pub keys: u16,
+    /// Pages the keys are shown on.
+    #[serde(default = "one_page")]
+    pub pages: u16,
+}
+
+fn one_page() -> u16 {
+    1
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +92,10 @@ struct ModelSpec {
     vars: BTreeMap<String, String>,
     #[serde(default)]
     key_types: Option<Vec<KeyType>>,
+    #[serde(default)]
+    modules: Vec<String>,
+    #[serde(default)]
+    max_modules: u8,
 }
 
 /// A phone vendor: how its phones are recognised and what its key codes are.
@@ -120,6 +145,10 @@ pub struct PhoneModel {
     pub key_types: Vec<KeyType>,
     /// Model-specific values for file names and templates.
     pub vars: BTreeMap<String, String>,
+    /// Expansion modules that fit this model.
+    pub modules: Vec<ModuleSpec>,
+    /// How many modules it can chain.
+    pub max_modules: u8,
     /// The files it asks for.
     pub files: Vec<ModelFile>,
     #[serde(skip)]
@@ -142,19 +171,29 @@ impl PhoneModel {
                 ),
             ));
         }
+        let modules = self.device_modules(device)?;
         for (i, key) in device.keys.iter().enumerate() {
-            if let Some(module) = key.module {
-                return Err(Invalid::new(
-                    format!("keys[{i}].module"),
-                    format!("the {} has no expansion module {module}", self.name),
-                ));
-            }
-            if key.index > self.line_keys {
+            let (keys, on) = match key.module {
+                None => (self.line_keys, self.name.clone()),
+                Some(n) => {
+                    let module = modules.get(usize::from(n) - 1).ok_or_else(|| {
+                        Invalid::new(
+                            format!("keys[{i}].module"),
+                            format!(
+                                "the device has {} expansion module(s), not {n}",
+                                modules.len()
+                            ),
+                        )
+                    })?;
+                    (module.keys, format!("{} module {n}", module.name))
+                }
+            };
+            if key.index > keys {
                 return Err(Invalid::new(
                     format!("keys[{i}].index"),
                     format!(
-                        "the {} has {} programmable keys; there is no key {}",
-                        self.name, self.line_keys, key.index
+                        "the {on} has {keys} programmable keys; there is no key {}",
+                        key.index
                     ),
                 ));
             }
@@ -166,6 +205,37 @@ impl PhoneModel {
             }
         }
         Ok(())
+    }
+
+    /// The device's expansion modules, checked against what fits this model.
+    pub fn device_modules(&self, device: &Device) -> Result<Vec<&ModuleSpec>, Invalid> {
+        if device.modules.len() > usize::from(self.max_modules) {
+            return Err(Invalid::new(
+                "modules",
+                format!(
+                    "the {} takes at most {} expansion module(s)",
+                    self.name, self.max_modules
+                ),
+            ));
+        }
+        device
+            .modules
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                self.modules.iter().find(|m| &m.id == id).ok_or_else(|| {
+                    let fits: Vec<&str> = self.modules.iter().map(|m| m.id.as_str()).collect();
+                    Invalid::new(
+                        format!("modules[{i}]"),
+                        format!(
+                            "module '{id}' does not fit the {} (fits: {})",
+                            self.name,
+                            if fits.is_empty() { "none".to_string() } else { fits.join(", ") }
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -422,6 +492,21 @@ fn build_model(
             })
         })
         .collect();
+    let modules = spec
+        .modules
+        .iter()
+        .map(|id| {
+            vendor
+                .modules
+                .iter()
+                .find(|m| &m.id == id)
+                .cloned()
+                .ok_or_else(|| format!("model {}: no module {id} in [[modules]]", spec.id))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if spec.max_modules > 0 && modules.is_empty() {
+        return Err(format!("model {}: max_modules without modules", spec.id));
+    }
     let user_agent_names = if spec.user_agent_names.is_empty() {
         vec![spec.name.clone()]
     } else {
@@ -435,6 +520,8 @@ fn build_model(
         line_keys: spec.line_keys,
         key_types,
         vars: spec.vars.clone(),
+        modules,
+        max_modules: spec.max_modules,
         files,
         vendor_index,
         user_agent_names,

@@ -319,6 +319,9 @@ pub struct Device {
     /// Programmable keys.
     #[serde(default)]
     pub keys: Vec<Key>,
+    /// Expansion module ids, in chain order (module 1 first).
+    #[serde(default)]
+    pub modules: Vec<String>,
     /// Settings that override the global and model ones for this phone.
     #[serde(default)]
     pub settings: Settings,

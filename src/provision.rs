@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
 use crate::mac::Mac;
 use crate::model::{Device, Discovered, Settings, Sighting, User};
-use crate::render::{FileView, RenderError, Renderer};
+use crate::render::{FileView, RenderError, Renderer, directory};
 use crate::store::{GLOBAL_SCOPE, Store, StoreError};
 
 /// The longest file name a phone may ask for. Real names are under 64
@@ -58,6 +58,21 @@ pub struct Request<'a> {
     pub peer: IpAddr,
     /// How it asked.
     pub transport: Transport,
+    /// The HTTP `Host` the phone used: the provisioning URL when none is set.
+    pub host: Option<&'a str>,
+}
+
+impl Request<'_> {
+    /// `http://<Host>` when the phone came over HTTP with a sane Host header.
+    fn origin(&self) -> Option<String> {
+        let host = self.host.filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })?;
+        (self.transport == Transport::Http).then(|| format!("http://{host}"))
+    }
 }
 
 /// A rendered file, ready to send.
@@ -93,6 +108,9 @@ pub enum NotServed {
     /// The device names a model the catalog no longer has.
     #[error("device {mac} has unknown model {model}")]
     MissingModel { mac: Mac, model: String },
+    /// The stored device no longer fits its model (e.g. a descriptor changed).
+    #[error("device does not fit its model: {0}")]
+    Invalid(String),
     /// The template failed for this device.
     #[error("render failed: {0}")]
     Render(#[from] RenderError),
@@ -139,10 +157,11 @@ impl Provisioner {
             .user_agent
             .map(|ua| self.catalog.identify_user_agent(ua))
             .unwrap_or_default();
+        let origin = request.origin();
         match found.mac {
-            None => self.serve_common(&found, &identity),
+            None => self.serve_common(&found, &identity, origin),
             Some(mac) => {
-                let result = self.serve_device(mac, file_name, &found);
+                let result = self.serve_device(mac, file_name, &found, origin);
                 match &result {
                     Ok(_) => self.note_sighting(mac, file_name, request, &identity),
                     Err(NotServed::UnknownMac(_)) => {
@@ -164,7 +183,7 @@ impl Provisioner {
             .match_file(file_name)
             .ok_or(NotServed::UnknownFile)?;
         match found.mac {
-            Some(file_mac) if file_mac == mac => self.serve_device(mac, file_name, &found),
+            Some(file_mac) if file_mac == mac => self.serve_device(mac, file_name, &found, None),
             Some(_) => Err(NotServed::BadPath("the file names another MAC")),
             None => {
                 let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
@@ -182,7 +201,7 @@ impl Provisioner {
                         model: device.model,
                     });
                 }
-                self.serve_common(&found, &Identity::default())
+                self.serve_common(&found, &Identity::default(), None)
             }
         }
     }
@@ -191,6 +210,7 @@ impl Provisioner {
         &self,
         found: &FileMatch<'_>,
         identity: &Identity,
+        origin: Option<String>,
     ) -> Result<ServedFile, NotServed> {
         // Several models may share a common file name; prefer the one the
         // User-Agent names.
@@ -201,10 +221,11 @@ impl Provisioner {
             .or(found.candidates.first())
             .copied()
             .ok_or(NotServed::UnknownFile)?;
-        let settings = Settings::effective(&[
+        let mut settings = Settings::effective(&[
             &self.store.settings(GLOBAL_SCOPE)?,
             &self.store.settings(&model_scope(&model.id))?,
         ]);
+        settings.provisioning_url = settings.provisioning_url.or(origin);
         let body = self
             .renderer
             .render(&file.template, &FileView::common(model, &settings))?;
@@ -216,6 +237,7 @@ impl Provisioner {
         mac: Mac,
         file_name: &str,
         found: &FileMatch<'_>,
+        origin: Option<String>,
     ) -> Result<ServedFile, NotServed> {
         let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
         let Some(&(model, file)) = found.candidates.iter().find(|(m, _)| m.id == device.model)
@@ -227,7 +249,7 @@ impl Provisioner {
             });
         };
         tracing::trace!(%mac, file = file_name, "rendering");
-        let body = self.render_device(model, file, &device)?;
+        let body = self.render_device(model, file, &device, origin)?;
         Ok(served(body, model, file, Some(mac)))
     }
 
@@ -236,6 +258,7 @@ impl Provisioner {
         model: &PhoneModel,
         file: &ModelFile,
         device: &Device,
+        origin: Option<String>,
     ) -> Result<Vec<u8>, NotServed> {
         let users: Vec<User> = device
             .lines
@@ -245,13 +268,24 @@ impl Provisioner {
             .ok_or(NotServed::Store(StoreError::NotFound(
                 "a user on this device's lines".into(),
             )))?;
-        let settings = Settings::effective(&[
+        let mut settings = Settings::effective(&[
             &self.store.settings(GLOBAL_SCOPE)?,
             &self.store.settings(&model_scope(&model.id))?,
             &device.settings,
         ]);
+        settings.provisioning_url = settings.provisioning_url.or(origin);
         let vendor = self.catalog.vendor_of(model);
-        let view = FileView::device(model, vendor, &settings, device, &users);
+        let modules = model
+            .device_modules(device)
+            .map_err(|e| NotServed::Invalid(e.to_string()))?;
+        let view = FileView::device(model, vendor, &settings, device, &users, &modules);
+        let everyone;
+        let view = if self.renderer.uses_directory(&file.template) {
+            everyone = self.store.users()?;
+            view.with_directory(directory(&everyone))
+        } else {
+            view
+        };
         Ok(self.renderer.render(&file.template, &view)?)
     }
 

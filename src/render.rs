@@ -5,6 +5,7 @@
 //! in `docs/phone-models.md`. Templates are Tera 2: they have no access to
 //! files or the environment, and a template named `*.xml` is escaped for XML.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 
@@ -12,7 +13,7 @@ use include_dir::{Dir, include_dir};
 use serde::Serialize;
 use tera::{Context, Kwargs, State, Tera, TeraResult};
 
-use crate::catalog::{Catalog, PhoneModel, Vendor};
+use crate::catalog::{Catalog, ModuleSpec, PhoneModel, Vendor};
 use crate::mac::Mac;
 use crate::model::{Device, EffectiveSettings, KeyType, User};
 
@@ -70,6 +71,8 @@ impl From<tera::Error> for RenderError {
 #[derive(Clone)]
 pub struct Renderer {
     tera: Tera,
+    /// Templates that use the company directory: only they pay for loading it.
+    directory_templates: HashSet<String>,
 }
 
 impl Renderer {
@@ -91,7 +94,23 @@ impl Renderer {
                 )));
             }
         }
-        Ok(Renderer { tera })
+        let directory_templates = tera
+            .get_template_names()
+            .filter(|name| {
+                tera.get_template_variables(name)
+                    .is_ok_and(|vars| vars.contains("directory"))
+            })
+            .map(str::to_string)
+            .collect();
+        Ok(Renderer {
+            tera,
+            directory_templates,
+        })
+    }
+
+    /// Whether a template lists the company directory.
+    pub fn uses_directory(&self, template: &str) -> bool {
+        self.directory_templates.contains(template)
     }
 
     /// Renders `template` for `view`.
@@ -191,6 +210,46 @@ pub struct FileView<'a> {
     lines: Option<Vec<LineView<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     keys: Option<Vec<KeyView<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modules: Option<Vec<ModuleView<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    directory: Option<Vec<DirectoryEntry<'a>>>,
+}
+
+#[derive(Debug, Serialize)]
+struct ModuleView<'a> {
+    index: usize,
+    id: &'a str,
+    name: &'a str,
+    keys: u16,
+    pages: u16,
+}
+
+/// One person in the company directory.
+#[derive(Debug, Serialize)]
+pub struct DirectoryEntry<'a> {
+    name: String,
+    first_name: &'a str,
+    last_name: &'a str,
+    extension: &'a str,
+    mobile: Option<&'a str>,
+}
+
+/// The company directory: users listed in it, sorted by name.
+pub fn directory(users: &[User]) -> Vec<DirectoryEntry<'_>> {
+    let mut entries: Vec<DirectoryEntry<'_>> = users
+        .iter()
+        .filter(|u| u.in_directory)
+        .map(|u| DirectoryEntry {
+            name: u.display_name(),
+            first_name: &u.first_name,
+            last_name: &u.last_name,
+            extension: &u.extension,
+            mobile: u.mobile.as_deref(),
+        })
+        .collect();
+    entries.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    entries
 }
 
 #[derive(Debug, Serialize)]
@@ -262,17 +321,20 @@ impl<'a> FileView<'a> {
             mac: None,
             lines: None,
             keys: None,
+            modules: None,
+            directory: None,
         }
     }
 
     /// The view of a device's own file. `users` holds the user of each of
-    /// the device's lines, in order.
+    /// the device's lines, in order; `modules` its checked expansion modules.
     pub fn device(
         model: &'a PhoneModel,
         vendor: &'a Vendor,
         settings: &'a EffectiveSettings,
         device: &'a Device,
         users: &'a [User],
+        modules: &[&'a ModuleSpec],
     ) -> Self {
         let owner = users.first().map(|u| u.id);
         let lines = device
@@ -306,12 +368,30 @@ impl<'a> FileView<'a> {
             })
             .collect();
         keys.sort_by_key(|k| (k.module, k.index));
+        let modules = modules
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ModuleView {
+                index: i + 1,
+                id: &m.id,
+                name: &m.name,
+                keys: m.keys,
+                pages: m.pages,
+            })
+            .collect();
         FileView {
             mac: Some(MacView::new(device.mac)),
             lines: Some(lines),
             keys: Some(keys),
+            modules: Some(modules),
             ..FileView::common(model, settings)
         }
+    }
+
+    /// Adds the company directory to the view.
+    pub fn with_directory(mut self, entries: Vec<DirectoryEntry<'a>>) -> Self {
+        self.directory = Some(entries);
+        self
     }
 }
 

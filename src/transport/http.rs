@@ -48,6 +48,7 @@ async fn provision(
         user_agent,
         peer: peer.ip(),
         transport: Transport::Http,
+        host: headers.get(header::HOST).and_then(|v| v.to_str().ok()),
     };
     let result = provisioner.handle(&request);
     let response = match &result {

@@ -96,6 +96,7 @@ impl Handler for ProvisioningHandler {
             user_agent: None,
             peer: client.ip(),
             transport: Transport::Tftp,
+            host: None,
         };
         match self.provisioner.handle(&request) {
             Ok(file) => {
@@ -174,6 +175,7 @@ impl Drop for LoggedFile {
             user_agent: None,
             peer: self.peer.ip(),
             transport: Transport::Tftp,
+            host: None,
         };
         if let Some(file) = self.file.take() {
             log_request(&request, &Ok(file), self.sent, self.started.elapsed());

@@ -81,6 +81,7 @@ async fn each_family_renders_its_golden_files_over_http_and_tftp() {
             assert_eq!(status, 200, "{}: {file}", family.dir);
             let over_tftp = server.tftp_curl(file).await.expect("tftp");
             assert_eq!(over_tftp, body, "{}: {file} differs over TFTP", family.dir);
+            check_well_formed(family.dir, file, &body);
             let path = golden_path(family.dir, file);
             if update {
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -100,4 +101,27 @@ async fn each_family_renders_its_golden_files_over_http_and_tftp() {
         failures.join("\n")
     );
     server.stop().await;
+}
+
+/// XML must parse; a `key = value` file must not set a key twice (the
+/// phone would silently keep one of them).
+fn check_well_formed(family: &str, file: &str, body: &[u8]) {
+    let text = std::str::from_utf8(body).unwrap_or_else(|_| panic!("{family}: {file} is not UTF-8"));
+    if text.trim_start().starts_with('<') {
+        if let Err(e) = roxmltree::Document::parse(text) {
+            panic!("{family}: {file} is not well-formed XML: {e}\n{text}");
+        }
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
+        assert!(seen.insert(key.trim().to_string()), "{family}: {file} sets {} twice", key.trim());
+    }
 }

@@ -7,3 +7,4 @@ mod admin_api;
 mod cli;
 mod golden;
 mod provisioning;
+mod readme;
