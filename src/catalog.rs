@@ -45,6 +45,8 @@ struct VendorFile {
     user_agents: Vec<String>,
     #[serde(default)]
     key_codes: BTreeMap<KeyType, String>,
+    #[serde(default)]
+    resync_event: Option<String>,
     files: Vec<FileSpec>,
     #[serde(default)]
     modules: Vec<ModuleSpec>,
@@ -149,6 +151,8 @@ pub struct PhoneModel {
     pub modules: Vec<ModuleSpec>,
     /// How many modules it can chain.
     pub max_modules: u8,
+    /// The SIP NOTIFY `Event` that makes it fetch its files again.
+    pub resync_event: Option<String>,
     /// The files it asks for.
     pub files: Vec<ModelFile>,
     #[serde(skip)]
@@ -230,7 +234,11 @@ impl PhoneModel {
                         format!(
                             "module '{id}' does not fit the {} (fits: {})",
                             self.name,
-                            if fits.is_empty() { "none".to_string() } else { fits.join(", ") }
+                            if fits.is_empty() {
+                                "none".to_string()
+                            } else {
+                                fits.join(", ")
+                            }
                         ),
                     )
                 })
@@ -522,6 +530,7 @@ fn build_model(
         vars: spec.vars.clone(),
         modules,
         max_modules: spec.max_modules,
+        resync_event: vendor.resync_event.clone(),
         files,
         vendor_index,
         user_agent_names,

@@ -419,6 +419,10 @@ pub struct Settings {
     /// Firmware image URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware_url: Option<String>,
+    /// The firmware version that image holds, as the phone reports it
+    /// (User-Agent): phones already on it are not pointed at the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_version: Option<String>,
     /// The phone's web admin password; a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_password: Option<String>,
@@ -450,6 +454,7 @@ impl Settings {
             ("settings.outbound_proxy", &self.outbound_proxy),
             ("settings.ntp_server", &self.ntp_server),
             ("settings.time_zone", &self.time_zone),
+            ("settings.firmware_version", &self.firmware_version),
             ("settings.language", &self.language),
             ("settings.admin_password", &self.admin_password),
             ("settings.syslog_server", &self.syslog_server),
@@ -517,6 +522,7 @@ impl Settings {
             language: s.language.unwrap_or_else(|| "en".into()),
             provisioning_url: s.provisioning_url,
             firmware_url: s.firmware_url,
+            firmware_version: s.firmware_version,
             admin_password: s.admin_password,
             syslog_server: s.syslog_server,
             vlan_id: s.vlan_id,
@@ -554,6 +560,8 @@ pub struct EffectiveSettings {
     pub provisioning_url: Option<String>,
     /// Firmware image URL.
     pub firmware_url: Option<String>,
+    /// The version in that image.
+    pub firmware_version: Option<String>,
     /// The phone's web admin password.
     pub admin_password: Option<String>,
     /// Syslog server.

@@ -119,6 +119,15 @@ pub enum NotServed {
     Store(#[from] StoreError),
 }
 
+/// What the request says about the phone beyond its file name.
+#[derive(Debug, Default)]
+struct Requester {
+    /// `http://<Host>`, the provisioning URL when none is configured.
+    origin: Option<String>,
+    /// The firmware its User-Agent reports.
+    firmware: Option<String>,
+}
+
 /// Answers phones' requests; shared by every transport.
 pub struct Provisioner {
     store: Arc<Store>,
@@ -157,11 +166,14 @@ impl Provisioner {
             .user_agent
             .map(|ua| self.catalog.identify_user_agent(ua))
             .unwrap_or_default();
-        let origin = request.origin();
+        let requester = Requester {
+            origin: request.origin(),
+            firmware: identity.firmware.clone(),
+        };
         match found.mac {
-            None => self.serve_common(&found, &identity, origin),
+            None => self.serve_common(&found, identity.model.as_deref(), &requester),
             Some(mac) => {
-                let result = self.serve_device(mac, file_name, &found, origin);
+                let result = self.serve_device(mac, file_name, &found, &requester);
                 match &result {
                     Ok(_) => self.note_sighting(mac, file_name, request, &identity),
                     Err(NotServed::UnknownMac(_)) => {
@@ -183,7 +195,9 @@ impl Provisioner {
             .match_file(file_name)
             .ok_or(NotServed::UnknownFile)?;
         match found.mac {
-            Some(file_mac) if file_mac == mac => self.serve_device(mac, file_name, &found, None),
+            Some(file_mac) if file_mac == mac => {
+                self.serve_device(mac, file_name, &found, &Requester::default())
+            }
             Some(_) => Err(NotServed::BadPath("the file names another MAC")),
             None => {
                 let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
@@ -201,7 +215,7 @@ impl Provisioner {
                         model: device.model,
                     });
                 }
-                self.serve_common(&found, &Identity::default(), None)
+                self.serve_common(&found, None, &Requester::default())
             }
         }
     }
@@ -209,15 +223,15 @@ impl Provisioner {
     fn serve_common(
         &self,
         found: &FileMatch<'_>,
-        identity: &Identity,
-        origin: Option<String>,
+        model_hint: Option<&str>,
+        requester: &Requester,
     ) -> Result<ServedFile, NotServed> {
         // Several models may share a common file name; prefer the one the
         // User-Agent names.
         let (model, file) = found
             .candidates
             .iter()
-            .find(|(m, _)| identity.model.as_deref() == Some(m.id.as_str()))
+            .find(|(m, _)| model_hint == Some(m.id.as_str()))
             .or(found.candidates.first())
             .copied()
             .ok_or(NotServed::UnknownFile)?;
@@ -225,10 +239,9 @@ impl Provisioner {
             &self.store.settings(GLOBAL_SCOPE)?,
             &self.store.settings(&model_scope(&model.id))?,
         ]);
-        settings.provisioning_url = settings.provisioning_url.or(origin);
-        let body = self
-            .renderer
-            .render(&file.template, &FileView::common(model, &settings))?;
+        settings.provisioning_url = settings.provisioning_url.or(requester.origin.clone());
+        let view = FileView::common(model, &settings, requester.firmware.as_deref());
+        let body = self.renderer.render(&file.template, &view)?;
         Ok(served(body, model, file, None))
     }
 
@@ -237,7 +250,7 @@ impl Provisioner {
         mac: Mac,
         file_name: &str,
         found: &FileMatch<'_>,
-        origin: Option<String>,
+        requester: &Requester,
     ) -> Result<ServedFile, NotServed> {
         let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
         let Some(&(model, file)) = found.candidates.iter().find(|(m, _)| m.id == device.model)
@@ -249,7 +262,7 @@ impl Provisioner {
             });
         };
         tracing::trace!(%mac, file = file_name, "rendering");
-        let body = self.render_device(model, file, &device, origin)?;
+        let body = self.render_device(model, file, &device, requester)?;
         Ok(served(body, model, file, Some(mac)))
     }
 
@@ -258,7 +271,7 @@ impl Provisioner {
         model: &PhoneModel,
         file: &ModelFile,
         device: &Device,
-        origin: Option<String>,
+        requester: &Requester,
     ) -> Result<Vec<u8>, NotServed> {
         let users: Vec<User> = device
             .lines
@@ -273,12 +286,25 @@ impl Provisioner {
             &self.store.settings(&model_scope(&model.id))?,
             &device.settings,
         ]);
-        settings.provisioning_url = settings.provisioning_url.or(origin);
+        settings.provisioning_url = settings.provisioning_url.or(requester.origin.clone());
         let vendor = self.catalog.vendor_of(model);
         let modules = model
             .device_modules(device)
             .map_err(|e| NotServed::Invalid(e.to_string()))?;
-        let view = FileView::device(model, vendor, &settings, device, &users, &modules);
+        // Over TFTP there is no User-Agent: the last one seen tells the firmware.
+        let firmware = match &requester.firmware {
+            Some(reported) => Some(reported.clone()),
+            None => self.store.sighting(device.mac)?.and_then(|s| s.firmware),
+        };
+        let view = FileView::device(
+            model,
+            vendor,
+            &settings,
+            device,
+            &users,
+            &modules,
+            firmware.as_deref(),
+        );
         let everyone;
         let view = if self.renderer.uses_directory(&file.template) {
             everyone = self.store.users()?;

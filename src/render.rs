@@ -204,6 +204,7 @@ pub struct FileView<'a> {
     model: ModelView<'a>,
     settings: &'a EffectiveSettings,
     tz: TzView,
+    firmware: FirmwareView<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mac: Option<MacView>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -214,6 +215,29 @@ pub struct FileView<'a> {
     modules: Option<Vec<ModuleView<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     directory: Option<Vec<DirectoryEntry<'a>>>,
+}
+
+/// The firmware the phone should run, and whether to point it there.
+#[derive(Debug, Serialize)]
+struct FirmwareView<'a> {
+    url: Option<&'a str>,
+    version: Option<&'a str>,
+    /// True when an image is set and the phone does not already report its
+    /// version (or we do not know what it runs): a phone on the target
+    /// version is never sent round an upgrade loop.
+    upgrade: bool,
+}
+
+impl<'a> FirmwareView<'a> {
+    fn new(settings: &'a EffectiveSettings, reported: Option<&str>) -> Self {
+        let version = settings.firmware_version.as_deref();
+        let current = matches!((version, reported), (Some(v), Some(r)) if v == r);
+        FirmwareView {
+            url: settings.firmware_url.as_deref(),
+            version,
+            upgrade: settings.firmware_url.is_some() && !current,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -306,8 +330,14 @@ struct KeyView<'a> {
 
 impl<'a> FileView<'a> {
     /// The view of a common file: the model and settings, no device data.
-    pub fn common(model: &'a PhoneModel, settings: &'a EffectiveSettings) -> Self {
+    /// `firmware` is the version the phone reports, when known.
+    pub fn common(
+        model: &'a PhoneModel,
+        settings: &'a EffectiveSettings,
+        firmware: Option<&str>,
+    ) -> Self {
         FileView {
+            firmware: FirmwareView::new(settings, firmware),
             model: ModelView {
                 id: &model.id,
                 vendor: &model.vendor,
@@ -335,6 +365,7 @@ impl<'a> FileView<'a> {
         device: &'a Device,
         users: &'a [User],
         modules: &[&'a ModuleSpec],
+        firmware: Option<&str>,
     ) -> Self {
         let owner = users.first().map(|u| u.id);
         let lines = device
@@ -384,7 +415,7 @@ impl<'a> FileView<'a> {
             lines: Some(lines),
             keys: Some(keys),
             modules: Some(modules),
-            ..FileView::common(model, settings)
+            ..FileView::common(model, settings, firmware)
         }
     }
 

@@ -1,52 +1,39 @@
-//! Golden files: a fixed office renders byte-for-byte to `tests/golden/`,
-//! over HTTP and over TFTP. A template change shows up as a golden diff;
-//! after reviewing it, regenerate with `UPDATE_GOLDEN=1 cargo test golden`.
+//! Golden files: for each phone family, a fixed phone renders byte-for-byte
+//! to the files under `tests/golden/<family>/`, over HTTP and over TFTP.
+//!
+//! Each family folder holds a `device.json` (`model`, `mac`, optional
+//! `modules` and `keys`, and the `files` to fetch), the expected files, and
+//! an `identify.json`: real User-Agents and paths with what they must be
+//! recognised as.
+//! A template change shows up as a golden diff; after reviewing it,
+//! regenerate with `UPDATE_GOLDEN=1 cargo test golden`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
 use crate::common::{TestServer, site_settings, user_json};
 
-/// One family's fixed phone: its model, MAC, keys, and the files to check.
-struct Family {
-    dir: &'static str,
-    model: &'static str,
-    mac: &'static str,
-    keys: Value,
-    files: &'static [&'static str],
+fn golden_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
-fn families() -> Vec<Family> {
-    vec![Family {
-        dir: "yealink",
-        model: "yealink-t46s",
-        mac: "001565aabbcc",
-        keys: json!([
-            {"index": 1, "type": "line", "label": "Ada"},
-            {"index": 2, "type": "line", "line": 2, "label": "Shared 102"},
-            {"index": 3, "type": "blf", "value": "103", "label": "Carol"},
-            {"index": 4, "type": "speed_dial", "value": "+15551234", "label": "Front desk"},
-            {"index": 5, "type": "blf_speed_dial", "value": "104", "label": "Dan"},
-            {"index": 6, "type": "voicemail", "label": "Voicemail"},
-            {"index": 7, "type": "pickup", "label": "Pickup"},
-            {"index": 8, "type": "park", "value": "700", "label": "Park"},
-            {"index": 9, "type": "dnd", "label": "DND"},
-            {"index": 10, "type": "forward", "value": "+15559999", "label": "Forward"},
-            {"index": 11, "type": "transfer", "value": "105", "label": "Transfer"},
-            {"index": 12, "type": "intercom", "value": "106", "label": "Intercom"},
-            {"index": 13, "type": "url", "value": "http://intranet.example.com/menu.xml", "label": "Menu"},
-            {"index": 14, "type": "none"},
-        ]),
-        files: &["y000000000066.cfg", "001565aabbcc.cfg"],
-    }]
-}
-
-fn golden_path(dir: &str, file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(dir)
-        .join(file)
+/// Every family folder, sorted, with its parsed `device.json`.
+fn families() -> Vec<(PathBuf, Value)> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(golden_root())
+        .expect("tests/golden")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.join("device.json").exists())
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .map(|dir| {
+            let spec = std::fs::read_to_string(dir.join("device.json")).expect("device.json");
+            let spec: Value =
+                serde_json::from_str(&spec).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            (dir, spec)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,29 +49,37 @@ async fn each_family_renders_its_golden_files_over_http_and_tftp() {
         .await;
     assert_eq!(status, 200);
     let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
-    let mut shared = user_json("102", "Bob", "O'Brien & <Sons>");
-    shared["caller_id"] = json!({"internal_name": "Bob \"The Builder\""});
-    let bob = server.add_user(shared).await;
+    let mut bob = user_json("102", "Bob", "O'Brien & <Sons>");
+    bob["caller_id"] = json!({"internal_name": "Bob \"The Builder\""});
+    bob["mobile"] = json!("+15550102");
+    let bob = server.add_user(bob).await;
+    let mut hidden = user_json("190", "Hidden", "Fax");
+    hidden["in_directory"] = json!(false);
+    server.add_user(hidden).await;
 
     let mut failures = Vec::new();
-    for family in families() {
+    let families = families();
+    assert!(!families.is_empty());
+    for (dir, spec) in families {
+        let family = dir.file_name().unwrap().to_string_lossy().into_owned();
         server
             .add_device(json!({
-                "mac": family.mac,
-                "model": family.model,
+                "mac": spec["mac"],
+                "model": spec["model"],
                 "lines": [{"user": ada["id"]}, {"user": bob["id"], "label": "Bob"}],
-                "keys": family.keys,
+                "keys": spec.get("keys").cloned().unwrap_or(json!([])),
+                "modules": spec.get("modules").cloned().unwrap_or(json!([])),
             }))
             .await;
-        for file in family.files {
+        for file in spec["files"].as_array().expect("files") {
+            let file = file.as_str().expect("file name");
             let (status, body) = server.phone_get(&format!("/{file}"), None).await;
-            assert_eq!(status, 200, "{}: {file}", family.dir);
+            assert_eq!(status, 200, "{family}: {file}");
             let over_tftp = server.tftp_curl(file).await.expect("tftp");
-            assert_eq!(over_tftp, body, "{}: {file} differs over TFTP", family.dir);
-            check_well_formed(family.dir, file, &body);
-            let path = golden_path(family.dir, file);
+            assert_eq!(over_tftp, body, "{family}: {file} differs over TFTP");
+            check_well_formed(&family, file, &body);
+            let path = dir.join(file);
             if update {
-                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(&path, &body).unwrap();
                 continue;
             }
@@ -106,9 +101,16 @@ async fn each_family_renders_its_golden_files_over_http_and_tftp() {
 /// XML must parse; a `key = value` file must not set a key twice (the
 /// phone would silently keep one of them).
 fn check_well_formed(family: &str, file: &str, body: &[u8]) {
-    let text = std::str::from_utf8(body).unwrap_or_else(|_| panic!("{family}: {file} is not UTF-8"));
+    let text =
+        std::str::from_utf8(body).unwrap_or_else(|_| panic!("{family}: {file} is not UTF-8"));
     if text.trim_start().starts_with('<') {
-        if let Err(e) = roxmltree::Document::parse(text) {
+        if let Err(e) = roxmltree::Document::parse_with_options(
+            text,
+            roxmltree::ParsingOptions {
+                allow_dtd: true,
+                ..Default::default()
+            },
+        ) {
             panic!("{family}: {file} is not well-formed XML: {e}\n{text}");
         }
         return;
@@ -119,9 +121,72 @@ fn check_well_formed(family: &str, file: &str, body: &[u8]) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((key, _)) = line.split_once('=') else {
+        let Some((key, _)) = line.split_once(['=', ':']) else {
             continue;
         };
-        assert!(seen.insert(key.trim().to_string()), "{family}: {file} sets {} twice", key.trim());
+        assert!(
+            seen.insert(key.trim().to_string()),
+            "{family}: {file} sets {} twice",
+            key.trim()
+        );
     }
+}
+
+#[test]
+fn golden_files_are_listed_in_their_device_json() {
+    // A golden file nobody fetches any more would silently rot.
+    for (dir, spec) in families() {
+        let listed: Vec<&str> = spec["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                name == "device.json" || name == "identify.json" || listed.contains(&name.as_str()),
+                "{}: {name} is not in device.json",
+                Path::new(&dir).display()
+            );
+        }
+    }
+}
+
+#[test]
+fn each_familys_user_agents_and_paths_are_recognised() {
+    let catalog = deskboot::catalog::Catalog::builtin().expect("catalog");
+    let mut checked = 0;
+    for (dir, _) in families() {
+        let Ok(text) = std::fs::read_to_string(dir.join("identify.json")) else {
+            continue;
+        };
+        let cases: Vec<Value> = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}/identify.json: {e}", dir.display()));
+        for case in cases {
+            let identity = match (case["user_agent"].as_str(), case["path"].as_str()) {
+                (Some(ua), _) => catalog.identify_user_agent(ua),
+                (None, Some(path)) => catalog.identify_path(path),
+                _ => panic!("{}: a case needs user_agent or path: {case}", dir.display()),
+            };
+            let got = json!({
+                "vendor": identity.vendor,
+                "model": identity.model,
+                "firmware": identity.firmware,
+                "mac": identity.mac.map(|m| m.colon()),
+            });
+            for field in ["vendor", "model", "firmware", "mac"] {
+                if let Some(expected) = case.get(field) {
+                    assert_eq!(
+                        &got[field],
+                        expected,
+                        "{}: {field} of {case}",
+                        dir.display()
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
 }

@@ -4,14 +4,21 @@
 
 use deskboot::catalog::Catalog;
 
-const START: &str = "<!-- models:start (generated from phone-models/ by tests/integration/readme.rs) -->";
+const START: &str =
+    "<!-- models:start (generated from phone-models/ by tests/integration/readme.rs) -->";
 const END: &str = "<!-- models:end -->";
 
 fn models_table() -> String {
     let catalog = Catalog::builtin().expect("built-in catalog");
-    let mut table = String::from("| vendor | model | id | SIP accounts | line keys | files |\n|---|---|---|---|---|---|\n");
+    let mut table = String::from(
+        "| vendor | model | id | SIP accounts | line keys | files |\n|---|---|---|---|---|---|\n",
+    );
     for model in catalog.models() {
-        let files: Vec<String> = model.files.iter().map(|f| format!("`{}`", f.name)).collect();
+        let files: Vec<String> = model
+            .files
+            .iter()
+            .map(|f| format!("`{}`", f.name))
+            .collect();
         table.push_str(&format!(
             "| {} | {} | `{}` | {} | {} | {} |\n",
             model.vendor,
