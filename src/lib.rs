@@ -20,6 +20,7 @@
 //! [`server`] wires everything together from a [`config`].
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod config;

@@ -10,10 +10,12 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use crate::audit::{self, AuditEntry};
 use crate::mac::Mac;
 use crate::model::{Device, Discovered, Invalid, Settings, Sighting, User, UserId};
 
@@ -74,10 +76,149 @@ pub struct Store {
     by_extension: sled::Tree,
     by_sip_username: sled::Tree,
     by_email: sled::Tree,
+    templates: sled::Tree,
+    audit: sled::Tree,
     meta: sled::Tree,
     sightings: sled::Tree,
     discovered: sled::Tree,
     writer: Mutex<()>,
+}
+
+/// One record-level change; a list of them is applied atomically by
+/// [`Store::change`], each with its audit entry.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Create (no `old`) or replace a user.
+    PutUser { new: User, old: Option<User> },
+    /// Delete a user.
+    DeleteUser(User),
+    /// Create (no `old`) or replace a device.
+    PutDevice { new: Device, old: Option<Device> },
+    /// Delete a device and what the server saw of it.
+    DeleteDevice(Device),
+    /// Replace the settings of a scope.
+    PutSettings {
+        scope: String,
+        new: Settings,
+        old: Settings,
+    },
+    /// Store an uploaded template's history.
+    PutTemplate {
+        key: String,
+        new: TemplateHistory,
+        old: Option<TemplateHistory>,
+    },
+    /// Forget an uploaded template and its history.
+    DeleteTemplate { key: String, old: TemplateHistory },
+    /// Forget a discovered MAC (it was adopted).
+    DeleteDiscovered(Mac),
+}
+
+impl Change {
+    /// The audit description: action, target and what changed.
+    fn describe(&self) -> (String, String, Value) {
+        let json = |v: &dyn erased::Json| v.to_json();
+        match self {
+            Change::PutUser { new, old } => (
+                verb("user", old.is_some()),
+                format!("user/{}", new.id),
+                audit::diff(&old.as_ref().map_or(json!({}), |o| json(o)), &json(new)),
+            ),
+            Change::DeleteUser(user) => (
+                "user.delete".into(),
+                format!("user/{}", user.id),
+                json!({"extension": user.extension}),
+            ),
+            Change::PutDevice { new, old } => (
+                verb("device", old.is_some()),
+                format!("device/{}", new.mac),
+                audit::diff(&old.as_ref().map_or(json!({}), |o| json(o)), &json(new)),
+            ),
+            Change::DeleteDevice(device) => (
+                "device.delete".into(),
+                format!("device/{}", device.mac),
+                json!({"model": device.model}),
+            ),
+            Change::PutSettings { scope, new, old } => (
+                "settings.update".into(),
+                format!("settings/{scope}"),
+                audit::diff(&json(old), &json(new)),
+            ),
+            Change::PutTemplate { key, new, .. } => (
+                "template.put".into(),
+                format!("template/{key}"),
+                new.current().map_or(json!({"active": false}), |v| {
+                    json!({"active": new.active, "version": v.version, "bytes": v.source.len()})
+                }),
+            ),
+            Change::DeleteTemplate { key, .. } => {
+                ("template.delete".into(), format!("template/{key}"), Value::Null)
+            }
+            Change::DeleteDiscovered(mac) => (
+                "discovered.delete".into(),
+                format!("discovered/{mac}"),
+                Value::Null,
+            ),
+        }
+    }
+}
+
+/// `kind.create` or `kind.update`.
+fn verb(kind: &str, existed: bool) -> String {
+    format!("{kind}.{}", if existed { "update" } else { "create" })
+}
+
+/// Serialising for audit diffs without naming every type.
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or_default()
+        }
+    }
+}
+
+/// An uploaded template: every accepted version, newest last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateHistory {
+    /// Whether the newest version is in force (false after a delete: the
+    /// built-in template is back, the history is kept for a rollback).
+    pub active: bool,
+    /// Every accepted version.
+    pub versions: Vec<TemplateVersion>,
+}
+
+impl TemplateHistory {
+    /// The version in force, if any.
+    pub fn current(&self) -> Option<&TemplateVersion> {
+        self.versions.last().filter(|_| self.active)
+    }
+}
+
+/// One accepted upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateVersion {
+    /// From 1.
+    pub version: u32,
+    /// The Tera source.
+    pub source: String,
+    /// Who uploaded it.
+    pub author: String,
+    /// Unix time, seconds.
+    pub at: u64,
+    /// Why it exists, e.g. "rollback to 2".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Unix time now, in seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 impl Store {
@@ -94,6 +235,8 @@ impl Store {
             by_extension: db.open_tree("idx_extension")?,
             by_sip_username: db.open_tree("idx_sip_username")?,
             by_email: db.open_tree("idx_email")?,
+            templates: db.open_tree("templates")?,
+            audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
             sightings: db.open_tree("sightings")?,
             discovered: db.open_tree("discovered")?,
@@ -129,10 +272,99 @@ impl Store {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    /// Makes a change: `plan` reads the store (no other change can run
+    /// meanwhile) and returns the record changes plus a result; they are
+    /// applied in one transaction together with their audit entries.
+    pub fn change<T, E: From<StoreError>>(
+        &self,
+        actor: &str,
+        plan: impl FnOnce(&Store) -> Result<(Vec<Change>, T), E>,
+    ) -> Result<T, E> {
         // A panic while holding the lock cannot leave sled half-written
         // (transactions are atomic), so a poisoned lock is still usable.
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (changes, result) = plan(self)?;
+        self.apply(actor, &changes).map_err(E::from)?;
+        Ok(result)
+    }
+
+    /// A fresh id for a new user (ids are never reused).
+    pub fn next_user_id(&self) -> Result<UserId, StoreError> {
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    fn apply(&self, actor: &str, changes: &[Change]) -> Result<(), StoreError> {
+        let at = unix_now();
+        let entries = changes
+            .iter()
+            .map(|change| {
+                let (action, target, changes) = change.describe();
+                Ok(AuditEntry {
+                    id: self.db.generate_id()?,
+                    at,
+                    actor: actor.to_string(),
+                    action,
+                    target,
+                    changes,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let trees = [
+            &self.users,
+            &self.by_extension,
+            &self.by_sip_username,
+            &self.by_email,
+            &self.devices,
+            &self.sightings,
+            &self.settings,
+            &self.templates,
+            &self.audit,
+            &self.discovered,
+        ];
+        trees.as_slice().transaction(|t| {
+            let (users, indexes, devices, sightings) = (&t[0], &t[1..4], &t[4], &t[5]);
+            let (settings, templates, audit, discovered) = (&t[6], &t[7], &t[8], &t[9]);
+            for change in changes {
+                match change {
+                    Change::PutUser { new, old } => {
+                        write_user_indexes(indexes, new, old.as_ref())?;
+                        users.insert(&new.id.to_be_bytes(), encode(new))?;
+                    }
+                    Change::DeleteUser(user) => {
+                        for (index, key) in indexes.iter().zip(unique_keys(user)) {
+                            if let Some(key) = key {
+                                index.remove(key.as_bytes())?;
+                            }
+                        }
+                        users.remove(&user.id.to_be_bytes())?;
+                    }
+                    Change::PutDevice { new, .. } => {
+                        devices.insert(&new.mac.bytes(), encode(new))?;
+                    }
+                    Change::DeleteDevice(device) => {
+                        devices.remove(&device.mac.bytes())?;
+                        sightings.remove(&device.mac.bytes())?;
+                    }
+                    Change::PutSettings { scope, new, .. } => {
+                        settings.insert(scope.as_bytes(), encode(new))?;
+                    }
+                    Change::PutTemplate { key, new, .. } => {
+                        templates.insert(key.as_bytes(), encode(new))?;
+                    }
+                    Change::DeleteTemplate { key, .. } => {
+                        templates.remove(key.as_bytes())?;
+                    }
+                    Change::DeleteDiscovered(mac) => {
+                        discovered.remove(&mac.bytes())?;
+                    }
+                }
+            }
+            for entry in &entries {
+                audit.insert(&entry.id.to_be_bytes(), encode(entry))?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     // ---- users ----
@@ -155,109 +387,12 @@ impl Store {
         }
     }
 
-    /// Stores a new user and returns it with its id. Extension, SIP
-    /// username and e-mail must be free.
-    pub fn create_user(&self, mut user: User) -> Result<User, StoreError> {
-        let _guard = self.lock();
-        user.id = self.db.generate_id()? + 1;
-        self.write_user(&user, None)?;
-        Ok(user)
-    }
-
-    /// Replaces a user, keeping its indexes right.
-    pub fn update_user(&self, user: &User) -> Result<(), StoreError> {
-        let _guard = self.lock();
-        let old = self
-            .user(user.id)?
-            .ok_or_else(|| StoreError::NotFound(format!("user {}", user.id)))?;
-        self.write_user(user, Some(&old))
-    }
-
-    fn write_user(&self, user: &User, old: Option<&User>) -> Result<(), StoreError> {
-        let id = user.id.to_be_bytes();
-        let value = encode(user);
-        let trees = (
-            &self.users,
-            &self.by_extension,
-            &self.by_sip_username,
-            &self.by_email,
-        );
-        trees.transaction(|(users, by_ext, by_sip, by_email)| {
-            let unique = [
-                (
-                    by_ext,
-                    "extension",
-                    Some(&user.extension),
-                    old.map(|o| &o.extension),
-                ),
-                (
-                    by_sip,
-                    "sip.username",
-                    Some(&user.sip.username),
-                    old.map(|o| &o.sip.username),
-                ),
-                (
-                    by_email,
-                    "email",
-                    user.email.as_ref(),
-                    old.and_then(|o| o.email.as_ref()),
-                ),
-            ];
-            for (index, field, new_key, old_key) in unique {
-                if let Some(key) = new_key
-                    && let Some(owner) = index.get(key.as_bytes())?
-                    && owner.as_ref() != id
-                {
-                    return abort(StoreError::Conflict(Invalid::new(
-                        field,
-                        format!("{key} is already used by another user"),
-                    )));
-                }
-                if let Some(old_key) = old_key {
-                    index.remove(old_key.as_bytes())?;
-                }
-                if let Some(key) = new_key {
-                    index.insert(key.as_bytes(), &id)?;
-                }
-            }
-            users.insert(&id, value.as_slice())?;
-            Ok(())
-        })?;
-        Ok(())
-    }
-
-    /// Deletes a user who is on no device.
-    pub fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
-        let _guard = self.lock();
-        let user = self
-            .user(id)?
-            .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
-        if let Some(device) = self
+    /// The first device with a line for this user.
+    pub fn device_of_user(&self, id: UserId) -> Result<Option<Device>, StoreError> {
+        Ok(self
             .devices()?
             .into_iter()
-            .find(|d| d.lines.iter().any(|l| l.user == id))
-        {
-            return Err(StoreError::InUse(format!(
-                "user {id} is on device {}; remove the line first",
-                device.mac
-            )));
-        }
-        let trees = (
-            &self.users,
-            &self.by_extension,
-            &self.by_sip_username,
-            &self.by_email,
-        );
-        trees.transaction(|(users, by_ext, by_sip, by_email)| {
-            users.remove(&id.to_be_bytes())?;
-            by_ext.remove(user.extension.as_bytes())?;
-            by_sip.remove(user.sip.username.as_bytes())?;
-            if let Some(email) = &user.email {
-                by_email.remove(email.as_bytes())?;
-            }
-            Ok(())
-        })?;
-        Ok(())
+            .find(|d| d.lines.iter().any(|l| l.user == id)))
     }
 
     // ---- devices ----
@@ -272,47 +407,6 @@ impl Store {
         get(&self.devices, "devices", &mac.bytes())
     }
 
-    /// Creates (`create` true: the MAC must be new) or replaces a device.
-    /// Every user on its lines must exist.
-    pub fn put_device(&self, device: &Device, create: bool) -> Result<(), StoreError> {
-        let _guard = self.lock();
-        let key = device.mac.bytes();
-        let exists = self.devices.contains_key(key)?;
-        if create && exists {
-            return Err(StoreError::Conflict(Invalid::new(
-                "mac",
-                format!("device {} already exists", device.mac),
-            )));
-        }
-        if !create && !exists {
-            return Err(StoreError::NotFound(format!("device {}", device.mac)));
-        }
-        for (i, line) in device.lines.iter().enumerate() {
-            if !self.users.contains_key(line.user.to_be_bytes())? {
-                return Err(StoreError::Conflict(Invalid::new(
-                    format!("lines[{i}].user"),
-                    format!("there is no user {}", line.user),
-                )));
-            }
-        }
-        self.devices.insert(key, encode(device))?;
-        Ok(())
-    }
-
-    /// Deletes a device; what the server saw of it goes too.
-    pub fn delete_device(&self, mac: Mac) -> Result<(), StoreError> {
-        let _guard = self.lock();
-        let key = mac.bytes();
-        (&self.devices, &self.sightings).transaction(|(devices, sightings)| {
-            if devices.remove(&key)?.is_none() {
-                return abort(StoreError::NotFound(format!("device {mac}")));
-            }
-            sightings.remove(&key)?;
-            Ok(())
-        })?;
-        Ok(())
-    }
-
     // ---- settings ----
 
     /// The settings of a scope (`global`, or `model:<id>`); empty when unset.
@@ -320,11 +414,32 @@ impl Store {
         Ok(get(&self.settings, "settings", scope.as_bytes())?.unwrap_or_default())
     }
 
-    /// Replaces the settings of a scope.
-    pub fn put_settings(&self, scope: &str, settings: &Settings) -> Result<(), StoreError> {
-        let _guard = self.lock();
-        self.settings.insert(scope.as_bytes(), encode(settings))?;
-        Ok(())
+    /// Every scope that has settings.
+    pub fn all_settings(&self) -> Result<Vec<(String, Settings)>, StoreError> {
+        scan_keyed(&self.settings, "settings")
+    }
+
+    // ---- templates ----
+
+    /// An uploaded template's history, by key (`model/<id>/<file>`, `device/<mac>/<file>`).
+    pub fn template(&self, key: &str) -> Result<Option<TemplateHistory>, StoreError> {
+        get(&self.templates, "templates", key.as_bytes())
+    }
+
+    /// Every uploaded template.
+    pub fn templates(&self) -> Result<Vec<(String, TemplateHistory)>, StoreError> {
+        scan_keyed(&self.templates, "templates")
+    }
+
+    // ---- audit ----
+
+    /// Audit entries from `since` (unix seconds) on, optionally for one target, oldest first.
+    pub fn audit(&self, since: u64, target: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
+        let entries: Vec<AuditEntry> = scan(&self.audit, "audit")?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.at >= since && target.is_none_or(|t| e.target == t))
+            .collect())
     }
 
     // ---- what phones did ----
@@ -370,6 +485,28 @@ impl Store {
         scan(&self.discovered, "discovered")
     }
 
+    /// One discovered MAC.
+    pub fn discovered_mac(&self, mac: Mac) -> Result<Option<Discovered>, StoreError> {
+        get(&self.discovered, "discovered", &mac.bytes())
+    }
+
+    /// Forgets discovered MACs last seen before `cutoff` (unix seconds), and
+    /// the oldest beyond `keep`: a scanner cannot fill the disk.
+    pub fn prune_discovered(&self, cutoff: u64, keep: usize) -> Result<usize, StoreError> {
+        let mut all = self.discovered()?;
+        all.sort_by_key(|d| std::cmp::Reverse(d.last.at));
+        let mut writes = sled::Batch::default();
+        let mut removed = 0;
+        for (rank, found) in all.iter().enumerate() {
+            if found.last.at < cutoff || rank >= keep {
+                writes.remove(&found.mac.bytes());
+                removed += 1;
+            }
+        }
+        self.discovered.apply_batch(writes)?;
+        Ok(removed)
+    }
+
     // ---- meta ----
 
     /// A value kept under a name in the meta tree (e.g. the admin token hash).
@@ -379,11 +516,55 @@ impl Store {
 
     /// Sets a meta value.
     pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        let _guard = self.lock();
         self.meta.insert(name.as_bytes(), value)?;
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// The unique keys of a user, in index order: extension, SIP username, e-mail.
+fn unique_keys(user: &User) -> [Option<&String>; 3] {
+    [
+        Some(&user.extension),
+        Some(&user.sip.username),
+        user.email.as_ref(),
+    ]
+}
+
+const UNIQUE_FIELDS: [&str; 3] = ["extension", "sip.username", "email"];
+
+/// Moves a user's index entries from its old keys to its new ones, refusing
+/// a key another user holds.
+fn write_user_indexes(
+    indexes: &[sled::transaction::TransactionalTree],
+    user: &User,
+    old: Option<&User>,
+) -> TxResult<()> {
+    let id = user.id.to_be_bytes();
+    let old_keys = old.map(unique_keys).unwrap_or([None; 3]);
+    for (((index, field), new_key), old_key) in indexes
+        .iter()
+        .zip(UNIQUE_FIELDS)
+        .zip(unique_keys(user))
+        .zip(old_keys)
+    {
+        if let Some(key) = new_key
+            && let Some(owner) = index.get(key.as_bytes())?
+            && owner.as_ref() != id
+        {
+            return abort(StoreError::Conflict(Invalid::new(
+                field,
+                format!("{key} is already used by another user"),
+            )));
+        }
+        if let Some(old_key) = old_key {
+            index.remove(old_key.as_bytes())?;
+        }
+        if let Some(key) = new_key {
+            index.insert(key.as_bytes(), &id)?;
+        }
+    }
+    Ok(())
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -404,6 +585,21 @@ fn get<T: DeserializeOwned>(
     key: &[u8],
 ) -> Result<Option<T>, StoreError> {
     tree.get(key)?.map(|v| decode(name, &v)).transpose()
+}
+
+fn scan_keyed<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+) -> Result<Vec<(String, T)>, StoreError> {
+    tree.iter()
+        .map(|entry| {
+            let (key, value) = entry?;
+            Ok((
+                String::from_utf8_lossy(&key).into_owned(),
+                decode(name, &value)?,
+            ))
+        })
+        .collect()
 }
 
 fn scan<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str) -> Result<Vec<T>, StoreError> {
@@ -437,25 +633,82 @@ mod tests {
         }
     }
 
+    fn create(store: &Store, mut user: User) -> Result<User, StoreError> {
+        store.change("test", |store| {
+            user.id = store.next_user_id()?;
+            Ok::<_, StoreError>((
+                vec![Change::PutUser {
+                    new: user.clone(),
+                    old: None,
+                }],
+                user,
+            ))
+        })
+    }
+
     #[test]
     fn indexes_follow_the_user_and_refuse_duplicates() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let mut ada = store.create_user(user("100")).unwrap();
-        let err = store.create_user(user("100")).unwrap_err();
+        let ada = create(&store, user("100")).unwrap();
+        let err = create(&store, user("100")).unwrap_err();
         assert!(
             matches!(err, StoreError::Conflict(ref i) if i.field == "extension"),
             "{err}"
         );
         assert_eq!(store.users().unwrap().len(), 1);
 
-        ada.extension = "101".into();
-        ada.sip.username = "u101".into();
-        ada.email = None;
-        store.update_user(&ada).unwrap();
+        let mut moved = ada.clone();
+        moved.extension = "101".into();
+        moved.sip.username = "u101".into();
+        moved.email = None;
+        store
+            .change("test", |_| {
+                Ok::<_, StoreError>((
+                    vec![Change::PutUser {
+                        new: moved.clone(),
+                        old: Some(ada),
+                    }],
+                    (),
+                ))
+            })
+            .unwrap();
         assert!(store.user_by_extension("100").unwrap().is_none());
-        assert_eq!(store.user_by_extension("101").unwrap().unwrap().id, ada.id);
-        store.create_user(user("100")).unwrap();
+        assert_eq!(
+            store.user_by_extension("101").unwrap().unwrap().id,
+            moved.id
+        );
+        create(&store, user("100")).unwrap();
+
+        let log = store.audit(0, Some(&format!("user/{}", moved.id))).unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[1].action, "user.update");
+        assert_eq!(log[1].changes["extension"], "101");
+        assert!(!serde_json::to_string(&log).unwrap().contains("secret"));
+    }
+
+    #[test]
+    fn a_refused_batch_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let result = store.change("test", |store| {
+            let mut a = user("200");
+            a.id = store.next_user_id()?;
+            let mut b = user("200");
+            b.id = store.next_user_id()?;
+            b.sip.username = "other".into();
+            b.email = None;
+            Ok::<_, StoreError>((
+                vec![
+                    Change::PutUser { new: a, old: None },
+                    Change::PutUser { new: b, old: None },
+                ],
+                (),
+            ))
+        });
+        assert!(matches!(result, Err(StoreError::Conflict(_))));
+        assert!(store.users().unwrap().is_empty());
+        assert!(store.audit(0, None).unwrap().is_empty());
     }
 
     #[test]

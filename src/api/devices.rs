@@ -1,18 +1,20 @@
 //! `/api/v1/devices`: phones by MAC, their lines and keys, and a preview of
 //! the files they get.
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::json;
 
 use super::{
-    AdminState, ApiError, ApiResult, Shared, from_json, merge_patch, parse_body, parse_patch,
+    Actor, AdminState, ApiError, ApiResult, Shared, Who, from_json, merge_patch, parse_body,
+    parse_patch,
 };
 use crate::mac::Mac;
 use crate::model::{Device, Invalid};
+use crate::store::{Change, Store, StoreError};
 
 pub(super) async fn list(state: Shared) -> ApiResult<Json<Vec<Device>>> {
     Ok(Json(state.store.devices()?))
@@ -25,10 +27,28 @@ pub(super) async fn show(state: Shared, Path(mac): Path<String>) -> ApiResult<Js
     ))
 }
 
-pub(super) async fn create(state: Shared, body: Bytes) -> ApiResult<(StatusCode, Json<Device>)> {
+pub(super) async fn create(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Device>)> {
     let device: Device = parse_body(&body)?;
-    check(&state, &device)?;
-    state.store.put_device(&device, true)?;
+    state.store.change(&actor, |store| {
+        check(&state, store, &device)?;
+        if store.device(device.mac)?.is_some() {
+            return Err(ApiError::Conflict(Invalid::new(
+                "mac",
+                format!("device {} already exists", device.mac),
+            )));
+        }
+        Ok((
+            vec![Change::PutDevice {
+                new: device.clone(),
+                old: None,
+            }],
+            (),
+        ))
+    })?;
     state.store.flush().await?;
     tracing::info!(mac = %device.mac, model = %device.model, "device created");
     Ok((StatusCode::CREATED, Json(device)))
@@ -36,6 +56,7 @@ pub(super) async fn create(state: Shared, body: Bytes) -> ApiResult<(StatusCode,
 
 pub(super) async fn update(
     state: Shared,
+    Extension(Actor(actor)): Who,
     Path(mac): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Device>> {
@@ -50,22 +71,36 @@ pub(super) async fn update(
             return Err(Invalid::new("mac", "cannot be changed; clone the device instead").into());
         }
     }
-    let current = state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
-    let mut value =
-        serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
-    merge_patch(&mut value, patch);
-    value["mac"] = json!(mac);
-    let device: Device = from_json(value)?;
-    check(&state, &device)?;
-    state.store.put_device(&device, false)?;
+    let device = state.store.change(&actor, |store| {
+        let current = store.device(mac)?.ok_or_else(|| not_found(mac))?;
+        let mut value = serde_json::to_value(&current).unwrap_or_default();
+        merge_patch(&mut value, patch);
+        value["mac"] = json!(mac);
+        let device: Device = from_json(value)?;
+        check(&state, store, &device)?;
+        Ok::<_, ApiError>((
+            vec![Change::PutDevice {
+                new: device.clone(),
+                old: Some(current),
+            }],
+            device,
+        ))
+    })?;
     state.store.flush().await?;
     tracing::info!(%mac, "device updated");
     Ok(Json(device))
 }
 
-pub(super) async fn remove(state: Shared, Path(mac): Path<String>) -> ApiResult<StatusCode> {
+pub(super) async fn remove(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    Path(mac): Path<String>,
+) -> ApiResult<StatusCode> {
     let mac = parse_mac(&mac)?;
-    state.store.delete_device(mac)?;
+    state.store.change(&actor, |store| {
+        let device = store.device(mac)?.ok_or_else(|| not_found(mac))?;
+        Ok::<_, ApiError>((delete_device_changes(store, device)?, ()))
+    })?;
     state.store.flush().await?;
     tracing::info!(%mac, "device deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -85,8 +120,9 @@ pub(super) async fn file(
         .into_response())
 }
 
-/// Everything a device must satisfy before it is stored.
-fn check(state: &AdminState, device: &Device) -> Result<(), ApiError> {
+/// Everything a device must satisfy before it is stored: its own fields,
+/// its model's limits, and users that exist.
+pub(super) fn check(state: &AdminState, store: &Store, device: &Device) -> Result<(), ApiError> {
     device.validate()?;
     let model = state.catalog.model(&device.model).ok_or_else(|| {
         Invalid::new(
@@ -95,7 +131,31 @@ fn check(state: &AdminState, device: &Device) -> Result<(), ApiError> {
         )
     })?;
     model.check_device(device)?;
+    for (i, line) in device.lines.iter().enumerate() {
+        if store.user(line.user)?.is_none() {
+            return Err(ApiError::Conflict(Invalid::new(
+                format!("lines[{i}].user"),
+                format!("there is no user {}", line.user),
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Deleting a device takes its uploaded templates with it.
+pub(super) fn delete_device_changes(
+    store: &Store,
+    device: Device,
+) -> Result<Vec<Change>, StoreError> {
+    let prefix = format!("device/{}/", device.mac);
+    let mut changes: Vec<Change> = store
+        .templates()?
+        .into_iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .map(|(key, old)| Change::DeleteTemplate { key, old })
+        .collect();
+    changes.push(Change::DeleteDevice(device));
+    Ok(changes)
 }
 
 fn parse_mac(mac: &str) -> ApiResult<Mac> {
@@ -103,6 +163,6 @@ fn parse_mac(mac: &str) -> ApiResult<Mac> {
         .map_err(|e| Invalid::new("mac", format!("'{mac}': {e}")).into())
 }
 
-fn not_found(mac: Mac) -> ApiError {
-    ApiError::NotFound(format!("device {mac} not found"))
+fn not_found(mac: Mac) -> StoreError {
+    StoreError::NotFound(format!("device {mac}"))
 }

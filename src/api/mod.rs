@@ -82,17 +82,31 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
-async fn require_token(State(state): Shared, request: Request, next: Next) -> Response {
+/// Who is making an API call: recorded in the audit log.
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+/// The name the single admin token acts under.
+const ADMIN_ACTOR: &str = "admin";
+
+async fn require_token(State(state): Shared, mut request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(token) if state.token.accepts(token.trim()) => next.run(request).await,
+        Some(token) if state.token.accepts(token.trim()) => {
+            request
+                .extensions_mut()
+                .insert(Actor(ADMIN_ACTOR.to_string()));
+            next.run(request).await
+        }
         _ => ApiError::Unauthorized.into_response(),
     }
 }
+
+type Who = axum::Extension<Actor>;
 
 /// An API failure; [`IntoResponse`] maps each kind to its status.
 #[derive(Debug)]
@@ -158,7 +172,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(i) => ApiError::Conflict(i),
-            StoreError::NotFound(what) => ApiError::NotFound(what),
+            StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             StoreError::InUse(m) => ApiError::InUse(m),
             other => ApiError::Internal(other.to_string()),
         }

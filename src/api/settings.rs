@@ -1,21 +1,25 @@
 //! `/api/v1/settings` (global) and `/api/v1/models/{id}/settings`: the
 //! lower layers of the settings a device inherits.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::Path;
+use axum::{Extension, Json};
 
-use super::{ApiError, ApiResult, Shared, parse_body};
+use super::{Actor, ApiError, ApiResult, Shared, Who, parse_body};
 use crate::model::Settings;
 use crate::provision::model_scope;
-use crate::store::GLOBAL_SCOPE;
+use crate::store::{Change, GLOBAL_SCOPE};
 
 pub(super) async fn show_global(state: Shared) -> ApiResult<Json<Settings>> {
     Ok(Json(state.store.settings(GLOBAL_SCOPE)?))
 }
 
-pub(super) async fn replace_global(state: Shared, body: Bytes) -> ApiResult<Json<Settings>> {
-    replace(&state, GLOBAL_SCOPE, &body).await
+pub(super) async fn replace_global(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    body: Bytes,
+) -> ApiResult<Json<Settings>> {
+    replace(&state, &actor, GLOBAL_SCOPE, &body).await
 }
 
 pub(super) async fn show_model(state: Shared, Path(id): Path<String>) -> ApiResult<Json<Settings>> {
@@ -25,17 +29,30 @@ pub(super) async fn show_model(state: Shared, Path(id): Path<String>) -> ApiResu
 
 pub(super) async fn replace_model(
     state: Shared,
+    Extension(Actor(actor)): Who,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Settings>> {
     let scope = known_model_scope(&state, &id)?;
-    replace(&state, &scope, &body).await
+    replace(&state, &actor, &scope, &body).await
 }
 
-async fn replace(state: &Shared, scope: &str, body: &Bytes) -> ApiResult<Json<Settings>> {
+async fn replace(
+    state: &Shared,
+    actor: &str,
+    scope: &str,
+    body: &Bytes,
+) -> ApiResult<Json<Settings>> {
     let settings: Settings = parse_body(body)?;
     settings.validate()?;
-    state.store.put_settings(scope, &settings)?;
+    state.store.change(actor, |store| {
+        let change = Change::PutSettings {
+            scope: scope.to_string(),
+            new: settings.clone(),
+            old: store.settings(scope)?,
+        };
+        Ok::<_, ApiError>((vec![change], ()))
+    })?;
     state.store.flush().await?;
     tracing::info!(scope, "settings replaced");
     Ok(Json(settings))

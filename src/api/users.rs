@@ -1,14 +1,15 @@
 //! `/api/v1/users`: people, their extensions and SIP accounts.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, Shared, from_json, merge_patch, parse_patch};
+use super::{Actor, ApiError, ApiResult, Shared, Who, from_json, merge_patch, parse_patch};
 use crate::auth::random_secret;
 use crate::model::{Invalid, User, UserId};
+use crate::store::{Change, StoreError};
 
 /// Length of a generated SIP password: about 117 bits.
 const GENERATED_PASSWORD_LEN: usize = 20;
@@ -22,15 +23,28 @@ pub(super) async fn show(state: Shared, Path(id): Path<String>) -> ApiResult<Jso
     Ok(Json(state.store.user(id)?.ok_or_else(|| not_found(id))?))
 }
 
-pub(super) async fn create(state: Shared, body: Bytes) -> ApiResult<(StatusCode, Json<User>)> {
+pub(super) async fn create(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<User>)> {
     let mut value = super::parse_patch(&body)?;
     if value.get("id").is_some() {
         return Err(Invalid::new("id", "is assigned by the server").into());
     }
     fill_sip_defaults(&mut value);
-    let user: User = from_json(value)?;
+    let mut user: User = from_json(value)?;
     user.validate()?;
-    let user = state.store.create_user(user)?;
+    let user = state.store.change(&actor, |store| {
+        user.id = store.next_user_id()?;
+        Ok::<_, ApiError>((
+            vec![Change::PutUser {
+                new: user.clone(),
+                old: None,
+            }],
+            user,
+        ))
+    })?;
     state.store.flush().await?;
     tracing::info!(user = user.id, extension = %user.extension, "user created");
     Ok((StatusCode::CREATED, Json(user)))
@@ -38,6 +52,7 @@ pub(super) async fn create(state: Shared, body: Bytes) -> ApiResult<(StatusCode,
 
 pub(super) async fn update(
     state: Shared,
+    Extension(Actor(actor)): Who,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<User>> {
@@ -46,21 +61,41 @@ pub(super) async fn update(
     if patch.get("id").is_some_and(|v| v != &json!(id)) {
         return Err(Invalid::new("id", "cannot be changed").into());
     }
-    let current = state.store.user(id)?.ok_or_else(|| not_found(id))?;
-    let mut value =
-        serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
-    merge_patch(&mut value, patch);
-    let user: User = from_json(value)?;
-    user.validate()?;
-    state.store.update_user(&user)?;
+    let user = state.store.change(&actor, |store| {
+        let current = store.user(id)?.ok_or_else(|| not_found(id))?;
+        let mut value = serde_json::to_value(&current).unwrap_or_default();
+        merge_patch(&mut value, patch);
+        let user: User = from_json(value)?;
+        user.validate()?;
+        Ok::<_, ApiError>((
+            vec![Change::PutUser {
+                new: user.clone(),
+                old: Some(current),
+            }],
+            user,
+        ))
+    })?;
     state.store.flush().await?;
     tracing::info!(user = id, "user updated");
     Ok(Json(user))
 }
 
-pub(super) async fn remove(state: Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub(super) async fn remove(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
-    state.store.delete_user(id)?;
+    state.store.change(&actor, |store| {
+        let user = store.user(id)?.ok_or_else(|| not_found(id))?;
+        if let Some(device) = store.device_of_user(id)? {
+            return Err(ApiError::InUse(format!(
+                "user {id} is on device {}; remove the line first",
+                device.mac
+            )));
+        }
+        Ok((vec![Change::DeleteUser(user)], ()))
+    })?;
     state.store.flush().await?;
     tracing::info!(user = id, "user deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -91,6 +126,6 @@ fn parse_id(id: &str) -> ApiResult<UserId> {
         .map_err(|_| Invalid::new("id", format!("'{id}' is not a user id")).into())
 }
 
-fn not_found(id: UserId) -> ApiError {
-    ApiError::NotFound(format!("user {id} not found"))
+fn not_found(id: UserId) -> StoreError {
+    StoreError::NotFound(format!("user {id}"))
 }
