@@ -272,7 +272,7 @@ pub fn directory(users: &[User]) -> Vec<DirectoryEntry<'_>> {
             mobile: u.mobile.as_deref(),
         })
         .collect();
-    entries.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    entries.sort_by_key(|e| e.name.to_lowercase());
     entries
 }
 
