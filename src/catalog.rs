@@ -98,6 +98,8 @@ struct ModelSpec {
     modules: Vec<String>,
     #[serde(default)]
     max_modules: u8,
+    #[serde(default)]
+    compatible: Vec<String>,
 }
 
 /// A phone vendor: how its phones are recognised and what its key codes are.
@@ -153,6 +155,8 @@ pub struct PhoneModel {
     pub max_modules: u8,
     /// The SIP NOTIFY `Event` that makes it fetch its files again.
     pub resync_event: Option<String>,
+    /// Other models that can take over a phone's configuration (clone).
+    pub compatible: Vec<String>,
     /// The files it asks for.
     pub files: Vec<ModelFile>,
     #[serde(skip)]
@@ -531,6 +535,7 @@ fn build_model(
         modules,
         max_modules: spec.max_modules,
         resync_event: vendor.resync_event.clone(),
+        compatible: spec.compatible.clone(),
         files,
         vendor_index,
         user_agent_names,

@@ -22,12 +22,15 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod catalog;
 pub mod config;
+pub mod import;
 pub mod mac;
 pub mod model;
 pub mod provision;
 pub mod render;
 pub mod server;
 pub mod store;
+pub mod templates;
 pub mod transport;

@@ -636,6 +636,9 @@ pub struct Sighting {
     pub file: String,
     /// `http` or `tftp`.
     pub transport: String,
+    /// The ETag of what was served (for a provisioned device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 /// A MAC that asked for its file but is not provisioned.

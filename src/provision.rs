@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
@@ -19,6 +20,7 @@ use crate::mac::Mac;
 use crate::model::{Device, Discovered, Settings, Sighting, User};
 use crate::render::{FileView, RenderError, Renderer, directory};
 use crate::store::{GLOBAL_SCOPE, Store, StoreError};
+use crate::templates;
 
 /// The longest file name a phone may ask for. Real names are under 64
 /// characters; anything far longer is a probe.
@@ -121,18 +123,18 @@ pub enum NotServed {
 
 /// What the request says about the phone beyond its file name.
 #[derive(Debug, Default)]
-struct Requester {
+pub struct Requester {
     /// `http://<Host>`, the provisioning URL when none is configured.
-    origin: Option<String>,
+    pub origin: Option<String>,
     /// The firmware its User-Agent reports.
-    firmware: Option<String>,
+    pub firmware: Option<String>,
 }
 
 /// Answers phones' requests; shared by every transport.
 pub struct Provisioner {
     store: Arc<Store>,
     catalog: Arc<Catalog>,
-    renderer: Renderer,
+    renderer: ArcSwap<Renderer>,
     pending_sightings: Mutex<HashMap<Mac, Sighting>>,
     pending_discovered: Mutex<HashMap<Mac, Discovered>>,
 }
@@ -143,7 +145,7 @@ impl Provisioner {
         Provisioner {
             store,
             catalog,
-            renderer,
+            renderer: ArcSwap::from_pointee(renderer),
             pending_sightings: Mutex::new(HashMap::new()),
             pending_discovered: Mutex::new(HashMap::new()),
         }
@@ -152,6 +154,16 @@ impl Provisioner {
     /// The catalog the provisioner matches requests against.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// The templates in force.
+    pub fn renderer(&self) -> Arc<Renderer> {
+        self.renderer.load_full()
+    }
+
+    /// Puts a new set of templates in force (after an upload was checked).
+    pub fn set_renderer(&self, renderer: Renderer) {
+        self.renderer.store(Arc::new(renderer));
     }
 
     /// Answers one request. Synchronous and fast (a few store reads and one
@@ -175,7 +187,11 @@ impl Provisioner {
             Some(mac) => {
                 let result = self.serve_device(mac, file_name, &found, &requester);
                 match &result {
-                    Ok(_) => self.note_sighting(mac, file_name, request, &identity),
+                    Ok(file) => {
+                        let mut seen = sighting(file_name, request, &identity);
+                        seen.etag = Some(file.etag.clone());
+                        lock(&self.pending_sightings).insert(mac, seen);
+                    }
                     Err(NotServed::UnknownMac(_)) => {
                         self.note_discovered(mac, file_name, request, &identity)
                     }
@@ -235,14 +251,29 @@ impl Provisioner {
             .or(found.candidates.first())
             .copied()
             .ok_or(NotServed::UnknownFile)?;
+        let body = self.render_common(&self.renderer(), model, file, requester)?;
+        Ok(served(body, model, file, None))
+    }
+
+    /// Renders a common file of a model with the given templates.
+    pub fn render_common(
+        &self,
+        renderer: &Renderer,
+        model: &PhoneModel,
+        file: &ModelFile,
+        requester: &Requester,
+    ) -> Result<Vec<u8>, NotServed> {
         let mut settings = Settings::effective(&[
             &self.store.settings(GLOBAL_SCOPE)?,
             &self.store.settings(&model_scope(&model.id))?,
         ]);
         settings.provisioning_url = settings.provisioning_url.or(requester.origin.clone());
         let view = FileView::common(model, &settings, requester.firmware.as_deref());
-        let body = self.renderer.render(&file.template, &view)?;
-        Ok(served(body, model, file, None))
+        let template = renderer.pick(
+            &[&templates::model_key(&model.id, &file.name)],
+            &file.template,
+        );
+        Ok(renderer.render(&template, &view)?)
     }
 
     fn serve_device(
@@ -262,25 +293,34 @@ impl Provisioner {
             });
         };
         tracing::trace!(%mac, file = file_name, "rendering");
-        let body = self.render_device(model, file, &device, requester)?;
+        let users = self.device_users(&device)?;
+        let body = self.render_device(&self.renderer(), model, file, &device, &users, requester)?;
         Ok(served(body, model, file, Some(mac)))
     }
 
-    fn render_device(
-        &self,
-        model: &PhoneModel,
-        file: &ModelFile,
-        device: &Device,
-        requester: &Requester,
-    ) -> Result<Vec<u8>, NotServed> {
-        let users: Vec<User> = device
+    /// The users of a device's lines, in line order.
+    pub fn device_users(&self, device: &Device) -> Result<Vec<User>, NotServed> {
+        device
             .lines
             .iter()
             .map(|line| self.store.user(line.user))
             .collect::<Result<Option<Vec<User>>, _>>()?
             .ok_or(NotServed::Store(StoreError::NotFound(
                 "a user on this device's lines".into(),
-            )))?;
+            )))
+    }
+
+    /// Renders a device's file with the given templates; `users` are the
+    /// users of its lines, in order.
+    pub fn render_device(
+        &self,
+        renderer: &Renderer,
+        model: &PhoneModel,
+        file: &ModelFile,
+        device: &Device,
+        users: &[User],
+        requester: &Requester,
+    ) -> Result<Vec<u8>, NotServed> {
         let mut settings = Settings::effective(&[
             &self.store.settings(GLOBAL_SCOPE)?,
             &self.store.settings(&model_scope(&model.id))?,
@@ -301,23 +341,25 @@ impl Provisioner {
             vendor,
             &settings,
             device,
-            &users,
+            users,
             &modules,
             firmware.as_deref(),
         );
+        let template = renderer.pick(
+            &[
+                &templates::device_key(device.mac, &file.name),
+                &templates::model_key(&model.id, &file.name),
+            ],
+            &file.template,
+        );
         let everyone;
-        let view = if self.renderer.uses_directory(&file.template) {
+        let view = if renderer.uses_directory(&template) {
             everyone = self.store.users()?;
             view.with_directory(directory(&everyone))
         } else {
             view
         };
-        Ok(self.renderer.render(&file.template, &view)?)
-    }
-
-    fn note_sighting(&self, mac: Mac, file: &str, request: &Request<'_>, identity: &Identity) {
-        let sighting = sighting(file, request, identity);
-        lock(&self.pending_sightings).insert(mac, sighting);
+        Ok(renderer.render(&template, &view)?)
     }
 
     fn note_discovered(&self, mac: Mac, file: &str, request: &Request<'_>, identity: &Identity) {
@@ -350,6 +392,12 @@ impl Provisioner {
         }
     }
 
+    /// Forgets discovered MACs past [`DISCOVERED_TTL`] and beyond [`MAX_DISCOVERED`].
+    pub fn prune_discovered(&self) -> Result<usize, StoreError> {
+        let cutoff = now().saturating_sub(DISCOVERED_TTL.as_secs());
+        self.store.prune_discovered(cutoff, MAX_DISCOVERED)
+    }
+
     /// Writes the buffered sightings and discovered MACs to the store.
     pub fn flush_sightings(&self) -> Result<(), StoreError> {
         let sightings: Vec<(Mac, Sighting)> = std::mem::take(&mut *lock(&self.pending_sightings))
@@ -370,6 +418,13 @@ impl Provisioner {
 
 /// How often buffered sightings are written to the store.
 pub const SIGHTING_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long an unknown MAC stays listed after its last request.
+pub const DISCOVERED_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The most unknown MACs kept: the newest win, so a scanner walking a MAC
+/// range cannot fill the disk.
+pub const MAX_DISCOVERED: usize = 10_000;
 
 /// The settings scope of a model.
 pub fn model_scope(model_id: &str) -> String {
@@ -395,6 +450,7 @@ fn sighting(file: &str, request: &Request<'_>, identity: &Identity) -> Sighting 
         firmware: identity.firmware.clone(),
         file: file.to_string(),
         transport: request.transport.name().to_string(),
+        etag: None,
     }
 }
 

@@ -5,9 +5,10 @@
 //! in `docs/phone-models.md`. Templates are Tera 2: they have no access to
 //! files or the environment, and a template named `*.xml` is escaped for XML.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use include_dir::{Dir, include_dir};
 use serde::Serialize;
@@ -67,10 +68,20 @@ impl From<tera::Error> for RenderError {
     }
 }
 
-/// The compiled templates.
+/// The most a template may write for one phone: a config is kilobytes; a
+/// template that writes megabytes is a mistake or an attack.
+pub const MAX_OUTPUT: usize = 1 << 20;
+
+/// The compiled templates: the built-in ones and the administrators' uploads.
 #[derive(Clone)]
 pub struct Renderer {
+    /// Built-in (and `--templates-dir`) templates only.
+    base: Arc<Tera>,
+    /// Their sources, to show administrators what an upload replaces.
+    sources: Arc<BTreeMap<String, String>>,
+    /// `base` plus every active upload, named `upload/<key>`.
     tera: Tera,
+    uploads: HashSet<String>,
     /// Templates that use the company directory: only they pay for loading it.
     directory_templates: HashSet<String>,
 }
@@ -86,7 +97,7 @@ impl Renderer {
             collect_dir(dir, dir, &mut sources)?;
         }
         let mut tera = new_tera();
-        tera.add_raw_templates(sources)?;
+        tera.add_raw_templates(sources.clone())?;
         for name in catalog.template_names() {
             if !tera.contains_template(name) {
                 return Err(RenderError::Other(format!(
@@ -94,18 +105,52 @@ impl Renderer {
                 )));
             }
         }
-        let directory_templates = tera
-            .get_template_names()
-            .filter(|name| {
-                tera.get_template_variables(name)
-                    .is_ok_and(|vars| vars.contains("directory"))
-            })
-            .map(str::to_string)
-            .collect();
-        Ok(Renderer {
+        let renderer = Renderer {
+            base: Arc::new(tera.clone()),
+            sources: Arc::new(sources.into_iter().collect()),
+            directory_templates: directory_templates(&tera),
             tera,
-            directory_templates,
+            uploads: HashSet::new(),
+        };
+        Ok(renderer)
+    }
+
+    /// The built-in templates plus `uploads` (store key, source): the set
+    /// in force after an administrator's change. Fails, naming the line, if
+    /// an upload does not compile.
+    pub fn with_uploads<'s>(
+        &self,
+        uploads: impl IntoIterator<Item = (&'s str, &'s str)>,
+    ) -> Result<Renderer, RenderError> {
+        let mut tera = (*self.base).clone();
+        let mut keys = HashSet::new();
+        let mut named = Vec::new();
+        for (key, source) in uploads {
+            keys.insert(key.to_string());
+            named.push((upload_name(key), source.to_string()));
+        }
+        tera.add_raw_templates(named)?;
+        Ok(Renderer {
+            base: self.base.clone(),
+            sources: self.sources.clone(),
+            directory_templates: directory_templates(&tera),
+            tera,
+            uploads: keys,
         })
+    }
+
+    /// The template to use: the first of `keys` (most specific first) with
+    /// an active upload, else the built-in one.
+    pub fn pick(&self, keys: &[&str], builtin: &str) -> String {
+        keys.iter()
+            .find(|key| self.uploads.contains(**key))
+            .map(|key| upload_name(key))
+            .unwrap_or_else(|| builtin.to_string())
+    }
+
+    /// The source of a built-in template.
+    pub fn builtin_source(&self, name: &str) -> Option<&str> {
+        self.sources.get(name).map(String::as_str)
     }
 
     /// Whether a template lists the company directory.
@@ -113,12 +158,51 @@ impl Renderer {
         self.directory_templates.contains(template)
     }
 
-    /// Renders `template` for `view`.
+    /// Renders `template` for `view`, at most [`MAX_OUTPUT`] bytes.
     pub fn render(&self, template: &str, view: &FileView<'_>) -> Result<Vec<u8>, RenderError> {
         let context = Context::from_serialize(view)?;
-        let mut out = Vec::with_capacity(4096);
-        self.tera.render_to(template, &context, &mut out)?;
-        Ok(out)
+        let mut out = Capped(Vec::with_capacity(4096));
+        match self.tera.render_to(template, &context, &mut out) {
+            Ok(()) => Ok(out.0),
+            Err(_) if out.0.len() >= MAX_OUTPUT => Err(RenderError::Other(format!(
+                "{template} writes more than {MAX_OUTPUT} bytes"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The Tera name of an uploaded template: its store key keeps the file's
+/// extension, so XML uploads are escaped like built-in XML templates.
+fn upload_name(key: &str) -> String {
+    format!("upload/{key}")
+}
+
+fn directory_templates(tera: &Tera) -> HashSet<String> {
+    tera.get_template_names()
+        .filter(|name| {
+            tera.get_template_variables(name)
+                .is_ok_and(|vars| vars.contains("directory"))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// A buffer that refuses to grow past [`MAX_OUTPUT`].
+struct Capped(Vec<u8>);
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT {
+            self.0.resize(MAX_OUTPUT, 0);
+            return Err(std::io::Error::other("output too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -94,7 +94,10 @@ impl Server {
         })?;
         let store = Arc::new(Store::open(&config.store_dir())?);
         let catalog = Arc::new(Catalog::load(config.models_dir.as_deref())?);
-        let renderer = Renderer::load(&catalog, config.templates_dir.as_deref())?;
+        let renderer = with_stored_uploads(
+            &store,
+            Renderer::load(&catalog, config.templates_dir.as_deref())?,
+        )?;
         let token = AdminToken::setup(&store, &config.data, admin_token)?;
         let provisioner = Arc::new(Provisioner::new(store.clone(), catalog.clone(), renderer));
 
@@ -214,15 +217,52 @@ impl Server {
     }
 }
 
+/// The built-in templates plus every active upload that still compiles. An
+/// upload that no longer does (a built-in template it includes changed) is
+/// left out and logged: it must not keep every other phone from booting.
+fn with_stored_uploads(store: &Store, renderer: Renderer) -> Result<Renderer, ServerError> {
+    let stored = store.templates()?;
+    let uploads: Vec<(&str, &str)> = stored
+        .iter()
+        .filter_map(|(key, h)| h.current().map(|v| (key.as_str(), v.source.as_str())))
+        .collect();
+    if let Ok(all) = renderer.with_uploads(uploads.iter().copied()) {
+        return Ok(all);
+    }
+    let mut good: Vec<(&str, &str)> = Vec::new();
+    for upload in uploads {
+        let mut trial = good.clone();
+        trial.push(upload);
+        match renderer.with_uploads(trial) {
+            Ok(_) => good.push(upload),
+            Err(e) => {
+                tracing::error!(template = upload.0, error = %e, "uploaded template left out")
+            }
+        }
+    }
+    Ok(renderer.with_uploads(good)?)
+}
+
 async fn flush_sightings_until(provisioner: Arc<Provisioner>, stop: impl Future<Output = ()>) {
+    /// Prune discovered MACs once every this many flushes (about a minute).
+    const PRUNE_EVERY: u32 = 30;
     let mut tick = tokio::time::interval(SIGHTING_FLUSH_INTERVAL);
+    let mut ticks = 0u32;
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => return,
             _ = tick.tick() => {
+                ticks = ticks.wrapping_add(1);
                 let provisioner = provisioner.clone();
-                let result = tokio::task::spawn_blocking(move || provisioner.flush_sightings()).await;
+                let result = tokio::task::spawn_blocking(move || {
+                    provisioner.flush_sightings()?;
+                    if ticks.is_multiple_of(PRUNE_EVERY) {
+                        provisioner.prune_discovered()?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .await;
                 if let Ok(Err(e)) = result {
                     tracing::error!(error = %e, "could not save sightings");
                 }

@@ -291,9 +291,15 @@ impl Store {
         Ok(result)
     }
 
-    /// A fresh id for a new user (ids are never reused).
+    /// A fresh id for a new user. Restored users keep their ids, so the
+    /// counter may trail them: skip ids in use.
     pub fn next_user_id(&self) -> Result<UserId, StoreError> {
-        Ok(self.db.generate_id()? + 1)
+        loop {
+            let id = self.db.generate_id()? + 1;
+            if !self.users.contains_key(id.to_be_bytes())? {
+                return Ok(id);
+            }
+        }
     }
 
     fn apply(&self, actor: &str, changes: &[Change]) -> Result<(), StoreError> {
@@ -384,7 +390,19 @@ impl Store {
 
     /// The user with this extension.
     pub fn user_by_extension(&self, extension: &str) -> Result<Option<User>, StoreError> {
-        match self.by_extension.get(extension.as_bytes())? {
+        self.user_by("extension", extension)
+    }
+
+    /// The user holding a unique value: `field` is `extension`,
+    /// `sip.username` or `email`.
+    pub fn user_by(&self, field: &str, value: &str) -> Result<Option<User>, StoreError> {
+        let index = match field {
+            "extension" => &self.by_extension,
+            "sip.username" => &self.by_sip_username,
+            "email" => &self.by_email,
+            _ => return Ok(None),
+        };
+        match index.get(value.as_bytes())? {
             None => Ok(None),
             Some(id) => get(&self.users, "users", &id),
         }
@@ -467,6 +485,10 @@ impl Store {
         let mut writes = sled::Batch::default();
         for found in batch {
             let key = found.mac.bytes();
+            // Adopted since it knocked: it is a device now.
+            if self.devices.contains_key(key)? {
+                continue;
+            }
             let merged = match get::<Discovered>(&self.discovered, "discovered", &key)? {
                 Some(old) => Discovered {
                     first_seen: old.first_seen,

@@ -6,7 +6,8 @@ use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::{
     Actor, AdminState, ApiError, ApiResult, Shared, Who, from_json, merge_patch, parse_body,
@@ -15,6 +16,7 @@ use super::{
 use crate::mac::Mac;
 use crate::model::{Device, Invalid};
 use crate::store::{Change, Store, StoreError};
+use crate::templates;
 
 pub(super) async fn list(state: Shared) -> ApiResult<Json<Vec<Device>>> {
     Ok(Json(state.store.devices()?))
@@ -165,4 +167,162 @@ fn parse_mac(mac: &str) -> ApiResult<Mac> {
 
 fn not_found(mac: Mac) -> StoreError {
     StoreError::NotFound(format!("device {mac}"))
+}
+
+/// How a clone treats the source phone.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CloneMode {
+    /// Both phones keep working.
+    #[default]
+    Copy,
+    /// The new phone takes over; the old one gets nothing any more.
+    Replace,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CloneRequest {
+    /// The new phone's MAC.
+    to: String,
+    #[serde(default)]
+    mode: CloneMode,
+    /// Replace an existing device at `to`.
+    #[serde(default)]
+    overwrite: bool,
+    /// The new phone's model, when it differs (it must be compatible).
+    #[serde(default)]
+    model: Option<String>,
+}
+
+/// `POST /devices/{mac}/clone`: copy a phone's whole configuration (lines,
+/// keys, modules, settings, uploaded templates) to another MAC, or move it
+/// there, in one transaction.
+pub(super) async fn clone(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    Path(mac): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Device>)> {
+    let from = parse_mac(&mac)?;
+    let request: CloneRequest = parse_body(&body)?;
+    let to: Mac = request
+        .to
+        .parse()
+        .map_err(|e| Invalid::new("to", format!("'{}': {e}", request.to)))?;
+    if to == from {
+        return Err(Invalid::new("to", "is the same phone").into());
+    }
+    let device = state.store.change(&actor, |store| {
+        let source = store.device(from)?.ok_or_else(|| not_found(from))?;
+        let existing = store.device(to)?;
+        if existing.is_some() && !request.overwrite {
+            return Err(ApiError::Conflict(Invalid::new(
+                "to",
+                format!("device {to} already exists; pass \"overwrite\": true to replace it"),
+            )));
+        }
+        let model = request
+            .model
+            .clone()
+            .or_else(|| existing.as_ref().map(|d| d.model.clone()))
+            .unwrap_or_else(|| source.model.clone());
+        let compatible = model == source.model
+            || state
+                .catalog
+                .model(&source.model)
+                .is_some_and(|m| m.compatible.contains(&model));
+        if !compatible {
+            return Err(ApiError::Conflict(Invalid::new(
+                "model",
+                format!(
+                    "a {} configuration cannot go to a {model}: the models are not compatible",
+                    source.model
+                ),
+            )));
+        }
+        let copy = Device {
+            mac: to,
+            model,
+            ..source.clone()
+        };
+        check(&state, store, &copy)?;
+        let mut changes = Vec::new();
+        if let Some(existing) = &existing {
+            changes.extend(
+                delete_device_changes(store, existing.clone())?
+                    .into_iter()
+                    .filter(|c| !matches!(c, Change::DeleteDevice(_))),
+            );
+        }
+        let target_files: Vec<String> = state
+            .catalog
+            .model(&copy.model)
+            .map(|m| m.files.iter().map(|f| f.name.clone()).collect())
+            .unwrap_or_default();
+        let source_prefix = format!("device/{from}/");
+        for (key, history) in store.templates()? {
+            if let Some(file) = key.strip_prefix(&source_prefix)
+                && target_files.iter().any(|f| f == file)
+            {
+                changes.push(Change::PutTemplate {
+                    key: templates::device_key(to, file),
+                    new: history,
+                    old: None,
+                });
+            }
+        }
+        changes.push(Change::PutDevice {
+            new: copy.clone(),
+            old: existing,
+        });
+        if request.mode == CloneMode::Replace {
+            changes.extend(delete_device_changes(store, source)?);
+        }
+        Ok((changes, copy))
+    })?;
+    // Uploads moved with the phone: put the stored set in force.
+    reload_templates(&state)?;
+    state.store.flush().await?;
+    tracing::info!(%from, %to, mode = ?request.mode, "device cloned");
+    Ok((StatusCode::CREATED, Json(device)))
+}
+
+/// Puts the stored uploads in force again after a change that moved some.
+pub(super) fn reload_templates(state: &AdminState) -> ApiResult<()> {
+    let stored = state.store.templates()?;
+    let uploads = stored
+        .iter()
+        .filter_map(|(key, h)| h.current().map(|v| (key.as_str(), v.source.as_str())));
+    let renderer = state.provisioner.renderer().with_uploads(uploads)?;
+    state.provisioner.set_renderer(renderer);
+    Ok(())
+}
+
+/// `GET /devices/{mac}/status`: what the server last saw of the phone, and
+/// whether what it last got is what it would get now.
+pub(super) async fn status(state: Shared, Path(mac): Path<String>) -> ApiResult<Json<Value>> {
+    let mac = parse_mac(&mac)?;
+    state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
+    state.provisioner.flush_sightings()?;
+    let Some(seen) = state.store.sighting(mac)? else {
+        return Ok(Json(
+            json!({"mac": mac, "last_seen": null, "current": null}),
+        ));
+    };
+    let current = state
+        .provisioner
+        .preview(mac, &seen.file)
+        .ok()
+        .map(|now| Some(now.etag) == seen.etag);
+    Ok(Json(json!({
+        "mac": mac,
+        "last_seen": seen.at,
+        "ip": seen.ip,
+        "user_agent": seen.user_agent,
+        "firmware": seen.firmware,
+        "file": seen.file,
+        "transport": seen.transport,
+        "current": current,
+    })))
 }

@@ -5,10 +5,13 @@
 //! (`{"error": "...", "field": "..."}`). Every change is validated in full
 //! before the store is touched, so a refused request changes nothing.
 
+mod audit;
+mod backup;
 mod devices;
 mod discovered;
 mod models;
 mod settings;
+mod templates;
 mod users;
 
 use std::sync::Arc;
@@ -27,10 +30,11 @@ use crate::auth::AdminToken;
 use crate::catalog::Catalog;
 use crate::model::Invalid;
 use crate::provision::{NotServed, Provisioner};
+use crate::render::RenderError;
 use crate::store::{Store, StoreError};
 
-/// The largest JSON body the API reads.
-const MAX_BODY: usize = 1 << 20;
+/// The largest body the API reads (a CSV import or a backup can be large).
+const MAX_BODY: usize = 16 << 20;
 
 /// What the admin handlers share.
 pub struct AdminState {
@@ -62,7 +66,35 @@ pub fn router(state: Arc<AdminState>) -> Router {
                 .delete(devices::remove),
         )
         .route("/devices/{mac}/files/{name}", get(devices::file))
+        .route("/devices/{mac}/clone", axum::routing::post(devices::clone))
+        .route("/devices/{mac}/status", get(devices::status))
+        .route(
+            "/templates/{scope}/{target}/{file}",
+            get(templates::show)
+                .put(templates::upload)
+                .delete(templates::remove),
+        )
+        .route(
+            "/templates/{scope}/{target}/{file}/history",
+            get(templates::history),
+        )
+        .route(
+            "/templates/{scope}/{target}/{file}/history/{version}",
+            get(templates::version),
+        )
+        .route(
+            "/templates/{scope}/{target}/{file}/rollback",
+            axum::routing::post(templates::rollback),
+        )
+        .route("/audit", get(audit::list))
+        .route("/import", axum::routing::post(backup::import))
+        .route("/export", get(backup::export))
+        .route("/restore", axum::routing::post(backup::restore))
         .route("/discovered", get(discovered::list))
+        .route(
+            "/discovered/{mac}/adopt",
+            axum::routing::post(discovered::adopt),
+        )
         .route("/models", get(models::list))
         .route("/models/{id}", get(models::show))
         .route(
@@ -125,6 +157,14 @@ pub enum ApiError {
     Unauthorized,
     /// Our fault (500); the message is logged, not shown.
     Internal(String),
+    /// A template that does not compile or render (422), with where.
+    Template {
+        message: String,
+        line: Option<usize>,
+        column: Option<usize>,
+    },
+    /// The body is over a size limit (413).
+    TooLarge(String),
 }
 
 impl IntoResponse for ApiError {
@@ -150,6 +190,15 @@ impl IntoResponse for ApiError {
                 )
                     .into_response();
             }
+            ApiError::Template {
+                message,
+                line,
+                column,
+            } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": message, "field": "template", "line": line, "column": column}),
+            ),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": m})),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "admin API failure");
                 (
@@ -183,9 +232,31 @@ impl From<NotServed> for ApiError {
     fn from(e: NotServed) -> Self {
         match e {
             NotServed::Store(e) => e.into(),
-            NotServed::Render(e) => ApiError::Invalid(Invalid::new("template", e.to_string())),
+            NotServed::Render(e) => e.into(),
             NotServed::BadPath(m) => ApiError::Invalid(Invalid::new("name", m)),
             other => ApiError::NotFound(other.to_string()),
+        }
+    }
+}
+
+impl From<RenderError> for ApiError {
+    fn from(e: RenderError) -> Self {
+        match e {
+            RenderError::Template {
+                template,
+                line,
+                column,
+                message,
+            } => ApiError::Template {
+                message: format!("{}: {message}", template.trim_start_matches("upload/")),
+                line: Some(line),
+                column: Some(column),
+            },
+            other => ApiError::Template {
+                message: other.to_string(),
+                line: None,
+                column: None,
+            },
         }
     }
 }

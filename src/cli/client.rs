@@ -54,6 +54,49 @@ impl AdminClient {
         serde_json::from_str(&text).context("the server's answer is not JSON")
     }
 
+    /// Sends a text body (a template, a CSV file) and returns the JSON answer.
+    pub async fn send_text(
+        &self,
+        method: Method,
+        path: &str,
+        body: String,
+    ) -> anyhow::Result<Value> {
+        let (status, answer) = self.send_text_raw(method, path, body).await?;
+        if status.is_success() {
+            return Ok(answer);
+        }
+        let message = answer["error"].as_str().unwrap_or("refused");
+        let place = match (answer["line"].as_u64(), answer["column"].as_u64()) {
+            (Some(line), Some(column)) => format!(" (line {line}, column {column})"),
+            _ => String::new(),
+        };
+        bail!("{message}{place} ({status})")
+    }
+
+    /// Sends a text body and returns the status and JSON answer, whatever the status.
+    pub async fn send_text_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: String,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the deskboot server at {}", self.base))?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED {
+            bail!("the server refused the admin token");
+        }
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
     /// GETs a path and returns the body as text.
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
         self.send(Method::GET, path, None).await

@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch; one file per command group.
 
+mod admin;
 mod client;
 mod device;
 mod identify;
@@ -42,6 +43,20 @@ enum Command {
     },
     /// Say which vendor, model, firmware and MAC a User-Agent or path means.
     Identify(identify::IdentifyArgs),
+    /// Copy (or with --replace, move) a phone's configuration to a new MAC.
+    Clone(admin::CloneArgs),
+    /// Import users and phones from CSV, all or nothing.
+    Import(admin::ImportArgs),
+    /// Print everything as a JSON backup.
+    Export {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Restore a JSON backup.
+    Restore(admin::RestoreArgs),
+    /// Manage uploaded templates.
+    #[command(subcommand)]
+    Template(admin::TemplateCommand),
 }
 
 /// How admin commands reach the server.
@@ -82,6 +97,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Identify(args) => identify::run(args),
+            Command::Clone(args) => admin::clone(args).await,
+            Command::Import(args) => admin::import(args).await,
+            Command::Export { connection } => admin::export(connection).await,
+            Command::Restore(args) => admin::restore(args).await,
+            Command::Template(command) => admin::template(command).await,
         }
     })
 }

@@ -6,5 +6,7 @@ mod common;
 mod admin_api;
 mod cli;
 mod golden;
+mod operations;
 mod provisioning;
 mod readme;
+mod templates;

@@ -117,6 +117,24 @@ impl TestServer {
         (status, value)
     }
 
+    /// An admin API call with a text body (a template upload).
+    pub async fn api_text(&self, method: reqwest::Method, path: &str, body: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .request(method, self.admin_url(path))
+            .bearer_auth(TOKEN)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("admin API answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.api(reqwest::Method::GET, path, None).await
     }

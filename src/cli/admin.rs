@@ -1,0 +1,218 @@
+//! `deskboot clone|import|export|restore|template`: the administrator's
+//! weekly operations, as clients of the admin API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::Connection;
+use super::client::{AdminClient, print_json};
+
+/// Which template: for every phone of a model, or for one phone.
+#[derive(Debug, clap::Args)]
+pub struct TemplateSlot {
+    #[command(flatten)]
+    connection: Connection,
+    /// A model id (e.g. yealink-t46s) or a phone's MAC.
+    target: String,
+    /// The file, as the phone asks for it (001565aabbcc.cfg) or as the model names it ({mac}.cfg).
+    file: String,
+}
+
+impl TemplateSlot {
+    fn path(&self, suffix: &str) -> String {
+        let scope = if self.target.parse::<deskboot::mac::Mac>().is_ok() {
+            "devices"
+        } else {
+            "models"
+        };
+        let file = self.file.replace('{', "%7B").replace('}', "%7D");
+        format!("/api/v1/templates/{scope}/{}/{file}{suffix}", self.target)
+    }
+}
+
+/// Template commands.
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Print the template in force (uploaded or built-in).
+    Get(TemplateSlot),
+    /// Upload a template from a file; it is checked before it is used.
+    Put {
+        #[command(flatten)]
+        slot: TemplateSlot,
+        /// The Tera source.
+        source: PathBuf,
+    },
+    /// Go back to the built-in template (the history is kept).
+    Rm(TemplateSlot),
+    /// List the uploaded versions.
+    History(TemplateSlot),
+    /// Make an earlier version current again.
+    Rollback {
+        #[command(flatten)]
+        slot: TemplateSlot,
+        /// The version to bring back.
+        version: u32,
+    },
+}
+
+pub async fn template(command: TemplateCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TemplateCommand::Get(slot) => {
+            let shown = client(&slot.connection)?
+                .call(Method::GET, &slot.path(""), None)
+                .await?;
+            eprintln!("# origin: {}", shown["origin"].as_str().unwrap_or("?"));
+            print!("{}", shown["source"].as_str().unwrap_or_default());
+        }
+        TemplateCommand::Put { slot, source } => {
+            let text = std::fs::read_to_string(&source)
+                .with_context(|| format!("cannot read {}", source.display()))?;
+            let answer = client(&slot.connection)?
+                .send_text(Method::PUT, &slot.path(""), text)
+                .await?;
+            print_json(&answer)?;
+        }
+        TemplateCommand::Rm(slot) => {
+            client(&slot.connection)?
+                .call(Method::DELETE, &slot.path(""), None)
+                .await?;
+            println!("back to the built-in template");
+        }
+        TemplateCommand::History(slot) => {
+            let history = client(&slot.connection)?
+                .call(Method::GET, &slot.path("/history"), None)
+                .await?;
+            print_json(&history)?;
+        }
+        TemplateCommand::Rollback { slot, version } => {
+            let answer = client(&slot.connection)?
+                .call(
+                    Method::POST,
+                    &slot.path("/rollback"),
+                    Some(&json!({"version": version})),
+                )
+                .await?;
+            print_json(&answer)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `deskboot clone OLD NEW [--replace] [--overwrite] [--model M]`.
+#[derive(Debug, clap::Args)]
+pub struct CloneArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The phone whose configuration is copied.
+    from: String,
+    /// The new phone's MAC.
+    to: String,
+    /// Move the configuration: the old phone gets nothing any more.
+    #[arg(long)]
+    replace: bool,
+    /// Overwrite an existing device at the new MAC.
+    #[arg(long)]
+    overwrite: bool,
+    /// The new phone's model, if different (it must be compatible).
+    #[arg(long)]
+    model: Option<String>,
+}
+
+pub async fn clone(args: CloneArgs) -> anyhow::Result<ExitCode> {
+    let mut body = json!({
+        "to": args.to,
+        "mode": if args.replace { "replace" } else { "copy" },
+        "overwrite": args.overwrite,
+    });
+    if let Some(model) = args.model {
+        body["model"] = json!(model);
+    }
+    let device = client(&args.connection)?
+        .call(
+            Method::POST,
+            &format!("/api/v1/devices/{}/clone", args.from),
+            Some(&body),
+        )
+        .await?;
+    print_json(&device)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `deskboot import FILE [--dry-run]`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// A CSV file (deskboot, Wazo or XiVO layout).
+    file: PathBuf,
+    /// Check everything, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let path = format!("/api/v1/import?dry_run={}", args.dry_run);
+    let client = client(&args.connection)?;
+    match client.send_text_raw(Method::POST, &path, text).await? {
+        (status, answer) if status.is_success() => {
+            print_json(&answer)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        (_, answer) => {
+            eprintln!("{}", answer["error"].as_str().unwrap_or("import refused"));
+            for row in answer["rows"].as_array().into_iter().flatten() {
+                eprintln!(
+                    "  line {}: {}: {}",
+                    row["line"],
+                    row["field"].as_str().unwrap_or_default(),
+                    row["error"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `deskboot export > backup.json`.
+pub async fn export(connection: Connection) -> anyhow::Result<ExitCode> {
+    let backup = client(&connection)?
+        .call(Method::GET, "/api/v1/export", None)
+        .await?;
+    print_json(&backup)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `deskboot restore FILE [--replace]`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// A file written by `deskboot export`.
+    file: PathBuf,
+    /// Replace everything in the store.
+    #[arg(long)]
+    replace: bool,
+}
+
+pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let backup: Value = serde_json::from_str(&text).context("the backup is not JSON")?;
+    let path = format!("/api/v1/restore?replace={}", args.replace);
+    let answer = client(&args.connection)?
+        .call(Method::POST, &path, Some(&backup))
+        .await?;
+    print_json(&answer)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn client(connection: &Connection) -> anyhow::Result<AdminClient> {
+    AdminClient::new(connection)
+}
