@@ -113,8 +113,7 @@ pub fn plan(
     store: &Store,
     catalog: &Catalog,
 ) -> Result<(Vec<Change>, Summary), ImportError> {
-    let (format, rows) = read_rows(text).map_err(ImportError::Rows)?;
-    let mut errors = Vec::new();
+    let (format, rows, mut errors) = read_rows(text).map_err(ImportError::Rows)?;
     let mut changes = Vec::new();
     let mut seen: HashMap<&'static str, HashMap<String, u64>> = HashMap::new();
     let mut devices: Vec<(u64, Device)> = Vec::new();
@@ -212,8 +211,9 @@ pub fn plan(
     Ok((changes, summary))
 }
 
-/// The header layout and the data rows, or every row that cannot be read.
-fn read_rows(text: &str) -> Result<(&'static str, Vec<Row>), Vec<RowError>> {
+/// The header layout, the rows that could be read and the ones that could
+/// not; a header that cannot be used is refused at once.
+fn read_rows(text: &str) -> Result<(&'static str, Vec<Row>, Vec<RowError>), Vec<RowError>> {
     let header_line = text.lines().next().unwrap_or_default();
     let pipe = header_line.contains('|');
     let mut reader = csv::ReaderBuilder::new()
@@ -303,11 +303,7 @@ fn read_rows(text: &str) -> Result<(&'static str, Vec<Row>), Vec<RowError>> {
             model,
         });
     }
-    if errors.is_empty() {
-        Ok((format, rows))
-    } else {
-        Err(errors)
-    }
+    Ok((format, rows, errors))
 }
 
 /// The user a row describes, checked on its own.
