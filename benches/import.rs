@@ -18,7 +18,10 @@ fn csv(model: &str) -> String {
         } else {
             ",".into()
         };
-        text.push_str(&format!("{},First{i},Last{i},u{i}@example.com,,,{phone}\n", 2000 + i));
+        text.push_str(&format!(
+            "{},First{i},Last{i},u{i}@example.com,,,{phone}\n",
+            2000 + i
+        ));
     }
     text
 }
@@ -52,7 +55,10 @@ fn bench_import(c: &mut Criterion) {
             },
             |(dir, changes)| {
                 let store = Store::open(&dir.path().join("other")).expect("store");
-                for change in changes.into_iter().filter(|c| matches!(c, Change::PutUser { .. })) {
+                for change in changes
+                    .into_iter()
+                    .filter(|c| matches!(c, Change::PutUser { .. }))
+                {
                     store
                         .change("bench", |_| Ok::<_, StoreError>((vec![change], ())))
                         .expect("write");

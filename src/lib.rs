@@ -23,6 +23,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod backup;
+pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod import;

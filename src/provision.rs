@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
+use crate::cache::{CacheKey, RenderCache};
 use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
 use crate::mac::Mac;
 use crate::model::{Device, Discovered, Settings, Sighting, User};
@@ -25,6 +26,9 @@ use crate::templates;
 /// The longest file name a phone may ask for. Real names are under 64
 /// characters; anything far longer is a probe.
 pub const MAX_PATH_LEN: usize = 255;
+
+/// Rendered files kept for repeat requests: a few thousand configs.
+const RENDER_CACHE_BYTES: usize = 16 << 20;
 
 /// How many unknown MACs may wait in memory for the next batch write: a
 /// scanner walking a vendor's MAC range must not grow memory without bound.
@@ -135,6 +139,7 @@ pub struct Provisioner {
     store: Arc<Store>,
     catalog: Arc<Catalog>,
     renderer: ArcSwap<Renderer>,
+    cache: RenderCache,
     pending_sightings: Mutex<HashMap<Mac, Sighting>>,
     pending_discovered: Mutex<HashMap<Mac, Discovered>>,
 }
@@ -146,6 +151,7 @@ impl Provisioner {
             store,
             catalog,
             renderer: ArcSwap::from_pointee(renderer),
+            cache: RenderCache::new(RENDER_CACHE_BYTES),
             pending_sightings: Mutex::new(HashMap::new()),
             pending_discovered: Mutex::new(HashMap::new()),
         }
@@ -164,6 +170,7 @@ impl Provisioner {
     /// Puts a new set of templates in force (after an upload was checked).
     pub fn set_renderer(&self, renderer: Renderer) {
         self.renderer.store(Arc::new(renderer));
+        self.cache.templates_changed();
     }
 
     /// Answers one request. Synchronous and fast (a few store reads and one
@@ -182,10 +189,33 @@ impl Provisioner {
             origin: request.origin(),
             firmware: identity.firmware.clone(),
         };
+        let key = CacheKey {
+            file: file_name.to_ascii_lowercase(),
+            model_hint: identity.model.clone(),
+            origin: requester.origin.clone(),
+            firmware: requester.firmware.clone(),
+        };
+        let stamp = (self.store.generation(), self.cache.template_generation());
+        let cached = self.cache.get(&key, stamp);
         match found.mac {
-            None => self.serve_common(&found, identity.model.as_deref(), &requester),
+            None => {
+                let result = match cached {
+                    Some(file) => Ok(file),
+                    None => self.serve_common(&found, identity.model.as_deref(), &requester),
+                };
+                if let Ok(file) = &result {
+                    self.cache.put(key, stamp, file);
+                }
+                result
+            }
             Some(mac) => {
-                let result = self.serve_device(mac, file_name, &found, &requester);
+                let result = match cached {
+                    Some(file) => Ok(file),
+                    None => self.serve_device(mac, file_name, &found, &requester),
+                };
+                if let Ok(file) = &result {
+                    self.cache.put(key, stamp, file);
+                }
                 match &result {
                     Ok(file) => {
                         let mut seen = sighting(file_name, request, &identity);

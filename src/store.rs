@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,8 @@ pub struct Store {
     sightings: sled::Tree,
     discovered: sled::Tree,
     writer: Mutex<()>,
+    /// Bumped after every applied change: caches compare it.
+    generation: AtomicU64,
 }
 
 /// One record-level change; a list of them is applied atomically by
@@ -245,6 +248,7 @@ impl Store {
             discovered: db.open_tree("discovered")?,
             db,
             writer: Mutex::new(()),
+            generation: AtomicU64::new(0),
         };
         store.migrate()?;
         Ok(store)
@@ -287,8 +291,16 @@ impl Store {
         // (transactions are atomic), so a poisoned lock is still usable.
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let (changes, result) = plan(self)?;
-        self.apply(actor, &changes).map_err(E::from)?;
+        if !changes.is_empty() {
+            self.apply(actor, &changes).map_err(E::from)?;
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(result)
+    }
+
+    /// How many changes have been applied since the store was opened.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// A fresh id for a new user. Restored users keep their ids, so the

@@ -252,7 +252,12 @@ async fn admin_operations_through_the_binary() {
     let data = dir.path().join("data");
     let (server, [http, _, admin]) = spawn_serve(&data).await;
     let ok = |out: &std::process::Output| {
-        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
 
     let csv = dir.path().join("users.csv");
@@ -262,27 +267,89 @@ async fn admin_operations_through_the_binary() {
     let refused = cli(&admin, &data, &["import", bad_csv.to_str().unwrap()]).await;
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("line 2") && stderr.contains("line 3"), "{stderr}");
-    ok(&cli(&admin, &data, &["import", csv.to_str().unwrap(), "--dry-run"]).await);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+    ok(&cli(
+        &admin,
+        &data,
+        &["import", csv.to_str().unwrap(), "--dry-run"],
+    )
+    .await);
     ok(&cli(&admin, &data, &["import", csv.to_str().unwrap()]).await);
 
     let template = dir.path().join("t.cfg");
     std::fs::write(&template, "# from the CLI {{ mac.bare }}\n").unwrap();
-    ok(&cli(&admin, &data, &["template", "put", "001565aabbcc", "001565aabbcc.cfg", template.to_str().unwrap()]).await);
+    ok(&cli(
+        &admin,
+        &data,
+        &[
+            "template",
+            "put",
+            "001565aabbcc",
+            "001565aabbcc.cfg",
+            template.to_str().unwrap(),
+        ],
+    )
+    .await);
     let broken = dir.path().join("broken.cfg");
     std::fs::write(&broken, "ok\n{% if %}\n").unwrap();
-    let refused = cli(&admin, &data, &["template", "put", "yealink-t46s", "{mac}.cfg", broken.to_str().unwrap()]).await;
+    let refused = cli(
+        &admin,
+        &data,
+        &[
+            "template",
+            "put",
+            "yealink-t46s",
+            "{mac}.cfg",
+            broken.to_str().unwrap(),
+        ],
+    )
+    .await;
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("line 2"), "{}", String::from_utf8_lossy(&refused.stderr));
-    let history = cli(&admin, &data, &["template", "history", "001565aabbcc", "001565aabbcc.cfg"]).await;
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("line 2"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let history = cli(
+        &admin,
+        &data,
+        &["template", "history", "001565aabbcc", "001565aabbcc.cfg"],
+    )
+    .await;
     ok(&history);
     assert!(String::from_utf8_lossy(&history.stdout).contains("\"version\": 1"));
 
-    ok(&cli(&admin, &data, &["clone", "001565aabbcc", "00:15:65:00:00:02", "--replace"]).await);
-    let old = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{http}/001565aabbcc.cfg")]).output().await.unwrap();
+    ok(&cli(
+        &admin,
+        &data,
+        &["clone", "001565aabbcc", "00:15:65:00:00:02", "--replace"],
+    )
+    .await);
+    let old = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{http}/001565aabbcc.cfg"),
+        ])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&old.stdout), "404");
-    let new = Command::new("curl").args(["-sf", &format!("http://{http}/001565000002.cfg")]).output().await.unwrap();
-    assert_eq!(String::from_utf8_lossy(&new.stdout), "# from the CLI 001565000002\n");
+    let new = Command::new("curl")
+        .args(["-sf", &format!("http://{http}/001565000002.cfg")])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&new.stdout),
+        "# from the CLI 001565000002\n"
+    );
 
     let export = cli(&admin, &data, &["export"]).await;
     ok(&export);
@@ -293,14 +360,27 @@ async fn admin_operations_through_the_binary() {
     let fresh = dir.path().join("fresh");
     let (server, [http, _, admin]) = spawn_serve(&fresh).await;
     ok(&cli(&admin, &fresh, &["restore", backup.to_str().unwrap()]).await);
-    let restored = Command::new("curl").args(["-sf", &format!("http://{http}/001565000002.cfg")]).output().await.unwrap();
-    assert_eq!(String::from_utf8_lossy(&restored.stdout), "# from the CLI 001565000002\n");
+    let restored = Command::new("curl")
+        .args(["-sf", &format!("http://{http}/001565000002.cfg")])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&restored.stdout),
+        "# from the CLI 001565000002\n"
+    );
     stop(server).await;
 }
 
 /// Checks what must hold after any crash: the store opens, the import is
 /// there whole or not at all, and every device still renders.
-async fn assert_consistent(http: &str, admin: &str, data: &Path, base_users: usize, batch: usize) -> usize {
+async fn assert_consistent(
+    http: &str,
+    admin: &str,
+    data: &Path,
+    base_users: usize,
+    batch: usize,
+) -> usize {
     let users = cli(admin, data, &["user", "list"]).await;
     assert!(users.status.success());
     let count = String::from_utf8_lossy(&users.stdout).lines().count() - 1;
@@ -312,11 +392,22 @@ async fn assert_consistent(http: &str, admin: &str, data: &Path, base_users: usi
     for line in String::from_utf8_lossy(&devices.stdout).lines().skip(1) {
         let mac = line.split_whitespace().next().unwrap();
         let status = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{http}/{mac}.cfg")])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("http://{http}/{mac}.cfg"),
+            ])
             .output()
             .await
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&status.stdout), "200", "{mac} no longer renders");
+        assert_eq!(
+            String::from_utf8_lossy(&status.stdout),
+            "200",
+            "{mac} no longer renders"
+        );
     }
     count
 }
@@ -329,10 +420,16 @@ async fn sigkill_during_imports_and_clones_leaves_a_consistent_store() {
     let (mut server, [_, _, mut admin]) = spawn_serve(&data).await;
     let mut users = 0;
     for round in 0..4u32 {
-        let mut csv = String::from("extension,firstname,lastname,email,sip_username,sip_password,mac,model\n");
+        let mut csv = String::from(
+            "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n",
+        );
         for i in 0..BATCH {
             let n = round as usize * BATCH + i;
-            csv.push_str(&format!("{},F,L,,,,0015651{:05x},yealink-t46s\n", 10_000 + n, n));
+            csv.push_str(&format!(
+                "{},F,L,,,,0015651{:05x},yealink-t46s\n",
+                10_000 + n,
+                n
+            ));
         }
         let file = dir.path().join(format!("batch{round}.csv"));
         std::fs::write(&file, csv).unwrap();
@@ -342,7 +439,12 @@ async fn sigkill_during_imports_and_clones_leaves_a_consistent_store() {
         });
         // Kill at a different point of the import each round, clone included.
         tokio::time::sleep(Duration::from_millis(40 + 120 * u64::from(round))).await;
-        let _ = cli(&admin, &data, &["clone", "001565100000", "001565f00000", "--overwrite"]).await;
+        let _ = cli(
+            &admin,
+            &data,
+            &["clone", "001565100000", "001565f00000", "--overwrite"],
+        )
+        .await;
         server.start_kill().unwrap();
         server.wait().await.unwrap();
         let _ = importer.await;

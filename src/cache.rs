@@ -1,0 +1,144 @@
+//! The render cache: a storm of phones asking for unchanged files renders
+//! each file once.
+//!
+//! An entry is valid while nothing an administrator can change has changed:
+//! it is stamped with the store's change counter and the template set's,
+//! and a stamp that differs from the current one is a miss. That is
+//! conservative (any change empties the cache) but never serves a stale
+//! file, and administrators change things rarely next to phones' requests.
+//! The cache holds at most a byte budget: when full it starts over, so a
+//! scan of many files cannot grow memory.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::provision::ServedFile;
+
+/// What makes two requests get the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// The file name, lower-cased (phones vary the MAC's case).
+    pub file: String,
+    /// The model the User-Agent names (it picks among models sharing a common file).
+    pub model_hint: Option<String>,
+    /// The provisioning URL derived from the request.
+    pub origin: Option<String>,
+    /// The firmware the phone reports.
+    pub firmware: Option<String>,
+}
+
+/// The state an entry was rendered from: (store changes, template sets).
+pub type Stamp = (u64, u64);
+
+/// Rendered files by request.
+#[derive(Debug)]
+pub struct RenderCache {
+    budget: usize,
+    templates: AtomicU64,
+    inner: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    files: HashMap<CacheKey, (Stamp, ServedFile)>,
+    bytes: usize,
+}
+
+impl RenderCache {
+    /// A cache that holds at most `budget` bytes of rendered files.
+    pub fn new(budget: usize) -> Self {
+        RenderCache {
+            budget,
+            templates: AtomicU64::new(0),
+            inner: Mutex::new(Entries::default()),
+        }
+    }
+
+    /// The template part of the current stamp.
+    pub fn template_generation(&self) -> u64 {
+        self.templates.load(Ordering::SeqCst)
+    }
+
+    /// Marks every entry stale after a change of templates.
+    pub fn templates_changed(&self) {
+        self.templates.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The file for `key`, if it was rendered from the state `stamp` names.
+    pub fn get(&self, key: &CacheKey, stamp: Stamp) -> Option<ServedFile> {
+        let entries = self.lock();
+        entries
+            .files
+            .get(key)
+            .filter(|(at, _)| *at == stamp)
+            .map(|(_, file)| file.clone())
+    }
+
+    /// Keeps a file rendered from the state `stamp` (taken before rendering,
+    /// so a change that landed meanwhile makes the entry stale at once).
+    pub fn put(&self, key: CacheKey, stamp: Stamp, file: &ServedFile) {
+        let size = file.body.len() + key.file.len();
+        if size > self.budget {
+            return;
+        }
+        let mut entries = self.lock();
+        if entries.bytes + size > self.budget {
+            entries.files.clear();
+            entries.bytes = 0;
+        }
+        if let Some((_, old)) = entries.files.insert(key.clone(), (stamp, file.clone())) {
+            entries.bytes -= old.body.len() + key.file.len();
+        }
+        entries.bytes += size;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn file(len: usize) -> ServedFile {
+        ServedFile {
+            body: Arc::new(vec![b'x'; len]),
+            content_type: "text/plain".into(),
+            etag: "\"e\"".into(),
+            model: "m".into(),
+            mac: None,
+        }
+    }
+
+    fn key(name: &str) -> CacheKey {
+        CacheKey {
+            file: name.into(),
+            model_hint: None,
+            origin: None,
+            firmware: None,
+        }
+    }
+
+    #[test]
+    fn a_new_stamp_is_a_miss() {
+        let cache = RenderCache::new(1 << 20);
+        cache.put(key("a"), (1, 0), &file(10));
+        assert!(cache.get(&key("a"), (1, 0)).is_some());
+        assert!(cache.get(&key("a"), (2, 0)).is_none());
+        assert!(cache.get(&key("b"), (1, 0)).is_none());
+    }
+
+    #[test]
+    fn the_budget_bounds_memory() {
+        let cache = RenderCache::new(100);
+        for i in 0..50 {
+            cache.put(key(&format!("{i}")), (0, 0), &file(30));
+            assert!(cache.lock().bytes <= 100);
+        }
+        cache.put(key("big"), (0, 0), &file(1000));
+        assert!(cache.get(&key("big"), (0, 0)).is_none());
+    }
+}
