@@ -211,9 +211,11 @@ pub fn plan(
     Ok((changes, summary))
 }
 
-/// The header layout, the rows that could be read and the ones that could
-/// not; a header that cannot be used is refused at once.
-fn read_rows(text: &str) -> Result<(&'static str, Vec<Row>, Vec<RowError>), Vec<RowError>> {
+/// The header layout, the rows that could be read and the ones that could not.
+type ReadRows = (&'static str, Vec<Row>, Vec<RowError>);
+
+/// Reads the file; a header that cannot be used is refused at once.
+fn read_rows(text: &str) -> Result<ReadRows, Vec<RowError>> {
     let header_line = text.lines().next().unwrap_or_default();
     let pipe = header_line.contains('|');
     let mut reader = csv::ReaderBuilder::new()
