@@ -45,26 +45,54 @@ pub enum RenderError {
 
 impl From<tera::Error> for RenderError {
     fn from(e: tera::Error) -> Self {
-        match e.kind() {
-            tera::ErrorKind::SyntaxError(report) | tera::ErrorKind::RenderingError(report) => {
-                RenderError::Template {
+        // The report with a place may be the error itself or one it wraps
+        // (validation errors at add time come wrapped).
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(error) = current {
+            if let Some(tera_error) = error.downcast_ref::<tera::Error>()
+                && let tera::ErrorKind::SyntaxError(report)
+                | tera::ErrorKind::RenderingError(report) = tera_error.kind()
+            {
+                return RenderError::Template {
                     template: report.filename().to_string(),
                     line: report.span().start_line,
                     column: report.span().start_col + 1,
                     message: report.message().to_string(),
-                }
+                };
             }
-            _ => {
-                // The top-level message is often generic; the cause says what went wrong.
-                let mut message = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    message = format!("{message}: {cause}");
-                    source = cause.source();
-                }
-                RenderError::Other(message)
+            current = error.source();
+        }
+        // Checks made when a template is added report as a message that
+        // carries the place in a `--> name:line:column` line.
+        let text = e.to_string();
+        if let Some(place) = text
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("--> "))
+        {
+            let mut parts = place.rsplitn(3, ':');
+            let (column, line, template) = (parts.next(), parts.next(), parts.next());
+            if let (Some(Ok(column)), Some(Ok(line)), Some(template)) = (
+                column.map(str::parse::<usize>),
+                line.map(str::parse::<usize>),
+                template,
+            ) {
+                let first = text.lines().next().unwrap_or_default();
+                return RenderError::Template {
+                    template: template.to_string(),
+                    line,
+                    column,
+                    message: first.trim_start_matches("error: ").to_string(),
+                };
             }
         }
+        // The top-level message is often generic; the causes say what went wrong.
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message = format!("{message}: {cause}");
+            source = cause.source();
+        }
+        RenderError::Other(message)
     }
 }
 

@@ -25,6 +25,8 @@ use crate::model::{Device, Discovered, Invalid, Settings, Sighting, User, UserId
 pub const SCHEMA_VERSION: u32 = 1;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// The last user id handed out: users are numbered 1, 2, 3... and an id is never reused.
+const USER_COUNTER_KEY: &[u8] = b"last_user_id";
 /// Settings scope key of the global settings.
 pub const GLOBAL_SCOPE: &str = "global";
 
@@ -307,7 +309,15 @@ impl Store {
     /// counter may trail them: skip ids in use.
     pub fn next_user_id(&self) -> Result<UserId, StoreError> {
         loop {
-            let id = self.db.generate_id()? + 1;
+            let counter = self.meta.update_and_fetch(USER_COUNTER_KEY, |old| {
+                let last = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some((last + 1).to_be_bytes().to_vec())
+            })?;
+            let id = counter
+                .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+                .map_or(1, u64::from_be_bytes);
             if !self.users.contains_key(id.to_be_bytes())? {
                 return Ok(id);
             }

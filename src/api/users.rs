@@ -32,6 +32,9 @@ pub(super) async fn create(
     if value.get("id").is_some() {
         return Err(Invalid::new("id", "is assigned by the server").into());
     }
+    if value.get("extension").is_none() {
+        return Err(Invalid::new("extension", "is required").into());
+    }
     fill_sip_defaults(&mut value);
     let mut user: User = from_json(value)?;
     user.validate()?;

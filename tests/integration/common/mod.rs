@@ -193,8 +193,21 @@ impl TestServer {
         let out_dir = tempfile::tempdir().expect("temp dir");
         let out = out_dir.path().join("got");
         let port = self.addrs.tftp.port().to_string();
-        let command = format!("get {file} {}", out.display());
-        let output = run("tftp", &["-m", "octet", "127.0.0.1", &port, "-c", &command]).await;
+        let out_path = out.display().to_string();
+        let output = run(
+            "tftp",
+            &[
+                "-m",
+                "octet",
+                "127.0.0.1",
+                &port,
+                "-c",
+                "get",
+                file,
+                &out_path,
+            ],
+        )
+        .await;
         // tftp-hpa exits 0 even on errors; an error message and no file tell.
         match std::fs::read(&out) {
             Ok(bytes) if output.stderr.is_empty() && output.stdout.is_empty() => Ok(bytes),
@@ -203,6 +216,38 @@ impl TestServer {
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             )),
+        }
+    }
+}
+
+impl TestServer {
+    /// A raw TFTP read request, exactly as given (no client-side path
+    /// clean-up): the first answer's opcode, DATA (3) or ERROR (5), and the
+    /// error code for an ERROR.
+    pub async fn tftp_raw_rrq(&self, file: &[u8]) -> (u16, u16) {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("udp");
+        let mut packet = vec![0, 1];
+        packet.extend_from_slice(file);
+        packet.push(0);
+        packet.extend_from_slice(b"octet\0");
+        socket
+            .send_to(&packet, self.addrs.tftp)
+            .await
+            .expect("send");
+        let mut answer = [0u8; 1600];
+        let received = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            socket.recv_from(&mut answer),
+        )
+        .await;
+        match received {
+            Ok(Ok((n, _))) if n >= 4 => (
+                u16::from_be_bytes([answer[0], answer[1]]),
+                u16::from_be_bytes([answer[2], answer[3]]),
+            ),
+            _ => (0, 0),
         }
     }
 }
