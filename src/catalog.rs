@@ -584,9 +584,13 @@ fn index_files(models: &[PhoneModel]) -> Result<FileIndex, CatalogError> {
                 .push((m, f));
         }
     }
+    // A request matches the first pattern that fits, so names without a MAC
+    // come first: `000000000000.cfg` is Poly's master file, not a device.
+    let mut owners: Vec<(String, Vec<(usize, usize)>)> = owners.into_iter().collect();
+    owners.sort_by_key(|(name, _)| name.contains("{mac}"));
     let sources: Vec<String> = owners
-        .keys()
-        .map(|name| {
+        .iter()
+        .map(|(name, _)| {
             let parts: Vec<String> = name.split("{mac}").map(regex::escape).collect();
             format!("^{}$", parts.join(MAC_PATTERN))
         })
@@ -604,7 +608,7 @@ fn index_files(models: &[PhoneModel]) -> Result<FileIndex, CatalogError> {
         .map(|s| RegexBuilder::new(s).case_insensitive(true).build())
         .collect::<Result<_, _>>()
         .map_err(bad)?;
-    Ok((set, regexes, owners.into_values().collect()))
+    Ok((set, regexes, owners.into_iter().map(|(_, o)| o).collect()))
 }
 
 #[cfg(test)]

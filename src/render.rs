@@ -5,7 +5,7 @@
 //! in `docs/phone-models.md`. Templates are Tera 2: they have no access to
 //! files or the environment, and a template named `*.xml` is escaped for XML.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -438,6 +438,12 @@ struct KeyView<'a> {
     value: &'a str,
     label: &'a str,
     line: u16,
+    /// Where the key sits counting the phone's keys, then each module's in
+    /// chain order, for vendors that number them all in one sequence.
+    position: u32,
+    /// The key's rank among the device's keys with the same `code`, for
+    /// vendors that keep a separate list per kind (e.g. Poly BLF resources).
+    ordinal: u32,
 }
 
 impl<'a> FileView<'a> {
@@ -508,9 +514,17 @@ impl<'a> FileView<'a> {
                 value: &key.value,
                 label: &key.label,
                 line: key.line,
+                position: key_position(model, modules, key.module, key.index),
+                ordinal: 0,
             })
             .collect();
         keys.sort_by_key(|k| (k.module, k.index));
+        let mut seen: HashMap<&str, u32> = HashMap::new();
+        for key in &mut keys {
+            let count = seen.entry(key.code).or_default();
+            *count += 1;
+            key.ordinal = *count;
+        }
         let modules = modules
             .iter()
             .enumerate()
@@ -535,6 +549,26 @@ impl<'a> FileView<'a> {
     pub fn with_directory(mut self, entries: Vec<DirectoryEntry<'a>>) -> Self {
         self.directory = Some(entries);
         self
+    }
+}
+
+/// A key's place in one sequence: the phone's own keys, then each module's.
+fn key_position(
+    model: &PhoneModel,
+    modules: &[&ModuleSpec],
+    module: Option<u8>,
+    index: u16,
+) -> u32 {
+    let before_module = |m: u8| -> u32 {
+        modules
+            .iter()
+            .take(usize::from(m.saturating_sub(1)))
+            .map(|spec| u32::from(spec.keys))
+            .sum()
+    };
+    match module {
+        None => u32::from(index),
+        Some(m) => u32::from(model.line_keys) + before_module(m) + u32::from(index),
     }
 }
 

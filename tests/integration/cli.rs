@@ -80,6 +80,16 @@ async fn stop(mut child: Child) {
     assert!(status.success(), "serve exited with {status}");
 }
 
+/// What curl fetches, as text; empty when it fails.
+async fn curl(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sf", url])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_walkthrough_works_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -168,6 +178,29 @@ async fn the_readme_walkthrough_works_end_to_end() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8(over_tftp.stdout).unwrap(), rendered);
+
+    // A Poly and a Cisco phone for the same user, as the README shows.
+    for (mac, model) in [
+        ("0004f2aabbcc", "poly-vvx-450"),
+        ("00562b043615", "cisco-mpp-8851"),
+    ] {
+        let added = cli(
+            &admin,
+            &data,
+            &["device", "add", mac, "--model", model, "--user", &id],
+        )
+        .await;
+        assert!(added.status.success(), "{model}");
+    }
+    let master = curl(&format!("http://{http}/000000000000.cfg")).await;
+    assert!(master.contains("[PHONE_MAC_ADDRESS]-user.cfg"), "{master}");
+    let poly = curl(&format!("tftp://{tftp}/0004f2aabbcc-user.cfg")).await;
+    assert!(
+        poly.contains(&format!("reg.1.auth.password=\"{password}\"")),
+        "{poly}"
+    );
+    let cisco = curl(&format!("http://{http}/00562b043615.xml")).await;
+    assert!(cisco.contains(&password), "{cisco}");
 
     let bad = cli(
         &admin,
