@@ -8,7 +8,8 @@
 //! - [`provision`]: the one request handler. It asks the [`catalog`] which
 //!   phone model and file the path means (and for which [`mac`]), loads the
 //!   device and its users from the [`store`], and has [`render`] produce the
-//!   bytes. Unknown MACs are recorded as discovered.
+//!   bytes. Unknown MACs are recorded as discovered. Firmware images
+//!   ([`firmware`]) are served as they are, never rendered.
 //! - [`catalog`]: phone models as data (`phone-models/*.toml`), path and
 //!   User-Agent recognition.
 //! - [`render`]: Tera templates (`templates/`) and the view they see.
@@ -26,6 +27,7 @@ pub mod backup;
 pub mod cache;
 pub mod catalog;
 pub mod config;
+pub mod firmware;
 pub mod import;
 pub mod mac;
 pub mod model;

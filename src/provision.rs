@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{CacheKey, RenderCache};
 use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
+use crate::firmware::{FirmwareDir, FirmwareImage};
 use crate::mac::Mac;
 use crate::model::{Device, Discovered, Settings, Sighting, User};
 use crate::render::{FileView, RenderError, Renderer, directory};
@@ -142,12 +143,19 @@ pub struct Provisioner {
     cache: RenderCache,
     pending_sightings: Mutex<HashMap<Mac, Sighting>>,
     pending_discovered: Mutex<HashMap<Mac, Discovered>>,
+    firmware: FirmwareDir,
 }
 
 impl Provisioner {
     /// A provisioner over a store, a catalog and its templates.
-    pub fn new(store: Arc<Store>, catalog: Arc<Catalog>, renderer: Renderer) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        catalog: Arc<Catalog>,
+        renderer: Renderer,
+        firmware: FirmwareDir,
+    ) -> Self {
         Provisioner {
+            firmware,
             store,
             catalog,
             renderer: ArcSwap::from_pointee(renderer),
@@ -171,6 +179,14 @@ impl Provisioner {
     pub fn set_renderer(&self, renderer: Renderer) {
         self.renderer.store(Arc::new(renderer));
         self.cache.templates_changed();
+    }
+
+    /// The firmware image a request names: `/firmware/<name>`, or a bare
+    /// name that is not a provisioning file. Images are served as they are.
+    pub fn firmware(&self, request: &Request<'_>) -> Option<FirmwareImage> {
+        let bare = request.path.trim_start_matches('/');
+        let bare_names = !bare.contains('/') && self.catalog.match_file(bare).is_none();
+        self.firmware.find(request.path, bare_names)
     }
 
     /// Answers one request. Synchronous and fast (a few store reads and one
@@ -526,6 +542,20 @@ fn file_name_only(name: &str) -> Result<&str, NotServed> {
         return Err(NotServed::BadPath("a file name, not a path"));
     }
     Ok(file)
+}
+
+/// The log line of a firmware transfer, with the same fields as the others.
+pub fn log_firmware(request: &Request<'_>, image: &FirmwareImage, bytes: u64, elapsed: Duration) {
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    tracing::info!(
+        transport = request.transport.name(),
+        peer = %request.peer,
+        file = %image.name.escape_debug(),
+        status = "firmware",
+        bytes,
+        micros,
+        "provision"
+    );
 }
 
 /// One log line per provisioning request; the same fields for every transport.

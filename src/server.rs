@@ -20,6 +20,7 @@ use crate::api::{self, AdminState};
 use crate::auth::{AdminToken, AuthError};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
+use crate::firmware::FirmwareDir;
 use crate::provision::{Provisioner, SIGHTING_FLUSH_INTERVAL};
 use crate::render::{RenderError, Renderer};
 use crate::store::{Store, StoreError};
@@ -99,7 +100,12 @@ impl Server {
             Renderer::load(&catalog, config.templates_dir.as_deref())?,
         )?;
         let token = AdminToken::setup(&store, &config.data, admin_token)?;
-        let provisioner = Arc::new(Provisioner::new(store.clone(), catalog.clone(), renderer));
+        let provisioner = Arc::new(Provisioner::new(
+            store.clone(),
+            catalog.clone(),
+            renderer,
+            FirmwareDir::new(config.data.join("firmware")),
+        ));
 
         let bind_tcp = |what, addr| async move {
             TcpListener::bind(addr)

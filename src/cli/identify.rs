@@ -9,13 +9,12 @@ use serde_json::json;
 
 /// Flags of `deskboot identify`.
 #[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false)]
 pub struct IdentifyArgs {
     /// An HTTP User-Agent string.
-    #[arg(long)]
+    #[arg(long, group = "input", required_unless_present = "path")]
     user_agent: Option<String>,
     /// A requested path or TFTP file name.
-    #[arg(long)]
+    #[arg(long, group = "input")]
     path: Option<String>,
     /// Extra phone-model descriptors, as for `serve`.
     #[arg(long)]

@@ -2,6 +2,8 @@
 //!
 //! Answers carry `Content-Type`, `Content-Length` and a strong `ETag`; a
 //! matching `If-None-Match` gets `304`. Every refusal is a plain `404`.
+//! Firmware images stream from disk with `Range` support (tower-http's
+//! `ServeFile`), since phones resume large downloads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +16,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 
-use crate::provision::{NotServed, Provisioner, Request, Transport, log_request};
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+use crate::firmware::FirmwareImage;
+use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware, log_request};
 
 /// The router of the phones' HTTP listener.
 pub fn router(provisioner: Arc<Provisioner>) -> Router {
@@ -50,6 +56,16 @@ async fn provision(
         transport: Transport::Http,
         host: headers.get(header::HOST).and_then(|v| v.to_str().ok()),
     };
+    if let Some(image) = provisioner.firmware(&request) {
+        let response = serve_firmware(&image, method, uri.clone(), &headers).await;
+        let bytes = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        log_firmware(&request, &image, bytes, started.elapsed());
+        return response;
+    }
     let result = provisioner.handle(&request);
     let response = match &result {
         Ok(file) => {
@@ -84,4 +100,24 @@ async fn provision(
     };
     log_request(&request, &result, bytes, started.elapsed());
     response
+}
+
+/// Streams a firmware image, honouring `Range`, `If-Range` and `HEAD`.
+async fn serve_firmware(
+    image: &FirmwareImage,
+    method: Method,
+    uri: Uri,
+    headers: &HeaderMap,
+) -> Response {
+    let mut request = axum::http::Request::new(Body::empty());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers.clone();
+    match ServeFile::new(&image.path).oneshot(request).await {
+        Ok(response) => response.map(Body::new),
+        Err(e) => {
+            tracing::error!(error = %e, file = %image.name, "cannot read a firmware image");
+            StatusCode::NOT_FOUND.into_response()
+        }
+    }
 }

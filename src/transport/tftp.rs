@@ -2,7 +2,8 @@
 //! windowsize), read-only, on `async-tftp`.
 //!
 //! async-tftp holds a lock around each open, so the open must be quick: the
-//! provisioner answers synchronously (store reads and one render). The library
+//! provisioner answers synchronously (store reads and one render), and a
+//! firmware image is only opened there, then read on a blocking thread. The library
 //! does not say when a transfer ends, so each file is wrapped in a reader that
 //! counts bytes and writes the request's log line when the transfer drops it.
 
@@ -19,7 +20,10 @@ use async_tftp::server::{Handler, TftpServer, TftpServerBuilder};
 use futures_lite::AsyncRead;
 use futures_lite::io::Cursor;
 
-use crate::provision::{NotServed, Provisioner, Request, ServedFile, Transport, log_request};
+use crate::firmware::FirmwareImage;
+use crate::provision::{
+    NotServed, Provisioner, Request, ServedFile, Transport, log_firmware, log_request,
+};
 
 /// How long to wait for a lost ACK before resending.
 const RETRANSMIT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -98,20 +102,26 @@ impl Handler for ProvisioningHandler {
             transport: Transport::Tftp,
             host: None,
         };
+        if let Some(image) = self.provisioner.firmware(&request) {
+            let file = std::fs::File::open(&image.path).map_err(|e| {
+                tracing::error!(error = %e, file = %image.name, "cannot read a firmware image");
+                packet::Error::FileNotFound
+            })?;
+            let len = image.len;
+            let body = Body::Image(blocking::Unblock::new(file));
+            return Ok((
+                self.transfer(&name, *client, started, body, Sent::Firmware(image)),
+                Some(len),
+            ));
+        }
         match self.provisioner.handle(&request) {
             Ok(file) => {
                 let len = file.body.len() as u64;
-                self.state.active.fetch_add(1, Ordering::SeqCst);
-                let reader = LoggedFile {
-                    cursor: Cursor::new(SharedBytes(file.body.clone())),
-                    sent: 0,
-                    path: name.into_owned(),
-                    peer: *client,
-                    started,
-                    file: Some(file),
-                    state: self.state.clone(),
-                };
-                Ok((reader, Some(len)))
+                let body = Body::Rendered(Cursor::new(SharedBytes(file.body.clone())));
+                Ok((
+                    self.transfer(&name, *client, started, body, Sent::Rendered(file)),
+                    Some(len),
+                ))
             }
             Err(reason) => {
                 if let NotServed::Store(e) = &reason {
@@ -133,6 +143,29 @@ impl Handler for ProvisioningHandler {
     }
 }
 
+impl ProvisioningHandler {
+    /// Starts counting a transfer; it is logged when the library drops it.
+    fn transfer(
+        &self,
+        path: &str,
+        peer: SocketAddr,
+        started: Instant,
+        body: Body,
+        sent: Sent,
+    ) -> LoggedFile {
+        self.state.active.fetch_add(1, Ordering::SeqCst);
+        LoggedFile {
+            body,
+            bytes: 0,
+            path: path.to_string(),
+            peer,
+            started,
+            sent: Some(sent),
+            state: self.state.clone(),
+        }
+    }
+}
+
 /// Rendered bytes shared with the provisioner's answer (no copy per transfer).
 pub struct SharedBytes(Arc<Vec<u8>>);
 
@@ -142,14 +175,28 @@ impl AsRef<[u8]> for SharedBytes {
     }
 }
 
+/// What a transfer reads from.
+pub enum Body {
+    /// A rendered file, already in memory.
+    Rendered(Cursor<SharedBytes>),
+    /// A firmware image, read from disk on a blocking thread.
+    Image(blocking::Unblock<std::fs::File>),
+}
+
+/// What a transfer is sending, for its log line.
+enum Sent {
+    Rendered(ServedFile),
+    Firmware(FirmwareImage),
+}
+
 /// A file being sent; logs the request when the transfer lets go of it.
 pub struct LoggedFile {
-    cursor: Cursor<SharedBytes>,
-    sent: usize,
+    body: Body,
+    bytes: usize,
     path: String,
     peer: SocketAddr,
     started: Instant,
-    file: Option<ServedFile>,
+    sent: Option<Sent>,
     state: Arc<TftpState>,
 }
 
@@ -159,9 +206,12 @@ impl AsyncRead for LoggedFile {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
-        let poll = Pin::new(&mut self.cursor).poll_read(cx, buf);
+        let poll = match &mut self.body {
+            Body::Rendered(cursor) => Pin::new(cursor).poll_read(cx, buf),
+            Body::Image(file) => Pin::new(file).poll_read(cx, buf),
+        };
         if let Poll::Ready(Ok(n)) = poll {
-            self.sent += n;
+            self.bytes += n;
         }
         poll
     }
@@ -177,8 +227,13 @@ impl Drop for LoggedFile {
             transport: Transport::Tftp,
             host: None,
         };
-        if let Some(file) = self.file.take() {
-            log_request(&request, &Ok(file), self.sent, self.started.elapsed());
+        let elapsed = self.started.elapsed();
+        match self.sent.take() {
+            Some(Sent::Rendered(file)) => log_request(&request, &Ok(file), self.bytes, elapsed),
+            Some(Sent::Firmware(image)) => {
+                log_firmware(&request, &image, self.bytes as u64, elapsed)
+            }
+            None => {}
         }
     }
 }

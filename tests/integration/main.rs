@@ -5,6 +5,7 @@ mod common;
 
 mod admin_api;
 mod cli;
+mod firmware;
 mod golden;
 mod operations;
 mod provisioning;
