@@ -18,6 +18,7 @@
 //!
 //! Administrators use the [`api`] (JSON under `/api/v1/`, guarded by
 //! [`auth`]) on a separate listener; the `deskboot` CLI is a client of it.
+//! [`resync`] sends the SIP NOTIFY that makes a phone fetch its files again.
 //! [`server`] wires everything together from a [`config`].
 
 pub mod api;
@@ -33,6 +34,7 @@ pub mod mac;
 pub mod model;
 pub mod provision;
 pub mod render;
+pub mod resync;
 pub mod server;
 pub mod store;
 pub mod templates;

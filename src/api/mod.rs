@@ -69,6 +69,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/devices/{mac}/clone", axum::routing::post(devices::clone))
         .route("/devices/{mac}/status", get(devices::status))
         .route(
+            "/devices/{mac}/resync",
+            axum::routing::post(devices::resync),
+        )
+        .route(
             "/templates/{scope}/{target}/{file}",
             get(templates::show)
                 .put(templates::upload)

@@ -143,6 +143,34 @@ pub async fn clone(args: CloneArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `deskboot resync MAC [--port N]`.
+#[derive(Debug, clap::Args)]
+pub struct ResyncArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The phone's MAC.
+    mac: String,
+    /// The phone's SIP port, when it is not 5060.
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+pub async fn resync(args: ResyncArgs) -> anyhow::Result<ExitCode> {
+    let body = match args.port {
+        Some(port) => json!({ "port": port }),
+        None => json!({}),
+    };
+    let outcome = client(&args.connection)?
+        .call(
+            Method::POST,
+            &format!("/api/v1/devices/{}/resync", args.mac),
+            Some(&body),
+        )
+        .await?;
+    print_json(&outcome)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `deskboot import FILE [--dry-run]`.
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {

@@ -45,6 +45,8 @@ enum Command {
     Identify(identify::IdentifyArgs),
     /// Copy (or with --replace, move) a phone's configuration to a new MAC.
     Clone(admin::CloneArgs),
+    /// Make a phone fetch its files again (a SIP NOTIFY with its vendor's event).
+    Resync(admin::ResyncArgs),
     /// Import users and phones from CSV, all or nothing.
     Import(admin::ImportArgs),
     /// Print everything as a JSON backup.
@@ -98,6 +100,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             }
             Command::Identify(args) => identify::run(args),
             Command::Clone(args) => admin::clone(args).await,
+            Command::Resync(args) => admin::resync(args).await,
             Command::Import(args) => admin::import(args).await,
             Command::Export { connection } => admin::export(connection).await,
             Command::Restore(args) => admin::restore(args).await,

@@ -10,4 +10,5 @@ mod golden;
 mod operations;
 mod provisioning;
 mod readme;
+mod resync;
 mod templates;
