@@ -427,9 +427,23 @@ impl Catalog {
             let first = values.first().copied();
             first.filter(|f| values.iter().all(|v| v == f)).cloned()
         };
+        // Several vendors ask for the same name (`{mac}.xml`, `cfg{mac}.xml`):
+        // the MAC's OUI tells them apart when one of them owns it.
+        let mut candidates = found.candidates;
+        if let Some(mac) = found.mac {
+            let oui = mac.oui();
+            let owners: Vec<_> = candidates
+                .iter()
+                .filter(|(m, _)| self.vendors[m.vendor_index].ouis.contains(&oui))
+                .copied()
+                .collect();
+            if !owners.is_empty() {
+                candidates = owners;
+            }
+        }
         Identity {
-            vendor: only(found.candidates.iter().map(|(m, _)| &m.vendor).collect()),
-            model: only(found.candidates.iter().map(|(m, _)| &m.id).collect()),
+            vendor: only(candidates.iter().map(|(m, _)| &m.vendor).collect()),
+            model: only(candidates.iter().map(|(m, _)| &m.id).collect()),
             firmware: None,
             mac: found.mac,
         }
@@ -664,6 +678,23 @@ key_types = ["line"]
             "A2 has no code var"
         );
         assert!(catalog.match_file("aabbcc00000.cfg").is_none());
+    }
+
+    #[test]
+    fn a_shared_file_name_is_told_apart_by_the_macs_oui() {
+        let other = ACME
+            .replace("Acme", "Other")
+            .replace("acme", "other")
+            .replace("AABBCC", "112233");
+        let sources = BTreeMap::from([
+            ("acme.toml".to_string(), ACME.to_string()),
+            ("other.toml".to_string(), other),
+        ]);
+        let catalog = Catalog::from_sources(&sources).unwrap();
+        let vendor = |path| catalog.identify_path(path).vendor;
+        assert_eq!(vendor("/aabbcc000001.cfg").as_deref(), Some("Acme"));
+        assert_eq!(vendor("/112233000001.cfg").as_deref(), Some("Other"));
+        assert_eq!(vendor("/445566000001.cfg"), None, "nobody owns the OUI");
     }
 
     #[test]
