@@ -26,6 +26,8 @@ pub struct CacheKey {
     pub origin: Option<String>,
     /// The firmware the phone reports.
     pub firmware: Option<String>,
+    /// Whether passwords were left out (TFTP policy).
+    pub without_secrets: bool,
 }
 
 /// The state an entry was rendered from: (store changes, template sets).
@@ -119,6 +121,7 @@ mod tests {
             model_hint: None,
             origin: None,
             firmware: None,
+            without_secrets: false,
         }
     }
 

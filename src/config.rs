@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::policy::Policy;
+
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,6 +38,8 @@ pub struct Config {
     pub models_dir: Option<PathBuf>,
     /// Extra templates, replacing built-in ones of the same name.
     pub templates_dir: Option<PathBuf>,
+    /// Who may fetch what (`[provisioning]`).
+    pub provisioning: Policy,
 }
 
 impl Default for Config {
@@ -47,6 +51,7 @@ impl Default for Config {
             admin: SocketAddr::from(([127, 0, 0, 1], 8081)),
             models_dir: None,
             templates_dir: None,
+            provisioning: Policy::default(),
         }
     }
 }

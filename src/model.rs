@@ -124,6 +124,12 @@ pub struct Voicemail {
 }
 
 impl User {
+    /// The same user with an empty SIP password (for files sent in clear).
+    pub fn without_password(mut self) -> User {
+        self.sip.password.clear();
+        self
+    }
+
     /// "First Last", or the extension when the user has no name.
     pub fn display_name(&self) -> String {
         if let Some(name) = &self.caller_id.internal_name {

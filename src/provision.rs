@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -19,8 +19,11 @@ use crate::cache::{CacheKey, RenderCache};
 use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
 use crate::firmware::{FirmwareDir, FirmwareImage};
 use crate::mac::Mac;
+use crate::metrics::{Metrics, Outcome};
 use crate::model::{Device, Discovered, Settings, Sighting, User};
+use crate::policy::Policy;
 use crate::render::{FileView, RenderError, Renderer, directory};
+use crate::scan::{ScanGuard, ScanLimits};
 use crate::store::{GLOBAL_SCOPE, Store, StoreError};
 use crate::templates;
 
@@ -124,6 +127,25 @@ pub enum NotServed {
     /// The store failed.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The client's network may not fetch over this transport.
+    #[error("the client's network is not allowed on this transport")]
+    NotAllowed,
+    /// The client is banned for scanning.
+    #[error("the client is banned for scanning")]
+    Banned,
+    /// The User-Agent names another MAC than the file.
+    #[error("the User-Agent names MAC {0}, not the file's")]
+    OtherMac(Mac),
+}
+
+impl NotServed {
+    /// Whether the policy refused the request (rather than nothing being there).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            NotServed::NotAllowed | NotServed::Banned | NotServed::OtherMac(_)
+        )
+    }
 }
 
 /// What the request says about the phone beyond its file name.
@@ -133,6 +155,8 @@ pub struct Requester {
     pub origin: Option<String>,
     /// The firmware its User-Agent reports.
     pub firmware: Option<String>,
+    /// Leave SIP and admin passwords out (clear-text TFTP, by policy).
+    pub without_secrets: bool,
 }
 
 /// Answers phones' requests; shared by every transport.
@@ -144,6 +168,9 @@ pub struct Provisioner {
     pending_sightings: Mutex<HashMap<Mac, Sighting>>,
     pending_discovered: Mutex<HashMap<Mac, Discovered>>,
     firmware: FirmwareDir,
+    policy: Policy,
+    scan: ScanGuard,
+    metrics: Metrics,
 }
 
 impl Provisioner {
@@ -153,9 +180,17 @@ impl Provisioner {
         catalog: Arc<Catalog>,
         renderer: Renderer,
         firmware: FirmwareDir,
+        policy: Policy,
     ) -> Self {
         Provisioner {
             firmware,
+            scan: ScanGuard::new(ScanLimits {
+                unknown_macs: policy.scan_unknown_macs,
+                window: Duration::from_secs(policy.scan_window_secs),
+                ban: Duration::from_secs(policy.ban_secs),
+            }),
+            policy,
+            metrics: Metrics::default(),
             store,
             catalog,
             renderer: ArcSwap::from_pointee(renderer),
@@ -163,6 +198,21 @@ impl Provisioner {
             pending_sightings: Mutex::new(HashMap::new()),
             pending_discovered: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The access policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The anti-scanning bans.
+    pub fn scan_guard(&self) -> &ScanGuard {
+        &self.scan
+    }
+
+    /// The counters behind `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The catalog the provisioner matches requests against.
@@ -184,6 +234,9 @@ impl Provisioner {
     /// The firmware image a request names: `/firmware/<name>`, or a bare
     /// name that is not a provisioning file. Images are served as they are.
     pub fn firmware(&self, request: &Request<'_>) -> Option<FirmwareImage> {
+        if !self.policy.allows(request.transport, request.peer) {
+            return None;
+        }
         let bare = request.path.trim_start_matches('/');
         let bare_names = !bare.contains('/') && self.catalog.match_file(bare).is_none();
         self.firmware.find(request.path, bare_names)
@@ -192,6 +245,20 @@ impl Provisioner {
     /// Answers one request. Synchronous and fast (a few store reads and one
     /// render), so TFTP can call it inside its serialized open.
     pub fn handle(&self, request: &Request<'_>) -> Result<ServedFile, NotServed> {
+        let result = self.answer(request);
+        let outcome = match &result {
+            Ok(_) => Outcome::Served,
+            Err(reason) if reason.is_refusal() => Outcome::Refused,
+            Err(_) => Outcome::NotFound,
+        };
+        self.metrics.request(request.transport, outcome);
+        result
+    }
+
+    fn answer(&self, request: &Request<'_>) -> Result<ServedFile, NotServed> {
+        if !self.policy.allows(request.transport, request.peer) {
+            return Err(NotServed::NotAllowed);
+        }
         let file_name = file_name(request.path)?;
         let found = self
             .catalog
@@ -204,15 +271,21 @@ impl Provisioner {
         let requester = Requester {
             origin: request.origin(),
             firmware: identity.firmware.clone(),
+            without_secrets: !self.policy.secrets_for(request.transport, request.peer),
         };
+        if let Some(mac) = found.mac {
+            self.check_client(mac, request, &identity)?;
+        }
         let key = CacheKey {
             file: file_name.to_ascii_lowercase(),
             model_hint: identity.model.clone(),
             origin: requester.origin.clone(),
             firmware: requester.firmware.clone(),
+            without_secrets: requester.without_secrets,
         };
         let stamp = (self.store.generation(), self.cache.template_generation());
         let cached = self.cache.get(&key, stamp);
+        self.metrics.cache(cached.is_some());
         match found.mac {
             None => {
                 let result = match cached {
@@ -239,12 +312,34 @@ impl Provisioner {
                         lock(&self.pending_sightings).insert(mac, seen);
                     }
                     Err(NotServed::UnknownMac(_)) => {
+                        self.metrics.unknown_mac();
+                        self.scan
+                            .note_unknown(request.peer, request.user_agent, mac);
                         self.note_discovered(mac, file_name, request, &identity)
                     }
                     Err(_) => {}
                 }
                 result
             }
+        }
+    }
+
+    /// Refuses a per-device file to a client the policy keeps out: one whose
+    /// User-Agent names another MAC, or one banned for scanning (unless its
+    /// User-Agent carries the very MAC it asks for).
+    fn check_client(
+        &self,
+        mac: Mac,
+        request: &Request<'_>,
+        identity: &Identity,
+    ) -> Result<(), NotServed> {
+        match identity.mac {
+            Some(own) if own != mac && self.policy.match_user_agent_mac => {
+                Err(NotServed::OtherMac(own))
+            }
+            Some(own) if own == mac => Ok(()),
+            _ if self.scan.is_banned(request.peer, request.user_agent) => Err(NotServed::Banned),
+            _ => Ok(()),
         }
     }
 
@@ -297,7 +392,9 @@ impl Provisioner {
             .or(found.candidates.first())
             .copied()
             .ok_or(NotServed::UnknownFile)?;
+        let started = Instant::now();
         let body = self.render_common(&self.renderer(), model, file, requester)?;
+        self.metrics.render(started.elapsed());
         Ok(served(body, model, file, None))
     }
 
@@ -340,7 +437,9 @@ impl Provisioner {
         };
         tracing::trace!(%mac, file = file_name, "rendering");
         let users = self.device_users(&device)?;
+        let started = Instant::now();
         let body = self.render_device(&self.renderer(), model, file, &device, &users, requester)?;
+        self.metrics.render(started.elapsed());
         Ok(served(body, model, file, Some(mac)))
     }
 
@@ -373,6 +472,14 @@ impl Provisioner {
             &device.settings,
         ]);
         settings.provisioning_url = settings.provisioning_url.or(requester.origin.clone());
+        let stripped: Vec<User>;
+        let users = if requester.without_secrets {
+            settings.admin_password = None;
+            stripped = users.iter().cloned().map(User::without_password).collect();
+            &stripped
+        } else {
+            users
+        };
         let vendor = self.catalog.vendor_of(model);
         let modules = model
             .device_modules(device)

@@ -105,6 +105,7 @@ impl Server {
             catalog.clone(),
             renderer,
             FirmwareDir::new(config.data.join("firmware")),
+            config.provisioning.clone(),
         ));
 
         let bind_tcp = |what, addr| async move {
@@ -114,7 +115,7 @@ impl Server {
         };
         let http = bind_tcp("HTTP", config.http).await?;
         let admin = bind_tcp("admin", config.admin).await?;
-        let tftp_state = Arc::new(tftp::TftpState::default());
+        let tftp_state = Arc::new(tftp::TftpState::new(config.provisioning.tftp_max_transfers));
         let tftp = tftp::bind(config.tftp, provisioner.clone(), tftp_state.clone())
             .await
             .map_err(|source| ServerError::Bind {
@@ -139,6 +140,7 @@ impl Server {
             catalog,
             provisioner: provisioner.clone(),
             token,
+            tftp: tftp_state.clone(),
         });
         Ok(Server {
             store,

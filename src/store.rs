@@ -400,6 +400,16 @@ impl Store {
 
     // ---- users ----
 
+    /// How many users there are, without reading them.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// How many devices there are, without reading them.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
     /// All users, by id.
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
         scan(&self.users, "users")

@@ -7,6 +7,7 @@
 
 mod audit;
 mod backup;
+mod bans;
 mod devices;
 mod discovered;
 mod models;
@@ -32,6 +33,7 @@ use crate::model::Invalid;
 use crate::provision::{NotServed, Provisioner};
 use crate::render::RenderError;
 use crate::store::{Store, StoreError};
+use crate::transport::tftp::TftpState;
 
 /// The largest body the API reads (a CSV import or a backup can be large).
 const MAX_BODY: usize = 16 << 20;
@@ -46,6 +48,8 @@ pub struct AdminState {
     pub provisioner: Arc<Provisioner>,
     /// The token every API call must present.
     pub token: AdminToken,
+    /// TFTP transfers in flight, for `/metrics`.
+    pub tftp: Arc<TftpState>,
 }
 
 type Shared = State<Arc<AdminState>>;
@@ -91,6 +95,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
             axum::routing::post(templates::rollback),
         )
         .route("/audit", get(audit::list))
+        .route("/bans", get(bans::list))
+        .route("/bans/{address}", axum::routing::delete(bans::lift))
         .route("/import", axum::routing::post(backup::import))
         .route("/export", get(backup::export))
         .route("/restore", axum::routing::post(backup::restore))
@@ -115,6 +121,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(bans::metrics))
         .with_state(state)
 }
 

@@ -20,6 +20,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use crate::firmware::FirmwareImage;
+use crate::metrics::Outcome;
 use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware, log_request};
 
 /// The router of the phones' HTTP listener.
@@ -57,6 +58,9 @@ async fn provision(
         host: headers.get(header::HOST).and_then(|v| v.to_str().ok()),
     };
     if let Some(image) = provisioner.firmware(&request) {
+        provisioner
+            .metrics()
+            .request(Transport::Http, Outcome::Firmware);
         let response = serve_firmware(&image, method, uri.clone(), &headers).await;
         let bytes = response
             .headers()

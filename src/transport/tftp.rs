@@ -21,6 +21,7 @@ use futures_lite::AsyncRead;
 use futures_lite::io::Cursor;
 
 use crate::firmware::FirmwareImage;
+use crate::metrics::Outcome;
 use crate::provision::{
     NotServed, Provisioner, Request, ServedFile, Transport, log_firmware, log_request,
 };
@@ -36,13 +37,23 @@ const MAX_BLOCK_SIZE: u16 = 1468;
 const MAX_WINDOW_SIZE: u16 = 16;
 
 /// Transfers in flight, and whether new ones are still accepted.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TftpState {
     active: AtomicUsize,
     closing: AtomicBool,
+    max_active: usize,
 }
 
 impl TftpState {
+    /// At most `max_active` transfers at once; the rest are told "busy".
+    pub fn new(max_active: usize) -> Self {
+        TftpState {
+            active: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            max_active,
+        }
+    }
+
     /// Refuses new transfers from now on.
     pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
@@ -92,6 +103,11 @@ impl Handler for ProvisioningHandler {
         if self.state.closing.load(Ordering::SeqCst) {
             return Err(packet::Error::Msg("server shutting down".into()));
         }
+        // A phone retries a busy answer; a flood cannot hold every socket.
+        if self.state.active() >= self.state.max_active {
+            tracing::warn!(peer = %client, "TFTP busy: too many transfers at once");
+            return Err(packet::Error::Msg("busy, try again".into()));
+        }
         let started = Instant::now();
         // async-tftp drops requests whose name is not UTF-8, so this is lossless.
         let name = path.to_string_lossy();
@@ -108,6 +124,9 @@ impl Handler for ProvisioningHandler {
                 packet::Error::FileNotFound
             })?;
             let len = image.len;
+            self.provisioner
+                .metrics()
+                .request(Transport::Tftp, Outcome::Firmware);
             let body = Body::Image(blocking::Unblock::new(file));
             return Ok((
                 self.transfer(&name, *client, started, body, Sent::Firmware(image)),

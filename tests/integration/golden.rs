@@ -136,8 +136,15 @@ fn check_well_formed(family: &str, file: &str, body: &[u8]) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((key, _)) = line.split_once(['=', ':']) else {
-            continue;
+        // Avaya's `SET NAME value`; a repeatable setting (PHONEKEY) carries
+        // its own key up to the first `;` ("Key=3").
+        let key = match line.strip_prefix("SET ") {
+            Some(_) if line.contains(';') => line.split(';').next().unwrap_or(line),
+            Some(rest) => rest.split_whitespace().next().unwrap_or(rest),
+            None => match line.split_once(['=', ':']) {
+                Some((key, _)) => key,
+                None => continue,
+            },
         };
         assert!(
             seen.insert(key.trim().to_string()),

@@ -11,4 +11,5 @@ mod operations;
 mod provisioning;
 mod readme;
 mod resync;
+mod security;
 mod templates;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use deskboot::config::Config;
+use deskboot::policy::Policy;
 use deskboot::server::{Addresses, Server};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -39,12 +40,26 @@ impl TestServer {
 
     /// Starts a server on an existing data directory (kept by the caller).
     pub async fn start_in(data: &Path) -> TestServer {
+        TestServer::start_with_policy(data, Policy::default()).await
+    }
+
+    /// Starts a server on a fresh data directory with a provisioning policy.
+    pub async fn start_with(policy: Policy) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().to_path_buf();
+        let mut server = TestServer::start_with_policy(&data, policy).await;
+        server.dir = Some(dir);
+        server
+    }
+
+    async fn start_with_policy(data: &Path, provisioning: Policy) -> TestServer {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let config = Config {
             data: data.to_path_buf(),
             http: loopback,
             tftp: loopback,
             admin: loopback,
+            provisioning,
             ..Config::default()
         };
         let server = Server::bind(&config, Some(TOKEN))

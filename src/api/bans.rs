@@ -1,0 +1,44 @@
+//! `/api/v1/bans`: clients banned for scanning, and lifting a ban; and the
+//! `/metrics` scrape (no token: it carries no secrets, and the admin
+//! listener is on a management network).
+
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::extract::Path;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use super::{ApiResult, Shared};
+use crate::metrics::Gauges;
+use crate::model::Invalid;
+use crate::scan::BanView;
+
+pub(super) async fn list(state: Shared) -> Json<Vec<BanView>> {
+    Json(state.provisioner.scan_guard().bans())
+}
+
+/// `DELETE /bans/{address}`: lifts every ban of an address.
+pub(super) async fn lift(state: Shared, Path(address): Path<String>) -> ApiResult<Json<Value>> {
+    let address: IpAddr = address
+        .parse()
+        .map_err(|_| Invalid::new("address", format!("'{address}' is not an IP address")))?;
+    let lifted = state.provisioner.scan_guard().lift(address);
+    tracing::info!(%address, lifted, "bans lifted");
+    Ok(Json(json!({"address": address, "lifted": lifted})))
+}
+
+pub(super) async fn metrics(state: Shared) -> impl IntoResponse {
+    let provisioner = &state.provisioner;
+    let gauges = Gauges {
+        tftp_transfers: state.tftp.active(),
+        bans: provisioner.scan_guard().bans().len(),
+        devices: state.store.device_count(),
+        users: state.store.user_count(),
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        provisioner.metrics().exposition(gauges),
+    )
+}

@@ -1,0 +1,186 @@
+//! Counters for `/metrics` (Prometheus text format, on the admin listener).
+//!
+//! A dozen atomics written by hand rather than a metrics crate: the set is
+//! fixed, and the exposition format for counters and one histogram is a few
+//! lines. Nothing here carries a MAC, a name or a secret.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::provision::Transport;
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    /// A rendered file was served.
+    Served,
+    /// A firmware image was served.
+    Firmware,
+    /// Not found: unknown file or MAC, or a failure.
+    NotFound,
+    /// Refused by the policy (network, ban, User-Agent MAC): answered as not found.
+    Refused,
+}
+
+const OUTCOMES: [(Outcome, &str); 4] = [
+    (Outcome::Served, "served"),
+    (Outcome::Firmware, "firmware"),
+    (Outcome::NotFound, "not_found"),
+    (Outcome::Refused, "refused"),
+];
+const TRANSPORTS: [(Transport, &str); 2] = [(Transport::Http, "http"), (Transport::Tftp, "tftp")];
+/// Render-time histogram bucket bounds, in seconds.
+const RENDER_BUCKETS: [f64; 6] = [0.0001, 0.0005, 0.001, 0.005, 0.02, 0.1];
+
+/// The server's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: [[AtomicU64; 4]; 2],
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    render_buckets: [AtomicU64; 6],
+    render_count: AtomicU64,
+    render_micros: AtomicU64,
+    unknown_macs: AtomicU64,
+}
+
+/// Values read at scrape time from elsewhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// TFTP transfers in flight.
+    pub tftp_transfers: usize,
+    /// Bans in force.
+    pub bans: usize,
+    /// Devices in the store.
+    pub devices: usize,
+    /// Users in the store.
+    pub users: usize,
+}
+
+impl Metrics {
+    /// Counts one request.
+    pub fn request(&self, transport: Transport, outcome: Outcome) {
+        let t = match transport {
+            Transport::Http => 0,
+            Transport::Tftp => 1,
+        };
+        self.requests[t][outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a render-cache lookup.
+    pub fn cache(&self, hit: bool) {
+        let counter = if hit {
+            &self.cache_hits
+        } else {
+            &self.cache_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request for a MAC that is not provisioned.
+    pub fn unknown_mac(&self) {
+        self.unknown_macs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long one render took.
+    pub fn render(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for (bound, bucket) in RENDER_BUCKETS.iter().zip(&self.render_buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.render_count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.render_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn exposition(&self, gauges: Gauges) -> String {
+        let mut out = String::new();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.push_str("# HELP deskboot_requests_total Phone requests by transport and outcome.\n");
+        out.push_str("# TYPE deskboot_requests_total counter\n");
+        for (t, (_, transport)) in TRANSPORTS.iter().enumerate() {
+            for (o, (_, outcome)) in OUTCOMES.iter().enumerate() {
+                let n = get(&self.requests[t][o]);
+                let _ = writeln!(
+                    out,
+                    "deskboot_requests_total{{transport=\"{transport}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        counter(
+            &mut out,
+            "deskboot_render_cache_hits_total",
+            "Answers served from the render cache.",
+            get(&self.cache_hits),
+        );
+        counter(
+            &mut out,
+            "deskboot_render_cache_misses_total",
+            "Answers that had to be rendered.",
+            get(&self.cache_misses),
+        );
+        counter(
+            &mut out,
+            "deskboot_unknown_mac_requests_total",
+            "Requests for MACs that are not provisioned.",
+            get(&self.unknown_macs),
+        );
+        out.push_str("# HELP deskboot_render_seconds Time to render one file.\n");
+        out.push_str("# TYPE deskboot_render_seconds histogram\n");
+        for (bound, bucket) in RENDER_BUCKETS.iter().zip(&self.render_buckets) {
+            let _ = writeln!(
+                out,
+                "deskboot_render_seconds_bucket{{le=\"{bound}\"}} {}",
+                get(bucket)
+            );
+        }
+        let count = get(&self.render_count);
+        let _ = writeln!(out, "deskboot_render_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let sum = get(&self.render_micros) as f64 / 1e6;
+        let _ = writeln!(out, "deskboot_render_seconds_sum {sum}");
+        let _ = writeln!(out, "deskboot_render_seconds_count {count}");
+        gauge(
+            &mut out,
+            "deskboot_tftp_transfers",
+            "TFTP transfers in flight.",
+            gauges.tftp_transfers,
+        );
+        gauge(
+            &mut out,
+            "deskboot_bans",
+            "Clients banned for scanning.",
+            gauges.bans,
+        );
+        gauge(
+            &mut out,
+            "deskboot_devices",
+            "Devices in the store.",
+            gauges.devices,
+        );
+        gauge(
+            &mut out,
+            "deskboot_users",
+            "Users in the store.",
+            gauges.users,
+        );
+        out
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: usize) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}

@@ -1,0 +1,123 @@
+//! Who may fetch what: the provisioning access policy from the config
+//! file's `[provisioning]` section.
+//!
+//! A refusal is always the same plain not-found an unknown file gets, so a
+//! scanner learns nothing from it. The defaults serve everyone (a lab works
+//! out of the box); the README's Security section says how to harden them.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::provision::Transport;
+
+/// The `[provisioning]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Networks that may fetch over HTTP; empty means everyone.
+    pub http_allow: Vec<IpNet>,
+    /// Networks that may fetch over TFTP; empty means everyone.
+    pub tftp_allow: Vec<IpNet>,
+    /// Networks whose TFTP requests get SIP and admin passwords in their
+    /// files (TFTP is clear text). Others get the file without secrets, and
+    /// should be pointed at HTTPS with the `provisioning_url` setting.
+    pub tftp_secrets_allow: Vec<IpNet>,
+    /// Refuse a per-device file when the User-Agent names another MAC.
+    pub match_user_agent_mac: bool,
+    /// The most TFTP transfers at once; more get a "busy" error.
+    pub tftp_max_transfers: usize,
+    /// Anti-scanning: how many different unknown MACs a client may ask for
+    /// within `scan_window_secs` before it is banned.
+    pub scan_unknown_macs: usize,
+    /// The window `scan_unknown_macs` is counted over, in seconds.
+    pub scan_window_secs: u64,
+    /// How long a ban lasts, in seconds.
+    pub ban_secs: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        // 0.0.0.0/0 and ::/0: the networks' defaults.
+        let everyone = vec![IpNet::V4(Default::default()), IpNet::V6(Default::default())];
+        Policy {
+            http_allow: Vec::new(),
+            tftp_allow: Vec::new(),
+            tftp_secrets_allow: everyone,
+            match_user_agent_mac: true,
+            tftp_max_transfers: 2000,
+            scan_unknown_macs: 20,
+            scan_window_secs: 60,
+            ban_secs: 600,
+        }
+    }
+}
+
+impl Policy {
+    /// Whether a client may fetch anything over a transport.
+    pub fn allows(&self, transport: Transport, peer: IpAddr) -> bool {
+        let networks = match transport {
+            Transport::Http => &self.http_allow,
+            Transport::Tftp => &self.tftp_allow,
+        };
+        networks.is_empty() || contains(networks, peer)
+    }
+
+    /// Whether a request's per-device files may carry passwords.
+    pub fn secrets_for(&self, transport: Transport, peer: IpAddr) -> bool {
+        match transport {
+            Transport::Http => true,
+            Transport::Tftp => contains(&self.tftp_secrets_allow, peer),
+        }
+    }
+}
+
+/// Whether any of `networks` holds `ip` (an IPv4-mapped IPv6 address counts
+/// as its IPv4 address, as dual-stack sockets report them).
+fn contains(networks: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    networks.iter().any(|net| net.contains(&ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn defaults_serve_everyone_with_secrets() {
+        let policy = Policy::default();
+        for peer in ["10.1.2.3", "::1", "::ffff:192.0.2.1"] {
+            assert!(policy.allows(Transport::Http, ip(peer)));
+            assert!(policy.allows(Transport::Tftp, ip(peer)));
+            assert!(policy.secrets_for(Transport::Tftp, ip(peer)));
+        }
+    }
+
+    #[test]
+    fn allow_lists_are_per_transport() {
+        let policy: Policy = toml::from_str(
+            r#"
+            http_allow = ["10.0.0.0/8"]
+            tftp_allow = ["192.168.1.0/24"]
+            tftp_secrets_allow = []
+            "#,
+        )
+        .unwrap();
+        assert!(policy.allows(Transport::Http, ip("10.9.9.9")));
+        assert!(policy.allows(Transport::Http, ip("::ffff:10.9.9.9")));
+        assert!(!policy.allows(Transport::Http, ip("192.168.1.5")));
+        assert!(policy.allows(Transport::Tftp, ip("192.168.1.5")));
+        assert!(!policy.allows(Transport::Tftp, ip("10.9.9.9")));
+        assert!(!policy.secrets_for(Transport::Tftp, ip("192.168.1.5")));
+        assert!(policy.secrets_for(Transport::Http, ip("10.9.9.9")));
+        assert!(toml::from_str::<Policy>("http_allow = [\"10.0.0.0/33\"]").is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! The provisioning policy: allow-lists per transport, the User-Agent MAC,
+//! TFTP without secrets, anti-scanning bans, the TFTP transfer cap, and the
+//! counters in `/metrics`. Every refusal looks like a plain not-found.
+
+use deskboot::policy::Policy;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::{TestServer, user_json};
+
+const FILE: &str = "/001565aabbcc.cfg";
+const PASSWORD: &str = "Pw-101-secret";
+
+/// A server under `policy` with Ada's Yealink provisioned.
+async fn office(policy: Policy) -> TestServer {
+    let server = TestServer::start_with(policy).await;
+    let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
+    server
+        .add_device(
+            json!({"mac": "001565aabbcc", "model": "yealink-t46s", "lines": [{"user": ada["id"]}]}),
+        )
+        .await;
+    server
+}
+
+fn policy(toml: &str) -> Policy {
+    toml::from_str(toml).expect("policy")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networks_outside_the_allow_list_get_not_found() {
+    let server = office(policy(r#"http_allow = ["10.0.0.0/8"]"#)).await;
+    for path in [FILE, "/y000000000066.cfg", "/nothing.cfg"] {
+        assert_eq!(server.phone_get(path, None).await.0, 404, "{path}");
+    }
+    let over_tftp = server
+        .tftp_curl("001565aabbcc.cfg")
+        .await
+        .expect("TFTP is open");
+    assert!(String::from_utf8_lossy(&over_tftp).contains(PASSWORD));
+    server.stop().await;
+
+    let server = office(policy(r#"tftp_allow = ["10.0.0.0/8", "fd00::/8"]"#)).await;
+    assert_eq!(server.phone_get(FILE, None).await.0, 200);
+    assert_eq!(server.tftp_raw_rrq(b"001565aabbcc.cfg").await, (5, 1));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_agent_naming_another_mac_gets_not_found() {
+    let server = office(Policy::default()).await;
+    let other = "Yealink SIP-T46S 66.86.0.15 00:15:65:11:22:33";
+    let own = "Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc";
+    assert_eq!(server.phone_get(FILE, Some(other)).await.0, 404);
+    assert_eq!(server.phone_get(FILE, Some(own)).await.0, 200);
+    server.stop().await;
+
+    let server = office(policy("match_user_agent_mac = false")).await;
+    assert_eq!(server.phone_get(FILE, Some(other)).await.0, 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tftp_can_be_kept_free_of_secrets() {
+    let server = office(policy(r#"tftp_secrets_allow = ["10.0.0.0/8"]"#)).await;
+    server
+        .api(
+            Method::PUT,
+            "/api/v1/settings",
+            Some(json!({"sip_server": "pbx.example.com", "admin_password": "Admin-secret-9"})),
+        )
+        .await;
+    // HTTP first, so a cached answer with secrets is there to leak.
+    let (status, over_http) = server.phone_get(FILE, None).await;
+    assert_eq!(status, 200);
+    let over_http = String::from_utf8(over_http).unwrap();
+    assert!(over_http.contains(PASSWORD) && over_http.contains("Admin-secret-9"));
+    let over_tftp = String::from_utf8(server.tftp_curl("001565aabbcc.cfg").await.unwrap()).unwrap();
+    assert!(!over_tftp.contains(PASSWORD), "{over_tftp}");
+    assert!(!over_tftp.contains("Admin-secret-9"), "{over_tftp}");
+    assert!(
+        over_tftp.contains("account.1.user_name = sip101"),
+        "the rest is there"
+    );
+    server.stop().await;
+}
+
+fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanner_is_banned_and_its_neighbours_keep_working() {
+    let server = office(policy("scan_unknown_macs = 5\nban_secs = 300")).await;
+    let scanner = "python-requests/2.31";
+    for n in 0..6 {
+        let (status, _) = server
+            .phone_get(&format!("/0015650000{n:02x}.cfg"), Some(scanner))
+            .await;
+        assert_eq!(status, 404);
+    }
+    assert_eq!(server.phone_get(FILE, Some(scanner)).await.0, 404, "banned");
+    let phone = "Yealink SIP-T46S 66.86.0.15";
+    assert_eq!(
+        server.phone_get(FILE, Some(phone)).await.0,
+        200,
+        "a neighbour behind the same NAT"
+    );
+
+    let (status, bans) = server.get("/api/v1/bans").await;
+    assert_eq!(status, 200);
+    assert_eq!(bans.as_array().unwrap().len(), 1, "{bans}");
+    assert_eq!(bans[0]["address"], "127.0.0.1");
+    assert_eq!(bans[0]["user_agent"], scanner);
+    assert_eq!(bans[0]["unknown_macs"], 6);
+
+    let metrics = reqwest::get(server.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&metrics, "deskboot_bans"), 1);
+    assert_eq!(metric(&metrics, "deskboot_unknown_mac_requests_total"), 6);
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"deskboot_requests_total{transport="http",outcome="refused"}"#
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"deskboot_requests_total{transport="http",outcome="served"}"#
+        ),
+        1
+    );
+    assert_eq!(metric(&metrics, "deskboot_devices"), 1);
+    assert!(!metrics.contains("001565") && !metrics.contains(PASSWORD));
+
+    let (status, lifted) = server
+        .api(Method::DELETE, "/api/v1/bans/127.0.0.1", None)
+        .await;
+    assert_eq!((status, lifted["lifted"].clone()), (200, json!(1)));
+    assert_eq!(server.phone_get(FILE, Some(scanner)).await.0, 200);
+    let (status, error) = server
+        .api(Method::DELETE, "/api/v1/bans/not-an-ip", None)
+        .await;
+    assert_eq!(
+        (status, error["field"].clone()),
+        (422, Value::from("address"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tftp_beyond_its_transfer_cap_is_told_busy() {
+    let server = office(policy("tftp_max_transfers = 0")).await;
+    assert_eq!(server.tftp_raw_rrq(b"001565aabbcc.cfg").await, (5, 0));
+    assert_eq!(
+        server.phone_get(FILE, None).await.0,
+        200,
+        "HTTP is not affected"
+    );
+    server.stop().await;
+}
