@@ -23,6 +23,9 @@ use crate::firmware::FirmwareImage;
 use crate::metrics::Outcome;
 use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware, log_request};
 
+/// The most header bytes a phone's request may carry.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 /// The router of the phones' HTTP listener.
 pub fn router(provisioner: Arc<Provisioner>) -> Router {
     Router::new().fallback(provision).with_state(provisioner)
@@ -41,6 +44,15 @@ async fn provision(
             [(header::ALLOW, "GET, HEAD")],
         )
             .into_response();
+    }
+    // Phones send a few hundred bytes of headers; hyper alone would accept
+    // about 400 KB per request.
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.into_response();
     }
     let started = Instant::now();
     // Decode %2e%2e and friends before the path checks see it; a path that

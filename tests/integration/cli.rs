@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,6 +14,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_deskboot");
 
 /// `deskboot serve` on ephemeral ports; returns the child and its HTTP, TFTP and admin addresses.
 async fn spawn_serve(data: &Path) -> (Child, [String; 3]) {
+    let (child, addrs, _) = spawn_serve_logged(data, "info").await;
+    (child, addrs)
+}
+
+/// Everything a server process has written, stdout and stderr.
+type Log = Arc<Mutex<String>>;
+
+/// Like [`spawn_serve`], at a log level, keeping everything it writes.
+async fn spawn_serve_logged(data: &Path, level: &str) -> (Child, [String; 3], Log) {
     let mut child = Command::new(BIN)
         .args(["serve", "--data"])
         .arg(data)
@@ -26,13 +36,17 @@ async fn spawn_serve(data: &Path) -> (Child, [String; 3]) {
         ])
         .env_remove("DESKBOOT_ADMIN_TOKEN")
         .env("NO_COLOR", "1")
+        .env("DESKBOOT_LOG", level)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("deskboot serve starts");
+    let log: Log = Arc::default();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let listening = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            log.lock().unwrap().push_str(&format!("{line}\n"));
             if line.contains("deskboot listening") {
                 return line;
             }
@@ -49,9 +63,21 @@ async fn spawn_serve(data: &Path) -> (Child, [String; 3]) {
             .to_string()
     };
     let addrs = [addr("http"), addr("tftp"), addr("admin")];
-    // Keep draining the log so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addrs)
+    // Keep draining both pipes so the server never blocks on a full one.
+    let keep = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            keep.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    let keep = log.clone();
+    let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = errors.next_line().await {
+            keep.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    (child, addrs, log)
 }
 
 async fn cli(admin: &str, data: &Path, args: &[&str]) -> std::process::Output {
@@ -503,4 +529,103 @@ async fn sigkill_during_imports_and_clones_leaves_a_consistent_store() {
     }
     assert!(users <= 4 * BATCH);
     stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs_the_audit_or_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, [http, tftp, admin], log) =
+        spawn_serve_logged(&data, "trace,hyper=debug,h2=debug").await;
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let token = token.trim().to_string();
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: Option<&str>| {
+        let request = client
+            .request(method, format!("http://{admin}{path}"))
+            .bearer_auth(&token)
+            .header("Content-Type", "application/json");
+        let request = match body {
+            Some(body) => request.body(body.to_string()),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let mut answers = Vec::new();
+    let (status, user) = call(
+        reqwest::Method::POST,
+        "/api/v1/users",
+        Some(r#"{"extension": "101", "first_name": "Ada", "sip": {"password": "Canary-Sip-1"}}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let id: Value = serde_json::from_str(&user).unwrap();
+    let id = id["id"].to_string();
+    for (method, path, body) in [
+        (reqwest::Method::POST, "/api/v1/users".to_string(), r#"{"extension": "101", "sip": {"password": "Canary-Dup-2"}}"#.to_string()),
+        (reqwest::Method::PATCH, format!("/api/v1/users/{id}"), r#"{"sip": {"password": "Canary-Patch-3"}}"#.to_string()),
+        (reqwest::Method::PATCH, format!("/api/v1/users/{id}"), r#"{"sip": {"password": "Canary\nBad-4"}}"#.to_string()),
+        (reqwest::Method::PUT, "/api/v1/settings".to_string(), r#"{"sip_server": "pbx.example.com", "admin_password": "Canary-Admin-5"}"#.to_string()),
+        (reqwest::Method::POST, "/api/v1/devices".to_string(), format!(r#"{{"mac": "001565aabbcc", "model": "yealink-t46s", "lines": [{{"user": {id}}}]}}"#)),
+        (reqwest::Method::POST, "/api/v1/import".to_string(), "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n102,Bob,B,,,Canary-Csv-6,,\n103,Eve,E,,,Canary-Csv-7,zz,nope\n".to_string()),
+        (reqwest::Method::POST, "/api/v1/import".to_string(), "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n104,Joe,J,,,Canary-Csv-8,,\n".to_string()),
+        (reqwest::Method::GET, "/api/v1/audit".to_string(), String::new()),
+    ] {
+        let body = (!body.is_empty()).then_some(body.as_str());
+        answers.push(call(method, &path, body).await);
+    }
+    for url in [
+        format!("http://{http}/001565aabbcc.cfg"),
+        format!("tftp://{tftp}/001565aabbcc.cfg"),
+    ] {
+        let out = Command::new("curl")
+            .args(["-sf", &url])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Canary-Patch-3"),
+            "{url}"
+        );
+    }
+    let wrong = client
+        .get(format!("http://{admin}/api/v1/users"))
+        .bearer_auth("Canary-Token-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    stop(server).await;
+
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.contains("provision"),
+        "the log is really captured:\n{log}"
+    );
+    let (audit_status, audit) = answers.last().unwrap();
+    assert_eq!(*audit_status, 200);
+    for secret in [
+        "Canary-Sip-1",
+        "Canary-Dup-2",
+        "Canary-Patch-3",
+        "Canary",
+        "Canary-Admin-5",
+        "Canary-Csv-6",
+        "Canary-Csv-7",
+        "Canary-Csv-8",
+        "Canary-Token-9",
+        token.as_str(),
+    ] {
+        assert!(!log.contains(secret), "{secret} is in the log");
+        assert!(!audit.contains(secret), "{secret} is in the audit log");
+        for (status, answer) in &answers[..answers.len() - 1] {
+            assert!(
+                *status < 300 || !answer.contains(secret),
+                "{secret} is in an error: {answer}"
+            );
+        }
+    }
 }

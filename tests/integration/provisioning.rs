@@ -322,3 +322,54 @@ async fn a_file_of_another_vendor_is_not_found_for_a_known_device() {
     assert_eq!(status, 404);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_are_refused_and_change_nothing() {
+    let server = TestServer::start().await;
+    yealink_office(&server).await;
+    // A header far beyond what any phone sends: hyper refuses it.
+    let mut stream = tokio::net::TcpStream::connect(server.addrs.http)
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /001565aabbcc.cfg HTTP/1.1\r\nHost: x\r\nX-Junk: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+
+    // A TFTP client asking for blocks bigger than the MTU is offered ours.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(
+            b"\x00\x01001565aabbcc.cfg\x00octet\x00blksize\x0065464\x00",
+            server.addrs.tftp,
+        )
+        .await
+        .unwrap();
+    let mut reply = [0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut reply))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(&reply[..2], &[0, 6], "OACK");
+    let options = String::from_utf8_lossy(&reply[2..n]).replace('\0', " ");
+    assert!(options.contains("blksize 1468"), "{options}");
+
+    // An admin body over the limit is refused before it is parsed.
+    let big = format!("{{\"extension\": \"1{}\"}}", "0".repeat(17 << 20));
+    let (status, _) = server
+        .api_text(reqwest::Method::POST, "/api/v1/users", &big)
+        .await;
+    assert_eq!(status, 413);
+    let (_, users) = server.get("/api/v1/users").await;
+    assert_eq!(users.as_array().unwrap().len(), 2, "nothing was added");
+    assert!(server.tftp_curl("001565aabbcc.cfg").await.is_ok());
+    server.stop().await;
+}
