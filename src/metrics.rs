@@ -43,6 +43,7 @@ pub struct Metrics {
     render_count: AtomicU64,
     render_micros: AtomicU64,
     unknown_macs: AtomicU64,
+    render_failures: AtomicU64,
 }
 
 /// Values read at scrape time from elsewhere.
@@ -81,6 +82,11 @@ impl Metrics {
     /// Counts a request for a MAC that is not provisioned.
     pub fn unknown_mac(&self) {
         self.unknown_macs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a render that failed for one device.
+    pub fn render_failure(&self) {
+        self.render_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how long one render took.
@@ -128,6 +134,12 @@ impl Metrics {
             "deskboot_unknown_mac_requests_total",
             "Requests for MACs that are not provisioned.",
             get(&self.unknown_macs),
+        );
+        counter(
+            &mut out,
+            "deskboot_render_failures_total",
+            "Renders that failed for a device (its last good file is served).",
+            get(&self.render_failures),
         );
         out.push_str("# HELP deskboot_render_seconds Time to render one file.\n");
         out.push_str("# TYPE deskboot_render_seconds histogram\n");

@@ -626,6 +626,17 @@ impl UtcOffset {
     }
 }
 
+/// The last file rendered without error for a device, served again when a
+/// later render fails (a bad template must not take a working phone down).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastGood {
+    /// The users of the device's lines when it was rendered: the file is only
+    /// served again to a device with the same accounts.
+    pub users: Vec<UserId>,
+    /// The rendered file.
+    pub body: String,
+}
+
 /// What the server last saw of a phone: kept for the device's status and
 /// for discovered (unknown) MACs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

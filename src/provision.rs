@@ -20,7 +20,7 @@ use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
 use crate::firmware::{FirmwareDir, FirmwareImage};
 use crate::mac::Mac;
 use crate::metrics::{Metrics, Outcome};
-use crate::model::{Device, Discovered, Settings, Sighting, User};
+use crate::model::{Device, Discovered, LastGood, Settings, Sighting, User, UserId};
 use crate::policy::Policy;
 use crate::render::{FileView, RenderError, Renderer, directory};
 use crate::scan::{ScanGuard, ScanLimits};
@@ -167,6 +167,7 @@ pub struct Provisioner {
     cache: RenderCache,
     pending_sightings: Mutex<HashMap<Mac, Sighting>>,
     pending_discovered: Mutex<HashMap<Mac, Discovered>>,
+    pending_last_good: Mutex<HashMap<(Mac, String), LastGood>>,
     firmware: FirmwareDir,
     policy: Policy,
     scan: ScanGuard,
@@ -197,6 +198,7 @@ impl Provisioner {
             cache: RenderCache::new(RENDER_CACHE_BYTES),
             pending_sightings: Mutex::new(HashMap::new()),
             pending_discovered: Mutex::new(HashMap::new()),
+            pending_last_good: Mutex::new(HashMap::new()),
         }
     }
 
@@ -438,9 +440,42 @@ impl Provisioner {
         tracing::trace!(%mac, file = file_name, "rendering");
         let users = self.device_users(&device)?;
         let started = Instant::now();
-        let body = self.render_device(&self.renderer(), model, file, &device, &users, requester)?;
+        let rendered =
+            self.render_device(&self.renderer(), model, file, &device, &users, requester);
         self.metrics.render(started.elapsed());
-        Ok(served(body, model, file, Some(mac)))
+        let key = (mac, file_name.to_ascii_lowercase());
+        let accounts: Vec<UserId> = device.lines.iter().map(|line| line.user).collect();
+        match rendered {
+            Ok(body) => {
+                if !requester.without_secrets {
+                    let good = LastGood {
+                        users: accounts,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    };
+                    lock(&self.pending_last_good).insert(key, good);
+                }
+                Ok(served(body, model, file, Some(mac)))
+            }
+            Err(failure @ (NotServed::Render(_) | NotServed::Invalid(_))) => {
+                self.metrics.render_failure();
+                let pending = lock(&self.pending_last_good).get(&key).cloned();
+                let good = match pending {
+                    Some(good) => Some(good),
+                    None => self.store.last_good(mac, &key.1)?,
+                };
+                match good {
+                    Some(good) if good.users == accounts && !requester.without_secrets => {
+                        tracing::error!(%mac, file = file_name, error = %failure, "render failed: serving the last good file");
+                        Ok(served(good.body.into_bytes(), model, file, Some(mac)))
+                    }
+                    _ => {
+                        tracing::error!(%mac, file = file_name, error = %failure, "render failed and there is no good file to fall back on");
+                        Err(failure)
+                    }
+                }
+            }
+            Err(other) => Err(other),
+        }
     }
 
     /// The users of a device's lines, in line order.
@@ -564,6 +599,13 @@ impl Provisioner {
         }
         if !discovered.is_empty() {
             self.store.record_discovered(&discovered)?;
+        }
+        let last_good: Vec<((Mac, String), LastGood)> =
+            std::mem::take(&mut *lock(&self.pending_last_good))
+                .into_iter()
+                .collect();
+        if !last_good.is_empty() {
+            self.store.record_last_good(&last_good)?;
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::audit::{self, AuditEntry};
 use crate::mac::Mac;
-use crate::model::{Device, Discovered, Invalid, Settings, Sighting, User, UserId};
+use crate::model::{Device, Discovered, Invalid, LastGood, Settings, Sighting, User, UserId};
 
 /// The schema this binary reads and writes. Bump it, and add a migration to
 /// [`Store::migrate`], when a stored shape changes incompatibly.
@@ -84,6 +84,7 @@ pub struct Store {
     meta: sled::Tree,
     sightings: sled::Tree,
     discovered: sled::Tree,
+    last_good: sled::Tree,
     writer: Mutex<()>,
     /// Bumped after every applied change: caches compare it.
     generation: AtomicU64,
@@ -248,6 +249,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             sightings: db.open_tree("sightings")?,
             discovered: db.open_tree("discovered")?,
+            last_good: db.open_tree("last_good")?,
             db,
             writer: Mutex::new(()),
             generation: AtomicU64::new(0),
@@ -512,6 +514,21 @@ impl Store {
         Ok(())
     }
 
+    /// The last good render of a device's file (`file` lower-cased).
+    pub fn last_good(&self, mac: Mac, file: &str) -> Result<Option<LastGood>, StoreError> {
+        get(&self.last_good, "last_good", &last_good_key(mac, file))
+    }
+
+    /// Keeps last good renders, in one batch.
+    pub fn record_last_good(&self, batch: &[((Mac, String), LastGood)]) -> Result<(), StoreError> {
+        let mut writes = sled::Batch::default();
+        for ((mac, file), good) in batch {
+            writes.insert(last_good_key(*mac, file), encode(good));
+        }
+        self.last_good.apply_batch(writes)?;
+        Ok(())
+    }
+
     /// Records requests from unknown MACs, merging with what is known.
     pub fn record_discovered(&self, batch: &[Discovered]) -> Result<(), StoreError> {
         let mut writes = sled::Batch::default();
@@ -622,6 +639,13 @@ fn write_user_indexes(
         }
     }
     Ok(())
+}
+
+/// The MAC, then the file name: a device's entries sit together.
+fn last_good_key(mac: Mac, file: &str) -> Vec<u8> {
+    let mut key = mac.bytes().to_vec();
+    key.extend_from_slice(file.as_bytes());
+    key
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -373,3 +373,51 @@ async fn oversized_requests_are_refused_and_change_nothing() {
     assert!(server.tftp_curl("001565aabbcc.cfg").await.is_ok());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_fails_for_a_phone_serves_its_last_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = TestServer::start_in(&data).await;
+    yealink_office(&server).await;
+    let (status, good) = server.phone_get("/001565aabbcc.cfg", None).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+
+    // An administrator deploys a templates folder whose Yealink file compiles
+    // but fails for phones with fewer than six lines.
+    let broken = dir.path().join("templates");
+    std::fs::create_dir_all(broken.join("yealink")).unwrap();
+    std::fs::write(
+        broken.join("yealink/mac.cfg"),
+        "account.6.user_name = {{ lines[5].username }}\n",
+    )
+    .unwrap();
+    let server = TestServer::start_configured(&data, |c| c.templates_dir = Some(broken)).await;
+    let (status, body) = server.phone_get("/001565aabbcc.cfg", None).await;
+    assert_eq!(status, 200, "the phone keeps working");
+    assert_eq!(body, good, "with the file it last got");
+    let over_tftp = server.tftp_curl("001565aabbcc.cfg").await.unwrap();
+    assert_eq!(over_tftp, good);
+    // A phone that never got a good file gets nothing rather than a broken one.
+    let (status, _) = server
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/devices",
+            Some(json!({"mac": "001565aabbdd", "model": "yealink-t46s"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(server.phone_get("/001565aabbdd.cfg", None).await.0, 404);
+    let metrics = reqwest::get(server.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("deskboot_render_failures_total 2"),
+        "{metrics}"
+    );
+    server.stop().await;
+}

@@ -40,28 +40,30 @@ impl TestServer {
 
     /// Starts a server on an existing data directory (kept by the caller).
     pub async fn start_in(data: &Path) -> TestServer {
-        TestServer::start_with_policy(data, Policy::default()).await
+        TestServer::start_configured(data, |_| {}).await
     }
 
     /// Starts a server on a fresh data directory with a provisioning policy.
     pub async fn start_with(policy: Policy) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().to_path_buf();
-        let mut server = TestServer::start_with_policy(&data, policy).await;
+        let mut server = TestServer::start_configured(&data, |c| c.provisioning = policy).await;
         server.dir = Some(dir);
         server
     }
 
-    async fn start_with_policy(data: &Path, provisioning: Policy) -> TestServer {
+    /// Starts a server on `data` (kept by the caller) with a config
+    /// adjusted by `adjust`; the listeners stay on loopback ephemeral ports.
+    pub async fn start_configured(data: &Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let config = Config {
+        let mut config = Config {
             data: data.to_path_buf(),
-            http: loopback,
-            tftp: loopback,
-            admin: loopback,
-            provisioning,
             ..Config::default()
         };
+        adjust(&mut config);
+        config.http = loopback;
+        config.tftp = loopback;
+        config.admin = loopback;
         let server = Server::bind(&config, Some(TOKEN))
             .await
             .expect("server binds");
