@@ -96,7 +96,8 @@ pub fn random_secret(len: usize) -> String {
         .collect()
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes a file only its owner can read.
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -33,6 +33,7 @@ pub mod import;
 pub mod mac;
 pub mod metrics;
 pub mod model;
+pub mod phone_auth;
 pub mod policy;
 pub mod provision;
 pub mod render;

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::phone_auth::AuthMode;
 use crate::provision::Transport;
 
 /// The `[provisioning]` section.
@@ -35,6 +36,13 @@ pub struct Policy {
     pub scan_window_secs: u64,
     /// How long a ban lasts, in seconds.
     pub ban_secs: u64,
+    /// HTTP Digest authentication for per-device files: `none`, `shared`
+    /// or `device`.
+    pub http_auth: AuthMode,
+    /// The user every phone presents in `shared` mode.
+    pub http_auth_user: Option<String>,
+    /// The password every phone presents in `shared` mode.
+    pub http_auth_password: Option<String>,
 }
 
 impl Default for Policy {
@@ -50,6 +58,9 @@ impl Default for Policy {
             scan_unknown_macs: 20,
             scan_window_secs: 60,
             ban_secs: 600,
+            http_auth: AuthMode::None,
+            http_auth_user: None,
+            http_auth_password: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::firmware::{FirmwareDir, FirmwareImage};
 use crate::mac::Mac;
 use crate::metrics::{Metrics, Outcome};
 use crate::model::{Device, Discovered, LastGood, Settings, Sighting, User, UserId};
+use crate::phone_auth::PhoneAuth;
 use crate::policy::Policy;
 use crate::render::{FileView, RenderError, Renderer, directory};
 use crate::scan::{ScanGuard, ScanLimits};
@@ -136,6 +137,9 @@ pub enum NotServed {
     /// The User-Agent names another MAC than the file.
     #[error("the User-Agent names MAC {0}, not the file's")]
     OtherMac(Mac),
+    /// The phone did not authenticate (HTTP Digest).
+    #[error("no valid credentials")]
+    Unauthorized,
 }
 
 impl NotServed {
@@ -143,7 +147,10 @@ impl NotServed {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            NotServed::NotAllowed | NotServed::Banned | NotServed::OtherMac(_)
+            NotServed::NotAllowed
+                | NotServed::Banned
+                | NotServed::OtherMac(_)
+                | NotServed::Unauthorized
         )
     }
 }
@@ -170,6 +177,7 @@ pub struct Provisioner {
     pending_last_good: Mutex<HashMap<(Mac, String), LastGood>>,
     firmware: FirmwareDir,
     policy: Policy,
+    phone_auth: PhoneAuth,
     scan: ScanGuard,
     metrics: Metrics,
 }
@@ -182,9 +190,11 @@ impl Provisioner {
         renderer: Renderer,
         firmware: FirmwareDir,
         policy: Policy,
+        phone_auth: PhoneAuth,
     ) -> Self {
         Provisioner {
             firmware,
+            phone_auth,
             scan: ScanGuard::new(ScanLimits {
                 unknown_macs: policy.scan_unknown_macs,
                 window: Duration::from_secs(policy.scan_window_secs),
@@ -205,6 +215,18 @@ impl Provisioner {
     /// The access policy.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// HTTP authentication of phones.
+    pub fn phone_auth(&self) -> &PhoneAuth {
+        &self.phone_auth
+    }
+
+    /// The MAC a path's per-device file is for; None for common files and
+    /// anything that is no phone's file.
+    pub fn device_file_mac(&self, path: &str) -> Option<Mac> {
+        let name = file_name(path).ok()?;
+        self.catalog.match_file(name)?.mac
     }
 
     /// The anti-scanning bans.

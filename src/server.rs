@@ -21,6 +21,7 @@ use crate::auth::{AdminToken, AuthError};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::firmware::FirmwareDir;
+use crate::phone_auth::{PhoneAuth, PhoneAuthError};
 use crate::provision::{Provisioner, SIGHTING_FLUSH_INTERVAL};
 use crate::render::{RenderError, Renderer};
 use crate::store::{Store, StoreError};
@@ -47,6 +48,9 @@ pub enum ServerError {
     /// A template does not compile.
     #[error("templates: {0}")]
     Templates(#[from] RenderError),
+    /// Phone authentication cannot be set up.
+    #[error("phone authentication: {0}")]
+    PhoneAuth(#[from] PhoneAuthError),
     /// The admin token cannot be set up.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -100,12 +104,20 @@ impl Server {
             Renderer::load(&catalog, config.templates_dir.as_deref())?,
         )?;
         let token = AdminToken::setup(&store, &config.data, admin_token)?;
+        let policy = &config.provisioning;
+        let phone_auth = PhoneAuth::load(
+            &config.data,
+            policy.http_auth,
+            policy.http_auth_user.as_deref(),
+            policy.http_auth_password.as_deref(),
+        )?;
         let provisioner = Arc::new(Provisioner::new(
             store.clone(),
             catalog.clone(),
             renderer,
             FirmwareDir::new(config.data.join("firmware")),
             config.provisioning.clone(),
+            phone_auth,
         ));
 
         let bind_tcp = |what, addr| async move {

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::mac::Mac;
 use crate::model::{Device, Invalid};
+use crate::phone_auth::AuthMode;
 use crate::resync::{self, DEFAULT_SIP_PORT, ResyncOutcome};
 use crate::store::{Change, Store, StoreError};
 use crate::templates;
@@ -36,7 +37,7 @@ pub(super) async fn create(
     state: Shared,
     Extension(Actor(actor)): Who,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Device>)> {
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let device: Device = parse_body(&body)?;
     state.store.change(&actor, |store| {
         check(&state, store, &device)?;
@@ -56,7 +57,24 @@ pub(super) async fn create(
     })?;
     state.store.flush().await?;
     tracing::info!(mac = %device.mac, model = %device.model, "device created");
-    Ok((StatusCode::CREATED, Json(device)))
+    Ok((
+        StatusCode::CREATED,
+        Json(with_http_credentials(&state, &device)),
+    ))
+}
+
+/// The device as JSON, with the HTTP credentials its phone must present
+/// when the policy wants per-device authentication: shown here, once.
+pub(super) fn with_http_credentials(state: &AdminState, device: &Device) -> Value {
+    let mut answer = serde_json::to_value(device).unwrap_or(Value::Null);
+    let policy = state.provisioner.policy();
+    if policy.http_auth == AuthMode::Device {
+        answer["http_auth"] = json!({
+            "username": device.mac.lower(),
+            "password": state.provisioner.phone_auth().device_password(device.mac),
+        });
+    }
+    answer
 }
 
 pub(super) async fn update(
@@ -206,7 +224,7 @@ pub(super) async fn clone(
     Extension(Actor(actor)): Who,
     Path(mac): Path<String>,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Device>)> {
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let from = parse_mac(&mac)?;
     let request: CloneRequest = parse_body(&body)?;
     let to: Mac = request
@@ -288,7 +306,10 @@ pub(super) async fn clone(
     reload_templates(&state)?;
     state.store.flush().await?;
     tracing::info!(%from, %to, mode = ?request.mode, "device cloned");
-    Ok((StatusCode::CREATED, Json(device)))
+    Ok((
+        StatusCode::CREATED,
+        Json(with_http_credentials(&state, &device)),
+    ))
 }
 
 /// Puts the stored uploads in force again after a change that moved some.

@@ -6,6 +6,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::devices::check;
 use super::{Actor, ApiError, ApiResult, Shared, Who, parse_body};
@@ -36,7 +37,7 @@ pub(super) async fn adopt(
     Extension(Actor(actor)): Who,
     Path(mac): Path<String>,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Device>)> {
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let mac: Mac = mac
         .parse()
         .map_err(|e| Invalid::new("mac", format!("'{mac}': {e}")))?;
@@ -84,5 +85,8 @@ pub(super) async fn adopt(
     })?;
     state.store.flush().await?;
     tracing::info!(%mac, model = %device.model, "discovered phone adopted");
-    Ok((StatusCode::CREATED, Json(device)))
+    Ok((
+        StatusCode::CREATED,
+        Json(super::devices::with_http_credentials(&state, &device)),
+    ))
 }

@@ -82,6 +82,35 @@ async fn provision(
         log_firmware(&request, &image, bytes, started.elapsed());
         return response;
     }
+    if let Some(mac) = provisioner.device_file_mac(request.path) {
+        let auth = provisioner.phone_auth();
+        let answer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let allowed = provisioner.policy().allows(Transport::Http, request.peer);
+        if allowed && auth.required() && !auth.check(method.as_str(), answer, mac) {
+            // Any MAC-shaped name is challenged alike: a 401 says nothing
+            // about whether the MAC is provisioned.
+            provisioner
+                .metrics()
+                .request(Transport::Http, Outcome::Refused);
+            log_request(
+                &request,
+                &Err(NotServed::Unauthorized),
+                0,
+                started.elapsed(),
+            );
+            let mut response = StatusCode::UNAUTHORIZED.into_response();
+            for challenge in auth.challenges() {
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response
+                        .headers_mut()
+                        .append(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            return response;
+        }
+    }
     let result = provisioner.handle(&request);
     let response = match &result {
         Ok(file) => {

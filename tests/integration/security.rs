@@ -168,3 +168,121 @@ async fn tftp_beyond_its_transfer_cap_is_told_busy() {
     );
     server.stop().await;
 }
+
+/// curl with Digest credentials: the status code.
+async fn curl_digest(url: &str, user: &str, password: &str) -> String {
+    let out = crate::common::run(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--digest",
+            "-u",
+            &format!("{user}:{password}"),
+            url,
+        ],
+    )
+    .await;
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An MD5 Digest answer to a challenge, as phones that know only MD5 give it.
+fn md5_answer(challenge: &str, user: &str, password: &str, uri: &str) -> String {
+    use md5::{Digest, Md5};
+    let hex = |t: String| -> String {
+        Md5::digest(t.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let ha1 = hex(format!("{user}:deskboot:{password}"));
+    let ha2 = hex(format!("GET:{uri}"));
+    let response = hex(format!("{ha1}:{nonce}:00000001:0a4f113b:auth:{ha2}"));
+    format!(
+        "Digest username=\"{user}\", realm=\"deskboot\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"0a4f113b\", response=\"{response}\""
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_device_digest_credentials_guard_each_phones_file() {
+    let server = TestServer::start_with(policy(r#"http_auth = "device""#)).await;
+    let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
+    let (status, device) = server
+        .post(
+            "/api/v1/devices",
+            json!({"mac": "001565aabbcc", "model": "yealink-t46s", "lines": [{"user": ada["id"]}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let user = device["http_auth"]["username"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let password = device["http_auth"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(user, "001565aabbcc");
+    let (_, shown_again) = server.get("/api/v1/devices/001565aabbcc").await;
+    assert!(shown_again.get("http_auth").is_none(), "shown once");
+    let (_, other) = server
+        .post(
+            "/api/v1/devices",
+            json!({"mac": "001565aabbdd", "model": "yealink-t46s"}),
+        )
+        .await;
+    let other_password = other["http_auth"]["password"].as_str().unwrap().to_string();
+
+    let client = reqwest::Client::new();
+    let url = server.http_url(FILE);
+    let challenged = client.get(&url).send().await.unwrap();
+    assert_eq!(challenged.status(), 401);
+    let challenges: Vec<String> = challenged
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(challenges.len(), 2, "{challenges:?}");
+    assert!(challenges[0].contains("algorithm=SHA-256") && challenges[1].contains("algorithm=MD5"));
+    let unknown = client
+        .get(server.http_url("/0015650000ff.cfg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 401, "an unknown MAC is challenged alike");
+    assert_eq!(
+        server.phone_get("/y000000000066.cfg", None).await.0,
+        200,
+        "common files are open"
+    );
+
+    assert_eq!(curl_digest(&url, &user, &password).await, "200");
+    assert_eq!(curl_digest(&url, &user, "guess").await, "401");
+    assert_eq!(
+        curl_digest(&url, "001565aabbdd", &other_password).await,
+        "401",
+        "another phone's credentials"
+    );
+
+    let md5 = md5_answer(&challenges[1], &user, &password, FILE);
+    let served = client
+        .get(&url)
+        .header("Authorization", md5)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    assert!(served.text().await.unwrap().contains(PASSWORD));
+    server.stop().await;
+}
