@@ -114,6 +114,13 @@ struct Args {
     /// Also print the result as one JSON line.
     #[arg(long)]
     json: bool,
+    /// Print a markdown table of the JSON lines in FILE (from --json runs,
+    /// labelled by server), with ratios of --baseline to each other server.
+    #[arg(long, value_name = "FILE")]
+    table: Option<PathBuf>,
+    /// The label the ratios are taken from.
+    #[arg(long, default_value = "deskboot")]
+    baseline: String,
     /// Client runtime threads; 1 leaves the other core to the server.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -138,6 +145,10 @@ async fn run(args: Args) -> Result<()> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
+    if let Some(file) = &args.table {
+        print!("{}", table(file, &args.baseline)?);
+        return Ok(());
+    }
     if let Some(n) = args.setup {
         setup(&args, n).await?;
     }
@@ -157,13 +168,20 @@ async fn run(args: Args) -> Result<()> {
 }
 
 fn mac(i: usize, unknown: bool) -> String {
-    let prefix = if unknown { UNKNOWN_PREFIX } else { KNOWN_PREFIX };
+    let prefix = if unknown {
+        UNKNOWN_PREFIX
+    } else {
+        KNOWN_PREFIX
+    };
     format!("{prefix}{i:05x}")
 }
 
 fn check_count(n: usize) -> Result<()> {
     if n >= MAX_DEVICES {
-        bail!("at most {} phones (the MAC scheme has 5 hex digits)", MAX_DEVICES - 1);
+        bail!(
+            "at most {} phones (the MAC scheme has 5 hex digits)",
+            MAX_DEVICES - 1
+        );
     }
     Ok(())
 }
@@ -320,7 +338,16 @@ enum Outcome {
 struct Counters {
     retransmits: AtomicU64,
     duplicates: AtomicU64,
+    /// RRQs that got no answer at all from a local port that had finished
+    /// another transfer shortly before: a server that keys transfers by the
+    /// peer address may still be holding the old one and drop the new RRQ.
+    reused_port_stalls: AtomicU64,
+    /// When each local port last finished a transfer.
+    port_last_used: std::sync::Mutex<HashMap<u16, Instant>>,
 }
+
+/// How recent a port's previous transfer must be to count as a reuse.
+const PORT_REUSE_WINDOW: Duration = Duration::from_secs(2);
 
 /// Per-worker results, merged at the end.
 #[derive(Default)]
@@ -355,6 +382,7 @@ impl Client {
                     self.blksize,
                     self.timeout,
                     self.retries,
+                    &self.counters,
                 )
                 .await
                 {
@@ -422,6 +450,7 @@ async fn tftp_get(
     blksize: u16,
     timeout: Duration,
     retries: u32,
+    counters: &Counters,
 ) -> Result<TftpResult> {
     let local: SocketAddr = if server.is_ipv4() {
         "127.0.0.1:0".parse()?
@@ -429,15 +458,25 @@ async fn tftp_get(
         "[::1]:0".parse()?
     };
     let socket = UdpSocket::bind(local).await?;
+    let port = socket.local_addr()?.port();
+    let reused = counters
+        .port_last_used
+        .lock()
+        .ok()
+        .and_then(|ports| ports.get(&port).copied())
+        .is_some_and(|t| t.elapsed() < PORT_REUSE_WINDOW);
+    let finish = |outcome, retransmits, duplicates| {
+        if let Ok(mut ports) = counters.port_last_used.lock() {
+            ports.insert(port, Instant::now());
+        }
+        Ok(TftpResult {
+            outcome,
+            retransmits,
+            duplicates,
+        })
+    };
     let mut rrq = vec![0, 1];
-    for part in [
-        name,
-        "octet",
-        "blksize",
-        &blksize.to_string(),
-        "tsize",
-        "0",
-    ] {
+    for part in [name, "octet", "blksize", &blksize.to_string(), "tsize", "0"] {
         rrq.extend_from_slice(part.as_bytes());
         rrq.push(0);
     }
@@ -451,13 +490,7 @@ async fn tftp_get(
     let mut body = Vec::new();
     let mut buf = vec![0u8; usize::from(blksize).max(512) + 4];
     let (mut tries, mut retransmits, mut duplicates) = (0u32, 0u64, 0u64);
-    let result = |outcome, retransmits, duplicates| {
-        Ok(TftpResult {
-            outcome,
-            retransmits,
-            duplicates,
-        })
-    };
+    let result = finish;
     loop {
         let (n, from) = match tokio::time::timeout(timeout, socket.recv_from(&mut buf)).await {
             Err(_) => {
@@ -467,6 +500,9 @@ async fn tftp_get(
                         retransmits,
                         duplicates,
                     );
+                }
+                if peer.is_none() && tries == 0 && reused {
+                    counters.reused_port_stalls.fetch_add(1, Ordering::Relaxed);
                 }
                 tries += 1;
                 retransmits += 1;
@@ -492,9 +528,8 @@ async fn tftp_get(
                 for pair in fields.chunks(2) {
                     let [key, value] = pair else { continue };
                     let key = String::from_utf8_lossy(key).to_ascii_lowercase();
-                    let value: Option<usize> = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.parse().ok());
+                    let value: Option<usize> =
+                        std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
                     match (key.as_str(), value) {
                         ("blksize", Some(v)) if v <= usize::from(blksize) => block_size = v,
                         ("blksize", _) => {
@@ -575,7 +610,10 @@ fn sample(pids: &[u32]) -> Result<ProcSample> {
         let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
         let fields: Vec<&str> = after.split_whitespace().collect();
         for i in 11..15 {
-            total.ticks += fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            total.ticks += fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
         }
     }
     Ok(total)
@@ -727,6 +765,7 @@ async fn load(args: &Args) -> Result<Report> {
         unknown: args.unknown,
         concurrency: args.concurrency,
         phones: args.phones,
+        rounds: args.rounds,
         transfers: all.ok,
         not_found: all.not_found,
         failed: all.failed,
@@ -736,13 +775,13 @@ async fn load(args: &Args) -> Result<Report> {
         p99_ms: percentile(99),
         retransmits: client.counters.retransmits.load(Ordering::Relaxed),
         duplicates: client.counters.duplicates.load(Ordering::Relaxed),
+        reused_port_stalls: client.counters.reused_port_stalls.load(Ordering::Relaxed),
         server: (!args.server_pid.is_empty()).then(|| ServerUse {
             rss_kb: after.rss_kb,
             peak_rss_kb: peak_rss.load(Ordering::Relaxed).max(after.rss_kb),
             cpu_seconds: after.ticks.saturating_sub(before.ticks) as f64 / CLOCK_TICKS_PER_SEC,
         }),
-        client_cpu_seconds: self_ticks().saturating_sub(client_before) as f64
-            / CLOCK_TICKS_PER_SEC,
+        client_cpu_seconds: self_ticks().saturating_sub(client_before) as f64 / CLOCK_TICKS_PER_SEC,
     })
 }
 
@@ -759,6 +798,7 @@ struct Report {
     unknown: bool,
     concurrency: usize,
     phones: usize,
+    rounds: usize,
     /// Files answered as expected (a body, or not-found for an unknown MAC).
     transfers: u64,
     not_found: u64,
@@ -769,6 +809,7 @@ struct Report {
     p99_ms: f64,
     retransmits: u64,
     duplicates: u64,
+    reused_port_stalls: u64,
     server: Option<ServerUse>,
     client_cpu_seconds: f64,
 }
@@ -811,6 +852,13 @@ impl Report {
             self.retransmits,
             self.duplicates,
         );
+        if self.reused_port_stalls > 0 {
+            line.push_str(&format!(
+                " ({} first RRQs unanswered from a local port reused within {}s)",
+                self.reused_port_stalls,
+                PORT_REUSE_WINDOW.as_secs()
+            ));
+        }
         if let Some(s) = &self.server {
             line.push_str(&format!(
                 ", server RSS {:.1} MiB (peak {:.1}), server CPU {:.2}s ({:.0} us/transfer)",
@@ -842,6 +890,7 @@ impl Report {
             "unknown": self.unknown,
             "concurrency": self.concurrency,
             "phones": self.phones,
+            "rounds": self.rounds,
             "transfers": self.transfers,
             "not_found": self.not_found,
             "failed": self.failed,
@@ -852,6 +901,7 @@ impl Report {
             "p99_ms": self.p99_ms,
             "retransmits": self.retransmits,
             "duplicate_blocks": self.duplicates,
+            "reused_port_stalls": self.reused_port_stalls,
             "server_rss_kb": server.map(|s| s.rss_kb),
             "server_peak_rss_kb": server.map(|s| s.peak_rss_kb),
             "server_cpu_seconds": server.map(|s| s.cpu_seconds),
@@ -860,4 +910,71 @@ impl Report {
         })
         .to_string()
     }
+}
+
+/// The results of several runs, one row per server and case, each other
+/// server compared with the baseline measured in the same case.
+fn table(file: &Path, baseline: &str) -> Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut cases: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let run: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a JSON line", file.display(), n + 1))?;
+        let case = format!(
+            "{}{} c={}",
+            run["mode"].as_str().unwrap_or("?"),
+            if run["unknown"].as_bool().unwrap_or(false) {
+                " unknown MACs"
+            } else {
+                ""
+            },
+            run["concurrency"]
+        );
+        match cases.iter_mut().find(|(c, _)| *c == case) {
+            Some((_, runs)) => runs.push(run),
+            None => cases.push((case, vec![run])),
+        }
+    }
+    let num = |run: &serde_json::Value, key: &str| run[key].as_f64().unwrap_or(f64::NAN);
+    let ratio = |a: f64, b: f64| {
+        if a.is_finite() && b.is_finite() && b > 0.0 {
+            format!("{:.2}", a / b)
+        } else {
+            "-".into()
+        }
+    };
+    let mut out = String::from(
+        "| case | server | transfers/s | ÷ | p50 ms | p99 ms | ÷ | failed | retransmits | CPU us/transfer | ÷ | peak RSS MiB | ÷ |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (case, runs) in &cases {
+        let base = runs.iter().find(|r| r["label"] == baseline);
+        for run in runs {
+            let is_base = run["label"] == baseline;
+            let vs = |key: &str| match base {
+                Some(b) if !is_base => ratio(num(b, key), num(run, key)),
+                _ => String::new(),
+            };
+            out.push_str(&format!(
+                "| {case} | {} | {:.0} | {} | {:.2} | {:.2} | {} | {} | {} | {:.0} | {} | {:.1} | {} |\n",
+                run["label"].as_str().unwrap_or("?"),
+                num(run, "transfers_per_sec"),
+                vs("transfers_per_sec"),
+                num(run, "p50_ms"),
+                num(run, "p99_ms"),
+                vs("p99_ms"),
+                run["failed"],
+                run["retransmits"],
+                num(run, "server_cpu_us_per_transfer"),
+                vs("server_cpu_us_per_transfer"),
+                num(run, "server_peak_rss_kb") / 1024.0,
+                vs("server_peak_rss_kb"),
+            ));
+        }
+    }
+    Ok(out)
 }
