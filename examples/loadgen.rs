@@ -297,12 +297,12 @@ async fn export(args: &Args, dir: &Path, n: usize) -> Result<()> {
     let mut pending = tokio::task::JoinSet::new();
     let mut total = bytes.len();
     for i in 0..n {
-        if pending.len() >= args.concurrency {
-            if let Some(done) = pending.join_next().await {
-                let (name, bytes): (String, Vec<u8>) = done??;
-                total += bytes.len();
-                std::fs::write(dir.join(name), &bytes)?;
-            }
+        if pending.len() >= args.concurrency
+            && let Some(done) = pending.join_next().await
+        {
+            let (name, bytes): (String, Vec<u8>) = done??;
+            total += bytes.len();
+            std::fs::write(dir.join(name), &bytes)?;
         }
         pending.spawn(fetch(
             client.clone(),
@@ -619,6 +619,17 @@ fn sample(pids: &[u32]) -> Result<ProcSample> {
     Ok(total)
 }
 
+/// Datagrams the kernel dropped because a UDP socket's receive buffer was
+/// full, machine-wide: on loopback a burst of RRQs overflows the server's
+/// listening socket long before anything else.
+fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let column = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(column)?.parse().ok()
+}
+
 fn self_ticks() -> u64 {
     sample(&[std::process::id()]).map(|s| s.ticks).unwrap_or(0)
 }
@@ -662,6 +673,7 @@ async fn load(args: &Args) -> Result<Report> {
 
     let before = sample(&args.server_pid)?;
     let client_before = self_ticks();
+    let drops_before = udp_rcvbuf_errors();
     let total = args.phones.saturating_mul(args.rounds);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -776,6 +788,10 @@ async fn load(args: &Args) -> Result<Report> {
         retransmits: client.counters.retransmits.load(Ordering::Relaxed),
         duplicates: client.counters.duplicates.load(Ordering::Relaxed),
         reused_port_stalls: client.counters.reused_port_stalls.load(Ordering::Relaxed),
+        udp_rcvbuf_drops: match (drops_before, udp_rcvbuf_errors()) {
+            (Some(before), Some(after)) => after.saturating_sub(before),
+            _ => 0,
+        },
         server: (!args.server_pid.is_empty()).then(|| ServerUse {
             rss_kb: after.rss_kb,
             peak_rss_kb: peak_rss.load(Ordering::Relaxed).max(after.rss_kb),
@@ -810,6 +826,7 @@ struct Report {
     retransmits: u64,
     duplicates: u64,
     reused_port_stalls: u64,
+    udp_rcvbuf_drops: u64,
     server: Option<ServerUse>,
     client_cpu_seconds: f64,
 }
@@ -859,6 +876,12 @@ impl Report {
                 PORT_REUSE_WINDOW.as_secs()
             ));
         }
+        if self.udp_rcvbuf_drops > 0 {
+            line.push_str(&format!(
+                ", {} UDP datagrams dropped on full receive buffers",
+                self.udp_rcvbuf_drops
+            ));
+        }
         if let Some(s) = &self.server {
             line.push_str(&format!(
                 ", server RSS {:.1} MiB (peak {:.1}), server CPU {:.2}s ({:.0} us/transfer)",
@@ -902,6 +925,7 @@ impl Report {
             "retransmits": self.retransmits,
             "duplicate_blocks": self.duplicates,
             "reused_port_stalls": self.reused_port_stalls,
+            "udp_rcvbuf_drops": self.udp_rcvbuf_drops,
             "server_rss_kb": server.map(|s| s.rss_kb),
             "server_peak_rss_kb": server.map(|s| s.peak_rss_kb),
             "server_cpu_seconds": server.map(|s| s.cpu_seconds),
@@ -925,14 +949,15 @@ fn table(file: &Path, baseline: &str) -> Result<String> {
         let run: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not a JSON line", file.display(), n + 1))?;
         let case = format!(
-            "{}{} c={}",
+            "{}{} c={} x{}",
             run["mode"].as_str().unwrap_or("?"),
             if run["unknown"].as_bool().unwrap_or(false) {
                 " unknown MACs"
             } else {
                 ""
             },
-            run["concurrency"]
+            run["concurrency"],
+            run["rounds"],
         );
         match cases.iter_mut().find(|(c, _)| *c == case) {
             Some((_, runs)) => runs.push(run),
@@ -948,8 +973,8 @@ fn table(file: &Path, baseline: &str) -> Result<String> {
         }
     };
     let mut out = String::from(
-        "| case | server | transfers/s | ÷ | p50 ms | p99 ms | ÷ | failed | retransmits | CPU us/transfer | ÷ | peak RSS MiB | ÷ |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| case | server | transfers/s | ÷ | p50 ms | p99 ms | ÷ | failed | retransmits | of which reused-port / rcvbuf drops | CPU us/transfer | ÷ | peak RSS MiB | ÷ |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (case, runs) in &cases {
         let base = runs.iter().find(|r| r["label"] == baseline);
@@ -960,7 +985,7 @@ fn table(file: &Path, baseline: &str) -> Result<String> {
                 _ => String::new(),
             };
             out.push_str(&format!(
-                "| {case} | {} | {:.0} | {} | {:.2} | {:.2} | {} | {} | {} | {:.0} | {} | {:.1} | {} |\n",
+                "| {case} | {} | {:.0} | {} | {:.2} | {:.2} | {} | {} | {} | {} / {} | {:.0} | {} | {:.1} | {} |\n",
                 run["label"].as_str().unwrap_or("?"),
                 num(run, "transfers_per_sec"),
                 vs("transfers_per_sec"),
@@ -969,6 +994,8 @@ fn table(file: &Path, baseline: &str) -> Result<String> {
                 vs("p99_ms"),
                 run["failed"],
                 run["retransmits"],
+                run["reused_port_stalls"],
+                run["udp_rcvbuf_drops"],
                 num(run, "server_cpu_us_per_transfer"),
                 vs("server_cpu_us_per_transfer"),
                 num(run, "server_peak_rss_kb") / 1024.0,
