@@ -973,7 +973,7 @@ fn table(file: &Path, baseline: &str) -> Result<String> {
         }
     };
     let mut out = String::from(
-        "| case | server | transfers/s | ÷ | p50 ms | p99 ms | ÷ | failed | retransmits | of which reused-port / rcvbuf drops | CPU us/transfer | ÷ | peak RSS MiB | ÷ |\n\
+        "| case | server | transfers/s | ÷ | p50 ms | p99 ms | ÷ | failed | retransmits | reused-port stalls / UDP rcvbuf drops | CPU us/transfer | ÷ | peak RSS MiB | ÷ |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (case, runs) in &cases {
