@@ -1,10 +1,16 @@
-//! Admin authentication: one bearer token, kept only as a hash.
+//! Admin authentication: bearer tokens, kept only as hashes.
 //!
-//! The token is `DESKBOOT_ADMIN_TOKEN` when set. Otherwise one is made at
-//! first start: its SHA-256 goes in the store and the token itself in
-//! `<data>/admin.token` (mode 0600), where the CLI finds it. A hash of a
-//! 256-bit random token needs no slow password hash, and checking it on
-//! every API call costs microseconds.
+//! The bootstrap token (actor `admin`, scope write) is `DESKBOOT_ADMIN_TOKEN`
+//! when set. Otherwise one is made at first start: its SHA-256 goes in the
+//! store and the token itself in `<data>/admin.token` (mode 0600), where the
+//! CLI finds it. A hash of a 256-bit random token needs no slow password
+//! hash, and checking it on every API call costs microseconds.
+//!
+//! Named tokens (`<name>.<secret>`, scope read or write) are made and
+//! revoked through the API; the store keeps an argon2 hash of each secret.
+//! A token that passed argon2 once is remembered by its SHA-256, so only
+//! the first call of a token pays for argon2; a revoked token is refused at
+//! once because the store is asked on every call.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +19,12 @@ use rand::RngExt;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+
+use crate::model::{ApiToken, Scope};
 use crate::store::{Store, StoreError};
 
 /// The file, under the data directory, that holds a generated token.
@@ -25,6 +37,9 @@ pub enum AuthError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Hashing a new token's secret failed.
+    #[error("cannot hash a token: {0}")]
+    Hash(String),
     /// The token file could not be written.
     #[error("cannot write {path}: {source}")]
     TokenFile {
@@ -85,6 +100,90 @@ impl AdminToken {
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         presented.ct_eq(&self.sha256).into()
     }
+}
+
+/// Who made an API call: the token's name (the audit log's actor) and scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `admin` for the bootstrap token, else the named token's name.
+    pub name: String,
+    /// What it may do.
+    pub scope: Scope,
+}
+
+/// The most verified named tokens remembered (each is 32 bytes and a name).
+const MAX_REMEMBERED: usize = 1024;
+
+/// Checks presented tokens: the bootstrap one and the named ones.
+#[derive(Debug)]
+pub struct Authenticator {
+    admin: AdminToken,
+    /// SHA-256 of named tokens that passed argon2, with their name.
+    verified: Mutex<HashMap<[u8; 32], String>>,
+}
+
+impl Authenticator {
+    /// Checks the bootstrap `admin` token and the store's named tokens.
+    pub fn new(admin: AdminToken) -> Self {
+        Authenticator {
+            admin,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Who `presented` is, if it is a valid token.
+    pub fn identify(&self, store: &Store, presented: &str) -> Result<Option<Caller>, StoreError> {
+        if self.admin.accepts(presented) {
+            return Ok(Some(Caller {
+                name: "admin".into(),
+                scope: Scope::Write,
+            }));
+        }
+        let Some((name, secret)) = presented.split_once('.') else {
+            return Ok(None);
+        };
+        // Asked every time, so a revoked token stops working at once.
+        let Some(token) = store.token(name)? else {
+            return Ok(None);
+        };
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let known = verified.get(&digest).is_some_and(|n| n == name);
+        if !known {
+            if Argon2::default()
+                .verify_password(secret.as_bytes(), token.hash.as_str())
+                .is_err()
+            {
+                return Ok(None);
+            }
+            if verified.len() >= MAX_REMEMBERED {
+                verified.clear();
+            }
+            verified.insert(digest, name.to_string());
+        }
+        Ok(Some(Caller {
+            name: token.name,
+            scope: token.scope,
+        }))
+    }
+}
+
+/// Makes a named token: the record to store and the token to show once.
+pub fn new_named_token(name: &str, scope: Scope) -> Result<(ApiToken, String), AuthError> {
+    let secret = random_secret(43);
+    let hash = Argon2::default()
+        .hash_password(secret.as_bytes())
+        .map_err(|e| AuthError::Hash(e.to_string()))?
+        .to_string();
+    let token = ApiToken {
+        name: name.to_string(),
+        scope,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        hash,
+    };
+    Ok((token, format!("{name}.{secret}")))
 }
 
 /// A random string of letters and digits: safe in every config format.

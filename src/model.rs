@@ -626,6 +626,49 @@ impl UtcOffset {
     }
 }
 
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Only read (GET).
+    Read,
+    /// Read and change everything.
+    Write,
+}
+
+/// A named admin token. Only an argon2 hash of its secret is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Its name: lower-case letters, digits and `-`; the audit log's actor.
+    pub name: String,
+    /// What it may do.
+    pub scope: Scope,
+    /// When it was made (Unix seconds).
+    pub created: u64,
+    /// The argon2 PHC string of its secret.
+    pub hash: String,
+}
+
+impl ApiToken {
+    /// Refuses names that would not read well as an actor or a token prefix.
+    pub fn check_name(name: &str) -> Result<(), Invalid> {
+        let fine = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && name != "admin";
+        if fine {
+            Ok(())
+        } else {
+            Err(Invalid::new(
+                "name",
+                "1 to 32 lower-case letters, digits or '-', and not 'admin'",
+            ))
+        }
+    }
+}
+
 /// The last file rendered without error for a device, served again when a
 /// later render fails (a bad template must not take a working phone down).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

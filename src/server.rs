@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{self, AdminState};
-use crate::auth::{AdminToken, AuthError};
+use crate::auth::{AdminToken, AuthError, Authenticator};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::firmware::FirmwareDir;
@@ -151,7 +151,7 @@ impl Server {
             store: store.clone(),
             catalog,
             provisioner: provisioner.clone(),
-            token,
+            auth: Authenticator::new(token),
             tftp: tftp_state.clone(),
         });
         Ok(Server {

@@ -18,7 +18,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::audit::{self, AuditEntry};
 use crate::mac::Mac;
-use crate::model::{Device, Discovered, Invalid, LastGood, Settings, Sighting, User, UserId};
+use crate::model::{
+    ApiToken, Device, Discovered, Invalid, LastGood, Settings, Sighting, User, UserId,
+};
 
 /// The schema this binary reads and writes. Bump it, and add a migration to
 /// [`Store::migrate`], when a stored shape changes incompatibly.
@@ -85,6 +87,7 @@ pub struct Store {
     sightings: sled::Tree,
     discovered: sled::Tree,
     last_good: sled::Tree,
+    tokens: sled::Tree,
     writer: Mutex<()>,
     /// Bumped after every applied change: caches compare it.
     generation: AtomicU64,
@@ -121,6 +124,10 @@ pub enum Change {
     DeleteTemplate { key: String, old: TemplateHistory },
     /// Forget a discovered MAC (it was adopted).
     DeleteDiscovered(Mac),
+    /// Create a named admin token.
+    PutToken(ApiToken),
+    /// Revoke a named admin token.
+    DeleteToken(ApiToken),
 }
 
 impl Change {
@@ -168,6 +175,14 @@ impl Change {
                 format!("discovered/{mac}"),
                 Value::Null,
             ),
+            Change::PutToken(token) => (
+                "token.create".into(),
+                format!("token/{}", token.name),
+                json!({"scope": token.scope}),
+            ),
+            Change::DeleteToken(token) => {
+                ("token.delete".into(), format!("token/{}", token.name), Value::Null)
+            }
         }
     }
 }
@@ -250,6 +265,7 @@ impl Store {
             sightings: db.open_tree("sightings")?,
             discovered: db.open_tree("discovered")?,
             last_good: db.open_tree("last_good")?,
+            tokens: db.open_tree("tokens")?,
             db,
             writer: Mutex::new(()),
             generation: AtomicU64::new(0),
@@ -353,10 +369,12 @@ impl Store {
             &self.templates,
             &self.audit,
             &self.discovered,
+            &self.tokens,
         ];
         trees.as_slice().transaction(|t| {
             let (users, indexes, devices, sightings) = (&t[0], &t[1..4], &t[4], &t[5]);
             let (settings, templates, audit, discovered) = (&t[6], &t[7], &t[8], &t[9]);
+            let tokens = &t[10];
             for change in changes {
                 match change {
                     Change::PutUser { new, old } => {
@@ -389,6 +407,12 @@ impl Store {
                     }
                     Change::DeleteDiscovered(mac) => {
                         discovered.remove(&mac.bytes())?;
+                    }
+                    Change::PutToken(token) => {
+                        tokens.insert(token.name.as_bytes(), encode(token))?;
+                    }
+                    Change::DeleteToken(token) => {
+                        tokens.remove(token.name.as_bytes())?;
                     }
                 }
             }
@@ -512,6 +536,16 @@ impl Store {
         }
         self.sightings.apply_batch(writes)?;
         Ok(())
+    }
+
+    /// A named admin token.
+    pub fn token(&self, name: &str) -> Result<Option<ApiToken>, StoreError> {
+        get(&self.tokens, "tokens", name.as_bytes())
+    }
+
+    /// Every named admin token, by name.
+    pub fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        scan(&self.tokens, "tokens")
     }
 
     /// The last good render of a device's file (`file` lower-cased).

@@ -13,6 +13,7 @@ mod discovered;
 mod models;
 mod settings;
 mod templates;
+mod tokens;
 mod users;
 
 use std::sync::Arc;
@@ -20,16 +21,16 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::auth::AdminToken;
+use crate::auth::Authenticator;
 use crate::catalog::Catalog;
-use crate::model::Invalid;
+use crate::model::{Invalid, Scope};
 use crate::provision::{NotServed, Provisioner};
 use crate::render::RenderError;
 use crate::store::{Store, StoreError};
@@ -46,8 +47,8 @@ pub struct AdminState {
     pub catalog: Arc<Catalog>,
     /// The provisioning core, for previews.
     pub provisioner: Arc<Provisioner>,
-    /// The token every API call must present.
-    pub token: AdminToken,
+    /// Checks the token every API call must present.
+    pub auth: Authenticator,
     /// TFTP transfers in flight, for `/metrics`.
     pub tftp: Arc<TftpState>,
 }
@@ -95,6 +96,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
             axum::routing::post(templates::rollback),
         )
         .route("/audit", get(audit::list))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/bans", get(bans::list))
         .route("/bans/{address}", axum::routing::delete(bans::lift))
         .route("/import", axum::routing::post(backup::import))
@@ -129,24 +132,23 @@ pub fn router(state: Arc<AdminState>) -> Router {
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
 
-/// The name the single admin token acts under.
-const ADMIN_ACTOR: &str = "admin";
-
 async fn require_token(State(state): Shared, mut request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if state.token.accepts(token.trim()) => {
-            request
-                .extensions_mut()
-                .insert(Actor(ADMIN_ACTOR.to_string()));
-            next.run(request).await
-        }
-        _ => ApiError::Unauthorized.into_response(),
+    let caller = match presented.map(|token| state.auth.identify(&state.store, token.trim())) {
+        Some(Ok(Some(caller))) => caller,
+        Some(Err(e)) => return ApiError::from(e).into_response(),
+        _ => return ApiError::Unauthorized.into_response(),
+    };
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if caller.scope == Scope::Read && !reads {
+        return ApiError::Forbidden(format!("token {} may only read", caller.name)).into_response();
     }
+    request.extensions_mut().insert(Actor(caller.name));
+    next.run(request).await
 }
 
 type Who = axum::Extension<Actor>;
@@ -166,6 +168,8 @@ pub enum ApiError {
     InUse(String),
     /// No or wrong token (401).
     Unauthorized,
+    /// The token may not do this (403).
+    Forbidden(String),
     /// Our fault (500); the message is logged, not shown.
     Internal(String),
     /// A template that does not compile or render (422), with where.
@@ -192,6 +196,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
             ApiError::InUse(m) => (StatusCode::CONFLICT, json!({"error": m})),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({"error": m})),
             ApiError::Unauthorized => {
                 let body = json!({"error": "missing or wrong admin token (Authorization: Bearer <token>)"});
                 return (

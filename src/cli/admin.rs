@@ -1,4 +1,4 @@
-//! `deskboot clone|import|export|restore|template`: the administrator's
+//! `deskboot clone|import|export|restore|template|token|resync`: the administrator's
 //! weekly operations, as clients of the admin API.
 
 use std::path::PathBuf;
@@ -243,4 +243,61 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
 
 fn client(connection: &Connection) -> anyhow::Result<AdminClient> {
     AdminClient::new(connection)
+}
+
+/// Named admin token commands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; it is printed once.
+    Add {
+        #[command(flatten)]
+        connection: Connection,
+        /// Its name (lower-case letters, digits, '-'): the audit log's actor.
+        name: String,
+        /// Let it only read (GET), e.g. for monitoring.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List the tokens (names and scopes, never secrets).
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Revoke a token at once.
+    Rm {
+        #[command(flatten)]
+        connection: Connection,
+        /// Its name.
+        name: String,
+    },
+}
+
+pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let answer = match command {
+        TokenCommand::Add {
+            connection,
+            name,
+            read_only,
+        } => {
+            let scope = if read_only { "read" } else { "write" };
+            let body = json!({"name": name, "scope": scope});
+            client(&connection)?
+                .call(Method::POST, "/api/v1/tokens", Some(&body))
+                .await?
+        }
+        TokenCommand::List { connection } => {
+            client(&connection)?
+                .call(Method::GET, "/api/v1/tokens", None)
+                .await?
+        }
+        TokenCommand::Rm { connection, name } => {
+            client(&connection)?
+                .call(Method::DELETE, &format!("/api/v1/tokens/{name}"), None)
+                .await?
+        }
+    };
+    if !answer.is_null() {
+        print_json(&answer)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -59,6 +59,9 @@ enum Command {
     /// Manage uploaded templates.
     #[command(subcommand)]
     Template(admin::TemplateCommand),
+    /// Manage named admin tokens (scope read or write).
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
 }
 
 /// How admin commands reach the server.
@@ -105,6 +108,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Command::Export { connection } => admin::export(connection).await,
             Command::Restore(args) => admin::restore(args).await,
             Command::Template(command) => admin::template(command).await,
+            Command::Token(command) => admin::token(command).await,
         }
     })
 }

@@ -460,3 +460,107 @@ async fn models_and_file_previews() {
     assert_eq!(discovered, json!([]));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_tokens_have_scopes_and_are_revoked_at_once() {
+    let server = TestServer::start().await;
+    let (status, made) = server
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "monitoring", "scope": "read"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let reader = made["token"].as_str().unwrap().to_string();
+    assert!(reader.starts_with("monitoring."));
+    let (_, made) = server
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "ops-script", "scope": "write"}),
+        )
+        .await;
+    let writer = made["token"].as_str().unwrap().to_string();
+    for (body, field) in [
+        (json!({"name": "Bad Name", "scope": "read"}), "name"),
+        (json!({"name": "admin", "scope": "write"}), "name"),
+        (json!({"name": "x", "scope": "root"}), "scope"),
+    ] {
+        let (status, error) = server.post("/api/v1/tokens", body).await;
+        assert_eq!(
+            (status, error["field"].as_str()),
+            (422, Some(field)),
+            "{error}"
+        );
+    }
+    let (status, _) = server
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "monitoring", "scope": "write"}),
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    let client = reqwest::Client::new();
+    let users = server.admin_url("/api/v1/users");
+    let read = client
+        .get(&users)
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let write = client
+        .post(&users)
+        .bearer_auth(&reader)
+        .json(&user_json("101", "Ada", "Lovelace"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 403, "a read token cannot write");
+    let write = client
+        .post(&users)
+        .bearer_auth(&writer)
+        .json(&user_json("101", "Ada", "Lovelace"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 201);
+    let forged = format!("{}x", &writer);
+    let refused = client
+        .get(&users)
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let (_, listed) = server.get("/api/v1/tokens").await;
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert!(
+        !listed.to_string().contains("argon2"),
+        "no hashes: {listed}"
+    );
+    let (_, audit) = server.get("/api/v1/audit").await;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "ops-script" && e["action"] == "user.create"),
+        "the token's name is the actor: {audit}"
+    );
+    assert!(!audit.to_string().contains(&writer));
+
+    let (status, _) = server
+        .api(Method::DELETE, "/api/v1/tokens/ops-script", None)
+        .await;
+    assert_eq!(status, 204);
+    let revoked = client
+        .get(&users)
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 401, "revoked at once");
+    server.stop().await;
+}
