@@ -628,6 +628,28 @@ fn index_files(models: &[PhoneModel]) -> Result<FileIndex, CatalogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Recognition of any User-Agent or path never panics; a MAC it
+        /// reports from a path is really in that path.
+        #[test]
+        fn recognition_never_panics(
+            text in "\\PC{0,80}",
+            mac in "[0-9a-fA-F]{12}",
+            prefix in "(cfg|spa|snomD785-|y0000000000|)",
+            suffix in "(\\.cfg|\\.xml|-phonebook\\.xml|\\.htm|)",
+        ) {
+            static BUILTIN: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
+            let catalog = BUILTIN.get_or_init(|| Catalog::builtin().unwrap());
+            let _ = catalog.identify_user_agent(&text);
+            let _ = catalog.identify_path(&text);
+            let path = format!("/{prefix}{mac}{suffix}");
+            if let Some(found) = catalog.identify_path(&path).mac {
+                prop_assert!(path.to_ascii_lowercase().contains(&found.lower()));
+            }
+        }
+    }
 
     const ACME: &str = r#"
 vendor = "Acme"

@@ -414,6 +414,51 @@ pub fn header() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// One store and catalog for every case: opening them is the slow part,
+    /// and a plan only reads.
+    fn fixtures() -> (&'static Store, &'static Catalog) {
+        static FIXTURES: std::sync::OnceLock<(tempfile::TempDir, Store, Catalog)> =
+            std::sync::OnceLock::new();
+        let (_, store, catalog) = FIXTURES.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            (dir, store, Catalog::builtin().unwrap())
+        });
+        (store, catalog)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the file, the importer answers with a plan or with row
+        /// errors; it never panics, and every error names a line of the file.
+        #[test]
+        fn any_file_gets_a_plan_or_row_errors(
+            header in prop::sample::select(vec![
+                header().to_string(),
+                "entityid|firstname|lastname|linename|linesecret".to_string(),
+                "entity_id,firstname,lastname,exten,sip_username,sip_secret".to_string(),
+                String::new(),
+            ]),
+            rows in prop::collection::vec("[0-9a-zA-Z,|\"; :\\.\\-\n\r\u{0}é]{0,60}", 0..12),
+        ) {
+            let (store, catalog) = fixtures();
+            let text = format!("{header}\n{}", rows.join("\n"));
+            let lines = text.lines().count() as u64 + 1;
+            match plan(&text, store, catalog) {
+                Ok(_) => {}
+                Err(ImportError::Rows(errors)) => {
+                    prop_assert!(!errors.is_empty());
+                    for e in errors {
+                        prop_assert!(e.line <= lines, "line {} of {}", e.line, lines);
+                    }
+                }
+                Err(other) => prop_assert!(false, "{other}"),
+            }
+        }
+    }
 
     fn setup() -> (tempfile::TempDir, Store, Catalog) {
         let dir = tempfile::tempdir().unwrap();

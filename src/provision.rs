@@ -765,6 +765,21 @@ pub fn log_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Hostile or random paths never panic, and what passes is one plain
+        /// name: no separator, no dot segment, no control character.
+        #[test]
+        fn any_path_is_refused_or_reduced_to_a_plain_name(path in "\\PC{0,40}|[./\\\\%a-f0-9]{0,40}") {
+            if let Ok(name) = file_name(&path) {
+                prop_assert!(!name.is_empty());
+                prop_assert!(!name.contains(['/', '\\']));
+                prop_assert!(name != "." && name != "..");
+                prop_assert!(!name.chars().any(char::is_control));
+            }
+        }
+    }
 
     #[test]
     fn hostile_paths_are_refused() {
