@@ -1,11 +1,11 @@
 //! Starting and stopping the server: the store, the catalog, the three
-//! listeners, and the background writer of sightings.
+//! listeners (four with HTTPS), and the background writer of sightings.
 //!
 //! [`Server::bind`] binds everything (port 0 works: tests read the real
 //! addresses back) and [`Server::run`] serves until the shutdown future
 //! completes, then stops in order: no new TFTP transfers, running ones
-//! finish, HTTP connections drain, buffered sightings and the store are
-//! flushed.
+//! finish, HTTP and HTTPS connections drain, buffered sightings and the
+//! store are flushed.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,10 +24,18 @@ use crate::firmware::FirmwareDir;
 use crate::provision::{Provisioner, SIGHTING_FLUSH_INTERVAL};
 use crate::render::{RenderError, Renderer};
 use crate::store::{Store, StoreError};
+use crate::tls::{self, HttpsCert, TlsError};
 use crate::transport::{http, tftp};
 
 /// How long running TFTP transfers get to finish at shutdown.
 const TFTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long open HTTPS connections get to finish at shutdown.
+const HTTPS_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a TLS handshake may take: a client that never finishes one
+/// must not hold a socket (boot storms, slowloris).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +58,9 @@ pub enum ServerError {
     /// The admin token cannot be set up.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The HTTPS certificate or key cannot be used.
+    #[error("HTTPS: {0}")]
+    Tls(#[from] TlsError),
     /// A listener cannot bind.
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
@@ -67,6 +78,7 @@ pub struct Server {
     store: Arc<Store>,
     provisioner: Arc<Provisioner>,
     http: TcpListener,
+    https: Option<(TcpListener, HttpsCert)>,
     admin: TcpListener,
     tftp: TftpServer<tftp::ProvisioningHandler>,
     tftp_state: Arc<tftp::TftpState>,
@@ -79,6 +91,8 @@ pub struct Server {
 pub struct Addresses {
     /// Phones' HTTP.
     pub http: SocketAddr,
+    /// Phones' HTTPS, when configured.
+    pub https: Option<SocketAddr>,
     /// Phones' TFTP.
     pub tftp: SocketAddr,
     /// Admin API.
@@ -89,6 +103,7 @@ impl Server {
     /// Opens the store, loads models and templates, and binds the listeners.
     /// `admin_token` is the token from the environment, if any.
     pub async fn bind(config: &Config, admin_token: Option<&str>) -> Result<Server, ServerError> {
+        tls::install_crypto_provider();
         std::fs::create_dir_all(&config.data).map_err(|source| ServerError::DataDir {
             path: config.data.display().to_string(),
             source,
@@ -114,6 +129,13 @@ impl Server {
                 .map_err(|source| ServerError::Bind { what, addr, source })
         };
         let http = bind_tcp("HTTP", config.http).await?;
+        let https = match &config.https {
+            Some(https) => {
+                let cert = HttpsCert::load(&https.cert, &https.key)?;
+                Some((bind_tcp("HTTPS", https.listen).await?, cert))
+            }
+            None => None,
+        };
         let admin = bind_tcp("admin", config.admin).await?;
         let tftp_state = Arc::new(tftp::TftpState::new(config.provisioning.tftp_max_transfers));
         let tftp = tftp::bind(config.tftp, provisioner.clone(), tftp_state.clone())
@@ -128,6 +150,12 @@ impl Server {
         };
         let addrs = Addresses {
             http: local(http.local_addr(), "HTTP", config.http)?,
+            https: match (&https, &config.https) {
+                (Some((listener, _)), Some(c)) => {
+                    Some(local(listener.local_addr(), "HTTPS", c.listen)?)
+                }
+                _ => None,
+            },
             admin: local(admin.local_addr(), "admin", config.admin)?,
             tftp: tftp.listen_addr().map_err(|e| ServerError::Bind {
                 what: "TFTP",
@@ -146,6 +174,7 @@ impl Server {
             store,
             provisioner,
             http,
+            https,
             admin,
             tftp,
             tftp_state,
@@ -159,10 +188,22 @@ impl Server {
         self.addrs
     }
 
+    /// The HTTPS certificate in use, to reload it (on SIGHUP); none without HTTPS.
+    pub fn https_cert(&self) -> Option<HttpsCert> {
+        self.https.as_ref().map(|(_, cert)| cert.clone())
+    }
+
     /// Serves until `shutdown` completes, then stops gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let addrs = self.addrs;
-        tracing::info!(http = %addrs.http, tftp = %addrs.tftp, admin = %addrs.admin, "deskboot listening");
+        match addrs.https {
+            Some(https) => {
+                tracing::info!(http = %addrs.http, https = %https, tftp = %addrs.tftp, admin = %addrs.admin, "deskboot listening")
+            }
+            None => {
+                tracing::info!(http = %addrs.http, tftp = %addrs.tftp, admin = %addrs.admin, "deskboot listening")
+            }
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -175,6 +216,21 @@ impl Server {
                 .with_graceful_shutdown(stopped(stop_rx.clone()))
                 .into_future(),
         );
+        // HTTPS serves the very router HTTP does: same provisioner, same
+        // policy, and its requests count as HTTP.
+        let https_handle = axum_server::Handle::<SocketAddr>::new();
+        let https_task = self.https.map(|(listener, cert)| {
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(cert.rustls_config())
+                .handshake_timeout(TLS_HANDSHAKE_TIMEOUT);
+            let app = http::router(self.provisioner.clone())
+                .into_make_service_with_connect_info::<SocketAddr>();
+            tokio::spawn(
+                axum_server::Server::from_listener(listener)
+                    .acceptor(acceptor)
+                    .handle(https_handle.clone())
+                    .serve(app),
+            )
+        });
         let admin_app = api::router(self.admin_state.clone());
         let admin_task = tokio::spawn(
             axum::serve(self.admin, admin_app)
@@ -196,7 +252,12 @@ impl Server {
         }
         tftp_task.abort();
         let _ = stop_tx.send(true);
+        https_handle.graceful_shutdown(Some(HTTPS_DRAIN_TIMEOUT));
         let http_result = http_task.await;
+        let https_result = match https_task {
+            Some(task) => task.await,
+            None => Ok(Ok(())),
+        };
         let admin_result = admin_task.await;
         let _ = flusher.await;
         if let Err(e) = self.provisioner.flush_sightings() {
@@ -204,7 +265,12 @@ impl Server {
         }
         self.store.flush().await?;
         tracing::info!("stopped");
-        for (what, result) in [("HTTP", http_result), ("admin", admin_result)] {
+        let results = [
+            ("HTTP", http_result),
+            ("HTTPS", https_result),
+            ("admin", admin_result),
+        ];
+        for (what, result) in results {
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
