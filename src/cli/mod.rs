@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch; one file per command group.
 
 mod admin;
+mod cert;
 mod client;
 mod device;
 mod identify;
@@ -59,6 +60,9 @@ enum Command {
     /// Manage uploaded templates.
     #[command(subcommand)]
     Template(admin::TemplateCommand),
+    /// Make TLS certificates.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 /// How admin commands reach the server.
@@ -78,6 +82,9 @@ pub struct Connection {
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // Before any reqwest client exists: whenever reqwest is built with
+    // rustls (as in the test build), it needs a provider installed.
+    deskboot::tls::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -105,6 +112,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Command::Export { connection } => admin::export(connection).await,
             Command::Restore(args) => admin::restore(args).await,
             Command::Template(command) => admin::template(command).await,
+            Command::Cert(command) => cert::run(command),
         }
     })
 }
