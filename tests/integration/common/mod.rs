@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use deskboot::config::Config;
+use deskboot::config::{Config, HttpsConfig};
 use deskboot::policy::Policy;
 use deskboot::server::{Addresses, Server};
+use deskboot::tls::HttpsCert;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -26,6 +27,8 @@ pub struct TestServer {
     task: Option<JoinHandle<()>>,
     dir: Option<TempDir>,
     http: reqwest::Client,
+    /// The HTTPS certificate, when the server has HTTPS: what SIGHUP reloads.
+    pub https_cert: Option<HttpsCert>,
 }
 
 impl TestServer {
@@ -52,7 +55,29 @@ impl TestServer {
         server
     }
 
+    /// Starts a server on a fresh data directory with phones' HTTPS on an
+    /// ephemeral port, serving the given PEM files.
+    pub async fn start_with_https(cert: &Path, key: &Path) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let https = HttpsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        };
+        let mut server = TestServer::start_config(dir.path(), Policy::default(), Some(https)).await;
+        server.dir = Some(dir);
+        server
+    }
+
     async fn start_with_policy(data: &Path, provisioning: Policy) -> TestServer {
+        TestServer::start_config(data, provisioning, None).await
+    }
+
+    async fn start_config(
+        data: &Path,
+        provisioning: Policy,
+        https: Option<HttpsConfig>,
+    ) -> TestServer {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let config = Config {
             data: data.to_path_buf(),
@@ -60,12 +85,14 @@ impl TestServer {
             tftp: loopback,
             admin: loopback,
             provisioning,
+            https,
             ..Config::default()
         };
         let server = Server::bind(&config, Some(TOKEN))
             .await
             .expect("server binds");
         let addrs = server.addresses();
+        let https_cert = server.https_cert();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -82,6 +109,7 @@ impl TestServer {
             task: Some(task),
             dir: None,
             http: reqwest::Client::new(),
+            https_cert,
         }
     }
 
@@ -105,6 +133,11 @@ impl TestServer {
 
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addrs.http)
+    }
+
+    /// A URL on the HTTPS listener, by IP address (panics without HTTPS).
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addrs.https.expect("HTTPS is on"))
     }
 
     /// An admin API call with the token; returns status and JSON body (null if empty).
