@@ -42,6 +42,18 @@ pub struct Config {
     pub provisioning: Policy,
     /// Phones' HTTPS listener (`[https]`); none unless configured.
     pub https: Option<HttpsConfig>,
+    /// The admin API over TLS (`[admin_tls]`); plain HTTP unless configured.
+    pub admin_tls: Option<TlsFiles>,
+}
+
+/// A certificate chain (PEM, leaf first) and its private key (PEM).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 /// The `[https]` section: where phones' HTTPS listens and its PEM files.
@@ -67,6 +79,7 @@ impl Default for Config {
             templates_dir: None,
             provisioning: Policy::default(),
             https: None,
+            admin_tls: None,
         }
     }
 }
@@ -118,6 +131,16 @@ mod tests {
         let https = Config::from_file(&path).unwrap().https.unwrap();
         assert_eq!(https.listen.port(), 8443);
         assert_eq!(https.key, PathBuf::from("tls/key.pem"));
+    }
+
+    #[test]
+    fn the_admin_listener_is_tls_only_with_its_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deskboot.toml");
+        std::fs::write(&path, "[admin_tls]\ncert = \"a.pem\"\nkey = \"k.pem\"\n").unwrap();
+        let tls = Config::from_file(&path).unwrap().admin_tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("a.pem"));
+        assert_eq!(Config::default().admin_tls, None);
     }
 
     #[test]

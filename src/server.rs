@@ -30,8 +30,8 @@ use crate::transport::{http, tftp};
 /// How long running TFTP transfers get to finish at shutdown.
 const TFTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long open HTTPS connections get to finish at shutdown.
-const HTTPS_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open HTTPS (and admin TLS) connections get to finish at shutdown.
+const TLS_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a TLS handshake may take: a client that never finishes one
 /// must not hold a socket (boot storms, slowloris).
@@ -58,8 +58,8 @@ pub enum ServerError {
     /// The admin token cannot be set up.
     #[error(transparent)]
     Auth(#[from] AuthError),
-    /// The HTTPS certificate or key cannot be used.
-    #[error("HTTPS: {0}")]
+    /// A TLS certificate or key (HTTPS, admin) cannot be used.
+    #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     /// A listener cannot bind.
     #[error("cannot listen on {what} {addr}: {source}")]
@@ -80,6 +80,7 @@ pub struct Server {
     http: TcpListener,
     https: Option<(TcpListener, HttpsCert)>,
     admin: TcpListener,
+    admin_cert: Option<HttpsCert>,
     tftp: TftpServer<tftp::ProvisioningHandler>,
     tftp_state: Arc<tftp::TftpState>,
     admin_state: Arc<AdminState>,
@@ -137,6 +138,10 @@ impl Server {
             None => None,
         };
         let admin = bind_tcp("admin", config.admin).await?;
+        let admin_cert = match &config.admin_tls {
+            Some(files) => Some(HttpsCert::load(&files.cert, &files.key)?),
+            None => None,
+        };
         let tftp_state = Arc::new(tftp::TftpState::new(config.provisioning.tftp_max_transfers));
         let tftp = tftp::bind(config.tftp, provisioner.clone(), tftp_state.clone())
             .await
@@ -176,6 +181,7 @@ impl Server {
             http,
             https,
             admin,
+            admin_cert,
             tftp,
             tftp_state,
             admin_state,
@@ -191,6 +197,11 @@ impl Server {
     /// The HTTPS certificate in use, to reload it (on SIGHUP); none without HTTPS.
     pub fn https_cert(&self) -> Option<HttpsCert> {
         self.https.as_ref().map(|(_, cert)| cert.clone())
+    }
+
+    /// The admin listener's certificate, to reload it; none when it is plain HTTP.
+    pub fn admin_cert(&self) -> Option<HttpsCert> {
+        self.admin_cert.clone()
     }
 
     /// Serves until `shutdown` completes, then stops gracefully.
@@ -216,27 +227,26 @@ impl Server {
                 .with_graceful_shutdown(stopped(stop_rx.clone()))
                 .into_future(),
         );
+        // One control drains every TLS listener at shutdown.
+        let tls_control = axum_server::Control::new();
         // HTTPS serves the very router HTTP does: same provisioner, same
         // policy, and its requests count as HTTP.
-        let https_handle = axum_server::Handle::<SocketAddr>::new();
         let https_task = self.https.map(|(listener, cert)| {
-            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(cert.rustls_config())
-                .handshake_timeout(TLS_HANDSHAKE_TIMEOUT);
             let app = http::router(self.provisioner.clone())
                 .into_make_service_with_connect_info::<SocketAddr>();
-            tokio::spawn(
-                axum_server::Server::from_listener(listener)
-                    .acceptor(acceptor)
-                    .handle(https_handle.clone())
-                    .serve(app),
-            )
+            tokio::spawn(tls_server(listener, &cert, &tls_control).serve(app))
         });
         let admin_app = api::router(self.admin_state.clone());
-        let admin_task = tokio::spawn(
-            axum::serve(self.admin, admin_app)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        );
+        let admin_task = match &self.admin_cert {
+            Some(cert) => tokio::spawn(
+                tls_server(self.admin, cert, &tls_control).serve(admin_app.into_make_service()),
+            ),
+            None => tokio::spawn(
+                axum::serve(self.admin, admin_app)
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .into_future(),
+            ),
+        };
         let tftp_task = tokio::spawn(self.tftp.serve());
         let flusher = tokio::spawn(flush_sightings_until(
             self.provisioner.clone(),
@@ -252,7 +262,7 @@ impl Server {
         }
         tftp_task.abort();
         let _ = stop_tx.send(true);
-        https_handle.graceful_shutdown(Some(HTTPS_DRAIN_TIMEOUT));
+        tls_control.graceful_shutdown(Some(TLS_DRAIN_TIMEOUT));
         let http_result = http_task.await;
         let https_result = match https_task {
             Some(task) => task.await,
@@ -289,6 +299,20 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// An axum-server over rustls on a bound listener, with bounded handshakes,
+/// stopped through `control`.
+fn tls_server(
+    listener: TcpListener,
+    cert: &HttpsCert,
+    control: &axum_server::Control,
+) -> axum_server::Server<SocketAddr, axum_server::tls_rustls::RustlsAcceptor> {
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(cert.rustls_config())
+        .handshake_timeout(TLS_HANDSHAKE_TIMEOUT);
+    axum_server::Server::from_listener(listener)
+        .acceptor(acceptor)
+        .handle(axum_server::Handle::with_control(control.clone()))
 }
 
 /// The built-in templates plus every active upload that still compiles. An

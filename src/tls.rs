@@ -115,8 +115,8 @@ fn pem_reason(error: &pem::Error) -> &'static str {
     }
 }
 
-/// The HTTPS certificate in use, reloadable from its files while the
-/// listener runs; clones share it.
+/// A certificate in use (phones' HTTPS, or the admin listener's),
+/// reloadable from its files while the listener runs; clones share it.
 #[derive(Clone)]
 pub struct HttpsCert {
     cert: PathBuf,
@@ -173,15 +173,15 @@ pub async fn reload_on_sighup(cert: HttpsCert) {
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(hangups) => hangups,
         Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; the HTTPS certificate will not be reloaded");
+            tracing::error!(error = %e, "cannot listen for SIGHUP; TLS certificates will not be reloaded");
             return;
         }
     };
     while hangups.recv().await.is_some() {
         match cert.reload().await {
-            Ok(()) => tracing::info!(cert = %cert.cert.display(), "HTTPS certificate reloaded"),
+            Ok(()) => tracing::info!(cert = %cert.cert.display(), "TLS certificate reloaded"),
             Err(e) => {
-                tracing::error!(error = %e, "HTTPS certificate not reloaded; the previous one stays")
+                tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays")
             }
         }
     }
