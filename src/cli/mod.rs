@@ -77,6 +77,9 @@ pub struct Connection {
     /// The server's data directory, to find admin.token.
     #[arg(long, default_value = "deskboot-data")]
     data: PathBuf,
+    /// For an https:// --server: trust only this certificate (PEM), e.g. a self-signed one.
+    #[arg(long, env = "DESKBOOT_CA")]
+    ca: Option<PathBuf>,
 }
 
 /// Parses the command line and runs the command.

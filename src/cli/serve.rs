@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use deskboot::config::{Config, HttpsConfig};
+use deskboot::config::{Config, HttpsConfig, TlsFiles};
 use deskboot::server::Server;
 use tracing_subscriber::EnvFilter;
 
 /// Flags of `deskboot serve`; each overrides the config file.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// A TOML config file (keys: data, http, tftp, admin, models_dir, templates_dir, [https]).
+    /// A TOML config file (keys: data, http, tftp, admin, models_dir, templates_dir, [https], [admin_tls]).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Data directory [default: ./deskboot-data].
@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// HTTPS private key (PEM); reloaded on SIGHUP.
     #[arg(long)]
     key: Option<PathBuf>,
+    /// Serve the admin API over TLS with the HTTPS certificate (unless [admin_tls] names one).
+    #[arg(long)]
+    admin_tls: bool,
     /// Phones' TFTP address [default: 0.0.0.0:6969].
     #[arg(long)]
     tftp: Option<SocketAddr>,
@@ -76,10 +79,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.models_dir = args.models_dir.or(config.models_dir);
     config.templates_dir = args.templates_dir.or(config.templates_dir);
     config.https = https_config(config.https, args.https, args.cert, args.key)?;
+    if args.admin_tls && config.admin_tls.is_none() {
+        let Some(https) = &config.https else {
+            bail!(
+                "--admin-tls reuses the HTTPS certificate: give --https, --cert and --key, or an [admin_tls] section"
+            );
+        };
+        config.admin_tls = Some(TlsFiles {
+            cert: https.cert.clone(),
+            key: https.key.clone(),
+        });
+    }
 
     let server = Server::bind(&config, args.admin_token.as_deref()).await?;
     #[cfg(unix)]
-    if let Some(cert) = server.https_cert() {
+    for cert in [server.https_cert(), server.admin_cert()]
+        .into_iter()
+        .flatten()
+    {
         tokio::spawn(deskboot::tls::reload_on_sighup(cert));
     }
     server.run(shutdown_signal()).await?;

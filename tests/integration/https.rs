@@ -242,7 +242,8 @@ async fn a_reload_serves_the_new_certificate_and_keeps_connections() {
     server.stop().await;
 }
 
-/// The real binary: `cert self-signed`, `serve --https`, SIGHUP, SIGTERM.
+/// The real binary: `cert self-signed`, `serve --https --admin-tls`, the CLI
+/// over TLS, SIGHUP, SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deskboot_serve_reloads_its_certificate_on_sighup() {
     const BIN: &str = env!("CARGO_BIN_EXE_deskboot");
@@ -295,6 +296,7 @@ async fn deskboot_serve_reloads_its_certificate_on_sighup() {
         .arg(&cert)
         .arg("--key")
         .arg(&key)
+        .arg("--admin-tls")
         .env_remove("DESKBOOT_ADMIN_TOKEN")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -313,12 +315,15 @@ async fn deskboot_serve_reloads_its_certificate_on_sighup() {
     .await
     .expect("serve logs its addresses");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let https: SocketAddr = listening
-        .split_whitespace()
-        .find_map(|part| part.strip_prefix("https="))
-        .unwrap_or_else(|| panic!("no https= in {listening}"))
-        .parse()
-        .unwrap();
+    let addr = |key: &str| -> SocketAddr {
+        listening
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in {listening}"))
+            .parse()
+            .unwrap()
+    };
+    let (https, admin) = (addr("https"), addr("admin"));
 
     // Common files need no provisioning; 200 proves the handshake.
     const COMMON: &str = "/y000000000066.cfg";
@@ -328,6 +333,39 @@ async fn deskboot_serve_reloads_its_certificate_on_sighup() {
             .unwrap()
             .0,
         200
+    );
+
+    // The admin API is TLS too, with the same certificate; the CLI trusts
+    // it through --ca, and plain HTTP gets no answer.
+    let cli = |ca: &Path| {
+        Command::new(BIN)
+            .args([
+                "user",
+                "list",
+                "--server",
+                &format!("https://localhost:{}", admin.port()),
+            ])
+            .arg("--ca")
+            .arg(ca)
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .env_remove("DESKBOOT_ADMIN_TOKEN")
+            .output()
+    };
+    let listed = cli(&old_cert).await.unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let plain = run(
+        "curl",
+        &["-sS", "--max-time", "5", &format!("http://{admin}/healthz")],
+    )
+    .await;
+    assert!(
+        !plain.status.success(),
+        "the admin listener speaks only TLS"
     );
 
     let replaced = self_signed(true).await.unwrap();
@@ -345,6 +383,12 @@ async fn deskboot_serve_reloads_its_certificate_on_sighup() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(served, "the new certificate is served after SIGHUP");
+    let listed = cli(&cert).await.unwrap();
+    assert!(
+        listed.status.success(),
+        "admin reloaded too: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
     assert!(
         child.try_wait().unwrap().is_none(),
         "the server keeps running"
