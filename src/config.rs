@@ -40,6 +40,32 @@ pub struct Config {
     pub templates_dir: Option<PathBuf>,
     /// Who may fetch what (`[provisioning]`).
     pub provisioning: Policy,
+    /// Phones' HTTPS listener (`[https]`); none unless configured.
+    pub https: Option<HttpsConfig>,
+    /// The admin API over TLS (`[admin_tls]`); plain HTTP unless configured.
+    pub admin_tls: Option<TlsFiles>,
+}
+
+/// A certificate chain (PEM, leaf first) and its private key (PEM).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+/// The `[https]` section: where phones' HTTPS listens and its PEM files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    /// The address, e.g. `0.0.0.0:8443`.
+    pub listen: SocketAddr,
+    /// The certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -52,6 +78,8 @@ impl Default for Config {
             models_dir: None,
             templates_dir: None,
             provisioning: Policy::default(),
+            https: None,
+            admin_tls: None,
         }
     }
 }
@@ -87,6 +115,32 @@ mod tests {
         let config = Config::from_file(&path).unwrap();
         assert_eq!(config.http.port(), 9000);
         assert_eq!(config.tftp, Config::default().tftp);
+    }
+
+    #[test]
+    fn https_is_off_unless_its_section_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deskboot.toml");
+        std::fs::write(&path, "http = \"127.0.0.1:9000\"\n").unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().https, None);
+        std::fs::write(
+            &path,
+            "[https]\nlisten = \"0.0.0.0:8443\"\ncert = \"tls/fullchain.pem\"\nkey = \"tls/key.pem\"\n",
+        )
+        .unwrap();
+        let https = Config::from_file(&path).unwrap().https.unwrap();
+        assert_eq!(https.listen.port(), 8443);
+        assert_eq!(https.key, PathBuf::from("tls/key.pem"));
+    }
+
+    #[test]
+    fn the_admin_listener_is_tls_only_with_its_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deskboot.toml");
+        std::fs::write(&path, "[admin_tls]\ncert = \"a.pem\"\nkey = \"k.pem\"\n").unwrap();
+        let tls = Config::from_file(&path).unwrap().admin_tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("a.pem"));
+        assert_eq!(Config::default().admin_tls, None);
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //! Administrators use the [`api`] (JSON under `/api/v1/`, guarded by
 //! [`auth`]) on a separate listener; the `deskboot` CLI is a client of it.
 //! [`resync`] sends the SIP NOTIFY that makes a phone fetch its files again.
-//! [`server`] wires everything together from a [`config`].
+//! [`server`] wires everything together from a [`config`]; [`tls`] holds
+//! the certificate of the optional HTTPS listener, which serves the same
+//! router as HTTP.
 
 pub mod api;
 pub mod audit;
@@ -42,4 +44,5 @@ pub mod scan;
 pub mod server;
 pub mod store;
 pub mod templates;
+pub mod tls;
 pub mod transport;

@@ -71,10 +71,14 @@ pub struct Request<'a> {
     pub transport: Transport,
     /// The HTTP `Host` the phone used: the provisioning URL when none is set.
     pub host: Option<&'a str>,
+    /// The phone came over HTTPS: that provisioning URL is then `https://`.
+    pub https: bool,
 }
 
 impl Request<'_> {
-    /// `http://<Host>` when the phone came over HTTP with a sane Host header.
+    /// `http://<Host>` (or `https://`) when the phone came over HTTP(S) with
+    /// a sane Host header: a phone told to come back over plain HTTP to the
+    /// HTTPS port would fail.
     fn origin(&self) -> Option<String> {
         let host = self.host.filter(|h| {
             !h.is_empty()
@@ -82,7 +86,8 @@ impl Request<'_> {
                 && h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         })?;
-        (self.transport == Transport::Http).then(|| format!("http://{host}"))
+        let scheme = if self.https { "https" } else { "http" };
+        (self.transport == Transport::Http).then(|| format!("{scheme}://{host}"))
     }
 }
 

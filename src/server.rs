@@ -1,11 +1,11 @@
 //! Starting and stopping the server: the store, the catalog, the three
-//! listeners, and the background writer of sightings.
+//! listeners (four with HTTPS), and the background writer of sightings.
 //!
 //! [`Server::bind`] binds everything (port 0 works: tests read the real
 //! addresses back) and [`Server::run`] serves until the shutdown future
 //! completes, then stops in order: no new TFTP transfers, running ones
-//! finish, HTTP connections drain, buffered sightings and the store are
-//! flushed.
+//! finish, HTTP and HTTPS connections drain, buffered sightings and the
+//! store are flushed.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,10 +25,18 @@ use crate::phone_auth::{PhoneAuth, PhoneAuthError};
 use crate::provision::{Provisioner, SIGHTING_FLUSH_INTERVAL};
 use crate::render::{RenderError, Renderer};
 use crate::store::{Store, StoreError};
+use crate::tls::{self, HttpsCert, TlsError};
 use crate::transport::{http, tftp};
 
 /// How long running TFTP transfers get to finish at shutdown.
 const TFTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long open HTTPS (and admin TLS) connections get to finish at shutdown.
+const TLS_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a TLS handshake may take: a client that never finishes one
+/// must not hold a socket (boot storms, slowloris).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +62,9 @@ pub enum ServerError {
     /// The admin token cannot be set up.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A TLS certificate or key (HTTPS, admin) cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// A listener cannot bind.
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
@@ -71,7 +82,9 @@ pub struct Server {
     store: Arc<Store>,
     provisioner: Arc<Provisioner>,
     http: TcpListener,
+    https: Option<(TcpListener, HttpsCert)>,
     admin: TcpListener,
+    admin_cert: Option<HttpsCert>,
     tftp: TftpServer<tftp::ProvisioningHandler>,
     tftp_state: Arc<tftp::TftpState>,
     admin_state: Arc<AdminState>,
@@ -83,6 +96,8 @@ pub struct Server {
 pub struct Addresses {
     /// Phones' HTTP.
     pub http: SocketAddr,
+    /// Phones' HTTPS, when configured.
+    pub https: Option<SocketAddr>,
     /// Phones' TFTP.
     pub tftp: SocketAddr,
     /// Admin API.
@@ -93,6 +108,7 @@ impl Server {
     /// Opens the store, loads models and templates, and binds the listeners.
     /// `admin_token` is the token from the environment, if any.
     pub async fn bind(config: &Config, admin_token: Option<&str>) -> Result<Server, ServerError> {
+        tls::install_crypto_provider();
         std::fs::create_dir_all(&config.data).map_err(|source| ServerError::DataDir {
             path: config.data.display().to_string(),
             source,
@@ -126,7 +142,18 @@ impl Server {
                 .map_err(|source| ServerError::Bind { what, addr, source })
         };
         let http = bind_tcp("HTTP", config.http).await?;
+        let https = match &config.https {
+            Some(https) => {
+                let cert = HttpsCert::load(&https.cert, &https.key)?;
+                Some((bind_tcp("HTTPS", https.listen).await?, cert))
+            }
+            None => None,
+        };
         let admin = bind_tcp("admin", config.admin).await?;
+        let admin_cert = match &config.admin_tls {
+            Some(files) => Some(HttpsCert::load(&files.cert, &files.key)?),
+            None => None,
+        };
         let tftp_state = Arc::new(tftp::TftpState::new(config.provisioning.tftp_max_transfers));
         let tftp = tftp::bind(config.tftp, provisioner.clone(), tftp_state.clone())
             .await
@@ -140,6 +167,12 @@ impl Server {
         };
         let addrs = Addresses {
             http: local(http.local_addr(), "HTTP", config.http)?,
+            https: match (&https, &config.https) {
+                (Some((listener, _)), Some(c)) => {
+                    Some(local(listener.local_addr(), "HTTPS", c.listen)?)
+                }
+                _ => None,
+            },
             admin: local(admin.local_addr(), "admin", config.admin)?,
             tftp: tftp.listen_addr().map_err(|e| ServerError::Bind {
                 what: "TFTP",
@@ -158,7 +191,9 @@ impl Server {
             store,
             provisioner,
             http,
+            https,
             admin,
+            admin_cert,
             tftp,
             tftp_state,
             admin_state,
@@ -171,10 +206,27 @@ impl Server {
         self.addrs
     }
 
+    /// The HTTPS certificate in use, to reload it (on SIGHUP); none without HTTPS.
+    pub fn https_cert(&self) -> Option<HttpsCert> {
+        self.https.as_ref().map(|(_, cert)| cert.clone())
+    }
+
+    /// The admin listener's certificate, to reload it; none when it is plain HTTP.
+    pub fn admin_cert(&self) -> Option<HttpsCert> {
+        self.admin_cert.clone()
+    }
+
     /// Serves until `shutdown` completes, then stops gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let addrs = self.addrs;
-        tracing::info!(http = %addrs.http, tftp = %addrs.tftp, admin = %addrs.admin, "deskboot listening");
+        match addrs.https {
+            Some(https) => {
+                tracing::info!(http = %addrs.http, https = %https, tftp = %addrs.tftp, admin = %addrs.admin, "deskboot listening")
+            }
+            None => {
+                tracing::info!(http = %addrs.http, tftp = %addrs.tftp, admin = %addrs.admin, "deskboot listening")
+            }
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -187,12 +239,26 @@ impl Server {
                 .with_graceful_shutdown(stopped(stop_rx.clone()))
                 .into_future(),
         );
+        // One control drains every TLS listener at shutdown.
+        let tls_control = axum_server::Control::new();
+        // HTTPS serves the very router HTTP does: same provisioner, same
+        // policy, and its requests count as HTTP.
+        let https_task = self.https.map(|(listener, cert)| {
+            let app = http::router(self.provisioner.clone())
+                .into_make_service_with_connect_info::<SocketAddr>();
+            tokio::spawn(tls_server(listener, &cert, &tls_control).serve(app))
+        });
         let admin_app = api::router(self.admin_state.clone());
-        let admin_task = tokio::spawn(
-            axum::serve(self.admin, admin_app)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        );
+        let admin_task = match &self.admin_cert {
+            Some(cert) => tokio::spawn(
+                tls_server(self.admin, cert, &tls_control).serve(admin_app.into_make_service()),
+            ),
+            None => tokio::spawn(
+                axum::serve(self.admin, admin_app)
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .into_future(),
+            ),
+        };
         let tftp_task = tokio::spawn(self.tftp.serve());
         let flusher = tokio::spawn(flush_sightings_until(
             self.provisioner.clone(),
@@ -208,7 +274,12 @@ impl Server {
         }
         tftp_task.abort();
         let _ = stop_tx.send(true);
+        tls_control.graceful_shutdown(Some(TLS_DRAIN_TIMEOUT));
         let http_result = http_task.await;
+        let https_result = match https_task {
+            Some(task) => task.await,
+            None => Ok(Ok(())),
+        };
         let admin_result = admin_task.await;
         let _ = flusher.await;
         if let Err(e) = self.provisioner.flush_sightings() {
@@ -216,7 +287,12 @@ impl Server {
         }
         self.store.flush().await?;
         tracing::info!("stopped");
-        for (what, result) in [("HTTP", http_result), ("admin", admin_result)] {
+        let results = [
+            ("HTTP", http_result),
+            ("HTTPS", https_result),
+            ("admin", admin_result),
+        ];
+        for (what, result) in results {
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -235,6 +311,20 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// An axum-server over rustls on a bound listener, with bounded handshakes,
+/// stopped through `control`.
+fn tls_server(
+    listener: TcpListener,
+    cert: &HttpsCert,
+    control: &axum_server::Control,
+) -> axum_server::Server<SocketAddr, axum_server::tls_rustls::RustlsAcceptor> {
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(cert.rustls_config())
+        .handshake_timeout(TLS_HANDSHAKE_TIMEOUT);
+    axum_server::Server::from_listener(listener)
+        .acceptor(acceptor)
+        .handle(axum_server::Handle::with_control(control.clone()))
 }
 
 /// The built-in templates plus every active upload that still compiles. An

@@ -14,6 +14,20 @@ pub struct AdminClient {
     http: reqwest::Client,
 }
 
+/// A reqwest client that, given `--ca`, trusts that certificate alone;
+/// otherwise the system's roots.
+fn http_client(connection: &Connection) -> anyhow::Result<reqwest::Client> {
+    let Some(ca) = &connection.ca else {
+        return Ok(reqwest::Client::new());
+    };
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    let certificate = reqwest::Certificate::from_pem(&pem)
+        .with_context(|| format!("{}: not a PEM certificate", ca.display()))?;
+    Ok(reqwest::Client::builder()
+        .tls_certs_only([certificate])
+        .build()?)
+}
+
 impl AdminClient {
     /// A client for `connection`, with its token from the flag, the
     /// environment, or the data directory.
@@ -36,7 +50,7 @@ impl AdminClient {
         Ok(AdminClient {
             base: connection.server.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
+            http: http_client(connection)?,
         })
     }
 

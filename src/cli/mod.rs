@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch; one file per command group.
 
 mod admin;
+mod cert;
 mod client;
 mod device;
 mod identify;
@@ -62,6 +63,9 @@ enum Command {
     /// Manage named admin tokens (scope read or write).
     #[command(subcommand)]
     Token(admin::TokenCommand),
+    /// Make TLS certificates.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 /// How admin commands reach the server.
@@ -76,11 +80,17 @@ pub struct Connection {
     /// The server's data directory, to find admin.token.
     #[arg(long, default_value = "deskboot-data")]
     data: PathBuf,
+    /// For an https:// --server: trust only this certificate (PEM), e.g. a self-signed one.
+    #[arg(long, env = "DESKBOOT_CA")]
+    ca: Option<PathBuf>,
 }
 
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // Before any reqwest client exists: whenever reqwest is built with
+    // rustls (as in the test build), it needs a provider installed.
+    deskboot::tls::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -109,6 +119,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Command::Restore(args) => admin::restore(args).await,
             Command::Template(command) => admin::template(command).await,
             Command::Token(command) => admin::token(command).await,
+            Command::Cert(command) => cert::run(command),
         }
     })
 }

@@ -5,14 +5,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use deskboot::config::Config;
+use anyhow::bail;
+use deskboot::config::{Config, HttpsConfig, TlsFiles};
 use deskboot::server::Server;
 use tracing_subscriber::EnvFilter;
 
 /// Flags of `deskboot serve`; each overrides the config file.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// A TOML config file (keys: data, http, tftp, admin, models_dir, templates_dir).
+    /// A TOML config file (keys: data, http, tftp, admin, models_dir, templates_dir, [https], [admin_tls]).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Data directory [default: ./deskboot-data].
@@ -21,6 +22,18 @@ pub struct ServeArgs {
     /// Phones' HTTP address [default: 0.0.0.0:8080].
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// Phones' HTTPS address, e.g. 0.0.0.0:8443 [default: none]; needs --cert and --key.
+    #[arg(long)]
+    https: Option<SocketAddr>,
+    /// HTTPS certificate chain (PEM); reloaded on SIGHUP.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// HTTPS private key (PEM); reloaded on SIGHUP.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Serve the admin API over TLS with the HTTPS certificate (unless [admin_tls] names one).
+    #[arg(long)]
+    admin_tls: bool,
     /// Phones' TFTP address [default: 0.0.0.0:6969].
     #[arg(long)]
     tftp: Option<SocketAddr>,
@@ -65,10 +78,50 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     config.models_dir = args.models_dir.or(config.models_dir);
     config.templates_dir = args.templates_dir.or(config.templates_dir);
+    config.https = https_config(config.https, args.https, args.cert, args.key)?;
+    if args.admin_tls && config.admin_tls.is_none() {
+        let Some(https) = &config.https else {
+            bail!(
+                "--admin-tls reuses the HTTPS certificate: give --https, --cert and --key, or an [admin_tls] section"
+            );
+        };
+        config.admin_tls = Some(TlsFiles {
+            cert: https.cert.clone(),
+            key: https.key.clone(),
+        });
+    }
 
     let server = Server::bind(&config, args.admin_token.as_deref()).await?;
+    #[cfg(unix)]
+    for cert in [server.https_cert(), server.admin_cert()]
+        .into_iter()
+        .flatten()
+    {
+        tokio::spawn(deskboot::tls::reload_on_sighup(cert));
+    }
     server.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `[https]` section with the flags applied: each flag overrides its key,
+/// and flags alone must name all three.
+fn https_config(
+    file: Option<HttpsConfig>,
+    listen: Option<SocketAddr>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<Option<HttpsConfig>> {
+    match (file, listen, cert, key) {
+        (None, None, None, None) => Ok(None),
+        (Some(file), listen, cert, key) => Ok(Some(HttpsConfig {
+            listen: listen.unwrap_or(file.listen),
+            cert: cert.unwrap_or(file.cert),
+            key: key.unwrap_or(file.key),
+        })),
+        (None, Some(listen), Some(cert), Some(key)) => Ok(Some(HttpsConfig { listen, cert, key })),
+        (None, None, _, _) => bail!("--cert and --key need --https ADDR (or an [https] section)"),
+        (None, Some(_), _, _) => bail!("--https needs both --cert FILE and --key FILE"),
+    }
 }
 
 async fn shutdown_signal() {

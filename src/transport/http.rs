@@ -9,11 +9,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum_server::tls::TlsInfo;
 use percent_encoding::percent_decode_str;
 
 use tower::ServiceExt;
@@ -34,6 +36,8 @@ pub fn router(provisioner: Arc<Provisioner>) -> Router {
 async fn provision(
     State(provisioner): State<Arc<Provisioner>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    // Set by axum-server's TLS acceptor: the request came over HTTPS.
+    tls: Option<Extension<Arc<TlsInfo>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -67,7 +71,12 @@ async fn provision(
         user_agent,
         peer: peer.ip(),
         transport: Transport::Http,
-        host: headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+        // HTTP/2 (which HTTPS offers by ALPN) sends the host as :authority.
+        host: headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str())),
+        https: tls.is_some(),
     };
     if let Some(image) = provisioner.firmware(&request) {
         provisioner

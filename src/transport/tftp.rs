@@ -117,6 +117,7 @@ impl Handler for ProvisioningHandler {
             peer: client.ip(),
             transport: Transport::Tftp,
             host: None,
+            https: false,
         };
         if let Some(image) = self.provisioner.firmware(&request) {
             let file = std::fs::File::open(&image.path).map_err(|e| {
@@ -245,6 +246,7 @@ impl Drop for LoggedFile {
             peer: self.peer.ip(),
             transport: Transport::Tftp,
             host: None,
+            https: false,
         };
         let elapsed = self.started.elapsed();
         match self.sent.take() {

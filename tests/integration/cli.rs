@@ -539,6 +539,8 @@ async fn secrets_never_reach_the_logs_the_audit_or_errors() {
         spawn_serve_logged(&data, "trace,hyper=debug,h2=debug").await;
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
     let token = token.trim().to_string();
+    // No server in this process has installed the TLS provider reqwest needs.
+    deskboot::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let call = |method: reqwest::Method, path: &str, body: Option<&str>| {
         let request = client

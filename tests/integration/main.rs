@@ -7,6 +7,7 @@ mod admin_api;
 mod cli;
 mod firmware;
 mod golden;
+mod https;
 mod operations;
 mod provisioning;
 mod readme;

@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use deskboot::config::Config;
+use deskboot::config::{Config, HttpsConfig};
 use deskboot::policy::Policy;
 use deskboot::server::{Addresses, Server};
+use deskboot::tls::HttpsCert;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -26,6 +27,8 @@ pub struct TestServer {
     task: Option<JoinHandle<()>>,
     dir: Option<TempDir>,
     http: reqwest::Client,
+    /// The HTTPS certificate, when the server has HTTPS: what SIGHUP reloads.
+    pub https_cert: Option<HttpsCert>,
 }
 
 impl TestServer {
@@ -52,6 +55,20 @@ impl TestServer {
         server
     }
 
+    /// Starts a server on a fresh data directory with phones' HTTPS on an
+    /// ephemeral port, serving the given PEM files.
+    pub async fn start_with_https(cert: &Path, key: &Path) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let https = HttpsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        };
+        let mut server = TestServer::start_configured(dir.path(), |c| c.https = Some(https)).await;
+        server.dir = Some(dir);
+        server
+    }
+
     /// Starts a server on `data` (kept by the caller) with a config
     /// adjusted by `adjust`; the listeners stay on loopback ephemeral ports.
     pub async fn start_configured(data: &Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
@@ -68,6 +85,7 @@ impl TestServer {
             .await
             .expect("server binds");
         let addrs = server.addresses();
+        let https_cert = server.https_cert();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -84,6 +102,7 @@ impl TestServer {
             task: Some(task),
             dir: None,
             http: reqwest::Client::new(),
+            https_cert,
         }
     }
 
@@ -107,6 +126,11 @@ impl TestServer {
 
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addrs.http)
+    }
+
+    /// A URL on the HTTPS listener, by IP address (panics without HTTPS).
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addrs.https.expect("HTTPS is on"))
     }
 
     /// An admin API call with the token; returns status and JSON body (null if empty).

@@ -1,0 +1,309 @@
+//! TLS for the phones' HTTPS listener: the certificate and key from PEM
+//! files, their reload (on SIGHUP) without dropping a connection, and a
+//! self-signed pair for labs (`deskboot cert self-signed`).
+//!
+//! rustls only, on the ring provider, so TLS 1.2 and 1.3 and nothing older.
+//! This module knows nothing about HTTP: the listener itself lives in
+//! [`server`](crate::server) and serves the same router as plain HTTP.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum_server::tls_rustls::RustlsConfig;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// File name of the certificate `deskboot cert self-signed` writes.
+pub const CERT_FILE: &str = "cert.pem";
+/// File name of the private key `deskboot cert self-signed` writes.
+pub const KEY_FILE: &str = "key.pem";
+
+/// A certificate or key that cannot be used; the message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The certificate file holds no usable PEM certificate.
+    #[error("{}: no PEM certificate ({reason})", path.display())]
+    Certificate { path: PathBuf, reason: &'static str },
+    /// The key file holds no usable PEM private key.
+    #[error("{}: no PEM private key, PKCS#8, PKCS#1 or SEC1 ({reason})", path.display())]
+    Key { path: PathBuf, reason: &'static str },
+    /// rustls refused the pair (e.g. the key is not the certificate's).
+    #[error("{} with {}: {source}", cert.display(), key.display())]
+    Refused {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    /// A certificate cannot be generated.
+    #[error("cannot generate a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A generated file cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Makes ring the process's rustls provider. Every rustls user in the
+/// process (axum-server, a reqwest client) then finds the same one instead
+/// of panicking or pulling in aws-lc; calling it again is harmless.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Reads a PEM certificate chain and key and builds the rustls server
+/// configuration (TLS 1.2 and 1.3, ALPN h2 and http/1.1).
+pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let chain = CertificateDer::pem_slice_iter(&read(cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Certificate {
+            path: cert.to_path_buf(),
+            reason: pem_reason(&e),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::Certificate {
+            path: cert.to_path_buf(),
+            reason: pem_reason(&pem::Error::NoItemsFound),
+        });
+    }
+    let private_key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| TlsError::Key {
+        path: key.to_path_buf(),
+        reason: pem_reason(&e),
+    })?;
+    let refused = |source| TlsError::Refused {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        source,
+    };
+    // An explicit provider, so the configuration never depends on what
+    // another crate installed process-wide.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(refused)?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .map_err(refused)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Why a PEM file was refused, in fixed words: the parser's own message can
+/// quote a line of the file, and a key file's lines are secret.
+fn pem_reason(error: &pem::Error) -> &'static str {
+    match error {
+        pem::Error::NoItemsFound => "none found",
+        pem::Error::MissingSectionEnd { .. } => "a section has no END line",
+        pem::Error::Base64Decode(_) => "bad base64",
+        _ => "not valid PEM",
+    }
+}
+
+/// A certificate in use (phones' HTTPS, or the admin listener's),
+/// reloadable from its files while the listener runs; clones share it.
+#[derive(Clone)]
+pub struct HttpsCert {
+    cert: PathBuf,
+    key: PathBuf,
+    config: RustlsConfig,
+}
+
+impl std::fmt::Debug for HttpsCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsCert")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpsCert {
+    /// Loads the certificate and key; an error here keeps the server from starting.
+    pub fn load(cert: &Path, key: &Path) -> Result<HttpsCert, TlsError> {
+        let config = server_config(cert, key)?;
+        Ok(HttpsCert {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            config: RustlsConfig::from_config(Arc::new(config)),
+        })
+    }
+
+    /// What axum-server's acceptor reads at every handshake.
+    pub fn rustls_config(&self) -> RustlsConfig {
+        self.config.clone()
+    }
+
+    /// Reads the files again and, if they are good, uses them for every new
+    /// handshake; open connections keep theirs. On an error the certificate
+    /// in use stays.
+    pub async fn reload(&self) -> Result<(), TlsError> {
+        let (cert, key) = (self.cert.clone(), self.key.clone());
+        let config = tokio::task::spawn_blocking(move || server_config(&cert, &key))
+            .await
+            .map_err(|e| TlsError::Read {
+                path: self.cert.clone(),
+                source: std::io::Error::other(e),
+            })??;
+        self.config.reload_from_config(Arc::new(config));
+        Ok(())
+    }
+}
+
+/// Reloads `cert` at every SIGHUP, forever; a failed reload is logged and
+/// the certificate in use stays.
+#[cfg(unix)]
+pub async fn reload_on_sighup(cert: HttpsCert) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; TLS certificates will not be reloaded");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match cert.reload().await {
+            Ok(()) => tracing::info!(cert = %cert.cert.display(), "TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays")
+            }
+        }
+    }
+}
+
+/// A self-signed certificate and its key, as PEM.
+pub struct SelfSigned {
+    /// The certificate.
+    pub cert_pem: String,
+    /// The private key (ECDSA P-256); secret.
+    pub key_pem: String,
+}
+
+/// Generates a self-signed server certificate for `names` (host names or IP
+/// addresses; the first is also the common name).
+pub fn self_signed(names: &[String]) -> Result<SelfSigned, TlsError> {
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    if let Some(first) = names.first() {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, first.as_str());
+    }
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok(SelfSigned {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Writes a self-signed certificate for `names` to `dir`/[`CERT_FILE`] and
+/// `dir`/[`KEY_FILE`] (mode 0600), replacing them; returns both paths.
+pub fn write_self_signed(dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf), TlsError> {
+    let pair = self_signed(names)?;
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let cert = dir.join(CERT_FILE);
+    let key = dir.join(KEY_FILE);
+    write_atomically(&key, pair.key_pem.as_bytes(), 0o600)?;
+    write_atomically(&cert, pair.cert_pem.as_bytes(), 0o644)?;
+    Ok((cert, key))
+}
+
+/// Writes to a temporary file created with `mode` and renames it over
+/// `path`: the key is never readable by others, not even for a moment, and a
+/// reload racing the write sees the old file or the new one, never half.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+    let failed = |source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    // A temporary file left by an interrupted run would make create_new fail.
+    let _ = std::fs::remove_file(&temporary);
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&temporary, path)) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(failed(e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        vec!["localhost".to_string(), "127.0.0.1".to_string()]
+    }
+
+    #[test]
+    fn a_generated_pair_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = write_self_signed(dir.path(), &names()).unwrap();
+        server_config(&cert, &key).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (cert, _) = write_self_signed(one.path(), &names()).unwrap();
+        let (_, other_key) = write_self_signed(two.path(), &names()).unwrap();
+        let err = server_config(&cert, &other_key).unwrap_err();
+        assert!(matches!(err, TlsError::Refused { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_broken_key_file_is_named_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = write_self_signed(dir.path(), &names()).unwrap();
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n").unwrap();
+        let err = server_config(&cert, &key).unwrap_err().to_string();
+        assert!(err.contains("key.pem"), "{err}");
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = server_config(&dir.path().join("none.pem"), &dir.path().join("k.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("none.pem"), "{err}");
+    }
+}
