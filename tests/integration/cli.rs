@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_deskboot");
@@ -486,12 +486,34 @@ async fn assert_consistent(
     count
 }
 
+/// `phones` concurrent GETs of provisioned phones' files, answers ignored.
+async fn boot_storm(http: String, phones: usize) {
+    let mut tasks = Vec::new();
+    for n in 0..phones {
+        let http = http.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut stream) = tokio::net::TcpStream::connect(&http).await else {
+                return;
+            };
+            let request = format!(
+                "GET /0015651{n:05x}.cfg HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(request.as_bytes()).await;
+            let mut sink = Vec::new();
+            let _ = stream.read_to_end(&mut sink).await;
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_during_imports_and_clones_leaves_a_consistent_store() {
+async fn sigkill_during_imports_clones_uploads_and_a_boot_storm_leaves_a_consistent_store() {
     const BATCH: usize = 1500;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut server, [_, _, mut admin]) = spawn_serve(&data).await;
+    let (mut server, [mut http, _, mut admin]) = spawn_serve(&data).await;
     let mut users = 0;
     for round in 0..4u32 {
         let mut csv = String::from(
@@ -511,6 +533,22 @@ async fn sigkill_during_imports_and_clones_leaves_a_consistent_store() {
             let (admin, data, file) = (admin.clone(), data.clone(), file.clone());
             async move { cli(&admin, &data, &["import", file.to_str().unwrap()]).await }
         });
+        // A template upload and a boot storm are in flight as well.
+        let template = dir.path().join(format!("t{round}.cfg"));
+        std::fs::write(&template, format!("# round {round} {{{{ mac.bare }}}}\n")).unwrap();
+        let uploader = tokio::spawn({
+            let (admin, data, template) = (admin.clone(), data.clone(), template.clone());
+            async move {
+                let file = template.to_str().unwrap();
+                cli(
+                    &admin,
+                    &data,
+                    &["template", "put", "yealink-t46s", "{mac}.cfg", file],
+                )
+                .await
+            }
+        });
+        let storm = tokio::spawn(boot_storm(http.clone(), 200));
         // Kill at a different point of the import each round, clone included.
         tokio::time::sleep(Duration::from_millis(40 + 120 * u64::from(round))).await;
         let _ = cli(
@@ -522,10 +560,24 @@ async fn sigkill_during_imports_and_clones_leaves_a_consistent_store() {
         server.start_kill().unwrap();
         server.wait().await.unwrap();
         let _ = importer.await;
+        let _ = uploader.await;
+        storm.abort();
 
-        let (next, [http, _, next_admin]) = spawn_serve(&data).await;
-        (server, admin) = (next, next_admin);
+        let (next, [next_http, _, next_admin]) = spawn_serve(&data).await;
+        (server, http, admin) = (next, next_http, next_admin);
         users = assert_consistent(&http, &admin, &data, 0, BATCH).await;
+        let in_force = cli(
+            &admin,
+            &data,
+            &["template", "get", "yealink-t46s", "{mac}.cfg"],
+        )
+        .await;
+        assert!(in_force.status.success());
+        let in_force = String::from_utf8_lossy(&in_force.stdout);
+        assert!(
+            in_force.starts_with("# round ") || in_force.contains("deskboot: Yealink"),
+            "the template in force is whole: {in_force}"
+        );
     }
     assert!(users <= 4 * BATCH);
     stop(server).await;
