@@ -1,5 +1,6 @@
 //! HTTP Digest authentication of phones (RFC 7616, SHA-256 and MD5) for
-//! per-device files, when the `[provisioning]` policy asks for it.
+//! per-device files, when the `[provisioning]` policy asks for it; Basic
+//! too, but only over HTTPS.
 //!
 //! `shared`: one user and password for every phone (set in the config).
 //! `device`: each phone has its own: the user name is its MAC (12 hex
@@ -16,6 +17,8 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
 use hmac::{Hmac, KeyInit, Mac as _};
 use md5::Md5;
 use serde::Deserialize;
@@ -136,9 +139,22 @@ impl PhoneAuth {
     }
 
     /// Whether an `Authorization` header is a right answer for `method` on
-    /// a file of `mac`.
-    pub fn check(&self, method: &str, authorization: Option<&str>, mac: Mac) -> bool {
-        let Some(answer) = authorization.and_then(|h| h.strip_prefix("Digest ")) else {
+    /// a file of `mac`. Basic is accepted only over TLS, where the password
+    /// does not travel in clear.
+    pub fn check(
+        &self,
+        method: &str,
+        authorization: Option<&str>,
+        mac: Mac,
+        over_tls: bool,
+    ) -> bool {
+        let Some(header) = authorization else {
+            return false;
+        };
+        if let Some(basic) = header.strip_prefix("Basic ") {
+            return over_tls && self.check_basic(basic.trim(), mac);
+        }
+        let Some(answer) = header.strip_prefix("Digest ") else {
             return false;
         };
         let fields = parse_params(answer);
@@ -160,14 +176,8 @@ impl PhoneAuth {
         if realm != REALM || !self.nonce_is_fresh(nonce, unix_now()) {
             return false;
         }
-        let password = match (&self.mode, &self.shared) {
-            (AuthMode::Shared, Some((shared_user, password))) if user == shared_user => {
-                password.clone()
-            }
-            (AuthMode::Device, _) if user.parse::<Mac>().is_ok_and(|u| u == mac) => {
-                self.device_password(mac)
-            }
-            _ => return false,
+        let Some(password) = self.password_for(user, mac) else {
+            return false;
         };
         let hash: fn(&str) -> String = match field("algorithm").unwrap_or("MD5") {
             a if a.eq_ignore_ascii_case("SHA-256") => hex::<Sha256>,
@@ -187,6 +197,35 @@ impl PhoneAuth {
             None => hash(&format!("{ha1}:{nonce}:{ha2}")),
         };
         expected.as_bytes().ct_eq(response.as_bytes()).into()
+    }
+
+    fn check_basic(&self, encoded: &str, mac: Mac) -> bool {
+        let Ok(decoded) = BASE64_STANDARD.decode(encoded) else {
+            return false;
+        };
+        let Some((user, password)) = std::str::from_utf8(&decoded)
+            .ok()
+            .and_then(|text| text.split_once(':'))
+        else {
+            return false;
+        };
+        match self.password_for(user, mac) {
+            Some(expected) => expected.as_bytes().ct_eq(password.as_bytes()).into(),
+            None => false,
+        }
+    }
+
+    /// The password `user` must present for a file of `mac`, if the user fits.
+    fn password_for(&self, user: &str, mac: Mac) -> Option<String> {
+        match (&self.mode, &self.shared) {
+            (AuthMode::Shared, Some((shared_user, password))) if user == shared_user => {
+                Some(password.clone())
+            }
+            (AuthMode::Device, _) if user.parse::<Mac>().is_ok_and(|u| u == mac) => {
+                Some(self.device_password(mac))
+            }
+            _ => None,
+        }
     }
 
     fn nonce(&self, now: u64) -> String {
@@ -283,14 +322,26 @@ mod tests {
         assert_ne!(password, auth.device_password(other));
         for algorithm in ["SHA-256", "MD5"] {
             let good = answer(&auth, "001565aabbcc", &password, algorithm);
-            assert!(auth.check("GET", Some(&good), mac), "{algorithm}");
-            assert!(!auth.check("GET", Some(&good), other), "another MAC's file");
+            assert!(auth.check("GET", Some(&good), mac, false), "{algorithm}");
+            assert!(
+                !auth.check("GET", Some(&good), other, false),
+                "another MAC's file"
+            );
             let wrong = answer(&auth, "001565aabbcc", "guess", algorithm);
-            assert!(!auth.check("GET", Some(&wrong), mac));
+            assert!(!auth.check("GET", Some(&wrong), mac, false));
         }
-        assert!(!auth.check("GET", None, mac));
-        assert!(!auth.check("GET", Some("Basic YTpi"), mac));
-        assert!(!auth.check("GET", Some("Digest garbage"), mac));
+        assert!(!auth.check("GET", None, mac, false));
+        let basic = format!(
+            "Basic {}",
+            BASE64_STANDARD.encode(format!("001565aabbcc:{password}"))
+        );
+        assert!(
+            !auth.check("GET", Some(&basic), mac, false),
+            "Basic in clear"
+        );
+        assert!(auth.check("GET", Some(&basic), mac, true), "Basic over TLS");
+        assert!(!auth.check("GET", Some("Basic YTpi"), mac, true));
+        assert!(!auth.check("GET", Some("Digest garbage"), mac, false));
         let reloaded = PhoneAuth::load(dir.path(), AuthMode::Device, None, None).unwrap();
         assert_eq!(reloaded.device_password(mac), password, "the key is kept");
     }
@@ -313,11 +364,9 @@ mod tests {
         let auth =
             PhoneAuth::load(dir.path(), AuthMode::Shared, Some("prov"), Some("s3cret")).unwrap();
         let mac: Mac = "001565aabbcc".parse().unwrap();
-        assert!(auth.check("GET", Some(&answer(&auth, "prov", "s3cret", "MD5")), mac));
-        assert!(!auth.check(
-            "GET",
-            Some(&answer(&auth, "001565aabbcc", "s3cret", "MD5")),
-            mac
-        ));
+        let right = answer(&auth, "prov", "s3cret", "MD5");
+        assert!(auth.check("GET", Some(&right), mac, false));
+        let wrong_user = answer(&auth, "001565aabbcc", "s3cret", "MD5");
+        assert!(!auth.check("GET", Some(&wrong_user), mac, false));
     }
 }

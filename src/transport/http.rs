@@ -97,7 +97,7 @@ async fn provision(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let allowed = provisioner.policy().allows(Transport::Http, request.peer);
-        if allowed && auth.required() && !auth.check(method.as_str(), answer, mac) {
+        if allowed && auth.required() && !auth.check(method.as_str(), answer, mac, request.https) {
             // Any MAC-shaped name is challenged alike: a 401 says nothing
             // about whether the MAC is provisioned.
             provisioner

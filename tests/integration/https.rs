@@ -401,3 +401,49 @@ async fn deskboot_serve_reloads_its_certificate_on_sighup() {
         .unwrap();
     assert!(status.success(), "serve exited with {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_credentials_count_over_https_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path());
+    let https = deskboot::config::HttpsConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        cert: cert.clone(),
+        key,
+    };
+    let server = TestServer::start_configured(&dir.path().join("data"), |c| {
+        c.https = Some(https);
+        c.provisioning.http_auth = deskboot::phone_auth::AuthMode::Device;
+    })
+    .await;
+    let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
+    let (status, device) = server
+        .post(
+            "/api/v1/devices",
+            json!({"mac": "001565aabbcc", "model": "yealink-t46s", "lines": [{"user": ada["id"]}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let password = device["http_auth"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let addr = server.addrs.https.expect("HTTPS is on");
+    let secure = client_trusting(&cert, addr);
+    let over_tls = secure
+        .get(format!("https://localhost:{}{FILE}", addr.port()))
+        .basic_auth("001565aabbcc", Some(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over_tls.status(), 200);
+    assert!(over_tls.text().await.unwrap().contains(PASSWORD));
+    let in_clear = reqwest::Client::new()
+        .get(server.http_url(FILE))
+        .basic_auth("001565aabbcc", Some(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_clear.status(), 401, "Basic never counts in clear");
+    server.stop().await;
+}
