@@ -103,11 +103,10 @@ impl RenderCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn file(len: usize) -> ServedFile {
         ServedFile {
-            body: Arc::new(vec![b'x'; len]),
+            body: bytes::Bytes::from(vec![b'x'; len]),
             content_type: "text/plain".into(),
             etag: "\"e\"".into(),
             model: "m".into(),

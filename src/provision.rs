@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{CacheKey, RenderCache};
 use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
+use bytes::Bytes;
+
 use crate::firmware::{FirmwareDir, FirmwareImage};
 use crate::mac::Mac;
 use crate::metrics::{Metrics, Outcome};
@@ -95,7 +97,7 @@ impl Request<'_> {
 #[derive(Debug, Clone)]
 pub struct ServedFile {
     /// The bytes.
-    pub body: Arc<Vec<u8>>,
+    pub body: Bytes,
     /// HTTP Content-Type.
     pub content_type: String,
     /// A strong ETag (quoted) computed from the bytes.
@@ -680,7 +682,7 @@ fn served(body: Vec<u8>, model: &PhoneModel, file: &ModelFile, mac: Option<Mac>)
     let digest = Sha256::digest(&body);
     let etag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
     ServedFile {
-        body: Arc::new(body),
+        body: Bytes::from(body),
         content_type: file.content_type.clone(),
         etag: format!("\"{etag}\""),
         model: model.id.clone(),

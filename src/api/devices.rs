@@ -138,7 +138,7 @@ pub(super) async fn file(
     let file = state.provisioner.preview(mac, &name)?;
     Ok((
         [(header::CONTENT_TYPE, file.content_type.clone())],
-        Body::from(file.body.as_ref().clone()),
+        Body::from(file.body.clone()),
     )
         .into_response())
 }

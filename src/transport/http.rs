@@ -130,7 +130,7 @@ async fn provision(
             let mut response = if fresh {
                 StatusCode::NOT_MODIFIED.into_response()
             } else {
-                Body::from(file.body.as_ref().clone()).into_response()
+                Body::from(file.body.clone()).into_response()
             };
             let h = response.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&file.content_type) {

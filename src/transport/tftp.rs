@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_tftp::packet;
 use async_tftp::server::{Handler, TftpServer, TftpServerBuilder};
+use bytes::Bytes;
 use futures_lite::AsyncRead;
 use futures_lite::io::Cursor;
 
@@ -137,7 +138,7 @@ impl Handler for ProvisioningHandler {
         match self.provisioner.handle(&request) {
             Ok(file) => {
                 let len = file.body.len() as u64;
-                let body = Body::Rendered(Cursor::new(SharedBytes(file.body.clone())));
+                let body = Body::Rendered(Cursor::new(file.body.clone()));
                 Ok((
                     self.transfer(&name, *client, started, body, Sent::Rendered(file)),
                     Some(len),
@@ -186,19 +187,10 @@ impl ProvisioningHandler {
     }
 }
 
-/// Rendered bytes shared with the provisioner's answer (no copy per transfer).
-pub struct SharedBytes(Arc<Vec<u8>>);
-
-impl AsRef<[u8]> for SharedBytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
 /// What a transfer reads from.
 pub enum Body {
     /// A rendered file, already in memory.
-    Rendered(Cursor<SharedBytes>),
+    Rendered(Cursor<Bytes>),
     /// A firmware image, read from disk on a blocking thread.
     Image(blocking::Unblock<std::fs::File>),
 }
