@@ -20,6 +20,7 @@ use async_tftp::server::{Handler, TftpServer, TftpServerBuilder};
 use futures_lite::AsyncRead;
 use futures_lite::io::Cursor;
 
+use crate::client_cert::ClientCert;
 use crate::firmware::FirmwareImage;
 use crate::metrics::Outcome;
 use crate::provision::{
@@ -118,6 +119,7 @@ impl Handler for ProvisioningHandler {
             transport: Transport::Tftp,
             host: None,
             https: false,
+            client_cert: ClientCert::Unchecked,
         };
         if let Some(image) = self.provisioner.firmware(&request) {
             let file = std::fs::File::open(&image.path).map_err(|e| {
@@ -247,6 +249,7 @@ impl Drop for LoggedFile {
             transport: Transport::Tftp,
             host: None,
             https: false,
+            client_cert: ClientCert::Unchecked,
         };
         let elapsed = self.started.elapsed();
         match self.sent.take() {
