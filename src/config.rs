@@ -66,6 +66,27 @@ pub struct HttpsConfig {
     pub cert: PathBuf,
     /// Its private key (PEM).
     pub key: PathBuf,
+    /// CA certificates (PEM bundle) that phones' client certificates must
+    /// chain to, e.g. the vendors' factory CAs; none: no client certificates.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Whether per-device files need a verified client certificate; only
+    /// meaningful with `client_ca`.
+    #[serde(default)]
+    pub client_cert: ClientCertMode,
+}
+
+/// `client_cert` in `[https]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertMode {
+    /// A phone may present no certificate; one it presents must verify and
+    /// name the file's MAC.
+    #[default]
+    Optional,
+    /// Per-device files need a verified certificate naming their MAC;
+    /// common files and firmware stay open.
+    Required,
 }
 
 impl Default for Config {
@@ -131,6 +152,25 @@ mod tests {
         let https = Config::from_file(&path).unwrap().https.unwrap();
         assert_eq!(https.listen.port(), 8443);
         assert_eq!(https.key, PathBuf::from("tls/key.pem"));
+        assert_eq!(https.client_ca, None);
+        assert_eq!(https.client_cert, ClientCertMode::Optional);
+    }
+
+    #[test]
+    fn client_certificates_are_configured_in_the_https_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deskboot.toml");
+        let section = "[https]\nlisten = \"0.0.0.0:8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"phones-ca.pem\"\n";
+        std::fs::write(&path, section).unwrap();
+        let https = Config::from_file(&path).unwrap().https.unwrap();
+        assert_eq!(https.client_ca, Some(PathBuf::from("phones-ca.pem")));
+        assert_eq!(https.client_cert, ClientCertMode::Optional);
+        std::fs::write(&path, format!("{section}client_cert = \"required\"\n")).unwrap();
+        let https = Config::from_file(&path).unwrap().https.unwrap();
+        assert_eq!(https.client_cert, ClientCertMode::Required);
+        std::fs::write(&path, format!("{section}client_cert = \"always\"\n")).unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("always"), "{err}");
     }
 
     #[test]

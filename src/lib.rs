@@ -21,7 +21,8 @@
 //! [`resync`] sends the SIP NOTIFY that makes a phone fetch its files again.
 //! [`server`] wires everything together from a [`config`]; [`tls`] holds
 //! the certificate of the optional HTTPS listener, which serves the same
-//! router as HTTP.
+//! router as HTTP; [`client_cert`] reads the MAC a phone's verified client
+//! certificate names, which must be its file's.
 
 pub mod api;
 pub mod audit;
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod backup;
 pub mod cache;
 pub mod catalog;
+pub mod client_cert;
 pub mod config;
 pub mod firmware;
 pub mod import;

@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::cache::{CacheKey, RenderCache};
 use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
-use bytes::Bytes;
-
+use crate::client_cert::ClientCert;
 use crate::firmware::{FirmwareDir, FirmwareImage};
 use crate::mac::Mac;
 use crate::metrics::{Metrics, Outcome};
@@ -75,6 +75,9 @@ pub struct Request<'a> {
     pub host: Option<&'a str>,
     /// The phone came over HTTPS: that provisioning URL is then `https://`.
     pub https: bool,
+    /// Its verified TLS client certificate, when the HTTPS listener checks
+    /// them; [`ClientCert::Unchecked`] over HTTP and TFTP.
+    pub client_cert: ClientCert,
 }
 
 impl Request<'_> {
@@ -147,6 +150,9 @@ pub enum NotServed {
     /// The phone did not authenticate (HTTP Digest).
     #[error("no valid credentials")]
     Unauthorized,
+    /// The HTTPS client certificate does not vouch for the file's MAC.
+    #[error("client certificate: {0}")]
+    ClientCert(ClientCert),
 }
 
 impl NotServed {
@@ -158,6 +164,7 @@ impl NotServed {
                 | NotServed::Banned
                 | NotServed::OtherMac(_)
                 | NotServed::Unauthorized
+                | NotServed::ClientCert(_)
         )
     }
 }
@@ -356,14 +363,21 @@ impl Provisioner {
     }
 
     /// Refuses a per-device file to a client the policy keeps out: one whose
-    /// User-Agent names another MAC, or one banned for scanning (unless its
-    /// User-Agent carries the very MAC it asks for).
+    /// client certificate does not name the file's MAC (or that has none
+    /// where one is required), one whose User-Agent names another MAC, or
+    /// one banned for scanning (unless its User-Agent carries the very MAC
+    /// it asks for).
     fn check_client(
         &self,
         mac: Mac,
         request: &Request<'_>,
         identity: &Identity,
     ) -> Result<(), NotServed> {
+        // First: a certificate is stronger evidence than a User-Agent, so a
+        // matching User-Agent must not get past it.
+        if !request.client_cert.vouches_for(mac) {
+            return Err(NotServed::ClientCert(request.client_cert));
+        }
         match identity.mac {
             Some(own) if own != mac && self.policy.match_user_agent_mac => {
                 Err(NotServed::OtherMac(own))

@@ -144,7 +144,7 @@ impl Server {
         let http = bind_tcp("HTTP", config.http).await?;
         let https = match &config.https {
             Some(https) => {
-                let cert = HttpsCert::load(&https.cert, &https.key)?;
+                let cert = HttpsCert::load_for_phones(https)?;
                 Some((bind_tcp("HTTPS", https.listen).await?, cert))
             }
             None => None,
@@ -242,9 +242,10 @@ impl Server {
         // One control drains every TLS listener at shutdown.
         let tls_control = axum_server::Control::new();
         // HTTPS serves the very router HTTP does: same provisioner, same
-        // policy, and its requests count as HTTP.
+        // policy, and its requests count as HTTP; only client certificates
+        // add a check.
         let https_task = self.https.map(|(listener, cert)| {
-            let app = http::router(self.provisioner.clone())
+            let app = http::https_router(self.provisioner.clone(), cert.client_cert_required())
                 .into_make_service_with_connect_info::<SocketAddr>();
             tokio::spawn(tls_server(listener, &cert, &tls_control).serve(app))
         });

@@ -834,7 +834,15 @@ mod tests {
             store.meta.insert(SCHEMA_KEY, encode(&99u32)).unwrap();
             store.db.flush().unwrap();
         }
-        let err = Store::open(dir.path()).err().unwrap();
+        // sled's flusher thread may hold the file lock a moment after drop.
+        let mut err = Store::open(dir.path()).err().unwrap();
+        for _ in 0..100 {
+            if !err.to_string().contains("could not acquire lock") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            err = Store::open(dir.path()).err().unwrap();
+        }
         assert!(
             matches!(err, StoreError::NewerSchema { found: 99, .. }),
             "{err}"

@@ -1,5 +1,6 @@
 //! TLS for the phones' HTTPS listener: the certificate and key from PEM
-//! files, their reload (on SIGHUP) without dropping a connection, and a
+//! files, the CA bundle phones' client certificates are verified against,
+//! their reload (on SIGHUP) without dropping a connection, and a
 //! self-signed pair for labs (`deskboot cert self-signed`).
 //!
 //! rustls only, on the ring provider, so TLS 1.2 and 1.3 and nothing older.
@@ -11,9 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum_server::tls_rustls::RustlsConfig;
-use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::{ClientCertMode, HttpsConfig};
 
 /// File name of the certificate `deskboot cert self-signed` writes.
 pub const CERT_FILE: &str = "cert.pem";
@@ -42,6 +46,12 @@ pub enum TlsError {
         key: PathBuf,
         source: rustls::Error,
     },
+    /// The client CA bundle cannot be used to verify client certificates.
+    #[error("{}: no usable CA certificate for client certificates ({reason})", path.display())]
+    ClientCa { path: PathBuf, reason: String },
+    /// `client_cert = "required"` with nothing to verify certificates against.
+    #[error("client_cert = \"required\" needs a client_ca bundle in [https]")]
+    RequiredWithoutCa,
     /// A certificate cannot be generated.
     #[error("cannot generate a certificate: {0}")]
     Generate(#[from] rcgen::Error),
@@ -62,8 +72,16 @@ pub fn install_crypto_provider() {
 }
 
 /// Reads a PEM certificate chain and key and builds the rustls server
-/// configuration (TLS 1.2 and 1.3, ALPN h2 and http/1.1).
-pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+/// configuration (TLS 1.2 and 1.3, ALPN h2 and http/1.1). With `client_ca`
+/// (a PEM bundle), clients may present a certificate, which must chain to
+/// one of the bundle's: a bad one fails the handshake, while none at all is
+/// let through, so that phones without one still get common files and
+/// firmware (whether per-device files need one is decided per request).
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<ServerConfig, TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             path: path.to_path_buf(),
@@ -94,14 +112,48 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> 
     // An explicit provider, so the configuration never depends on what
     // another crate installed process-wide.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(refused)?
-        .with_no_client_auth()
+        .map_err(refused)?;
+    let builder = match client_ca {
+        Some(bundle) => {
+            let roots = client_roots(bundle, &read(bundle)?)?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::ClientCa {
+                    path: bundle.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
         .with_single_cert(chain, private_key)
         .map_err(refused)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The CA certificates of a PEM bundle; every one must be usable, so a
+/// typo in the bundle is an error rather than a vendor silently left out.
+fn client_roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let refused = |reason: String| TlsError::ClientCa {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| refused(pem_reason(&e).to_string()))?;
+    if certificates.is_empty() {
+        return Err(refused(pem_reason(&pem::Error::NoItemsFound).to_string()));
+    }
+    let mut roots = RootCertStore::empty();
+    for certificate in certificates {
+        roots.add(certificate).map_err(|e| refused(e.to_string()))?;
+    }
+    Ok(roots)
 }
 
 /// Why a PEM file was refused, in fixed words: the parser's own message can
@@ -115,12 +167,15 @@ fn pem_reason(error: &pem::Error) -> &'static str {
     }
 }
 
-/// A certificate in use (phones' HTTPS, or the admin listener's),
-/// reloadable from its files while the listener runs; clones share it.
+/// A certificate in use (phones' HTTPS, or the admin listener's), with the
+/// CA bundle client certificates are verified against if any, reloadable
+/// from its files while the listener runs; clones share it.
 #[derive(Clone)]
 pub struct HttpsCert {
     cert: PathBuf,
     key: PathBuf,
+    client_ca: Option<PathBuf>,
+    client_cert_required: bool,
     config: RustlsConfig,
 }
 
@@ -129,6 +184,8 @@ impl std::fmt::Debug for HttpsCert {
         f.debug_struct("HttpsCert")
             .field("cert", &self.cert)
             .field("key", &self.key)
+            .field("client_ca", &self.client_ca)
+            .field("client_cert_required", &self.client_cert_required)
             .finish_non_exhaustive()
     }
 }
@@ -136,12 +193,37 @@ impl std::fmt::Debug for HttpsCert {
 impl HttpsCert {
     /// Loads the certificate and key; an error here keeps the server from starting.
     pub fn load(cert: &Path, key: &Path) -> Result<HttpsCert, TlsError> {
-        let config = server_config(cert, key)?;
+        let config = server_config(cert, key, None)?;
         Ok(HttpsCert {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
+            client_ca: None,
+            client_cert_required: false,
             config: RustlsConfig::from_config(Arc::new(config)),
         })
+    }
+
+    /// Loads what the phones' `[https]` section names: the certificate, its
+    /// key and, if set, the client CA bundle.
+    pub fn load_for_phones(https: &HttpsConfig) -> Result<HttpsCert, TlsError> {
+        let required = https.client_cert == ClientCertMode::Required;
+        if required && https.client_ca.is_none() {
+            return Err(TlsError::RequiredWithoutCa);
+        }
+        let config = server_config(&https.cert, &https.key, https.client_ca.as_deref())?;
+        Ok(HttpsCert {
+            cert: https.cert.clone(),
+            key: https.key.clone(),
+            client_ca: https.client_ca.clone(),
+            client_cert_required: required,
+            config: RustlsConfig::from_config(Arc::new(config)),
+        })
+    }
+
+    /// Whether per-device files need a verified client certificate
+    /// (`client_cert = "required"` with a `client_ca`).
+    pub fn client_cert_required(&self) -> bool {
+        self.client_cert_required
     }
 
     /// What axum-server's acceptor reads at every handshake.
@@ -149,17 +231,18 @@ impl HttpsCert {
         self.config.clone()
     }
 
-    /// Reads the files again and, if they are good, uses them for every new
-    /// handshake; open connections keep theirs. On an error the certificate
-    /// in use stays.
+    /// Reads the files (the client CA bundle too) again and, if they are
+    /// good, uses them for every new handshake; open connections keep
+    /// theirs. On an error the certificate in use stays.
     pub async fn reload(&self) -> Result<(), TlsError> {
-        let (cert, key) = (self.cert.clone(), self.key.clone());
-        let config = tokio::task::spawn_blocking(move || server_config(&cert, &key))
-            .await
-            .map_err(|e| TlsError::Read {
-                path: self.cert.clone(),
-                source: std::io::Error::other(e),
-            })??;
+        let (cert, key, client_ca) = (self.cert.clone(), self.key.clone(), self.client_ca.clone());
+        let config =
+            tokio::task::spawn_blocking(move || server_config(&cert, &key, client_ca.as_deref()))
+                .await
+                .map_err(|e| TlsError::Read {
+                    path: self.cert.clone(),
+                    source: std::io::Error::other(e),
+                })??;
         self.config.reload_from_config(Arc::new(config));
         Ok(())
     }
@@ -270,7 +353,7 @@ mod tests {
     fn a_generated_pair_loads() {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = write_self_signed(dir.path(), &names()).unwrap();
-        server_config(&cert, &key).unwrap();
+        server_config(&cert, &key, None).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -284,7 +367,7 @@ mod tests {
         let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (cert, _) = write_self_signed(one.path(), &names()).unwrap();
         let (_, other_key) = write_self_signed(two.path(), &names()).unwrap();
-        let err = server_config(&cert, &other_key).unwrap_err();
+        let err = server_config(&cert, &other_key, None).unwrap_err();
         assert!(matches!(err, TlsError::Refused { .. }), "{err}");
     }
 
@@ -293,7 +376,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = write_self_signed(dir.path(), &names()).unwrap();
         std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n").unwrap();
-        let err = server_config(&cert, &key).unwrap_err().to_string();
+        let err = server_config(&cert, &key, None).unwrap_err().to_string();
         assert!(err.contains("key.pem"), "{err}");
         assert!(!err.contains("c2VjcmV0"), "{err}");
     }
@@ -301,9 +384,50 @@ mod tests {
     #[test]
     fn a_missing_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let err = server_config(&dir.path().join("none.pem"), &dir.path().join("k.pem"))
-            .unwrap_err()
-            .to_string();
+        let err = server_config(
+            &dir.path().join("none.pem"),
+            &dir.path().join("k.pem"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("none.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_client_ca_bundle_must_hold_usable_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = write_self_signed(dir.path(), &names()).unwrap();
+        // Any certificate can serve as a trust anchor; this one will do.
+        server_config(&cert, &key, Some(&cert)).unwrap();
+        let bundle = dir.path().join("phones-ca.pem");
+        std::fs::write(&bundle, "no certificate here\n").unwrap();
+        let err = server_config(&cert, &key, Some(&bundle)).unwrap_err();
+        assert!(matches!(err, TlsError::ClientCa { .. }), "{err}");
+        assert!(err.to_string().contains("phones-ca.pem"), "{err}");
+        let missing = dir.path().join("missing.pem");
+        let err = server_config(&cert, &key, Some(&missing)).unwrap_err();
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+    }
+
+    #[test]
+    fn required_client_certificates_need_a_ca_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = write_self_signed(dir.path(), &names()).unwrap();
+        let mut https = HttpsConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            cert: cert.clone(),
+            key,
+            client_ca: None,
+            client_cert: ClientCertMode::Required,
+        };
+        let err = HttpsCert::load_for_phones(&https).unwrap_err();
+        assert!(matches!(err, TlsError::RequiredWithoutCa), "{err}");
+        https.client_ca = Some(cert);
+        assert!(
+            HttpsCert::load_for_phones(&https)
+                .unwrap()
+                .client_cert_required()
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use deskboot::config::{Config, HttpsConfig, TlsFiles};
+use deskboot::config::{ClientCertMode, Config, HttpsConfig, TlsFiles};
 use deskboot::server::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -117,8 +117,16 @@ fn https_config(
             listen: listen.unwrap_or(file.listen),
             cert: cert.unwrap_or(file.cert),
             key: key.unwrap_or(file.key),
+            ..file
         })),
-        (None, Some(listen), Some(cert), Some(key)) => Ok(Some(HttpsConfig { listen, cert, key })),
+        // Client certificates are set in the config file only.
+        (None, Some(listen), Some(cert), Some(key)) => Ok(Some(HttpsConfig {
+            listen,
+            cert,
+            key,
+            client_ca: None,
+            client_cert: ClientCertMode::Optional,
+        })),
         (None, None, _, _) => bail!("--cert and --key need --https ADDR (or an [https] section)"),
         (None, Some(_), _, _) => bail!("--https needs both --cert FILE and --key FILE"),
     }

@@ -1,4 +1,5 @@
-//! Provisioning over HTTP: `GET`/`HEAD` of any path.
+//! Provisioning over HTTP: `GET`/`HEAD` of any path; HTTPS serves the same
+//! router, with what the phone's client certificate says.
 //!
 //! Answers carry `Content-Type`, `Content-Length` and a strong `ETag`; a
 //! matching `If-None-Match` gets `304`. Every refusal is a plain `404`.
@@ -21,6 +22,7 @@ use percent_encoding::percent_decode_str;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
+use crate::client_cert::ClientCert;
 use crate::firmware::FirmwareImage;
 use crate::metrics::Outcome;
 use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware, log_request};
@@ -33,11 +35,23 @@ pub fn router(provisioner: Arc<Provisioner>) -> Router {
     Router::new().fallback(provision).with_state(provisioner)
 }
 
+/// Whether the HTTPS listener's per-device files need a verified client
+/// certificate; set on its router only.
+#[derive(Debug, Clone, Copy)]
+struct ClientCertRequired(bool);
+
+/// The router of the phones' HTTPS listener: the HTTP one, told whether
+/// per-device files need a client certificate (`client_cert = "required"`).
+pub fn https_router(provisioner: Arc<Provisioner>, client_cert_required: bool) -> Router {
+    router(provisioner).layer(Extension(ClientCertRequired(client_cert_required)))
+}
+
 async fn provision(
     State(provisioner): State<Arc<Provisioner>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     // Set by axum-server's TLS acceptor: the request came over HTTPS.
     tls: Option<Extension<Arc<TlsInfo>>>,
+    cert_required: Option<Extension<ClientCertRequired>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -66,6 +80,15 @@ async fn provision(
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
+    // rustls put the peer's certificates here only once they verified
+    // against the client CA bundle; without one it asks for none.
+    let client_cert = match &tls {
+        Some(Extension(info)) => ClientCert::from_peer(
+            &info.peer_certificates,
+            cert_required.is_some_and(|Extension(ClientCertRequired(required))| required),
+        ),
+        None => ClientCert::Unchecked,
+    };
     let request = Request {
         path,
         user_agent,
@@ -77,6 +100,7 @@ async fn provision(
             .and_then(|v| v.to_str().ok())
             .or_else(|| uri.authority().map(|a| a.as_str())),
         https: tls.is_some(),
+        client_cert,
     };
     if let Some(image) = provisioner.firmware(&request) {
         provisioner

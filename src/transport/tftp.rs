@@ -21,6 +21,7 @@ use bytes::Bytes;
 use futures_lite::AsyncRead;
 use futures_lite::io::Cursor;
 
+use crate::client_cert::ClientCert;
 use crate::firmware::FirmwareImage;
 use crate::metrics::Outcome;
 use crate::provision::{
@@ -119,6 +120,7 @@ impl Handler for ProvisioningHandler {
             transport: Transport::Tftp,
             host: None,
             https: false,
+            client_cert: ClientCert::Unchecked,
         };
         if let Some(image) = self.provisioner.firmware(&request) {
             let file = std::fs::File::open(&image.path).map_err(|e| {
@@ -239,6 +241,7 @@ impl Drop for LoggedFile {
             transport: Transport::Tftp,
             host: None,
             https: false,
+            client_cert: ClientCert::Unchecked,
         };
         let elapsed = self.started.elapsed();
         match self.sent.take() {

@@ -1,7 +1,8 @@
 //! Phones' HTTPS: the same files as HTTP over rustls, TLS 1.2 at the
 //! oldest, and a certificate replaced on SIGHUP while the server runs.
 //! Certificates come from `deskboot::tls::write_self_signed`, the code
-//! behind `deskboot cert self-signed`.
+//! behind `deskboot cert self-signed`. Phones' client certificates, and the
+//! CAs that sign them, are made here with rcgen, like vendors' factory ones.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,9 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
+
+use deskboot::config::{ClientCertMode, HttpsConfig};
+use rcgen::{CertifiedIssuer, KeyPair};
 
 use crate::common::{TestServer, run, user_json};
 
@@ -32,6 +36,56 @@ fn client_trusting(cert: &Path, addr: SocketAddr) -> reqwest::Client {
         .resolve("localhost", addr)
         .build()
         .expect("client")
+}
+
+/// A client that trusts only `cert` and presents the phone certificate
+/// `identity` (PEM certificate and key).
+fn client_presenting(cert: &Path, addr: SocketAddr, identity: &PhoneCert) -> reqwest::Client {
+    deskboot::tls::install_crypto_provider();
+    let pem = std::fs::read(cert).expect("certificate readable");
+    let identity = format!("{}{}", identity.key_pem, identity.cert_pem);
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("PEM certificate")])
+        .identity(reqwest::Identity::from_pem(identity.as_bytes()).expect("PEM identity"))
+        .resolve("localhost", addr)
+        .build()
+        .expect("client")
+}
+
+/// A CA that signs phones' client certificates, like a vendor's factory CA.
+fn phone_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
+}
+
+/// A phone's client certificate and key, as PEM.
+struct PhoneCert {
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// A client certificate signed by `ca` whose subject CN is `cn`.
+fn phone_cert(ca: &CertifiedIssuer<'static, KeyPair>, cn: &str) -> PhoneCert {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, ca).expect("signed");
+    PhoneCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
 }
 
 /// GET `path` over HTTPS by name: status and body, or the error.
@@ -57,13 +111,16 @@ async fn provision_ada(server: &TestServer) {
 }
 
 fn served_over_http(metrics: &str) -> u64 {
+    http_requests(metrics, "served")
+}
+
+fn http_requests(metrics: &str, outcome: &str) -> u64 {
+    let prefix = format!(r#"deskboot_requests_total{{transport="http",outcome="{outcome}"}} "#);
     metrics
         .lines()
-        .find_map(|l| {
-            l.strip_prefix(r#"deskboot_requests_total{transport="http",outcome="served"} "#)
-        })
+        .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|n| n.trim().parse().ok())
-        .expect("served counter")
+        .expect("requests counter")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,6 +246,161 @@ async fn phones_get_the_same_file_over_https_as_over_http() {
         tokio::net::TcpStream::connect(https).await.is_err(),
         "HTTPS closed"
     );
+}
+
+/// The file of a second phone, which the first one's certificate must not get.
+const OTHER_FILE: &str = "/001565aabbdd.cfg";
+/// A Yealink common file: no MAC, so no certificate is needed.
+const COMMON: &str = "/y000000000066.cfg";
+
+async fn provision_ada_and_bob(server: &TestServer) {
+    provision_ada(server).await;
+    let bob = server.add_user(user_json("102", "Bob", "Noyce")).await;
+    server
+        .add_device(
+            json!({"mac": "001565aabbdd", "model": "yealink-t46s", "lines": [{"user": bob["id"]}]}),
+        )
+        .await;
+}
+
+/// A server whose HTTPS verifies client certificates against `bundle`.
+async fn start_verifying(
+    cert: &Path,
+    key: &Path,
+    bundle: &Path,
+    mode: ClientCertMode,
+) -> TestServer {
+    TestServer::start_with_https_config(HttpsConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        client_ca: Some(bundle.to_path_buf()),
+        client_cert: mode,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_gets_only_the_file_of_its_own_mac() {
+    let tls = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(tls.path());
+    let factory = phone_ca("Yealink Factory CA");
+    let bundle = tls.path().join("phones-ca.pem");
+    std::fs::write(&bundle, factory.pem()).unwrap();
+    let server = start_verifying(&cert, &key, &bundle, ClientCertMode::Optional).await;
+    provision_ada_and_bob(&server).await;
+    let https = server.addrs.https.expect("HTTPS listens");
+    let metrics = || async {
+        let text = reqwest::get(server.admin_url("/metrics")).await.unwrap();
+        text.text().await.unwrap()
+    };
+
+    // Ada's phone: its factory certificate names its MAC, with a prefix.
+    let ada = phone_cert(&factory, "SEP001565AABBCC");
+    let phone = client_presenting(&cert, https, &ada);
+    let (status, body) = fetch(&phone, https, FILE).await.expect("HTTPS answers");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains(PASSWORD));
+    assert_eq!(fetch(&phone, https, COMMON).await.unwrap().0, 200);
+    // Bob's file is refused to it, with the 404 any refusal gets, and the
+    // refusal is counted.
+    let refused = http_requests(&metrics().await, "refused");
+    assert_eq!(fetch(&phone, https, OTHER_FILE).await.unwrap().0, 404);
+    assert_eq!(http_requests(&metrics().await, "refused"), refused + 1);
+    // The colon form, in a CN with other words, binds as well.
+    let bob = phone_cert(&factory, "Yealink T46S 00:15:65:AA:BB:DD");
+    let bob_phone = client_presenting(&cert, https, &bob);
+    assert_eq!(fetch(&bob_phone, https, OTHER_FILE).await.unwrap().0, 200);
+    assert_eq!(fetch(&bob_phone, https, FILE).await.unwrap().0, 404);
+    // A verified certificate that names no MAC vouches for no file.
+    let nameless = client_presenting(&cert, https, &phone_cert(&factory, "Yealink phone"));
+    assert_eq!(fetch(&nameless, https, FILE).await.unwrap().0, 404);
+    assert_eq!(fetch(&nameless, https, COMMON).await.unwrap().0, 200);
+
+    // Optional: a phone without a certificate is served as before, and so
+    // is plain HTTP.
+    let anonymous = client_trusting(&cert, https);
+    assert_eq!(fetch(&anonymous, https, FILE).await.unwrap().0, 200);
+    assert_eq!(server.phone_get(OTHER_FILE, None).await.0, 200);
+
+    // A certificate from another CA is refused at the handshake.
+    let foreign_ca = phone_ca("Someone Else CA");
+    let forged = phone_cert(&foreign_ca, "001565AABBCC");
+    let err = fetch(&client_presenting(&cert, https, &forged), https, FILE)
+        .await
+        .expect_err("no answer to a certificate of another CA");
+    assert!(!err.is_empty());
+
+    // curl, with --cert and --key, by IP address.
+    let (ada_cert, ada_key) = (tls.path().join("ada.pem"), tls.path().join("ada-key.pem"));
+    std::fs::write(&ada_cert, &ada.cert_pem).unwrap();
+    std::fs::write(&ada_key, &ada.key_pem).unwrap();
+    let curl = |path: &str| {
+        let args: Vec<String> = vec![
+            "-sS".into(),
+            "--max-time".into(),
+            "10".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-w".into(),
+            "%{http_code}".into(),
+            "--cacert".into(),
+            cert.display().to_string(),
+            "--cert".into(),
+            ada_cert.display().to_string(),
+            "--key".into(),
+            ada_key.display().to_string(),
+            server.https_url(path),
+        ];
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = run("curl", &args).await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    assert_eq!(curl(FILE).await, "200");
+    assert_eq!(curl(OTHER_FILE).await, "404");
+
+    // The bundle is reread with the certificate: once it holds the other
+    // CA, that CA's phones get in and the first CA's no longer do.
+    std::fs::write(&bundle, foreign_ca.pem()).unwrap();
+    let reloadable = server.https_cert.clone().expect("HTTPS certificate");
+    reloadable.reload().await.expect("the new bundle loads");
+    let forged_phone = client_presenting(&cert, https, &forged);
+    assert_eq!(fetch(&forged_phone, https, FILE).await.unwrap().0, 200);
+    let fresh = client_presenting(&cert, https, &ada);
+    assert!(fetch(&fresh, https, FILE).await.is_err());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_client_certificates_guard_per_device_files_only() {
+    let tls = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(tls.path());
+    let factory = phone_ca("Poly Factory CA");
+    let bundle = tls.path().join("phones-ca.pem");
+    std::fs::write(&bundle, factory.pem()).unwrap();
+    let server = start_verifying(&cert, &key, &bundle, ClientCertMode::Required).await;
+    provision_ada_and_bob(&server).await;
+    let https = server.addrs.https.expect("HTTPS listens");
+
+    // Without a certificate: per-device files are refused, common files
+    // (and firmware) stay open.
+    let anonymous = client_trusting(&cert, https);
+    assert_eq!(fetch(&anonymous, https, FILE).await.unwrap().0, 404);
+    assert_eq!(fetch(&anonymous, https, COMMON).await.unwrap().0, 200);
+    // With one, the phone gets its own file and only that.
+    let phone = client_presenting(&cert, https, &phone_cert(&factory, "001565aabbcc"));
+    assert_eq!(fetch(&phone, https, FILE).await.unwrap().0, 200);
+    assert_eq!(fetch(&phone, https, OTHER_FILE).await.unwrap().0, 404);
+    // Plain HTTP has no certificates to check; restrict it with http_allow.
+    assert_eq!(server.phone_get(FILE, None).await.0, 200);
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,6 +622,8 @@ async fn basic_credentials_count_over_https_only() {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         cert: cert.clone(),
         key,
+        client_ca: None,
+        client_cert: Default::default(),
     };
     let server = TestServer::start_configured(&dir.path().join("data"), |c| {
         c.https = Some(https);

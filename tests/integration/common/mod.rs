@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use deskboot::config::{Config, HttpsConfig};
+use deskboot::config::{ClientCertMode, Config, HttpsConfig};
 use deskboot::policy::Policy;
 use deskboot::server::{Addresses, Server};
 use deskboot::tls::HttpsCert;
@@ -58,12 +58,20 @@ impl TestServer {
     /// Starts a server on a fresh data directory with phones' HTTPS on an
     /// ephemeral port, serving the given PEM files.
     pub async fn start_with_https(cert: &Path, key: &Path) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let https = HttpsConfig {
+        TestServer::start_with_https_config(HttpsConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
-        };
+            client_ca: None,
+            client_cert: ClientCertMode::Optional,
+        })
+        .await
+    }
+
+    /// Starts a server on a fresh data directory with phones' HTTPS as
+    /// `https` says (give it port 0).
+    pub async fn start_with_https_config(https: HttpsConfig) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
         let mut server = TestServer::start_configured(dir.path(), |c| c.https = Some(https)).await;
         server.dir = Some(dir);
         server
