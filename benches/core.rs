@@ -21,7 +21,7 @@ use deskboot::mac::Mac;
 use deskboot::model::{Device, Settings, User};
 use deskboot::phone_auth::PhoneAuth;
 use deskboot::policy::Policy;
-use deskboot::provision::{Provisioner, Request, Transport, model_scope};
+use deskboot::provision::{Provisioner, Request, Requester, Transport, model_scope};
 use deskboot::render::Renderer;
 use deskboot::store::{Change, GLOBAL_SCOPE, Store, StoreError};
 use serde_json::{Value, json};
@@ -288,8 +288,9 @@ fn golden_site() -> Site {
 /// `Provisioner::handle` as HTTP sees it. `cold`: a store change (settings
 /// of an unrelated model, outside the timing) before each request makes the
 /// cached file stale, so it loads device, users and settings and renders, as
-/// on every phone's first boot after a change. Reference: `cached`, the
-/// same request answered from the render cache.
+/// on every phone's first boot after a change. `render_device_only`: the
+/// template part of that, with device and users already loaded. Reference:
+/// `cached`, the same request answered from the render cache.
 fn bench_render(c: &mut Criterion) {
     let site = golden_site();
     let unrelated = model_scope("snom-d785");
@@ -340,6 +341,35 @@ fn bench_render(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
+        // The same render without the request around it: device and users
+        // loaded beforehand, no recognition, no cache (settings are still
+        // read from the store inside `render_device`).
+        let catalog = site.provisioner.catalog();
+        let found = catalog.match_file(file).expect("a phone's file");
+        let device = site
+            .store
+            .device(found.mac.expect("per-device file"))
+            .expect("lookup")
+            .expect("device");
+        let (model, model_file) = found
+            .candidates
+            .into_iter()
+            .find(|(m, _)| m.id == device.model)
+            .expect("the device's model asks for the file");
+        let users = site.provisioner.device_users(&device).expect("users");
+        let renderer = site.provisioner.renderer();
+        let requester = Requester {
+            origin: Some("http://prov.example.com:8080".into()),
+            firmware: catalog.identify_user_agent(user_agent).firmware,
+            without_secrets: false,
+        };
+        let render = || {
+            site.provisioner
+                .render_device(&renderer, model, model_file, &device, &users, &requester)
+                .expect("rendered")
+        };
+        assert_eq!(String::from_utf8_lossy(&render()), golden(family, file));
+        group.bench_function(format!("{family}_render_device_only"), |b| b.iter(render));
         site.provisioner.handle(&request).expect("served");
         group.bench_function(format!("{family}_cached"), |b| {
             b.iter(|| site.provisioner.handle(&request).expect("served"))
