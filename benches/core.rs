@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 /// Users and devices in the store of the lookup benches.
 const STORE_SIZE: usize = 10_000;
 
-/// Short runs: about 30 benchmarks must finish in ~3 minutes on 2 cores.
+/// Short runs: the 36 benchmarks must finish in ~3 minutes on 2 cores.
 fn configure(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
     group
         .warm_up_time(Duration::from_millis(500))
