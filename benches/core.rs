@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use deskboot::catalog::Catalog;
+use deskboot::client_cert::ClientCert;
 use deskboot::firmware::FirmwareDir;
 use deskboot::import;
 use deskboot::mac::Mac;
@@ -327,6 +328,7 @@ fn bench_render(c: &mut Criterion) {
             transport: Transport::Http,
             host: Some("prov.example.com:8080"),
             https: false,
+            client_cert: ClientCert::Unchecked,
         };
         let served = site.provisioner.handle(&request).expect("served");
         assert_eq!(
