@@ -178,9 +178,7 @@ pub fn new_named_token(name: &str, scope: Scope) -> Result<(ApiToken, String), A
     let token = ApiToken {
         name: name.to_string(),
         scope,
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        created: crate::store::unix_now(),
         hash,
     };
     Ok((token, format!("{name}.{secret}")))

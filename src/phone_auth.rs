@@ -15,7 +15,6 @@
 //! firmware need no authentication: they carry nothing per device.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
@@ -27,6 +26,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::{random_secret, write_private};
 use crate::mac::Mac;
+use crate::store::unix_now;
 
 /// How long a nonce stays valid, in seconds.
 const NONCE_LIFETIME: u64 = 300;
@@ -286,12 +286,6 @@ fn parse_params(text: &str) -> Vec<(String, String)> {
         rest = remaining.trim_start().trim_start_matches(',').trim_start();
     }
     fields
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

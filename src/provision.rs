@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -27,7 +27,7 @@ use crate::phone_auth::PhoneAuth;
 use crate::policy::Policy;
 use crate::render::{FileView, RenderError, Renderer, directory};
 use crate::scan::{ScanGuard, ScanLimits};
-use crate::store::{GLOBAL_SCOPE, Store, StoreError};
+use crate::store::{GLOBAL_SCOPE, Store, StoreError, unix_now};
 use crate::templates;
 
 /// The longest file name a phone may ask for. Real names are under 64
@@ -625,7 +625,7 @@ impl Provisioner {
 
     /// Forgets discovered MACs past [`DISCOVERED_TTL`] and beyond [`MAX_DISCOVERED`].
     pub fn prune_discovered(&self) -> Result<usize, StoreError> {
-        let cutoff = now().saturating_sub(DISCOVERED_TTL.as_secs());
+        let cutoff = unix_now().saturating_sub(DISCOVERED_TTL.as_secs());
         self.store.prune_discovered(cutoff, MAX_DISCOVERED)
     }
 
@@ -673,16 +673,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
 fn sighting(file: &str, request: &Request<'_>, identity: &Identity) -> Sighting {
     Sighting {
-        at: now(),
+        at: unix_now(),
         ip: request.peer,
         user_agent: request.user_agent.map(|ua| ua.chars().take(256).collect()),
         firmware: identity.firmware.clone(),

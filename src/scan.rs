@@ -12,11 +12,12 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::mac::Mac;
+use crate::store::unix_now;
 
 /// How many times more unknown MACs a whole address may ask for than one
 /// of its clients.
@@ -195,12 +196,6 @@ fn client(address: IpAddr, user_agent: Option<&str>) -> Client {
         // A scanner cannot grow our memory with endless User-Agents.
         user_agent: user_agent.map(|ua| ua.chars().take(128).collect()),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

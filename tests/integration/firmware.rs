@@ -134,20 +134,6 @@ fn ack(block: u16) -> [u8; 4] {
     [0, 4, hi, lo]
 }
 
-/// TFTP transfers in flight, from /metrics.
-async fn transfers(server: &TestServer) -> u64 {
-    let metrics = reqwest::get(server.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("deskboot_tftp_transfers ")?.parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_and_duplicated_acks_still_deliver_the_whole_file() {
     let server = TestServer::start().await;
@@ -196,9 +182,9 @@ async fn a_client_that_vanishes_or_errors_frees_its_slot() {
         .send_to(b"\x00\x05\x00\x00user abort\x00", from)
         .await
         .unwrap();
-    assert_eq!(transfers(&server).await, 2);
+    assert_eq!(server.metric("deskboot_tftp_transfers").await, 2);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while transfers(&server).await > 0 {
+    while server.metric("deskboot_tftp_transfers").await > 0 {
         assert!(tokio::time::Instant::now() < deadline, "slots still held");
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }

@@ -102,12 +102,7 @@ async fn fetch(
 }
 
 async fn provision_ada(server: &TestServer) {
-    let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
-    server
-        .add_device(
-            json!({"mac": "001565aabbcc", "model": "yealink-t46s", "lines": [{"user": ada["id"]}]}),
-        )
-        .await;
+    server.ada_with_a_t46s().await;
 }
 
 fn served_over_http(metrics: &str) -> u64 {
@@ -630,14 +625,7 @@ async fn basic_credentials_count_over_https_only() {
         c.provisioning.http_auth = deskboot::phone_auth::AuthMode::Device;
     })
     .await;
-    let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
-    let (status, device) = server
-        .post(
-            "/api/v1/devices",
-            json!({"mac": "001565aabbcc", "model": "yealink-t46s", "lines": [{"user": ada["id"]}]}),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let device = server.ada_with_a_t46s().await;
     let password = device["http_auth"]["password"]
         .as_str()
         .unwrap()

@@ -409,21 +409,8 @@ async fn a_template_that_fails_for_a_phone_serves_its_last_good_file() {
         .await;
     assert_eq!(status, 201);
     assert_eq!(server.phone_get("/001565aabbdd.cfg", None).await.0, 404);
-    let metrics = reqwest::get(server.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     // At least the first request and the new phone failed and were counted.
-    let failures: u64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("deskboot_render_failures_total ")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0);
-    assert!(failures >= 2, "{metrics}");
+    let failures = server.metric("deskboot_render_failures_total").await;
+    assert!(failures >= 2, "{failures}");
     server.stop().await;
 }

@@ -6,7 +6,7 @@ use deskboot::policy::Policy;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, user_json};
+use crate::common::TestServer;
 
 const FILE: &str = "/001565aabbcc.cfg";
 const PASSWORD: &str = "Pw-101-secret";
@@ -14,12 +14,7 @@ const PASSWORD: &str = "Pw-101-secret";
 /// A server under `policy` with Ada's Yealink provisioned.
 async fn office(policy: Policy) -> TestServer {
     let server = TestServer::start_with(policy).await;
-    let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
-    server
-        .add_device(
-            json!({"mac": "001565aabbcc", "model": "yealink-t46s", "lines": [{"user": ada["id"]}]}),
-        )
-        .await;
+    server.ada_with_a_t46s().await;
     server
 }
 
@@ -85,13 +80,6 @@ async fn tftp_can_be_kept_free_of_secrets() {
     server.stop().await;
 }
 
-fn metric(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from\n{metrics}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scanner_is_banned_and_its_neighbours_keep_working() {
     let server = office(policy("scan_unknown_macs = 5\nban_secs = 300")).await;
@@ -117,29 +105,22 @@ async fn a_scanner_is_banned_and_its_neighbours_keep_working() {
     assert_eq!(bans[0]["user_agent"], scanner);
     assert_eq!(bans[0]["unknown_macs"], 6);
 
+    assert_eq!(server.metric("deskboot_bans").await, 1);
+    assert_eq!(
+        server.metric("deskboot_unknown_mac_requests_total").await,
+        6
+    );
+    let refused = r#"deskboot_requests_total{transport="http",outcome="refused"}"#;
+    assert_eq!(server.metric(refused).await, 1);
+    let served = r#"deskboot_requests_total{transport="http",outcome="served"}"#;
+    assert_eq!(server.metric(served).await, 1);
+    assert_eq!(server.metric("deskboot_devices").await, 1);
     let metrics = reqwest::get(server.admin_url("/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert_eq!(metric(&metrics, "deskboot_bans"), 1);
-    assert_eq!(metric(&metrics, "deskboot_unknown_mac_requests_total"), 6);
-    assert_eq!(
-        metric(
-            &metrics,
-            r#"deskboot_requests_total{transport="http",outcome="refused"}"#
-        ),
-        1
-    );
-    assert_eq!(
-        metric(
-            &metrics,
-            r#"deskboot_requests_total{transport="http",outcome="served"}"#
-        ),
-        1
-    );
-    assert_eq!(metric(&metrics, "deskboot_devices"), 1);
     assert!(!metrics.contains("001565") && !metrics.contains(PASSWORD));
 
     let (status, lifted) = server
@@ -216,14 +197,7 @@ fn md5_answer(challenge: &str, user: &str, password: &str, uri: &str) -> String 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_device_digest_credentials_guard_each_phones_file() {
     let server = TestServer::start_with(policy(r#"http_auth = "device""#)).await;
-    let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
-    let (status, device) = server
-        .post(
-            "/api/v1/devices",
-            json!({"mac": "001565aabbcc", "model": "yealink-t46s", "lines": [{"user": ada["id"]}]}),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let device = server.ada_with_a_t46s().await;
     let user = device["http_auth"]["username"]
         .as_str()
         .unwrap()

@@ -301,6 +301,39 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Ada (extension 101) and her Yealink T46S at 001565aabbcc; the answer
+    /// that created the device.
+    pub async fn ada_with_a_t46s(&self) -> Value {
+        let ada = self.add_user(user_json("101", "Ada", "Lovelace")).await;
+        let (status, device) = self
+            .post(
+                "/api/v1/devices",
+                json!({"mac": "001565aabbcc", "model": "yealink-t46s", "lines": [{"user": ada["id"]}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{device}");
+        device
+    }
+
+    /// One sample of `/metrics`, e.g. `deskboot_tftp_transfers` or
+    /// `deskboot_requests_total{transport="http",outcome="served"}`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
