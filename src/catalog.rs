@@ -284,6 +284,12 @@ pub struct Catalog {
     file_regexes: Vec<Regex>,
     /// ...and the (model, file) pairs each one stands for.
     file_owners: Vec<Vec<(usize, usize)>>,
+    /// Every vendor's User-Agent patterns in one set, tried in one pass...
+    user_agent_patterns: RegexSet,
+    /// ...and the (vendor, pattern) each one is.
+    user_agent_owners: Vec<(usize, usize)>,
+    /// A model by (vendor, lower-cased User-Agent name).
+    user_agent_models: HashMap<(usize, String), usize>,
 }
 
 /// How a `{mac}` placeholder reads in a file name pattern.
@@ -349,6 +355,16 @@ impl Catalog {
             }
         }
         let (file_patterns, file_regexes, file_owners) = index_files(&models)?;
+        let (user_agent_patterns, user_agent_owners) = index_user_agents(&vendors)?;
+        let mut user_agent_models = HashMap::new();
+        for (i, model) in models.iter().enumerate() {
+            for name in &model.user_agent_names {
+                // The first model to claim a name keeps it, as the old scan did.
+                user_agent_models
+                    .entry((model.vendor_index, name.to_ascii_lowercase()))
+                    .or_insert(i);
+            }
+        }
         Ok(Catalog {
             vendors,
             models,
@@ -356,6 +372,9 @@ impl Catalog {
             file_patterns,
             file_regexes,
             file_owners,
+            user_agent_patterns,
+            user_agent_owners,
+            user_agent_models,
         })
     }
 
@@ -391,29 +410,33 @@ impl Catalog {
     /// What a User-Agent says: vendor, model, firmware and MAC, each when known.
     /// An unknown or malformed User-Agent is simply not recognised.
     pub fn identify_user_agent(&self, user_agent: &str) -> Identity {
-        for (vendor_index, vendor) in self.vendors.iter().enumerate() {
-            for pattern in &vendor.user_agents {
-                let Some(caps) = pattern.captures(user_agent) else {
-                    continue;
-                };
-                let group = |name| caps.name(name).map(|m| m.as_str().to_string());
-                let model = group("model").and_then(|name| {
-                    self.models.iter().find(|m| {
-                        m.vendor_index == vendor_index
-                            && m.user_agent_names
-                                .iter()
-                                .any(|n| n.eq_ignore_ascii_case(&name))
-                    })
-                });
-                return Identity {
-                    vendor: Some(vendor.name.clone()),
-                    model: model.map(|m| m.id.clone()),
-                    firmware: group("firmware"),
-                    mac: group("mac").and_then(|m| m.parse().ok()),
-                };
-            }
+        // One pass over every vendor's patterns; the first in descriptor
+        // order wins, then only that one runs again for its groups.
+        let Some(first) = self
+            .user_agent_patterns
+            .matches(user_agent)
+            .into_iter()
+            .next()
+        else {
+            return Identity::default();
+        };
+        let (vendor_index, pattern) = self.user_agent_owners[first];
+        let vendor = &self.vendors[vendor_index];
+        let Some(caps) = vendor.user_agents[pattern].captures(user_agent) else {
+            return Identity::default();
+        };
+        let group = |name| caps.name(name).map(|m| m.as_str().to_string());
+        let model = group("model").and_then(|name| {
+            self.user_agent_models
+                .get(&(vendor_index, name.to_ascii_lowercase()))
+                .map(|&i| &self.models[i])
+        });
+        Identity {
+            vendor: Some(vendor.name.clone()),
+            model: model.map(|m| m.id.clone()),
+            firmware: group("firmware"),
+            mac: group("mac").and_then(|m| m.parse().ok()),
         }
-        Identity::default()
     }
 
     /// What a requested path says: the MAC in it, and the vendor and model
@@ -586,6 +609,26 @@ fn content_type_for(name: &str) -> &'static str {
 }
 
 type FileIndex = (RegexSet, Vec<Regex>, Vec<Vec<(usize, usize)>>);
+
+/// Every vendor's User-Agent patterns as one set, with their owners.
+fn index_user_agents(vendors: &[Vendor]) -> Result<(RegexSet, Vec<(usize, usize)>), CatalogError> {
+    let mut sources = Vec::new();
+    let mut owners = Vec::new();
+    for (v, vendor) in vendors.iter().enumerate() {
+        for (p, pattern) in vendor.user_agents.iter().enumerate() {
+            sources.push(pattern.as_str().to_string());
+            owners.push((v, p));
+        }
+    }
+    let set = RegexSetBuilder::new(&sources)
+        .case_insensitive(true)
+        .build()
+        .map_err(|e| CatalogError::Descriptor {
+            file: "user_agents".into(),
+            message: e.to_string(),
+        })?;
+    Ok((set, owners))
+}
 
 /// Groups the models' files by name pattern and compiles one regex per pattern.
 fn index_files(models: &[PhoneModel]) -> Result<FileIndex, CatalogError> {
