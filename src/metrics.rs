@@ -4,6 +4,7 @@
 //! fixed, and the exposition format for counters and one histogram is a few
 //! lines. Nothing here carries a MAC, a name or a secret.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -36,6 +37,11 @@ const RENDER_BUCKETS: [f64; 6] = [0.0001, 0.0005, 0.001, 0.005, 0.02, 0.1];
 /// The server's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Vendor names, in the order of `served_by_vendor`.
+    vendors: Vec<String>,
+    vendor_slots: HashMap<String, usize>,
+    /// Files served, by vendor, then transport (HTTP, TFTP).
+    served_by_vendor: Vec<[AtomicU64; 2]>,
     requests: [[AtomicU64; 4]; 2],
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -59,14 +65,39 @@ pub struct Gauges {
     pub users: usize,
 }
 
+fn transport_slot(transport: Transport) -> usize {
+    match transport {
+        Transport::Http => 0,
+        Transport::Tftp => 1,
+    }
+}
+
 impl Metrics {
+    /// Counters for a catalog's vendors (a name given twice is counted once).
+    pub fn new<'a>(vendors: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut metrics = Metrics::default();
+        for name in vendors {
+            if !metrics.vendor_slots.contains_key(name) {
+                metrics
+                    .vendor_slots
+                    .insert(name.to_string(), metrics.vendors.len());
+                metrics.vendors.push(name.to_string());
+                metrics.served_by_vendor.push(Default::default());
+            }
+        }
+        metrics
+    }
+
+    /// Counts a file served for a vendor's phone.
+    pub fn served(&self, transport: Transport, vendor: &str) {
+        if let Some(&slot) = self.vendor_slots.get(vendor) {
+            self.served_by_vendor[slot][transport_slot(transport)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts one request.
     pub fn request(&self, transport: Transport, outcome: Outcome) {
-        let t = match transport {
-            Transport::Http => 0,
-            Transport::Tftp => 1,
-        };
-        self.requests[t][outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.requests[transport_slot(transport)][outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a render-cache lookup.
@@ -114,6 +145,17 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "deskboot_requests_total{{transport=\"{transport}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# HELP deskboot_served_total Files served by phone vendor and transport.\n");
+        out.push_str("# TYPE deskboot_served_total counter\n");
+        for (vendor, counts) in self.vendors.iter().zip(&self.served_by_vendor) {
+            for (t, (_, transport)) in TRANSPORTS.iter().enumerate() {
+                let n = get(&counts[t]);
+                let _ = writeln!(
+                    out,
+                    "deskboot_served_total{{transport=\"{transport}\",vendor=\"{vendor}\"}} {n}"
                 );
             }
         }

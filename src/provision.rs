@@ -215,7 +215,7 @@ impl Provisioner {
                 ban: Duration::from_secs(policy.ban_secs),
             }),
             policy,
-            metrics: Metrics::default(),
+            metrics: Metrics::new(catalog.models().iter().map(|m| m.vendor.as_str())),
             store,
             catalog,
             renderer: ArcSwap::from_pointee(renderer),
@@ -284,6 +284,11 @@ impl Provisioner {
     /// render), so TFTP can call it inside its serialized open.
     pub fn handle(&self, request: &Request<'_>) -> Result<ServedFile, NotServed> {
         let result = self.answer(request);
+        if let Ok(file) = &result
+            && let Some(model) = self.catalog.model(&file.model)
+        {
+            self.metrics.served(request.transport, &model.vendor);
+        }
         let outcome = match &result {
             Ok(_) => Outcome::Served,
             Err(reason) if reason.is_refusal() => Outcome::Refused,
