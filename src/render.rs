@@ -191,7 +191,11 @@ impl Renderer {
         let context = Context::from_serialize(view)?;
         let mut out = Capped(Vec::with_capacity(4096));
         match self.tera.render_to(template, &context, &mut out) {
-            Ok(()) => Ok(out.0),
+            Ok(()) => {
+                // Rendered files live on in the cache: keep only their bytes.
+                out.0.shrink_to_fit();
+                Ok(out.0)
+            }
             Err(_) if out.0.len() >= MAX_OUTPUT => Err(RenderError::Other(format!(
                 "{template} writes more than {MAX_OUTPUT} bytes"
             ))),
