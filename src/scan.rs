@@ -1,5 +1,6 @@
 //! Anti-scanning: a client that asks for many different unknown MACs in a
-//! short time is banned for a while.
+//! short time is first slowed down (past half the limit), then banned for
+//! a while.
 //!
 //! A client is an address with a User-Agent, so a scanner behind a NAT is
 //! banned without its neighbours; an address as a whole is banned when it
@@ -100,6 +101,24 @@ impl ScanGuard {
         [user_agent, None]
             .into_iter()
             .any(|ua| state.bans.contains_key(&client(address, ua)))
+    }
+
+    /// Whether a client is halfway to a ban, or banned: its answers for
+    /// per-device files are slowed, so a scan crawls long before the ban.
+    pub fn is_suspect(&self, address: IpAddr, user_agent: Option<&str>) -> bool {
+        if self.is_banned(address, user_agent) {
+            return true;
+        }
+        let now = Instant::now();
+        let state = self.lock();
+        let halfway = |who: Client, limit: usize| {
+            state.trackers.get(&who).is_some_and(|t| {
+                now.duration_since(t.since) < self.limits.window && t.macs.len() * 2 > limit
+            })
+        };
+        let limit = self.limits.unknown_macs;
+        halfway(client(address, user_agent), limit)
+            || halfway(client(address, None), limit.saturating_mul(ADDRESS_FACTOR))
     }
 
     /// Notes a request for a MAC that is not provisioned; bans the client
@@ -226,6 +245,11 @@ mod tests {
             !guard.is_banned(ip, Some("scanner")),
             "three MACs, asked twice"
         );
+        assert!(
+            guard.is_suspect(ip, Some("scanner")),
+            "halfway: slowed down"
+        );
+        assert!(!guard.is_suspect(ip, Some("Yealink SIP-T46S")));
         guard.note_unknown(ip, Some("scanner"), mac(3));
         assert!(guard.is_banned(ip, Some("scanner")));
         assert!(

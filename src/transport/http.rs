@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::Router;
@@ -26,6 +26,9 @@ use crate::client_cert::ClientCert;
 use crate::firmware::FirmwareImage;
 use crate::metrics::Outcome;
 use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware, log_request};
+
+/// How long a client suspected of scanning waits for each per-device answer.
+const THROTTLE_DELAY: Duration = Duration::from_millis(500);
 
 /// The most header bytes a phone's request may carry.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -115,7 +118,21 @@ async fn provision(
         log_firmware(&request, &image, bytes, started.elapsed());
         return response;
     }
-    if let Some(mac) = provisioner.device_file_mac(request.path) {
+    let device_mac = provisioner.device_file_mac(request.path);
+    // A client halfway to a ban waits for every per-device answer, found or
+    // not (the same timing either way), unless its User-Agent names the very
+    // MAC it asks for.
+    let throttled = device_mac.is_some_and(|mac| {
+        provisioner
+            .scan_guard()
+            .is_suspect(request.peer, request.user_agent)
+            && user_agent.and_then(|ua| provisioner.catalog().identify_user_agent(ua).mac)
+                != Some(mac)
+    });
+    if throttled {
+        tokio::time::sleep(THROTTLE_DELAY).await;
+    }
+    if let Some(mac) = device_mac {
         let auth = provisioner.phone_auth();
         let answer = headers
             .get(header::AUTHORIZATION)

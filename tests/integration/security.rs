@@ -90,7 +90,12 @@ async fn a_scanner_is_banned_and_its_neighbours_keep_working() {
             .await;
         assert_eq!(status, 404);
     }
+    let asked = std::time::Instant::now();
     assert_eq!(server.phone_get(FILE, Some(scanner)).await.0, 404, "banned");
+    assert!(
+        asked.elapsed() >= std::time::Duration::from_millis(450),
+        "a banned client is also slowed down"
+    );
     let phone = "Yealink SIP-T46S 66.86.0.15";
     assert_eq!(
         server.phone_get(FILE, Some(phone)).await.0,
