@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_tftp::server::TftpServer;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -137,9 +138,7 @@ impl Server {
         ));
 
         let bind_tcp = |what, addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind { what, addr, source })
+            listen(addr).map_err(|source| ServerError::Bind { what, addr, source })
         };
         let http = bind_tcp("HTTP", config.http).await?;
         let https = match &config.https {
@@ -352,6 +351,21 @@ fn with_stored_uploads(store: &Store, renderer: Renderer) -> Result<Renderer, Se
         }
     }
     Ok(renderer.with_uploads(good)?)
+}
+
+/// How many connections may wait to be accepted: a boot storm opens a
+/// thousand at once, more than tokio's default backlog of 1,024 leaves room
+/// for (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A TCP listener with a backlog sized for boot storms.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
 }
 
 async fn flush_sightings_until(provisioner: Arc<Provisioner>, stop: impl Future<Output = ()>) {

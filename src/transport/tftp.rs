@@ -20,6 +20,7 @@ use async_tftp::server::{Handler, TftpServer, TftpServerBuilder};
 use bytes::Bytes;
 use futures_lite::AsyncRead;
 use futures_lite::io::Cursor;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::client_cert::ClientCert;
 use crate::firmware::FirmwareImage;
@@ -74,7 +75,7 @@ pub async fn bind(
     state: Arc<TftpState>,
 ) -> std::io::Result<TftpServer<ProvisioningHandler>> {
     let handler = ProvisioningHandler { provisioner, state };
-    let socket = std::net::UdpSocket::bind(addr)?;
+    let socket = storm_socket(addr)?;
     TftpServerBuilder::with_handler(handler)
         .std_socket(socket)
         .map_err(std::io::Error::other)?
@@ -85,6 +86,21 @@ pub async fn bind(
         .build()
         .await
         .map_err(std::io::Error::other)
+}
+
+/// The receive buffer asked for the listening socket (the kernel caps it at
+/// `net.core.rmem_max`): when a building's phones boot together, a
+/// thousand RRQs arrive at once, and the default ~200 KB drops some.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// The listening UDP socket, with room for a boot storm's requests.
+fn storm_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(RECEIVE_BUFFER) {
+        tracing::warn!(error = %e, "cannot enlarge the TFTP receive buffer");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// The async-tftp handler that feeds the provisioner.
