@@ -8,8 +8,12 @@
 //! - [`provision`]: the one request handler. It asks the [`catalog`] which
 //!   phone model and file the path means (and for which [`mac`]), loads the
 //!   device and its users from the [`store`], and has [`render`] produce the
-//!   bytes. Unknown MACs are recorded as discovered. Firmware images
-//!   ([`firmware`]) are served as they are, never rendered.
+//!   bytes, kept in the [`cache`] until something it depends on changes.
+//!   Unknown MACs are recorded as discovered. Before any of that, the
+//!   [`policy`] decides who may fetch what: allow-lists, [`phone_auth`]
+//!   (HTTP Digest), and [`scan`] (anti-scanning bans). Firmware images
+//!   ([`firmware`]) are served as they are, never rendered. [`metrics`]
+//!   counts it all for `/metrics`.
 //! - [`catalog`]: phone models as data (`phone-models/*.toml`), path and
 //!   User-Agent recognition.
 //! - [`render`]: Tera templates (`templates/`) and the view they see.
@@ -18,6 +22,8 @@
 //!
 //! Administrators use the [`api`] (JSON under `/api/v1/`, guarded by
 //! [`auth`]) on a separate listener; the `deskboot` CLI is a client of it.
+//! Their weekly operations live in [`templates`] (uploads with history),
+//! [`import`] (CSV), [`backup`] (export and restore) and [`audit`].
 //! [`resync`] sends the SIP NOTIFY that makes a phone fetch its files again.
 //! [`server`] wires everything together from a [`config`]; [`tls`] holds
 //! the certificate of the optional HTTPS listener, which serves the same
