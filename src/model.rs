@@ -404,7 +404,7 @@ pub struct Settings {
     /// SIP transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_transport: Option<SipTransport>,
-    /// Outbound proxy host[:port].
+    /// Outbound proxy `host[:port]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_proxy: Option<String>,
     /// NTP server.

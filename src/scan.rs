@@ -8,7 +8,7 @@
 //! scanner that changes its User-Agent). A banned client's requests for
 //! per-device files get the same not-found as an unknown MAC, except a
 //! phone whose User-Agent carries the very MAC it asks for. Memory is
-//! bounded: at most [`MAX_TRACKED`] clients are followed at once.
+//! bounded: at most `MAX_TRACKED` clients are followed at once.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;

@@ -23,7 +23,7 @@ use crate::model::{
 };
 
 /// The schema this binary reads and writes. Bump it, and add a migration to
-/// [`Store::migrate`], when a stored shape changes incompatibly.
+/// `Store::migrate`, when a stored shape changes incompatibly.
 pub const SCHEMA_VERSION: u32 = 1;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
