@@ -80,6 +80,44 @@ pub struct Request<'a> {
     pub client_cert: ClientCert,
 }
 
+/// A [`Request`] that owns its text, to carry it to the blocking pool.
+#[derive(Debug, Clone)]
+struct OwnedRequest {
+    path: String,
+    user_agent: Option<String>,
+    peer: IpAddr,
+    transport: Transport,
+    host: Option<String>,
+    https: bool,
+    client_cert: ClientCert,
+}
+
+impl OwnedRequest {
+    fn of(request: &Request<'_>) -> Self {
+        OwnedRequest {
+            path: request.path.to_string(),
+            user_agent: request.user_agent.map(str::to_string),
+            peer: request.peer,
+            transport: request.transport,
+            host: request.host.map(str::to_string),
+            https: request.https,
+            client_cert: request.client_cert,
+        }
+    }
+
+    fn request(&self) -> Request<'_> {
+        Request {
+            path: &self.path,
+            user_agent: self.user_agent.as_deref(),
+            peer: self.peer,
+            transport: self.transport,
+            host: self.host.as_deref(),
+            https: self.https,
+            client_cert: self.client_cert,
+        }
+    }
+}
+
 impl Request<'_> {
     /// `http://<Host>` (or `https://`) when the phone came over HTTP(S) with
     /// a sane Host header: a phone told to come back over plain HTTP to the
@@ -167,6 +205,24 @@ impl NotServed {
                 | NotServed::ClientCert(_)
         )
     }
+}
+
+/// Where a render may happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renders {
+    /// On this thread.
+    Here,
+    /// Not on this thread: the caller renders on the blocking pool.
+    Elsewhere,
+}
+
+/// A request checked and understood, ready to be answered.
+struct Prepared<'r> {
+    file_name: &'r str,
+    found: FileMatch<'r>,
+    identity: Identity,
+    requester: Requester,
+    key: CacheKey,
 }
 
 /// What the request says about the phone beyond its file name.
@@ -283,7 +339,42 @@ impl Provisioner {
     /// Answers one request. Synchronous and fast (a few store reads and one
     /// render), so TFTP can call it inside its serialized open.
     pub fn handle(&self, request: &Request<'_>) -> Result<ServedFile, NotServed> {
-        let result = self.answer(request);
+        // With `Here` there is always an answer.
+        let result = self.answer(request, Renders::Here);
+        self.count(request, result.unwrap_or(Err(NotServed::UnknownFile)))
+    }
+
+    /// Answers one request from an async task: cache hits, refusals and
+    /// unknown files are answered at once; a render, which costs a hundred
+    /// microseconds or more, runs on the blocking pool so a boot storm's
+    /// first requests do not hold up the async workers.
+    pub async fn handle_async(
+        self: &Arc<Self>,
+        request: &Request<'_>,
+    ) -> Result<ServedFile, NotServed> {
+        if let Some(result) = self.answer(request, Renders::Elsewhere) {
+            return self.count(request, result);
+        }
+        let owned = OwnedRequest::of(request);
+        let provisioner = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || provisioner.handle(&owned.request())).await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "a render task failed");
+                self.count(
+                    request,
+                    Err(NotServed::Render(RenderError::Other(e.to_string()))),
+                )
+            }
+        }
+    }
+
+    /// Counts an answer in the metrics.
+    fn count(
+        &self,
+        request: &Request<'_>,
+        result: Result<ServedFile, NotServed>,
+    ) -> Result<ServedFile, NotServed> {
         if let Ok(file) = &result
             && let Some(model) = self.catalog.model(&file.model)
         {
@@ -298,7 +389,22 @@ impl Provisioner {
         result
     }
 
-    fn answer(&self, request: &Request<'_>) -> Result<ServedFile, NotServed> {
+    /// The answer to a request; None when it needs a render and `renders`
+    /// says not here.
+    fn answer(
+        &self,
+        request: &Request<'_>,
+        renders: Renders,
+    ) -> Option<Result<ServedFile, NotServed>> {
+        match self.prepare(request) {
+            Ok(prepared) => self.respond(request, prepared, renders),
+            Err(refused) => Some(Err(refused)),
+        }
+    }
+
+    /// Everything about a request short of rendering: the policy's checks,
+    /// the file it means, who asks, and the cache key.
+    fn prepare<'r>(&'r self, request: &'r Request<'_>) -> Result<Prepared<'r>, NotServed> {
         if !self.policy.allows(request.transport, request.peer) {
             return Err(NotServed::NotAllowed);
         }
@@ -326,10 +432,42 @@ impl Provisioner {
             firmware: requester.firmware.clone(),
             without_secrets: requester.without_secrets,
         };
+        Ok(Prepared {
+            file_name,
+            found,
+            identity,
+            requester,
+            key,
+        })
+    }
+
+    fn respond(
+        &self,
+        request: &Request<'_>,
+        prepared: Prepared<'_>,
+        renders: Renders,
+    ) -> Option<Result<ServedFile, NotServed>> {
+        let Prepared {
+            file_name,
+            found,
+            identity,
+            requester,
+            key,
+        } = prepared;
         let stamp = (self.store.generation(), self.cache.template_generation());
         let cached = self.cache.get(&key, stamp);
+        // A miss is counted where the render happens, not twice.
+        let would_render = cached.is_none()
+            && match found.mac {
+                None => true,
+                // An unknown MAC needs no render: answer it here.
+                Some(mac) => !matches!(self.store.device(mac), Ok(None)),
+            };
+        if would_render && renders == Renders::Elsewhere {
+            return None;
+        }
         self.metrics.cache(cached.is_some());
-        match found.mac {
+        Some(match found.mac {
             None => {
                 let result = match cached {
                     Some(file) => Ok(file),
@@ -364,7 +502,7 @@ impl Provisioner {
                 }
                 result
             }
-        }
+        })
     }
 
     /// Refuses a per-device file to a client the policy keeps out: one whose

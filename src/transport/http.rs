@@ -161,7 +161,7 @@ async fn provision(
             return response;
         }
     }
-    let result = provisioner.handle(&request);
+    let result = provisioner.handle_async(&request).await;
     let response = match &result {
         Ok(file) => {
             let fresh = headers

@@ -153,7 +153,7 @@ impl Handler for ProvisioningHandler {
                 Some(len),
             ));
         }
-        match self.provisioner.handle(&request) {
+        match self.provisioner.handle_async(&request).await {
             Ok(file) => {
                 let len = file.body.len() as u64;
                 let body = Body::Rendered(Cursor::new(file.body.clone()));
