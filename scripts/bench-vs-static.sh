@@ -98,8 +98,15 @@ wait_http() {
 log "starting deskboot"
 DESKBOOT_ADMIN_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export DESKBOOT_ADMIN_TOKEN
+# Thousands of simulated phones from one address asking for unknown MACs is
+# exactly what anti-scanning bans (and the ban would then refuse the TFTP
+# runs' files); the static servers have no such check, so it is off here.
+cat >"$work/deskboot.toml" <<'TOML'
+[provisioning]
+scan_unknown_macs = 1000000000
+TOML
 # Its one log line per request goes to a file, as nginx's access log does.
-"$work/deskboot" serve --data "$work/data" --http "127.0.0.1:$http_port" \
+"$work/deskboot" serve --config "$work/deskboot.toml" --data "$work/data" --http "127.0.0.1:$http_port" \
     --tftp "127.0.0.1:$tftp_port" --admin "127.0.0.1:$admin_port" >"$work/deskboot.log" 2>&1 &
 deskboot_pid=$!
 pids+=("$deskboot_pid")
