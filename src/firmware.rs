@@ -7,7 +7,7 @@
 //! directly in the folder are served: no subfolders, no symbolic links, no
 //! hidden files, so nothing else in the data directory can be reached.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The longest image name we look up.
 const MAX_NAME_LEN: usize = 200;
@@ -33,11 +33,6 @@ impl FirmwareDir {
     /// The images under `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         FirmwareDir { root: root.into() }
-    }
-
-    /// Where the images live.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// The image a request path names, if there is one. `bare_names` says

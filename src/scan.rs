@@ -95,12 +95,16 @@ impl ScanGuard {
 
     /// Whether a client is banned, as itself or as its whole address.
     pub fn is_banned(&self, address: IpAddr, user_agent: Option<&str>) -> bool {
+        // Asked on every per-device request: two lookups, no sweep (expired
+        // bans are swept when a new one is added or the list is read).
         let now = Instant::now();
-        let mut state = self.lock();
-        state.bans.retain(|_, ban| ban.until > now);
-        [user_agent, None]
-            .into_iter()
-            .any(|ua| state.bans.contains_key(&client(address, ua)))
+        let state = self.lock();
+        [user_agent, None].into_iter().any(|ua| {
+            state
+                .bans
+                .get(&client(address, ua))
+                .is_some_and(|ban| ban.until > now)
+        })
     }
 
     /// Whether a client is halfway to a ban, or banned: its answers for
@@ -154,6 +158,9 @@ impl ScanGuard {
             }
             tracker.macs.insert(mac);
             let count = tracker.macs.len();
+            if count > limit {
+                state.bans.retain(|_, ban| ban.until > now);
+            }
             if count > limit && state.bans.len() < MAX_TRACKED {
                 state.trackers.remove(&who);
                 tracing::warn!(

@@ -118,17 +118,23 @@ async fn provision(
         log_firmware(&request, &image, bytes, started.elapsed());
         return response;
     }
-    let device_mac = provisioner.device_file_mac(request.path);
+    // Which MAC the file is for matters only to authentication and to a
+    // client suspected of scanning: most requests skip the lookup here.
+    let suspect = provisioner
+        .scan_guard()
+        .is_suspect(request.peer, request.user_agent);
+    let device_mac = if suspect || provisioner.phone_auth().required() {
+        provisioner.device_file_mac(request.path)
+    } else {
+        None
+    };
     // A client halfway to a ban waits for every per-device answer, found or
     // not (the same timing either way), unless its User-Agent names the very
     // MAC it asks for.
-    let throttled = device_mac.is_some_and(|mac| {
-        provisioner
-            .scan_guard()
-            .is_suspect(request.peer, request.user_agent)
-            && user_agent.and_then(|ua| provisioner.catalog().identify_user_agent(ua).mac)
-                != Some(mac)
-    });
+    let throttled = suspect
+        && device_mac.is_some_and(|mac| {
+            user_agent.and_then(|ua| provisioner.catalog().identify_user_agent(ua).mac) != Some(mac)
+        });
     if throttled {
         tokio::time::sleep(THROTTLE_DELAY).await;
     }
