@@ -50,6 +50,8 @@ pub struct Metrics {
     render_micros: AtomicU64,
     unknown_macs: AtomicU64,
     render_failures: AtomicU64,
+    tftp_resends: AtomicU64,
+    tftp_abandoned: AtomicU64,
 }
 
 /// Values read at scrape time from elsewhere.
@@ -120,6 +122,16 @@ impl Metrics {
         self.render_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a TFTP packet sent again after the client's silence.
+    pub fn tftp_resend(&self) {
+        self.tftp_resends.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a TFTP transfer given up after every resend went unanswered.
+    pub fn tftp_abandoned(&self) {
+        self.tftp_abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records how long one render took.
     pub fn render(&self, took: Duration) {
         let seconds = took.as_secs_f64();
@@ -182,6 +194,18 @@ impl Metrics {
             "deskboot_render_failures_total",
             "Renders that failed for a device (its last good file is served).",
             get(&self.render_failures),
+        );
+        counter(
+            &mut out,
+            "deskboot_tftp_retransmits_total",
+            "TFTP packets (OACK or a window of DATA) resent after a timeout.",
+            get(&self.tftp_resends),
+        );
+        counter(
+            &mut out,
+            "deskboot_tftp_abandoned_total",
+            "TFTP transfers given up: the client stopped answering.",
+            get(&self.tftp_abandoned),
         );
         out.push_str("# HELP deskboot_render_seconds Time to render one file.\n");
         out.push_str("# TYPE deskboot_render_seconds histogram\n");

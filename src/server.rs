@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_tftp::server::TftpServer;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -86,7 +85,7 @@ pub struct Server {
     https: Option<(TcpListener, HttpsCert)>,
     admin: TcpListener,
     admin_cert: Option<HttpsCert>,
-    tftp: TftpServer<tftp::ProvisioningHandler>,
+    tftp: tftp::TftpServer,
     tftp_state: Arc<tftp::TftpState>,
     admin_state: Arc<AdminState>,
     addrs: Addresses,
@@ -173,11 +172,7 @@ impl Server {
                 _ => None,
             },
             admin: local(admin.local_addr(), "admin", config.admin)?,
-            tftp: tftp.listen_addr().map_err(|e| ServerError::Bind {
-                what: "TFTP",
-                addr: config.tftp,
-                source: std::io::Error::other(e),
-            })?,
+            tftp: local(tftp.listen_addr(), "TFTP", config.tftp)?,
         };
         let admin_state = Arc::new(AdminState {
             store: store.clone(),

@@ -56,7 +56,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_env("DESKBOOT_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,async_tftp=warn,sled=warn")),
+                .unwrap_or_else(|_| EnvFilter::new("info,sled=warn")),
         )
         .init();
     let mut config = match &args.config {

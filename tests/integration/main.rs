@@ -14,3 +14,4 @@ mod readme;
 mod resync;
 mod security;
 mod templates;
+mod tftp;

@@ -260,7 +260,7 @@ async fn hostile_tftp_names_are_refused_and_the_server_keeps_serving() {
     let by_hpa = server.tftp_hpa("../../etc/passwd").await;
     assert!(by_hpa.is_err(), "{by_hpa:?}");
 
-    // Truncated and malformed packets: no answer needed, no harm done.
+    // Truncated and malformed packets: an ERROR (tftp.rs), and no harm done.
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for packet in [
         &[0u8, 1][..],

@@ -1,43 +1,43 @@
 //! Provisioning over TFTP (RFC 1350 with blksize, tsize, timeout and
-//! windowsize), read-only, on `async-tftp`.
+//! windowsize), read-only, on tokio.
 //!
-//! async-tftp holds a lock around each open, so the open must be quick: the
-//! provisioner answers synchronously (store reads and one render), and a
-//! firmware image is only opened there, then read on a blocking thread. The library
-//! does not say when a transfer ends, so each file is wrapped in a reader that
-//! counts bytes and writes the request's log line when the transfer drops it.
+//! One task reads the listening socket and answers what it can at once
+//! (malformed requests, writes, "busy"); each read request gets its own task
+//! and, as RFC 1350 asks, its own socket (the server's transfer ID). So the
+//! renders of a boot storm run on every core, and a slow client holds only
+//! its own task.
+//!
+//! We wrote this rather than use async-tftp, which the design first chose:
+//! it serialises every open behind one lock and runs all transfers on one
+//! executor, ignores a client's ERROR, counts no resends, and silently drops
+//! a request from an address whose previous transfer it still tracks, which
+//! a storm hits whenever the kernel hands a phone's next socket the port of
+//! the last one (BENCHMARKS.md measured all of it).
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::pin::Pin;
-use std::sync::Arc;
+mod packet;
+mod transfer;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use async_tftp::packet;
-use async_tftp::server::{Handler, TftpServer, TftpServerBuilder};
-use bytes::Bytes;
-use futures_lite::AsyncRead;
-use futures_lite::io::Cursor;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
 
 use crate::client_cert::ClientCert;
-use crate::firmware::FirmwareImage;
 use crate::metrics::Outcome;
-use crate::provision::{
-    NotServed, Provisioner, Request, ServedFile, Transport, log_firmware, log_request,
-};
+use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware, log_request};
+use packet::{ErrorCode, ReadRequest, RequestError};
+use transfer::{Agreement, Source, Transfer, TransferError};
 
-/// How long to wait for a lost ACK before resending.
-const RETRANSMIT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Resends before a transfer is given up (the library's default, 100, keeps
-/// a vanished client's slot for minutes).
-const MAX_SEND_RETRIES: u32 = 5;
-/// The largest block we agree to: 1468 fits a 1500-byte Ethernet MTU.
-const MAX_BLOCK_SIZE: u16 = 1468;
-/// The largest RFC 7440 window we agree to.
-const MAX_WINDOW_SIZE: u16 = 16;
+/// The receive buffer asked for the listening socket (the kernel caps it at
+/// `net.core.rmem_max`): when a building's phones boot together, a
+/// thousand RRQs arrive at once, and the default ~200 KB drops some.
+const RECEIVE_BUFFER: usize = 4 << 20;
+/// Requests are small; a longer datagram is cut and then refused as malformed.
+const MAX_REQUEST: usize = 2048;
 
 /// Transfers in flight, and whether new ones are still accepted.
 #[derive(Debug)]
@@ -68,30 +68,44 @@ impl TftpState {
     }
 }
 
+/// The TFTP listener, bound and ready to serve.
+pub struct TftpServer {
+    shared: Arc<Shared>,
+}
+
+/// What the listener and every transfer task share.
+struct Shared {
+    listener: UdpSocket,
+    provisioner: Arc<Provisioner>,
+    state: Arc<TftpState>,
+    /// Each client address with a transfer (see [`Shared::admit`]).
+    clients: Mutex<HashMap<SocketAddr, Arc<Client>>>,
+}
+
+/// A client address's current transfer.
+struct Client {
+    /// What it asked for.
+    request: ReadRequest,
+    /// Whether it has acknowledged anything yet.
+    answered: AtomicBool,
+}
+
 /// Binds the TFTP listener.
 pub async fn bind(
     addr: SocketAddr,
     provisioner: Arc<Provisioner>,
     state: Arc<TftpState>,
-) -> std::io::Result<TftpServer<ProvisioningHandler>> {
-    let handler = ProvisioningHandler { provisioner, state };
-    let socket = storm_socket(addr)?;
-    TftpServerBuilder::with_handler(handler)
-        .std_socket(socket)
-        .map_err(std::io::Error::other)?
-        .timeout(RETRANSMIT_TIMEOUT)
-        .max_send_retries(MAX_SEND_RETRIES)
-        .block_size_limit(MAX_BLOCK_SIZE)
-        .window_size_limit(MAX_WINDOW_SIZE)
-        .build()
-        .await
-        .map_err(std::io::Error::other)
+) -> std::io::Result<TftpServer> {
+    let listener = UdpSocket::from_std(storm_socket(addr)?)?;
+    Ok(TftpServer {
+        shared: Arc::new(Shared {
+            listener,
+            provisioner,
+            state,
+            clients: Mutex::new(HashMap::new()),
+        }),
+    })
 }
-
-/// The receive buffer asked for the listening socket (the kernel caps it at
-/// `net.core.rmem_max`): when a building's phones boot together, a
-/// thousand RRQs arrive at once, and the default ~200 KB drops some.
-const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// The listening UDP socket, with room for a boot storm's requests.
 fn storm_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
@@ -99,173 +113,219 @@ fn storm_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     if let Err(e) = socket.set_recv_buffer_size(RECEIVE_BUFFER) {
         tracing::warn!(error = %e, "cannot enlarge the TFTP receive buffer");
     }
+    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
 
-/// The async-tftp handler that feeds the provisioner.
-pub struct ProvisioningHandler {
-    provisioner: Arc<Provisioner>,
-    state: Arc<TftpState>,
+impl TftpServer {
+    /// The address the listener is bound to.
+    pub fn listen_addr(&self) -> std::io::Result<SocketAddr> {
+        self.shared.listener.local_addr()
+    }
+
+    /// Reads requests until the task is aborted.
+    pub async fn serve(self) -> std::io::Result<()> {
+        let mut buffer = vec![0u8; MAX_REQUEST];
+        loop {
+            match self.shared.listener.recv_from(&mut buffer).await {
+                Ok((len, peer)) => self.shared.dispatch(peer, &buffer[..len]),
+                // An ICMP error for an earlier answer, surfacing here: it
+                // concerns that client only.
+                Err(e) => tracing::debug!(error = %e, "TFTP listener receive error"),
+            }
+        }
+    }
 }
 
-impl Handler for ProvisioningHandler {
-    type Reader = LoggedFile;
-    type Writer = futures_lite::io::Sink;
+impl Shared {
+    /// Answers one datagram sent to the listening port.
+    fn dispatch(self: &Arc<Self>, peer: SocketAddr, datagram: &[u8]) {
+        match packet::Request::parse(datagram) {
+            Ok(packet::Request::Read(read)) => self.admit(peer, read),
+            Ok(packet::Request::Write) => {
+                self.answer(peer, ErrorCode::AccessViolation, "read-only server")
+            }
+            // A late ACK or ERROR of a finished transfer: nothing to say.
+            Err(RequestError::NotARequest(_)) => {}
+            Err(e) => {
+                tracing::debug!(peer = %peer, error = %e, "malformed TFTP request");
+                self.answer(peer, ErrorCode::IllegalOperation, &e.to_string());
+            }
+        }
+    }
 
-    async fn read_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-    ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
+    /// Starts a transfer for a read request, unless it is a resend of one
+    /// already being answered, or the server is closing or full.
+    fn admit(self: &Arc<Self>, peer: SocketAddr, read: ReadRequest) {
         if self.state.closing.load(Ordering::SeqCst) {
-            return Err(packet::Error::Msg("server shutting down".into()));
+            return self.answer(peer, ErrorCode::Other, "server shutting down");
         }
-        // A phone retries a busy answer; a flood cannot hold every socket.
-        if self.state.active() >= self.state.max_active {
-            tracing::warn!(peer = %client, "TFTP busy: too many transfers at once");
-            return Err(packet::Error::Msg("busy, try again".into()));
-        }
+        let client = {
+            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            // The same request from the same address, before the client
+            // acknowledged anything, is a resend: the transfer answering it
+            // resends on its own. Anything else is a new request, often
+            // from a new socket of the phone's that the kernel gave the port
+            // of the last one.
+            if let Some(current) = clients.get(&peer)
+                && current.request == read
+                && !current.answered.load(Ordering::Relaxed)
+            {
+                return;
+            }
+            // A phone retries a busy answer; a flood cannot hold every socket.
+            if self.state.active() >= self.state.max_active {
+                drop(clients);
+                tracing::warn!(peer = %peer, "TFTP busy: too many transfers at once");
+                return self.answer(peer, ErrorCode::Other, "busy, try again");
+            }
+            let client = Arc::new(Client {
+                request: read,
+                answered: AtomicBool::new(false),
+            });
+            clients.insert(peer, Arc::clone(&client));
+            client
+        };
+        self.state.active.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(Arc::clone(self).serve_read(peer, client));
+    }
+
+    /// Answers from the listening socket, without waiting: an answer that
+    /// does not fit the socket's buffer now is dropped, as UDP may anyway.
+    fn answer(&self, peer: SocketAddr, code: ErrorCode, message: &str) {
+        let _ = self
+            .listener
+            .try_send_to(&packet::error(code, message), peer);
+    }
+
+    /// One read request, from the provisioner's answer to the last ACK.
+    async fn serve_read(self: Arc<Self>, peer: SocketAddr, client: Arc<Client>) {
+        let _slot = Slot {
+            shared: &self,
+            peer,
+            client: &client,
+        };
+        let read = &client.request;
+        let answered = &client.answered;
         let started = Instant::now();
-        // async-tftp drops requests whose name is not UTF-8, so this is lossless.
-        let name = path.to_string_lossy();
         let request = Request {
-            path: &name,
+            path: &read.name,
             user_agent: None,
-            peer: client.ip(),
+            peer: peer.ip(),
             transport: Transport::Tftp,
             host: None,
             https: false,
             client_cert: ClientCert::Unchecked,
         };
         if let Some(image) = self.provisioner.firmware(&request) {
-            let file = std::fs::File::open(&image.path).map_err(|e| {
-                tracing::error!(error = %e, file = %image.name, "cannot read a firmware image");
-                packet::Error::FileNotFound
-            })?;
-            let len = image.len;
+            let file = match std::fs::File::open(&image.path) {
+                Ok(file) => file,
+                Err(e) => {
+                    tracing::error!(error = %e, file = %image.name, "cannot read a firmware image");
+                    return self.answer(peer, ErrorCode::NotFound, "file not found");
+                }
+            };
             self.provisioner
                 .metrics()
                 .request(Transport::Tftp, Outcome::Firmware);
-            let body = Body::Image(blocking::Unblock::new(file));
-            return Ok((
-                self.transfer(&name, *client, started, body, Sent::Firmware(image)),
-                Some(len),
-            ));
+            let source = Source::File {
+                file: Arc::new(file),
+                len: image.len,
+            };
+            let bytes = self.send(peer, read, source, answered).await;
+            return log_firmware(&request, &image, bytes, started.elapsed());
         }
         match self.provisioner.handle_async(&request).await {
             Ok(file) => {
-                let len = file.body.len() as u64;
-                let body = Body::Rendered(Cursor::new(file.body.clone()));
-                Ok((
-                    self.transfer(&name, *client, started, body, Sent::Rendered(file)),
-                    Some(len),
-                ))
+                let source = Source::Memory(file.body.clone());
+                let bytes = self.send(peer, read, source, answered).await;
+                let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+                log_request(&request, &Ok(file), bytes, started.elapsed());
             }
             Err(reason) => {
                 if let NotServed::Store(e) = &reason {
                     tracing::error!(error = %e, "store failed while provisioning");
                 }
                 log_request(&request, &Err(reason), 0, started.elapsed());
-                Err(packet::Error::FileNotFound)
+                self.answer(peer, ErrorCode::NotFound, "file not found");
             }
         }
     }
 
-    async fn write_req_open(
-        &mut self,
-        _client: &SocketAddr,
-        _path: &Path,
-        _size: Option<u64>,
-    ) -> Result<Self::Writer, packet::Error> {
-        Err(packet::Error::IllegalOperation)
-    }
-}
-
-impl ProvisioningHandler {
-    /// Starts counting a transfer; it is logged when the library drops it.
-    fn transfer(
+    /// Sends `source` from a new socket; the bytes the client acknowledged.
+    async fn send(
         &self,
-        path: &str,
         peer: SocketAddr,
-        started: Instant,
-        body: Body,
-        sent: Sent,
-    ) -> LoggedFile {
-        self.state.active.fetch_add(1, Ordering::SeqCst);
-        LoggedFile {
-            body,
-            bytes: 0,
-            path: path.to_string(),
-            peer,
-            started,
-            sent: Some(sent),
-            state: self.state.clone(),
-        }
-    }
-}
-
-/// What a transfer reads from.
-pub enum Body {
-    /// A rendered file, already in memory.
-    Rendered(Cursor<Bytes>),
-    /// A firmware image, read from disk on a blocking thread.
-    Image(blocking::Unblock<std::fs::File>),
-}
-
-/// What a transfer is sending, for its log line.
-enum Sent {
-    Rendered(ServedFile),
-    Firmware(FirmwareImage),
-}
-
-/// A file being sent; logs the request when the transfer lets go of it.
-pub struct LoggedFile {
-    body: Body,
-    bytes: usize,
-    path: String,
-    peer: SocketAddr,
-    started: Instant,
-    sent: Option<Sent>,
-    state: Arc<TftpState>,
-}
-
-impl AsyncRead for LoggedFile {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let poll = match &mut self.body {
-            Body::Rendered(cursor) => Pin::new(cursor).poll_read(cx, buf),
-            Body::Image(file) => Pin::new(file).poll_read(cx, buf),
-        };
-        if let Poll::Ready(Ok(n)) = poll {
-            self.bytes += n;
-        }
-        poll
-    }
-}
-
-impl Drop for LoggedFile {
-    fn drop(&mut self) {
-        self.state.active.fetch_sub(1, Ordering::SeqCst);
-        let request = Request {
-            path: &self.path,
-            user_agent: None,
-            peer: self.peer.ip(),
-            transport: Transport::Tftp,
-            host: None,
-            https: false,
-            client_cert: ClientCert::Unchecked,
-        };
-        let elapsed = self.started.elapsed();
-        match self.sent.take() {
-            Some(Sent::Rendered(file)) => log_request(&request, &Ok(file), self.bytes, elapsed),
-            Some(Sent::Firmware(image)) => {
-                log_firmware(&request, &image, self.bytes as u64, elapsed)
+        read: &ReadRequest,
+        source: Source,
+        answered: &AtomicBool,
+    ) -> u64 {
+        let agreement = Agreement::new(&read.options, source.size());
+        let socket = match transfer_socket(self.local_ip(), peer).await {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open a TFTP transfer socket");
+                self.answer(peer, ErrorCode::Other, "server error");
+                return 0;
             }
-            None => {}
+        };
+        let transfer = Transfer {
+            socket,
+            source,
+            agreement,
+            answered,
+            metrics: self.provisioner.metrics(),
+        };
+        match transfer.run().await {
+            Ok(bytes) => bytes,
+            Err((e, bytes)) => {
+                if matches!(e, TransferError::NoAnswer) {
+                    self.provisioner.metrics().tftp_abandoned();
+                }
+                tracing::info!(peer = %peer, error = %e, "TFTP transfer not completed");
+                bytes
+            }
+        }
+    }
+
+    fn local_ip(&self) -> IpAddr {
+        match self.listener.local_addr() {
+            Ok(addr) => addr.ip(),
+            Err(_) => IpAddr::from([0, 0, 0, 0]),
+        }
+    }
+}
+
+/// A socket of its own for one transfer, connected to the client so the
+/// kernel keeps other senders' datagrams away from it.
+async fn transfer_socket(local: IpAddr, peer: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddr::new(local, 0)).await?;
+    socket.connect(peer).await?;
+    Ok(socket)
+}
+
+/// A transfer's place: released when its task ends, however it ends.
+struct Slot<'a> {
+    shared: &'a Shared,
+    peer: SocketAddr,
+    client: &'a Arc<Client>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.shared.state.active.fetch_sub(1, Ordering::SeqCst);
+        let mut clients = self
+            .shared
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // A newer transfer of the same address owns the entry now.
+        if clients
+            .get(&self.peer)
+            .is_some_and(|current| Arc::ptr_eq(current, self.client))
+        {
+            clients.remove(&self.peer);
         }
     }
 }

@@ -1,0 +1,276 @@
+//! Sending one file to one client: an OACK if options were agreed, then
+//! DATA in windows (RFC 7440; a window of one is RFC 1350's lock-step),
+//! resent only when the client stays silent past the timeout.
+//!
+//! Duplicate and stale ACKs are ignored rather than answered: resending on
+//! them is the Sorcerer's Apprentice bug (RFC 1123, 4.2.3.1), which doubles
+//! every packet after one delayed ACK.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::packet::{self, DATA_HEADER, Options, Reply};
+use crate::metrics::Metrics;
+
+/// How long to wait for an ACK before resending, unless the client asks
+/// for another timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Resends before a silent client is given up.
+pub const MAX_RESENDS: u32 = 5;
+/// The largest block we agree to: 1468 fits a 1500-byte Ethernet MTU.
+pub const MAX_BLOCK_SIZE: u16 = 1468;
+/// The largest RFC 7440 window we agree to.
+pub const MAX_WINDOW_SIZE: u16 = 16;
+/// RFC 1350's block size, when the client proposes none.
+const DEFAULT_BLOCK_SIZE: u16 = 512;
+
+/// Why a transfer did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// The client sent an ERROR (it gave up, or refused our OACK).
+    #[error("the client gave up: {0:?}")]
+    ClientGaveUp(String),
+    /// No ACK after every resend.
+    #[error("the client stopped answering")]
+    NoAnswer,
+    /// The socket or the file failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// The bytes a transfer sends.
+pub enum Source {
+    /// A rendered file, in memory.
+    Memory(Bytes),
+    /// A firmware image, read a window at a time on a blocking thread.
+    File {
+        /// The open image.
+        file: Arc<std::fs::File>,
+        /// Its size when opened: what tsize announced.
+        len: u64,
+    },
+}
+
+impl Source {
+    /// Its size in bytes: what tsize announces.
+    pub fn size(&self) -> u64 {
+        match self {
+            Source::Memory(bytes) => bytes.len() as u64,
+            Source::File { len, .. } => *len,
+        }
+    }
+
+    /// `len` bytes from `offset` (fewer at the end).
+    async fn read(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let end = offset.saturating_add(len as u64).min(self.size());
+        let len = usize::try_from(end.saturating_sub(offset)).unwrap_or(0);
+        match self {
+            Source::Memory(bytes) => {
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                Ok(bytes.slice(start..start + len))
+            }
+            Source::File { file, .. } => {
+                let file = Arc::clone(file);
+                tokio::task::spawn_blocking(move || {
+                    let mut buffer = vec![0; len];
+                    file.read_exact_at(&mut buffer, offset)?;
+                    Ok(Bytes::from(buffer))
+                })
+                .await
+                .map_err(io::Error::other)?
+            }
+        }
+    }
+}
+
+/// What was agreed with the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agreement {
+    block_size: u16,
+    window: u16,
+    timeout: Duration,
+    /// The OACK to send first, when the client proposed options we took.
+    oack: Option<Vec<u8>>,
+}
+
+impl Agreement {
+    /// Our answer to a client's options for a file of `len` bytes.
+    pub fn new(options: &Options, len: u64) -> Agreement {
+        let mut agreed = Vec::new();
+        let block_size = match options.block_size {
+            Some(asked) => {
+                let size = asked.min(MAX_BLOCK_SIZE);
+                agreed.push(("blksize", u64::from(size)));
+                size
+            }
+            None => DEFAULT_BLOCK_SIZE,
+        };
+        if let Some(timeout) = options.timeout {
+            agreed.push(("timeout", timeout.as_secs()));
+        }
+        if options.transfer_size {
+            agreed.push(("tsize", len));
+        }
+        let window = match options.window_size {
+            Some(asked) => {
+                let window = asked.min(MAX_WINDOW_SIZE);
+                agreed.push(("windowsize", u64::from(window)));
+                window
+            }
+            None => 1,
+        };
+        Agreement {
+            block_size,
+            window,
+            timeout: options.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            oack: (!agreed.is_empty()).then(|| packet::oack(&agreed)),
+        }
+    }
+}
+
+/// One transfer, on its own socket connected to the client (its TID).
+pub struct Transfer<'a> {
+    /// The socket; the kernel drops datagrams from other addresses.
+    pub socket: UdpSocket,
+    /// The file.
+    pub source: Source,
+    /// Options agreed.
+    pub agreement: Agreement,
+    /// Set once the client has acknowledged anything: from then on a new
+    /// request from its address is a new transfer, not a resent request.
+    pub answered: &'a AtomicBool,
+    /// Where resends are counted.
+    pub metrics: &'a Metrics,
+}
+
+impl Transfer<'_> {
+    /// Sends the whole file; the bytes the client acknowledged, or why not.
+    pub async fn run(&self) -> Result<u64, (TransferError, u64)> {
+        let mut acked = 0u64;
+        self.send_all(&mut acked).await.map_err(|e| (e, acked))
+    }
+
+    async fn send_all(&self, acked_bytes: &mut u64) -> Result<u64, TransferError> {
+        let block_size = u64::from(self.agreement.block_size);
+        let len = self.source.size();
+        // The last block is the short one, empty when `len` is a multiple
+        // of the block size: that is how the client knows the file ended.
+        let blocks = len / block_size + 1;
+        if let Some(oack) = &self.agreement.oack {
+            let frames = Frames::single(oack);
+            self.exchange(&frames, 0, 0).await?;
+        }
+        let mut acked = 0u64;
+        let mut frames = Frames::default();
+        while acked < blocks {
+            let first = acked + 1;
+            let last = blocks.min(acked + u64::from(self.agreement.window));
+            let count = usize::try_from(last - acked).unwrap_or(1);
+            let chunk = self
+                .source
+                .read(
+                    acked * block_size,
+                    count * usize::from(self.agreement.block_size),
+                )
+                .await?;
+            frames.data(first, count, &chunk, usize::from(self.agreement.block_size));
+            acked = self.exchange(&frames, first, last).await?;
+            *acked_bytes = (acked * block_size).min(len);
+        }
+        Ok(len)
+    }
+
+    /// Sends `frames` until the client acknowledges a block in
+    /// `first..=last`; returns that block.
+    async fn exchange(&self, frames: &Frames, first: u64, last: u64) -> Result<u64, TransferError> {
+        for resend in 0..=MAX_RESENDS {
+            if resend > 0 {
+                self.metrics.tftp_resend();
+            }
+            for frame in frames.iter() {
+                self.socket.send(frame).await?;
+            }
+            let deadline = Instant::now() + self.agreement.timeout;
+            if let Some(block) = self.await_ack(first, last, deadline).await? {
+                self.answered.store(true, Ordering::Relaxed);
+                return Ok(block);
+            }
+        }
+        Err(TransferError::NoAnswer)
+    }
+
+    /// The first ACK of a block in `first..=last` before `deadline`.
+    async fn await_ack(
+        &self,
+        first: u64,
+        last: u64,
+        deadline: Instant,
+    ) -> Result<Option<u64>, TransferError> {
+        let mut buffer = [0u8; 516];
+        loop {
+            let received = tokio::time::timeout_at(deadline, self.socket.recv(&mut buffer)).await;
+            let Ok(received) = received else {
+                return Ok(None);
+            };
+            match Reply::parse(&buffer[..received?]) {
+                Some(Reply::Ack(number)) => {
+                    // A window is at most 16 blocks, so the 16-bit number
+                    // names one block in it, across a rollover too.
+                    if let Some(block) = (first..=last).find(|&b| b as u16 == number) {
+                        return Ok(Some(block));
+                    }
+                }
+                Some(Reply::Error(message)) => return Err(TransferError::ClientGaveUp(message)),
+                None => {}
+            }
+        }
+    }
+}
+
+/// The datagrams of one window, in one buffer reused from window to window.
+#[derive(Default)]
+struct Frames {
+    buffer: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Frames {
+    fn single(datagram: &[u8]) -> Frames {
+        Frames {
+            buffer: datagram.to_vec(),
+            ends: vec![datagram.len()],
+        }
+    }
+
+    /// `count` DATA packets numbered from `first`, cut from `chunk`: the
+    /// last may be short or empty (the end of the file).
+    fn data(&mut self, first: u64, count: usize, chunk: &[u8], block_size: usize) {
+        self.buffer.clear();
+        self.ends.clear();
+        for (i, number) in (first..).take(count).enumerate() {
+            let start = (i * block_size).min(chunk.len());
+            let end = (start + block_size).min(chunk.len());
+            let at = self.buffer.len();
+            self.buffer.resize(at + DATA_HEADER, 0);
+            packet::data_header(&mut self.buffer[at..], number as u16);
+            self.buffer.extend_from_slice(&chunk[start..end]);
+            self.ends.push(self.buffer.len());
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.buffer[start..end])
+    }
+}

@@ -1,0 +1,278 @@
+//! The TFTP protocol itself, driven by hand: options, windows, lost and
+//! duplicated packets, resent and reused requests, clients that vanish or
+//! give up, and datagrams that are not TFTP at all.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+
+use crate::common::TestServer;
+use crate::firmware::image;
+
+/// A read request for `name` in octet mode, with options.
+fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
+    let mut packet = vec![0, 1];
+    for field in [name, "octet"]
+        .into_iter()
+        .chain(options.iter().flat_map(|(k, v)| [*k, *v]))
+    {
+        packet.extend_from_slice(field.as_bytes());
+        packet.push(0);
+    }
+    packet
+}
+
+/// A hand-driven TFTP read of `name`: the socket, the server's transfer
+/// address, and the first DATA block.
+async fn start_read(server: &TestServer, name: &str) -> (UdpSocket, SocketAddr, Vec<u8>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(&rrq(name, &[]), server.addrs.tftp)
+        .await
+        .unwrap();
+    let (packet, from) = receive(&socket).await.expect("DATA 1");
+    assert_eq!(&packet[..4], &[0, 3, 0, 1], "DATA 1");
+    (socket, from, packet)
+}
+
+async fn receive(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    receive_within(socket, Duration::from_secs(5)).await
+}
+
+async fn receive_within(socket: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buffer = [0u8; 1600];
+    let (n, from) = tokio::time::timeout(wait, socket.recv_from(&mut buffer))
+        .await
+        .ok()?
+        .ok()?;
+    Some((buffer[..n].to_vec(), from))
+}
+
+/// A firmware image of `len` bytes in the server's firmware folder.
+fn firmware(server: &TestServer, name: &str, len: usize) -> Vec<u8> {
+    let bytes: Vec<u8> = image().into_iter().cycle().take(len).collect();
+    std::fs::create_dir_all(server.data.join("firmware")).unwrap();
+    std::fs::write(server.data.join("firmware").join(name), &bytes).unwrap();
+    bytes
+}
+
+fn ack(block: u16) -> [u8; 4] {
+    let [hi, lo] = block.to_be_bytes();
+    [0, 4, hi, lo]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_and_duplicated_acks_still_deliver_the_whole_file() {
+    let server = TestServer::start().await;
+    let image = firmware(&server, "small.bin", 5000);
+    let (socket, from, first) = start_read(&server, "firmware/small.bin").await;
+    let mut got = first[4..].to_vec();
+    // Lose the first ACK: the server sends DATA 1 again.
+    let (again, _) = receive(&socket).await.expect("DATA 1 resent");
+    assert_eq!(&again[..4], &[0, 3, 0, 1]);
+    let mut block = 1u16;
+    loop {
+        socket.send_to(&ack(block), from).await.unwrap();
+        socket.send_to(&ack(block), from).await.unwrap(); // duplicated
+        let Some((packet, _)) = receive(&socket).await else {
+            break;
+        };
+        if packet[..2] != [0, 3] {
+            panic!("unexpected packet {packet:?}");
+        }
+        let number = u16::from_be_bytes([packet[2], packet[3]]);
+        if number == block {
+            continue; // a resend caused by the duplicate
+        }
+        assert_eq!(number, block + 1);
+        block = number;
+        got.extend_from_slice(&packet[4..]);
+        if packet.len() < 516 {
+            socket.send_to(&ack(block), from).await.unwrap();
+            break;
+        }
+    }
+    assert!(got == image, "the whole file, once");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_vanishes_or_errors_frees_its_slot() {
+    let server = TestServer::start().await;
+    firmware(&server, "big.bin", 300_000);
+    let (_gone, _, _) = start_read(&server, "firmware/big.bin").await;
+    let (quitter, from, _) = start_read(&server, "firmware/big.bin").await;
+    quitter
+        .send_to(b"\x00\x05\x00\x00user abort\x00", from)
+        .await
+        .unwrap();
+    // The ERROR ends the quitter's transfer at once; the vanished client's
+    // holds its slot only until its resends run out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while server.metric("deskboot_tftp_transfers").await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ERROR freed nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.metric("deskboot_tftp_transfers").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "slots still held");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(server.metric("deskboot_tftp_abandoned_total").await, 1);
+    assert!(server.metric("deskboot_tftp_retransmits_total").await >= 5);
+    assert!(
+        server.tftp_curl("firmware/big.bin").await.is_ok(),
+        "and the server serves on"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_datagrams_never_stop_the_tftp_server() {
+    use rand::{RngExt, SeedableRng};
+    let server = TestServer::start().await;
+    std::fs::create_dir_all(server.data.join("firmware")).unwrap();
+    std::fs::write(server.data.join("firmware/x.bin"), b"payload").unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // A fixed seed: a failure can be replayed.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xdeb007);
+    for round in 0..2000 {
+        let len = rng.random_range(0..600);
+        let mut packet: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        // Half of them look like requests, to reach the option parser.
+        if round % 2 == 0 && packet.len() >= 2 {
+            packet[0] = 0;
+            packet[1] = rng.random_range(1..=6);
+        }
+        socket.send_to(&packet, server.addrs.tftp).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.tftp_curl("firmware/x.bin").await.unwrap(),
+        b"payload"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_windows_and_block_number_rollover() {
+    let server = TestServer::start().await;
+    // 75,000 blocks of 8 bytes: the block number wraps past 65,535, and the
+    // file ends on a block boundary, so an empty block closes it.
+    let image = firmware(&server, "long.bin", 600_000);
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let options = [
+        ("blksize", "8"),
+        ("tsize", "0"),
+        ("windowsize", "16"),
+        ("color", "red"),
+    ];
+    socket
+        .send_to(&rrq("firmware/long.bin", &options), server.addrs.tftp)
+        .await
+        .unwrap();
+    let (oack, from) = receive(&socket).await.expect("OACK");
+    assert_eq!(
+        oack, b"\x00\x06blksize\x008\x00tsize\x00600000\x00windowsize\x0016\x00",
+        "the options we know, agreed; the others left out"
+    );
+    socket.send_to(&ack(0), from).await.unwrap();
+    let mut got = Vec::new();
+    let (mut acked, mut expected) = (0u64, 1u64);
+    let mut resumed = false;
+    loop {
+        let (packet, _) = receive(&socket).await.expect("DATA");
+        assert_eq!(packet[..2], [0, 3]);
+        assert_eq!(u16::from_be_bytes([packet[2], packet[3]]), expected as u16);
+        got.extend_from_slice(&packet[4..]);
+        let last = packet.len() < 12;
+        if !resumed && expected == 16 {
+            // Say only 5 blocks of the first window arrived: the server
+            // goes on from the 6th (RFC 7440).
+            resumed = true;
+            got.truncate(5 * 8);
+            acked = 5;
+            expected = 6;
+            socket.send_to(&ack(5), from).await.unwrap();
+            continue;
+        }
+        if last || expected == acked + 16 {
+            socket.send_to(&ack(expected as u16), from).await.unwrap();
+            acked = expected;
+        }
+        if last {
+            break;
+        }
+        expected += 1;
+    }
+    assert_eq!(expected, 75_001, "75,000 full blocks and an empty one");
+    assert!(got == image, "the whole file");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_request_starts_one_transfer_and_a_reused_port_a_new_one() {
+    let server = TestServer::start().await;
+    let image = firmware(&server, "tiny.bin", 300);
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let request = rrq("firmware/tiny.bin", &[]);
+    socket.send_to(&request, server.addrs.tftp).await.unwrap();
+    socket.send_to(&request, server.addrs.tftp).await.unwrap();
+    let (data, from) = receive(&socket).await.expect("DATA 1");
+    assert_eq!(&data[4..], &image[..], "one block");
+    let extra = receive_within(&socket, Duration::from_millis(500)).await;
+    assert!(
+        extra.is_none(),
+        "a second transfer answered the resend: {extra:?}"
+    );
+    socket.send_to(&ack(1), from).await.unwrap();
+
+    // A phone's next request often comes from the port of its last one,
+    // right after its final ACK: each is answered at once.
+    for round in 0..20 {
+        let name = if round % 2 == 0 {
+            "firmware/tiny.bin"
+        } else {
+            "firmware/other.bin"
+        };
+        if round == 1 {
+            firmware(&server, "other.bin", 10);
+        }
+        socket
+            .send_to(&rrq(name, &[]), server.addrs.tftp)
+            .await
+            .unwrap();
+        let (data, from) = receive_within(&socket, Duration::from_millis(900))
+            .await
+            .unwrap_or_else(|| panic!("round {round}: no answer"));
+        assert_eq!(&data[..4], &[0, 3, 0, 1], "round {round}");
+        socket.send_to(&ack(1), from).await.unwrap();
+    }
+    assert_eq!(server.metric("deskboot_tftp_retransmits_total").await, 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_and_writes_get_an_error() {
+    let server = TestServer::start().await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for (packet, code, message) in [
+        (&[0u8, 1, b'x'][..], 4, "malformed request"),
+        (&[0, 1], 4, "malformed request"),
+        (&[0], 4, "truncated"),
+        (b"\x00\x01x\x00mail\x00", 4, "unsupported transfer mode"),
+        (b"\x00\x01\xff\xfe\x00octet\x00", 4, "not UTF-8"),
+        (b"\x00\x02x.cfg\x00octet\x00", 2, "read-only"),
+    ] {
+        socket.send_to(packet, server.addrs.tftp).await.unwrap();
+        let (answer, _) = receive(&socket).await.expect("an ERROR");
+        assert_eq!(answer[..4], [0, 5, 0, code], "{packet:?}");
+        let text = String::from_utf8_lossy(&answer[4..]);
+        assert!(text.contains(message), "{packet:?}: {text}");
+    }
+    server.stop().await;
+}
