@@ -5,6 +5,12 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: under a boot storm glibc's arenas
+/// took 15% of the server's CPU, much of it waiting on each other's locks
+/// (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => code,
