@@ -399,7 +399,9 @@ fn bench_store(c: &mut Criterion) {
         ));
     }
     let summary = store
-        .change("bench", |store| import::plan(&text, store, &catalog))
+        .change("bench", |store| {
+            import::plan(&text, store, &catalog, &deskboot::progress::silent)
+        })
         .expect("import");
     assert_eq!(summary.users, STORE_SIZE);
     assert_eq!(store.device_count(), STORE_SIZE);

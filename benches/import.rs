@@ -38,7 +38,9 @@ fn bench_import(c: &mut Criterion) {
             |dir| {
                 let store = Store::open(dir.path()).expect("store");
                 let summary = store
-                    .change("bench", |store| import::plan(&text, store, &catalog))
+                    .change("bench", |store| {
+                        import::plan(&text, store, &catalog, &deskboot::progress::silent)
+                    })
                     .expect("import");
                 assert_eq!(summary.users, ROWS);
             },
@@ -50,7 +52,9 @@ fn bench_import(c: &mut Criterion) {
             || {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let store = Store::open(dir.path()).expect("store");
-                let (changes, _) = import::plan(&text, &store, &catalog).expect("plan");
+                let (changes, _) =
+                    import::plan(&text, &store, &catalog, &deskboot::progress::silent)
+                        .expect("plan");
                 (dir, changes)
             },
             |(dir, changes)| {

@@ -16,6 +16,7 @@ use crate::auth::random_secret;
 use crate::catalog::Catalog;
 use crate::mac::Mac;
 use crate::model::{Device, LineAssignment, SipAccount, User, Voicemail};
+use crate::progress::{Report, Stage};
 use crate::store::{Change, Store, StoreError};
 
 /// The largest CSV accepted.
@@ -107,18 +108,21 @@ impl Row {
     }
 }
 
-/// Checks a CSV file and plans the changes that import it; nothing is written.
+/// Checks a CSV file and plans the changes that import it; nothing is
+/// written. Each row checked is reported.
 pub fn plan(
     text: &str,
     store: &Store,
     catalog: &Catalog,
+    report: Report<'_>,
 ) -> Result<(Vec<Change>, Summary), ImportError> {
     let (format, rows, mut errors) = read_rows(text).map_err(ImportError::Rows)?;
     let mut changes = Vec::new();
     let mut seen: HashMap<&'static str, HashMap<String, u64>> = HashMap::new();
     let mut devices: Vec<(u64, Device)> = Vec::new();
     let mut users = 0;
-    for row in &rows {
+    for (checked, row) in rows.iter().enumerate() {
+        report(Stage::Checking, checked + 1, rows.len());
         let fail = |errors: &mut Vec<RowError>, field: &str, error: String| {
             errors.push(RowError {
                 line: row.line,
@@ -414,6 +418,7 @@ pub fn header() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::silent;
     use proptest::prelude::*;
 
     /// One store and catalog for every case: opening them is the slow part,
@@ -447,7 +452,7 @@ mod tests {
             let (store, catalog) = fixtures();
             let text = format!("{header}\n{}", rows.join("\n"));
             let lines = text.lines().count() as u64 + 1;
-            match plan(&text, store, catalog) {
+            match plan(&text, store, catalog, &silent) {
                 Ok(_) => {}
                 Err(ImportError::Rows(errors)) => {
                     prop_assert!(!errors.is_empty());
@@ -471,7 +476,7 @@ mod tests {
         let (_dir, store, catalog) = setup();
         let csv = "entityid|firstname|lastname|language|phonenumber|context|linename|linesecret|voicemailnumber|voicemailpassword\n\
                    1|Ada|Lovelace|fr_FR|101|default|ada101|s3cret|101|1234\n";
-        let (changes, summary) = plan(csv, &store, &catalog).unwrap();
+        let (changes, summary) = plan(csv, &store, &catalog, &silent).unwrap();
         assert_eq!(summary.format, "xivo");
         assert_eq!(summary.users, 1);
         let Change::PutUser { new, .. } = &changes[0] else {
@@ -489,7 +494,7 @@ mod tests {
             "{}\n101,Ada,L,ada@example.com,,,,\n101,Dup,L,,,,,\n102,Bad,Mac,,,,zz,x\n103,Bad,Model,,,,001565000103,nope\n104,Ok,Row,,,,,\n105,A\nB,L,,,,,\n",
             header()
         );
-        let Err(ImportError::Rows(errors)) = plan(&csv, &store, &catalog) else {
+        let Err(ImportError::Rows(errors)) = plan(&csv, &store, &catalog, &silent) else {
             panic!("should be refused")
         };
         let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
@@ -502,7 +507,8 @@ mod tests {
     #[test]
     fn an_unknown_column_is_refused_in_our_format() {
         let (_dir, store, catalog) = setup();
-        let Err(ImportError::Rows(errors)) = plan("extension,frstname\n1,x\n", &store, &catalog)
+        let Err(ImportError::Rows(errors)) =
+            plan("extension,frstname\n1,x\n", &store, &catalog, &silent)
         else {
             panic!()
         };

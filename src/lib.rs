@@ -23,7 +23,8 @@
 //! Administrators use the [`api`] (JSON under `/api/v1/`, guarded by
 //! [`auth`]) on a separate listener; the `deskboot` CLI is a client of it.
 //! Their weekly operations live in [`templates`] (uploads with history),
-//! [`import`] (CSV), [`backup`] (export and restore) and [`audit`].
+//! [`import`] (CSV), [`backup`] (export and restore) and [`audit`]; the
+//! long ones tell their [`progress`].
 //! [`resync`] sends the SIP NOTIFY that makes a phone fetch its files again.
 //! [`server`] wires everything together from a [`config`]; [`tls`] holds
 //! the certificate of the optional HTTPS listener, which serves the same
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod model;
 pub mod phone_auth;
 pub mod policy;
+pub mod progress;
 pub mod provision;
 pub mod render;
 pub mod resync;

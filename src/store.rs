@@ -21,6 +21,7 @@ use crate::mac::Mac;
 use crate::model::{
     ApiToken, Device, Discovered, Invalid, LastGood, Settings, Sighting, User, UserId,
 };
+use crate::progress::{self, Report, Stage};
 
 /// The schema this binary reads and writes. Bump it, and add a migration to
 /// `Store::migrate`, when a stored shape changes incompatibly.
@@ -299,6 +300,12 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::flush`], for a blocking thread.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Makes a change: `plan` reads the store (no other change can run
     /// meanwhile) and returns the record changes plus a result; they are
     /// applied in one transaction together with their audit entries.
@@ -307,12 +314,22 @@ impl Store {
         actor: &str,
         plan: impl FnOnce(&Store) -> Result<(Vec<Change>, T), E>,
     ) -> Result<T, E> {
+        self.change_reporting(actor, plan, &progress::silent)
+    }
+
+    /// [`Store::change`], reporting each record change as it is applied.
+    pub fn change_reporting<T, E: From<StoreError>>(
+        &self,
+        actor: &str,
+        plan: impl FnOnce(&Store) -> Result<(Vec<Change>, T), E>,
+        report: Report<'_>,
+    ) -> Result<T, E> {
         // A panic while holding the lock cannot leave sled half-written
         // (transactions are atomic), so a poisoned lock is still usable.
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let (changes, result) = plan(self)?;
         if !changes.is_empty() {
-            self.apply(actor, &changes).map_err(E::from)?;
+            self.apply(actor, &changes, report).map_err(E::from)?;
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
         Ok(result)
@@ -342,7 +359,7 @@ impl Store {
         }
     }
 
-    fn apply(&self, actor: &str, changes: &[Change]) -> Result<(), StoreError> {
+    fn apply(&self, actor: &str, changes: &[Change], report: Report<'_>) -> Result<(), StoreError> {
         let at = unix_now();
         let entries = changes
             .iter()
@@ -375,7 +392,8 @@ impl Store {
             let (users, indexes, devices, sightings) = (&t[0], &t[1..4], &t[4], &t[5]);
             let (settings, templates, audit, discovered) = (&t[6], &t[7], &t[8], &t[9]);
             let tokens = &t[10];
-            for change in changes {
+            for (applied, change) in changes.iter().enumerate() {
+                report(Stage::Writing, applied + 1, changes.len());
                 match change {
                     Change::PutUser { new, old } => {
                         write_user_indexes(indexes, new, old.as_ref())?;

@@ -184,7 +184,25 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, body) = match self {
+        if let ApiError::Unauthorized = self {
+            let body =
+                json!({"error": "missing or wrong admin token (Authorization: Bearer <token>)"});
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(body),
+            )
+                .into_response();
+        }
+        let (status, body) = self.status_and_body();
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+impl ApiError {
+    /// The status and JSON body this failure is answered with.
+    fn status_and_body(self) -> (StatusCode, Value) {
+        match self {
             ApiError::Invalid(i) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({"error": i.message, "field": i.field}),
@@ -197,15 +215,10 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
             ApiError::InUse(m) => (StatusCode::CONFLICT, json!({"error": m})),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({"error": m})),
-            ApiError::Unauthorized => {
-                let body = json!({"error": "missing or wrong admin token (Authorization: Bearer <token>)"});
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer")],
-                    axum::Json(body),
-                )
-                    .into_response();
-            }
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "missing or wrong admin token (Authorization: Bearer <token>)"}),
+            ),
             ApiError::Template {
                 message,
                 line,
@@ -222,8 +235,7 @@ impl IntoResponse for ApiError {
                     json!({"error": "internal error; see the server log"}),
                 )
             }
-        };
-        (status, axum::Json(body)).into_response()
+        }
     }
 }
 

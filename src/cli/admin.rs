@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::Connection;
-use super::client::{AdminClient, print_json};
+use super::client::{AdminClient, print_json, refusal};
 
 /// Which template: for every phone of a model, or for one phone.
 #[derive(Debug, clap::Args)]
@@ -188,7 +188,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let path = format!("/api/v1/import?dry_run={}", args.dry_run);
     let client = client(&args.connection)?;
-    match client.send_text_raw(Method::POST, &path, text).await? {
+    match client.send_with_progress(&path, "text/csv", text).await? {
         (status, answer) if status.is_success() => {
             print_json(&answer)?;
             Ok(ExitCode::SUCCESS)
@@ -232,11 +232,14 @@ pub struct RestoreArgs {
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let backup: Value = serde_json::from_str(&text).context("the backup is not JSON")?;
+    serde_json::from_str::<Value>(&text).context("the backup is not JSON")?;
     let path = format!("/api/v1/restore?replace={}", args.replace);
-    let answer = client(&args.connection)?
-        .call(Method::POST, &path, Some(&backup))
+    let (status, answer) = client(&args.connection)?
+        .send_with_progress(&path, "application/json", text)
         .await?;
+    if !status.is_success() {
+        return Err(refusal(status, &answer, "restore refused"));
+    }
     print_json(&answer)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,11 +1,14 @@
 //! A small client of the admin API for the CLI commands.
 
 use anyhow::{Context, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::Connection;
 use deskboot::auth::TOKEN_FILE;
+use deskboot::progress::{Line, NDJSON};
 
 /// Talks to the admin API with the admin token.
 pub struct AdminClient {
@@ -111,6 +114,65 @@ impl AdminClient {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// Sends a long operation (an import, a restore) asking for its
+    /// progress, which it draws as a bar when stderr is a terminal; returns
+    /// the answer's status and JSON body, whatever the status.
+    pub async fn send_with_progress(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: String,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let url = format!("{}{path}", self.base);
+        let mut response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header(ACCEPT, NDJSON)
+            .header(CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the deskboot server at {}", self.base))?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED {
+            bail!("the server refused the admin token");
+        }
+        let streamed = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(NDJSON.as_bytes()));
+        if !streamed {
+            // Refused before the work began (too large, not UTF-8...).
+            let text = response.text().await?;
+            return Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)));
+        }
+        // Hidden by indicatif when stderr is not a terminal.
+        let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template(
+            "{msg:>9} [{bar:40}] {pos}/{len}",
+        )?);
+        let mut pending = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                match serde_json::from_slice(&line).context("a malformed progress line")? {
+                    Line::Progress { stage, done, total } => {
+                        bar.set_message(stage.name());
+                        bar.set_length(total as u64);
+                        bar.set_position(done as u64);
+                    }
+                    Line::Answer { status, answer } => {
+                        bar.finish_and_clear();
+                        return Ok((StatusCode::from_u16(status)?, answer));
+                    }
+                }
+            }
+        }
+        bar.abandon();
+        bail!("the server's answer ended before its result")
+    }
+
     /// GETs a path and returns the body as text.
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
         self.send(Method::GET, path, None).await
@@ -140,11 +202,16 @@ impl AdminClient {
             bail!("the server refused the admin token");
         }
         let detail: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let message = detail["error"].as_str().unwrap_or(&text).to_string();
-        Err(match detail["field"].as_str() {
-            Some(field) => anyhow!("{field}: {message} ({status})"),
-            None => anyhow!("{message} ({status})"),
-        })
+        Err(refusal(status, &detail, &text))
+    }
+}
+
+/// The error for a refused request: the server's message, and the field it names.
+pub fn refusal(status: StatusCode, detail: &Value, text: &str) -> anyhow::Error {
+    let message = detail["error"].as_str().unwrap_or(text);
+    match detail["field"].as_str() {
+        Some(field) => anyhow!("{field}: {message} ({status})"),
+        None => anyhow!("{message} ({status})"),
     }
 }
 

@@ -683,3 +683,39 @@ async fn secrets_never_reach_the_logs_the_audit_or_errors() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_import_shows_a_progress_bar_in_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, [_, _, admin]) = spawn_serve(&data).await;
+    let csv = dir.path().join("many.csv");
+    let mut text =
+        String::from("extension,firstname,lastname,email,sip_username,sip_password,mac,model\n");
+    for i in 0..5000 {
+        text.push_str(&format!("{},User,N{i},,,,,\n", 10_000 + i));
+    }
+    std::fs::write(&csv, text).unwrap();
+    // `script` gives the command a terminal, as an administrator's shell does.
+    let command = format!(
+        "{BIN} import {} --server http://{admin} --data {}",
+        csv.display(),
+        data.display()
+    );
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .output()
+        .await
+        .expect("script (util-linux) runs");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("checking") || shown.contains("writing"),
+        "a progress bar: {shown}"
+    );
+    assert!(
+        shown.contains("\"users\": 5000"),
+        "then the answer: {shown}"
+    );
+    stop(server).await;
+}

@@ -366,3 +366,61 @@ async fn every_change_is_audited_without_secrets() {
     assert_eq!(later, json!([]));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_and_restores_stream_their_progress_when_asked() {
+    let server = TestServer::start().await;
+    let mut csv =
+        String::from("extension,firstname,lastname,email,sip_username,sip_password,mac,model\n");
+    for i in 0..3000 {
+        csv.push_str(&format!("{},User,N{i},,,,,\n", 10_000 + i));
+    }
+    let lines = server.api_streamed("/api/v1/import", &csv).await;
+    let (answer, reports) = lines.split_last().expect("lines");
+    assert_eq!(answer["status"], 201, "{answer}");
+    assert_eq!(answer["answer"]["users"], 3000, "{answer}");
+    let mut last = (String::new(), 0);
+    for report in reports {
+        let stage = report["stage"].as_str().expect("a stage").to_string();
+        let done = report["done"].as_u64().expect("done");
+        assert!(done <= report["total"].as_u64().expect("total"), "{report}");
+        if stage == last.0 {
+            assert!(done > last.1, "progress only goes forward: {reports:?}");
+        }
+        last = (stage, done);
+    }
+    let stages: Vec<&str> = reports.iter().filter_map(|r| r["stage"].as_str()).collect();
+    assert_eq!(stages.first(), Some(&"checking"), "{stages:?}");
+    assert_eq!(stages.last(), Some(&"writing"), "{stages:?}");
+    assert_eq!(reports.last().unwrap()["done"], 3000, "every user written");
+
+    // A refusal comes as the last line too, and changes nothing.
+    let before = server.snapshot().await;
+    let bad = "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n10000,Dup,E,,,,,\n";
+    let lines = server.api_streamed("/api/v1/import", bad).await;
+    let answer = lines.last().expect("an answer");
+    assert_eq!(answer["status"], 422, "{answer}");
+    assert_eq!(
+        answer["answer"]["rows"][0]["field"], "extension",
+        "{answer}"
+    );
+    assert_eq!(server.snapshot().await, before, "nothing imported");
+
+    // A restore into a store that is not empty is refused, streamed or not.
+    let (_, backup) = server.get("/api/v1/export").await;
+    let lines = server
+        .api_streamed("/api/v1/restore", &backup.to_string())
+        .await;
+    assert_eq!(lines.last().unwrap()["status"], 409, "{lines:?}");
+    let lines = server
+        .api_streamed("/api/v1/restore?replace=true", &backup.to_string())
+        .await;
+    let answer = lines.last().unwrap();
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["answer"]["users"], 3000, "{answer}");
+    assert!(
+        lines.iter().any(|l| l["stage"] == "writing"),
+        "restore reports its writes: {lines:?}"
+    );
+    server.stop().await;
+}

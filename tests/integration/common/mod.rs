@@ -184,6 +184,28 @@ impl TestServer {
         )
     }
 
+    /// A long admin operation asking for its progress: the NDJSON lines.
+    pub async fn api_streamed(&self, path: &str, body: &str) -> Vec<Value> {
+        let response = self
+            .http
+            .post(self.admin_url(path))
+            .bearer_auth(TOKEN)
+            .header("Accept", "application/x-ndjson")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("admin API answers");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/x-ndjson",
+            "a streamed answer"
+        );
+        let text = response.text().await.expect("body");
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+            .collect()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.api(reqwest::Method::GET, path, None).await
     }
