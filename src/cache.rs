@@ -6,8 +6,10 @@
 //! and a stamp that differs from the current one is a miss. That is
 //! conservative (any change empties the cache) but never serves a stale
 //! file, and administrators change things rarely next to phones' requests.
-//! The cache holds at most a byte budget: when full it starts over, so a
-//! scan of many files cannot grow memory.
+//! The cache holds at most a byte budget: when full it drops stale entries,
+//! then arbitrary ones down to three quarters of the budget, so a scan of
+//! many files cannot grow memory and a storm bigger than the cache still
+//! mostly hits.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -47,6 +49,50 @@ struct Entries {
     bytes: usize,
 }
 
+/// What an entry costs, roughly: its bytes, its strings, and the map's own
+/// share (a guess that errs high, so the budget holds).
+fn entry_size(key: &CacheKey, file: &ServedFile) -> usize {
+    let strings = [&key.model_hint, &key.origin, &key.firmware]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum::<usize>();
+    const OVERHEAD: usize = 256;
+    file.body.len()
+        + key.file.len()
+        + strings
+        + file.etag.len()
+        + file.content_type.len()
+        + file.model.len()
+        + OVERHEAD
+}
+
+impl Entries {
+    /// Frees room for `needed` bytes: stale entries first (they can never
+    /// be served again), then arbitrary ones down to three quarters of the
+    /// budget, so a storm larger than the cache keeps most of its hits
+    /// instead of starting over each time it fills.
+    fn make_room(&mut self, needed: usize, current: Stamp, budget: usize) {
+        let mut bytes = self.bytes;
+        self.files.retain(|key, (stamp, file)| {
+            let keep = *stamp == current;
+            if !keep {
+                bytes -= entry_size(key, file);
+            }
+            keep
+        });
+        let target = (budget / 4 * 3).saturating_sub(needed);
+        self.files.retain(|key, (_, file)| {
+            if bytes <= target {
+                return true;
+            }
+            bytes -= entry_size(key, file);
+            false
+        });
+        self.bytes = bytes;
+    }
+}
+
 impl RenderCache {
     /// A cache that holds at most `budget` bytes of rendered files.
     pub fn new(budget: usize) -> Self {
@@ -80,17 +126,16 @@ impl RenderCache {
     /// Keeps a file rendered from the state `stamp` (taken before rendering,
     /// so a change that landed meanwhile makes the entry stale at once).
     pub fn put(&self, key: CacheKey, stamp: Stamp, file: &ServedFile) {
-        let size = file.body.len() + key.file.len();
+        let size = entry_size(&key, file);
         if size > self.budget {
             return;
         }
         let mut entries = self.lock();
         if entries.bytes + size > self.budget {
-            entries.files.clear();
-            entries.bytes = 0;
+            entries.make_room(size, stamp, self.budget);
         }
         if let Some((_, old)) = entries.files.insert(key.clone(), (stamp, file.clone())) {
-            entries.bytes -= old.body.len() + key.file.len();
+            entries.bytes -= entry_size(&key, &old);
         }
         entries.bytes += size;
     }
@@ -134,13 +179,41 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_bounds_memory() {
-        let cache = RenderCache::new(100);
-        for i in 0..50 {
-            cache.put(key(&format!("{i}")), (0, 0), &file(30));
-            assert!(cache.lock().bytes <= 100);
+    fn the_budget_bounds_memory_and_a_full_cache_keeps_most_entries() {
+        let one = entry_size(&key("00"), &file(30));
+        let cache = RenderCache::new(one * 20);
+        for i in 0..100 {
+            cache.put(key(&format!("{i:02}")), (0, 0), &file(30));
+            let entries = cache.lock();
+            assert!(entries.bytes <= one * 20);
+            let counted: usize = entries
+                .files
+                .iter()
+                .map(|(k, (_, f))| entry_size(k, f))
+                .sum();
+            assert_eq!(entries.bytes, counted, "the count stays exact");
         }
-        cache.put(key("big"), (0, 0), &file(1000));
+        let kept = (0..100)
+            .filter(|i| cache.get(&key(&format!("{i:02}")), (0, 0)).is_some())
+            .count();
+        assert!(kept >= 15, "a full cache evicts a quarter, not all: {kept}");
+        cache.put(key("big"), (0, 0), &file(one * 21));
         assert!(cache.get(&key("big"), (0, 0)).is_none());
+    }
+
+    #[test]
+    fn stale_entries_go_first() {
+        let one = entry_size(&key("00"), &file(30));
+        let cache = RenderCache::new(one * 10);
+        for i in 0..5 {
+            cache.put(key(&format!("old{i}")), (0, 0), &file(30));
+        }
+        for i in 0..10 {
+            cache.put(key(&format!("{i:02}")), (1, 0), &file(30));
+        }
+        let current = (0..10)
+            .filter(|i| cache.get(&key(&format!("{i:02}")), (1, 0)).is_some())
+            .count();
+        assert!(current >= 8, "the stale ones made the room: {current}");
     }
 }

@@ -8,6 +8,7 @@
 //! of disk writes.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,8 +35,9 @@ use crate::templates;
 /// characters; anything far longer is a probe.
 pub const MAX_PATH_LEN: usize = 255;
 
-/// Rendered files kept for repeat requests: a few thousand configs.
-const RENDER_CACHE_BYTES: usize = 16 << 20;
+/// Rendered files kept for repeat requests: about 16,000 files of 1.5 KB,
+/// so a site of 10,000 phones fetching over HTTP and TFTP mostly hits.
+const RENDER_CACHE_BYTES: usize = 32 << 20;
 
 /// How many unknown MACs may wait in memory for the next batch write: a
 /// scanner walking a vendor's MAC range must not grow memory without bound.
@@ -245,11 +247,19 @@ pub struct Provisioner {
     pending_sightings: Mutex<HashMap<Mac, Sighting>>,
     pending_discovered: Mutex<HashMap<Mac, Discovered>>,
     pending_last_good: Mutex<HashMap<(Mac, String), LastGood>>,
+    /// A fingerprint of each last good file written or pending, so a file
+    /// rendered again unchanged (a storm after a restart or a cache
+    /// eviction) is not copied and written again.
+    last_good_kept: Mutex<HashMap<(Mac, String), u64>>,
     firmware: FirmwareDir,
     policy: Policy,
     phone_auth: PhoneAuth,
     scan: ScanGuard,
     metrics: Metrics,
+    /// Renders running on the blocking pool, at most one per core:
+    /// without a bound, a storm of cache misses would start hundreds of
+    /// blocking threads, each with its own stack and allocator heap.
+    render_slots: tokio::sync::Semaphore,
 }
 
 impl Provisioner {
@@ -279,6 +289,10 @@ impl Provisioner {
             pending_sightings: Mutex::new(HashMap::new()),
             pending_discovered: Mutex::new(HashMap::new()),
             pending_last_good: Mutex::new(HashMap::new()),
+            last_good_kept: Mutex::new(HashMap::new()),
+            render_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         }
     }
 
@@ -355,6 +369,8 @@ impl Provisioner {
         if let Some(result) = self.answer(request, Renders::Elsewhere) {
             return self.count(request, result);
         }
+        // The semaphore is never closed; without a permit, render anyway.
+        let _slot = self.render_slots.acquire().await.ok();
         let owned = OwnedRequest::of(request);
         let provisioner = Arc::clone(self);
         match tokio::task::spawn_blocking(move || provisioner.handle(&owned.request())).await {
@@ -634,11 +650,7 @@ impl Provisioner {
         match rendered {
             Ok(body) => {
                 if !requester.without_secrets {
-                    let good = LastGood {
-                        users: accounts,
-                        body: String::from_utf8_lossy(&body).into_owned(),
-                    };
-                    lock(&self.pending_last_good).insert(key, good);
+                    self.keep_last_good(key, accounts, &body);
                 }
                 Ok(served(body, model, file, Some(mac)))
             }
@@ -770,6 +782,22 @@ impl Provisioner {
     pub fn prune_discovered(&self) -> Result<usize, StoreError> {
         let cutoff = unix_now().saturating_sub(DISCOVERED_TTL.as_secs());
         self.store.prune_discovered(cutoff, MAX_DISCOVERED)
+    }
+
+    /// Queues a device's freshly rendered file as its last good one, unless
+    /// the same file for the same accounts is already kept.
+    fn keep_last_good(&self, key: (Mac, String), users: Vec<UserId>, body: &[u8]) {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (&users, body).hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        if lock(&self.last_good_kept).insert(key.clone(), fingerprint) == Some(fingerprint) {
+            return;
+        }
+        let good = LastGood {
+            users,
+            body: String::from_utf8_lossy(body).into_owned(),
+        };
+        lock(&self.pending_last_good).insert(key, good);
     }
 
     /// Writes the buffered sightings and discovered MACs to the store.
