@@ -65,6 +65,8 @@ pub struct Gauges {
     pub devices: usize,
     /// Users in the store.
     pub users: usize,
+    /// The store's size on disk.
+    pub store_bytes: u64,
 }
 
 fn transport_slot(transport: Transport) -> usize {
@@ -245,6 +247,12 @@ impl Metrics {
             "Users in the store.",
             gauges.users,
         );
+        gauge(
+            &mut out,
+            "deskboot_store_bytes",
+            "The store's size on disk.",
+            gauges.store_bytes,
+        );
         out
     }
 }
@@ -256,7 +264,7 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     );
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, value: usize) {
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(
         out,
         "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"

@@ -449,6 +449,11 @@ impl Store {
         self.users.len()
     }
 
+    /// The store's files on disk, in bytes (0 if sled cannot tell).
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
     /// How many devices there are, without reading them.
     pub fn device_count(&self) -> usize {
         self.devices.len()

@@ -36,6 +36,7 @@ pub(super) async fn metrics(state: Shared) -> impl IntoResponse {
         bans: provisioner.scan_guard().bans().len(),
         devices: state.store.device_count(),
         users: state.store.user_count(),
+        store_bytes: state.store.size_on_disk(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -120,6 +120,7 @@ async fn a_scanner_is_banned_and_its_neighbours_keep_working() {
     let served = r#"deskboot_requests_total{transport="http",outcome="served"}"#;
     assert_eq!(server.metric(served).await, 1);
     assert_eq!(server.metric("deskboot_devices").await, 1);
+    assert!(server.metric("deskboot_store_bytes").await > 0);
     let yealink = r#"deskboot_served_total{transport="http",vendor="Yealink"}"#;
     assert_eq!(server.metric(yealink).await, 1);
     let metrics = reqwest::get(server.admin_url("/metrics"))
