@@ -3,7 +3,7 @@
 use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
 use super::Connection;
@@ -97,21 +97,29 @@ impl AdminClient {
         path: &str,
         body: String,
     ) -> anyhow::Result<(StatusCode, Value)> {
-        let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .request(method, &url)
+        let response = self.execute(self.request(method, path).body(body)).await?;
+        let status = response.status();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// A request to `path` with the admin token.
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token)
-            .body(body)
+    }
+
+    /// Sends a request; a refused token is an error of its own.
+    async fn execute(&self, request: RequestBuilder) -> anyhow::Result<Response> {
+        let response = request
             .send()
             .await
             .with_context(|| format!("cannot reach the deskboot server at {}", self.base))?;
-        let status = response.status();
-        if status == StatusCode::UNAUTHORIZED {
+        if response.status() == StatusCode::UNAUTHORIZED {
             bail!("the server refused the admin token");
         }
-        let text = response.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        Ok(response)
     }
 
     /// Sends a long operation (an import, a restore) asking for its
@@ -123,21 +131,13 @@ impl AdminClient {
         content_type: &str,
         body: String,
     ) -> anyhow::Result<(StatusCode, Value)> {
-        let url = format!("{}{path}", self.base);
-        let mut response = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.token)
+        let request = self
+            .request(Method::POST, path)
             .header(ACCEPT, NDJSON)
             .header(CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the deskboot server at {}", self.base))?;
+            .body(body);
+        let mut response = self.execute(request).await?;
         let status = response.status();
-        if status == StatusCode::UNAUTHORIZED {
-            bail!("the server refused the admin token");
-        }
         let streamed = response
             .headers()
             .get(CONTENT_TYPE)
@@ -184,22 +184,15 @@ impl AdminClient {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<String> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        let mut request = self.request(method, path);
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the deskboot server at {}", self.base))?;
+        let response = self.execute(request).await?;
         let status = response.status();
         let text = response.text().await?;
         if status.is_success() {
             return Ok(text);
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            bail!("the server refused the admin token");
         }
         let detail: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         Err(refusal(status, &detail, &text))
