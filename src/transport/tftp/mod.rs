@@ -36,6 +36,10 @@ use transfer::{Agreement, Source, Transfer, TransferError};
 /// `net.core.rmem_max`): when a building's phones boot together, a
 /// thousand RRQs arrive at once, and the default ~200 KB drops some.
 const RECEIVE_BUFFER: usize = 4 << 20;
+/// How long a request that looks like a resend waits to be told apart from
+/// a new one (see [`Shared::admit`]): far below any client's timeout, far
+/// above the time a transfer takes to read an ACK.
+const RESEND_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
 /// Requests are small; a longer datagram is cut and then refused as malformed.
 const MAX_REQUEST: usize = 2048;
 
@@ -76,6 +80,8 @@ pub struct TftpServer {
 /// What the listener and every transfer task share.
 struct Shared {
     listener: UdpSocket,
+    /// The listener's address: transfer sockets bind to the same one.
+    local_ip: IpAddr,
     provisioner: Arc<Provisioner>,
     state: Arc<TftpState>,
     /// Each client address with a transfer (see [`Shared::admit`]).
@@ -88,6 +94,8 @@ struct Client {
     request: ReadRequest,
     /// Whether it has acknowledged anything yet.
     answered: AtomicBool,
+    /// Whether a request that looked like a resend is being looked at again.
+    recheck: AtomicBool,
 }
 
 /// Binds the TFTP listener.
@@ -97,9 +105,11 @@ pub async fn bind(
     state: Arc<TftpState>,
 ) -> std::io::Result<TftpServer> {
     let listener = UdpSocket::from_std(storm_socket(addr)?)?;
+    let local_ip = listener.local_addr()?.ip();
     Ok(TftpServer {
         shared: Arc::new(Shared {
             listener,
+            local_ip,
             provisioner,
             state,
             clients: Mutex::new(HashMap::new()),
@@ -161,32 +171,59 @@ impl Shared {
         if self.state.closing.load(Ordering::SeqCst) {
             return self.answer(peer, ErrorCode::Other, "server shutting down");
         }
-        let client = {
-            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-            // The same request from the same address, before the client
-            // acknowledged anything, is a resend: the transfer answering it
-            // resends on its own. Anything else is a new request, often
-            // from a new socket of the phone's that the kernel gave the port
-            // of the last one.
-            if let Some(current) = clients.get(&peer)
-                && current.request == read
-                && !current.answered.load(Ordering::Relaxed)
-            {
-                return;
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        // The same request from the same address, before the client has
+        // acknowledged anything, is either a resend (the transfer answering
+        // it resends on its own) or the phone asking again from a new socket
+        // that the kernel gave the same port, right after its final ACK,
+        // which the transfer may not have read yet. A moment tells them
+        // apart: by then the old transfer has read that ACK and ended.
+        if let Some(current) = clients.get(&peer)
+            && current.request == read
+            && !current.answered.load(Ordering::Relaxed)
+        {
+            if !current.recheck.swap(true, Ordering::Relaxed) {
+                tokio::spawn(Arc::clone(self).recheck(peer, Arc::clone(current)));
             }
-            // A phone retries a busy answer; a flood cannot hold every socket.
-            if self.state.active() >= self.state.max_active {
-                drop(clients);
-                tracing::warn!(peer = %peer, "TFTP busy: too many transfers at once");
-                return self.answer(peer, ErrorCode::Other, "busy, try again");
-            }
-            let client = Arc::new(Client {
-                request: read,
-                answered: AtomicBool::new(false),
-            });
-            clients.insert(peer, Arc::clone(&client));
-            client
-        };
+            return;
+        }
+        self.start(&mut clients, peer, read);
+    }
+
+    /// A request that looked like a resend of `current`'s: started unless
+    /// `current` is still waiting for its first ACK.
+    async fn recheck(self: Arc<Self>, peer: SocketAddr, current: Arc<Client>) {
+        tokio::time::sleep(RESEND_WINDOW).await;
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let waiting = clients
+            .get(&peer)
+            .is_some_and(|c| Arc::ptr_eq(c, &current) && !c.answered.load(Ordering::Relaxed));
+        if waiting {
+            // A resend indeed; a later one gets its own look.
+            current.recheck.store(false, Ordering::Relaxed);
+        } else if !self.state.closing.load(Ordering::SeqCst) {
+            self.start(&mut clients, peer, current.request.clone());
+        }
+    }
+
+    /// Starts a transfer, unless the server is full.
+    fn start(
+        self: &Arc<Self>,
+        clients: &mut HashMap<SocketAddr, Arc<Client>>,
+        peer: SocketAddr,
+        read: ReadRequest,
+    ) {
+        // A phone retries a busy answer; a flood cannot hold every socket.
+        if self.state.active() >= self.state.max_active {
+            tracing::warn!(peer = %peer, "TFTP busy: too many transfers at once");
+            return self.answer(peer, ErrorCode::Other, "busy, try again");
+        }
+        let client = Arc::new(Client {
+            request: read,
+            answered: AtomicBool::new(false),
+            recheck: AtomicBool::new(false),
+        });
+        clients.insert(peer, Arc::clone(&client));
         self.state.active.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(Arc::clone(self).serve_read(peer, client));
     }
@@ -262,7 +299,7 @@ impl Shared {
         answered: &AtomicBool,
     ) -> u64 {
         let agreement = Agreement::new(&read.options, source.size());
-        let socket = match transfer_socket(self.local_ip(), peer).await {
+        let socket = match transfer_socket(self.local_ip, peer).await {
             Ok(socket) => socket,
             Err(e) => {
                 tracing::error!(error = %e, "cannot open a TFTP transfer socket");
@@ -286,13 +323,6 @@ impl Shared {
                 tracing::info!(peer = %peer, error = %e, "TFTP transfer not completed");
                 bytes
             }
-        }
-    }
-
-    fn local_ip(&self) -> IpAddr {
-        match self.listener.local_addr() {
-            Ok(addr) => addr.ip(),
-            Err(_) => IpAddr::from([0, 0, 0, 0]),
         }
     }
 }
