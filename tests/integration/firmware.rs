@@ -68,6 +68,19 @@ async fn images_are_served_whole_and_in_ranges_over_http_and_tftp() {
     let big_blocks = run("curl", &["-sS", "--tftp-blksize", "1468", &url]).await;
     assert!(big_blocks.status.success());
     assert!(big_blocks.stdout == image, "TFTP with blksize 1468");
+    for options in [
+        &["blksize 1468", "tsize 0"][..],
+        &["windowsize 8", "blksize 1468"],
+        &["windowsize 16"],
+    ] {
+        let got = server
+            .tftp_atftp("firmware/T46S-66.86.0.15.rom", options)
+            .await;
+        assert!(
+            got.as_ref() == Ok(&image),
+            "atftp with {options:?}: {got:?}"
+        );
+    }
     server.stop().await;
 }
 

@@ -259,6 +259,25 @@ impl TestServer {
         }
     }
 
+    /// A TFTP read with atftp's client proposing `options` (`"windowsize 8"`...).
+    pub async fn tftp_atftp(&self, file: &str, options: &[&str]) -> Result<Vec<u8>, String> {
+        let out_dir = tempfile::tempdir().expect("temp dir");
+        let out = out_dir.path().join("got");
+        let port = self.addrs.tftp.port().to_string();
+        let out_path = out.display().to_string();
+        let mut args: Vec<&str> = options.iter().flat_map(|o| ["--option", *o]).collect();
+        args.extend(["-g", "-r", file, "-l", &out_path, "127.0.0.1", &port]);
+        let output = run("atftp", &args).await;
+        match std::fs::read(&out) {
+            Ok(bytes) if output.status.success() => Ok(bytes),
+            _ => Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )),
+        }
+    }
+
     /// A phone's TFTP read with tftp-hpa's client (plain RFC 1350, no options).
     pub async fn tftp_hpa(&self, file: &str) -> Result<Vec<u8>, String> {
         let out_dir = tempfile::tempdir().expect("temp dir");
