@@ -147,10 +147,9 @@ impl AdminClient {
             let text = response.text().await?;
             return Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)));
         }
-        // Hidden by indicatif when stderr is not a terminal.
-        let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template(
-            "{msg:>9} [{bar:40}] {pos}/{len}",
-        )?);
+        // One bar per stage, drawn only when stderr is a terminal.
+        let style = ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len}")?;
+        let mut bar: Option<ProgressBar> = None;
         let mut pending = Vec::new();
         while let Some(chunk) = response.chunk().await? {
             pending.extend_from_slice(&chunk);
@@ -158,18 +157,32 @@ impl AdminClient {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 match serde_json::from_slice(&line).context("a malformed progress line")? {
                     Line::Progress { stage, done, total } => {
-                        bar.set_message(stage.name());
-                        bar.set_length(total as u64);
-                        bar.set_position(done as u64);
+                        if bar.as_ref().is_none_or(|b| b.message() != stage.name()) {
+                            if let Some(done) = bar.take() {
+                                done.finish_and_clear();
+                            }
+                            bar = Some(
+                                ProgressBar::new(total as u64)
+                                    .with_style(style.clone())
+                                    .with_message(stage.name()),
+                            );
+                        }
+                        if let Some(bar) = &bar {
+                            bar.set_position(done as u64);
+                        }
                     }
                     Line::Answer { status, answer } => {
-                        bar.finish_and_clear();
+                        if let Some(bar) = bar {
+                            bar.finish_and_clear();
+                        }
                         return Ok((StatusCode::from_u16(status)?, answer));
                     }
                 }
             }
         }
-        bar.abandon();
+        if let Some(bar) = bar {
+            bar.abandon();
+        }
         bail!("the server's answer ended before its result")
     }
 
