@@ -276,3 +276,37 @@ async fn malformed_requests_and_writes_get_an_error() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_leave_from_the_address_the_phone_asked() {
+    // 127.0.0.2 is this host too; bound to every address, the server must
+    // still answer from the one the phone sent to, not the one the route
+    // back to 127.0.0.1 would pick.
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(dir.path(), |c| {
+        c.tftp = SocketAddr::from(([0, 0, 0, 0], 0));
+    })
+    .await;
+    let image = firmware(&server, "x.bin", 100);
+    let asked = SocketAddr::from(([127, 0, 0, 2], server.addrs.tftp.port()));
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(&rrq("firmware/x.bin", &[]), asked)
+        .await
+        .unwrap();
+    let (data, from) = receive(&socket).await.expect("DATA 1");
+    assert_eq!(
+        from.ip(),
+        asked.ip(),
+        "the transfer answers from the address asked"
+    );
+    assert_eq!(&data[4..], &image[..]);
+    socket.send_to(&ack(1), from).await.unwrap();
+    socket
+        .send_to(&rrq("missing.cfg", &[]), asked)
+        .await
+        .unwrap();
+    let (error, from) = receive(&socket).await.expect("ERROR");
+    assert_eq!((from.ip(), &error[..4]), (asked.ip(), &[0, 5, 0, 1][..]));
+    server.stop().await;
+}

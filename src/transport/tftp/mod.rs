@@ -3,9 +3,9 @@
 //!
 //! One task reads the listening socket and answers what it can at once
 //! (malformed requests, writes, "busy"); each read request gets its own task
-//! and, as RFC 1350 asks, its own socket (the server's transfer ID). So the
-//! renders of a boot storm run on every core, and a slow client holds only
-//! its own task.
+//! and, as RFC 1350 asks, its own socket (the server's transfer ID), bound
+//! to the address the phone asked (the `socket` module). So the renders of a boot
+//! storm run on every core, and a slow client holds only its own task.
 //!
 //! We wrote this rather than use async-tftp, which the design first chose:
 //! it serialises every open behind one lock and runs all transfers on one
@@ -15,6 +15,7 @@
 //! the last one (BENCHMARKS.md measured all of it).
 
 mod packet;
+mod socket;
 mod transfer;
 
 use std::collections::HashMap;
@@ -23,7 +24,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use crate::client_cert::ClientCert;
@@ -32,10 +32,6 @@ use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware,
 use packet::{ErrorCode, ReadRequest, RequestError};
 use transfer::{Agreement, Source, Transfer, TransferError};
 
-/// The receive buffer asked for the listening socket (the kernel caps it at
-/// `net.core.rmem_max`): when a building's phones boot together, a
-/// thousand RRQs arrive at once, and the default ~200 KB drops some.
-const RECEIVE_BUFFER: usize = 4 << 20;
 /// How long a request that looks like a resend waits to be told apart from
 /// a new one (see [`Shared::admit`]): far below any client's timeout, far
 /// above the time a transfer takes to read an ACK.
@@ -92,6 +88,8 @@ struct Shared {
 struct Client {
     /// What it asked for.
     request: ReadRequest,
+    /// The address it asked, which answers come from.
+    local: IpAddr,
     /// Whether it has acknowledged anything yet.
     answered: AtomicBool,
     /// Whether a request that looked like a resend is being looked at again.
@@ -104,7 +102,7 @@ pub async fn bind(
     provisioner: Arc<Provisioner>,
     state: Arc<TftpState>,
 ) -> std::io::Result<TftpServer> {
-    let listener = UdpSocket::from_std(storm_socket(addr)?)?;
+    let listener = socket::listener(addr)?;
     let local_ip = listener.local_addr()?.ip();
     Ok(TftpServer {
         shared: Arc::new(Shared {
@@ -117,17 +115,6 @@ pub async fn bind(
     })
 }
 
-/// The listening UDP socket, with room for a boot storm's requests.
-fn storm_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if let Err(e) = socket.set_recv_buffer_size(RECEIVE_BUFFER) {
-        tracing::warn!(error = %e, "cannot enlarge the TFTP receive buffer");
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
 impl TftpServer {
     /// The address the listener is bound to.
     pub fn listen_addr(&self) -> std::io::Result<SocketAddr> {
@@ -138,8 +125,11 @@ impl TftpServer {
     pub async fn serve(self) -> std::io::Result<()> {
         let mut buffer = vec![0u8; MAX_REQUEST];
         loop {
-            match self.shared.listener.recv_from(&mut buffer).await {
-                Ok((len, peer)) => self.shared.dispatch(peer, &buffer[..len]),
+            match socket::receive(&self.shared.listener, &mut buffer).await {
+                Ok((len, peer, asked)) => {
+                    let local = socket::answer_address(asked, self.shared.local_ip);
+                    self.shared.dispatch(peer, local, &buffer[..len]);
+                }
                 // An ICMP error for an earlier answer, surfacing here: it
                 // concerns that client only.
                 Err(e) => tracing::debug!(error = %e, "TFTP listener receive error"),
@@ -149,10 +139,10 @@ impl TftpServer {
 }
 
 impl Shared {
-    /// Answers one datagram sent to the listening port.
-    fn dispatch(self: &Arc<Self>, peer: SocketAddr, datagram: &[u8]) {
+    /// Answers one datagram sent to the listening port, at `local`.
+    fn dispatch(self: &Arc<Self>, peer: SocketAddr, local: IpAddr, datagram: &[u8]) {
         match packet::Request::parse(datagram) {
-            Ok(packet::Request::Read(read)) => self.admit(peer, read),
+            Ok(packet::Request::Read(read)) => self.admit(peer, local, read),
             Ok(packet::Request::Write) => {
                 self.answer(peer, ErrorCode::AccessViolation, "read-only server")
             }
@@ -167,7 +157,7 @@ impl Shared {
 
     /// Starts a transfer for a read request, unless it is a resend of one
     /// already being answered, or the server is closing or full.
-    fn admit(self: &Arc<Self>, peer: SocketAddr, read: ReadRequest) {
+    fn admit(self: &Arc<Self>, peer: SocketAddr, local: IpAddr, read: ReadRequest) {
         if self.state.closing.load(Ordering::SeqCst) {
             return self.answer(peer, ErrorCode::Other, "server shutting down");
         }
@@ -187,7 +177,7 @@ impl Shared {
             }
             return;
         }
-        self.start(&mut clients, peer, read);
+        self.start(&mut clients, peer, local, read);
     }
 
     /// A request that looked like a resend of `current`'s: started unless
@@ -202,7 +192,7 @@ impl Shared {
             // A resend indeed; a later one gets its own look.
             current.recheck.store(false, Ordering::Relaxed);
         } else if !self.state.closing.load(Ordering::SeqCst) {
-            self.start(&mut clients, peer, current.request.clone());
+            self.start(&mut clients, peer, current.local, current.request.clone());
         }
     }
 
@@ -211,6 +201,7 @@ impl Shared {
         self: &Arc<Self>,
         clients: &mut HashMap<SocketAddr, Arc<Client>>,
         peer: SocketAddr,
+        local: IpAddr,
         read: ReadRequest,
     ) {
         // A phone retries a busy answer; a flood cannot hold every socket.
@@ -220,6 +211,7 @@ impl Shared {
         }
         let client = Arc::new(Client {
             request: read,
+            local,
             answered: AtomicBool::new(false),
             recheck: AtomicBool::new(false),
         });
@@ -236,6 +228,19 @@ impl Shared {
             .try_send_to(&packet::error(code, message), peer);
     }
 
+    /// Refuses an admitted request from the address the client asked.
+    async fn refuse(&self, client: &Client, peer: SocketAddr, code: ErrorCode, message: &str) {
+        if client.local == self.local_ip {
+            return self.answer(peer, code, message);
+        }
+        match socket::transfer(client.local, peer).await {
+            Ok(socket) => {
+                let _ = socket.send(&packet::error(code, message)).await;
+            }
+            Err(_) => self.answer(peer, code, message),
+        }
+    }
+
     /// One read request, from the provisioner's answer to the last ACK.
     async fn serve_read(self: Arc<Self>, peer: SocketAddr, client: Arc<Client>) {
         let _slot = Slot {
@@ -244,7 +249,6 @@ impl Shared {
             client: &client,
         };
         let read = &client.request;
-        let answered = &client.answered;
         let started = Instant::now();
         let request = Request {
             path: &read.name,
@@ -260,7 +264,9 @@ impl Shared {
                 Ok(file) => file,
                 Err(e) => {
                     tracing::error!(error = %e, file = %image.name, "cannot read a firmware image");
-                    return self.answer(peer, ErrorCode::NotFound, "file not found");
+                    return self
+                        .refuse(&client, peer, ErrorCode::NotFound, "file not found")
+                        .await;
                 }
             };
             self.provisioner
@@ -270,13 +276,13 @@ impl Shared {
                 file: Arc::new(file),
                 len: image.len,
             };
-            let bytes = self.send(peer, read, source, answered).await;
+            let bytes = self.send(peer, &client, source).await;
             return log_firmware(&request, &image, bytes, started.elapsed());
         }
         match self.provisioner.handle_async(&request).await {
             Ok(file) => {
                 let source = Source::Memory(file.body.clone());
-                let bytes = self.send(peer, read, source, answered).await;
+                let bytes = self.send(peer, &client, source).await;
                 let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
                 log_request(&request, &Ok(file), bytes, started.elapsed());
             }
@@ -285,21 +291,16 @@ impl Shared {
                     tracing::error!(error = %e, "store failed while provisioning");
                 }
                 log_request(&request, &Err(reason), 0, started.elapsed());
-                self.answer(peer, ErrorCode::NotFound, "file not found");
+                self.refuse(&client, peer, ErrorCode::NotFound, "file not found")
+                    .await;
             }
         }
     }
 
     /// Sends `source` from a new socket; the bytes the client acknowledged.
-    async fn send(
-        &self,
-        peer: SocketAddr,
-        read: &ReadRequest,
-        source: Source,
-        answered: &AtomicBool,
-    ) -> u64 {
-        let agreement = Agreement::new(&read.options, source.size());
-        let socket = match transfer_socket(self.local_ip, peer).await {
+    async fn send(&self, peer: SocketAddr, client: &Client, source: Source) -> u64 {
+        let agreement = Agreement::new(&client.request.options, source.size());
+        let socket = match socket::transfer(client.local, peer).await {
             Ok(socket) => socket,
             Err(e) => {
                 tracing::error!(error = %e, "cannot open a TFTP transfer socket");
@@ -311,7 +312,7 @@ impl Shared {
             socket,
             source,
             agreement,
-            answered,
+            answered: &client.answered,
             metrics: self.provisioner.metrics(),
         };
         match transfer.run().await {
@@ -325,14 +326,6 @@ impl Shared {
             }
         }
     }
-}
-
-/// A socket of its own for one transfer, connected to the client so the
-/// kernel keeps other senders' datagrams away from it.
-async fn transfer_socket(local: IpAddr, peer: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(SocketAddr::new(local, 0)).await?;
-    socket.connect(peer).await?;
-    Ok(socket)
 }
 
 /// A transfer's place: released when its task ends, however it ends.

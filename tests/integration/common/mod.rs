@@ -78,17 +78,18 @@ impl TestServer {
     }
 
     /// Starts a server on `data` (kept by the caller) with a config
-    /// adjusted by `adjust`; the listeners stay on loopback ephemeral ports.
+    /// adjusted by `adjust`; the listeners are on loopback ephemeral ports
+    /// unless `adjust` says otherwise.
     pub async fn start_configured(data: &Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut config = Config {
             data: data.to_path_buf(),
+            http: loopback,
+            tftp: loopback,
+            admin: loopback,
             ..Config::default()
         };
         adjust(&mut config);
-        config.http = loopback;
-        config.tftp = loopback;
-        config.admin = loopback;
         let server = Server::bind(&config, Some(TOKEN))
             .await
             .expect("server binds");
