@@ -95,7 +95,9 @@ async fn provision(
     let request = Request {
         path,
         user_agent,
-        peer: peer.ip(),
+        // A dual-stack listener sees IPv4 phones as ::ffff:a.b.c.d; logs,
+        // allow-lists, bans and resync want them as the IPv4 they are.
+        peer: peer.ip().to_canonical(),
         transport: Transport::Http,
         // HTTP/2 (which HTTPS offers by ALPN) sends the host as :authority.
         host: headers

@@ -7,7 +7,7 @@ use deskboot::store::Store;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{TestServer, site_settings, user_json};
+use crate::common::{TestServer, run, site_settings, user_json};
 
 const YEALINK_UA: &str = "Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc";
 
@@ -225,6 +225,41 @@ async fn what_a_device_was_last_served_is_recorded_in_the_store() {
     assert_eq!(seen.firmware.as_deref(), Some("66.86.0.15"));
     assert_eq!(seen.ip.to_string(), "127.0.0.1");
     assert_eq!(seen.transport, "http");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_phones_on_a_dual_stack_listener_are_seen_as_ipv4() {
+    let dir = tempfile::tempdir().unwrap();
+    let everywhere = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+    let server = TestServer::start_configured(dir.path(), |c| {
+        c.http = everywhere;
+        c.tftp = everywhere;
+    })
+    .await;
+    yealink_office(&server).await;
+    let http = format!(
+        "http://127.0.0.1:{}/001565aabbcc.cfg",
+        server.addrs.http.port()
+    );
+    let tftp = format!(
+        "tftp://127.0.0.1:{}/001565aabbcc.cfg",
+        server.addrs.tftp.port()
+    );
+    for url in [&http, &tftp] {
+        let fetched = run("curl", &["-sf", "--max-time", "10", url]).await;
+        assert!(fetched.status.success(), "{url}");
+    }
+    server.stop().await;
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let seen = store
+        .sighting("001565aabbcc".parse().unwrap())
+        .unwrap()
+        .expect("sighting written at shutdown");
+    // Not ::ffff:127.0.0.1: allow-lists, bans and resync use this address.
+    assert_eq!(
+        (seen.ip.to_string().as_str(), seen.transport.as_str()),
+        ("127.0.0.1", "tftp")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,7 +253,8 @@ impl Shared {
         let request = Request {
             path: &read.name,
             user_agent: None,
-            peer: peer.ip(),
+            // As in http.rs: IPv4 phones on a dual-stack listener as IPv4.
+            peer: peer.ip().to_canonical(),
             transport: Transport::Tftp,
             host: None,
             https: false,
