@@ -308,5 +308,9 @@ async fn answers_leave_from_the_address_the_phone_asked() {
         .unwrap();
     let (error, from) = receive(&socket).await.expect("ERROR");
     assert_eq!((from.ip(), &error[..4]), (asked.ip(), &[0, 5, 0, 1][..]));
+    // Answered by the listener itself: a malformed request.
+    socket.send_to(&[0, 1, b'x'], asked).await.unwrap();
+    let (error, from) = receive(&socket).await.expect("ERROR");
+    assert_eq!((from.ip(), &error[..4]), (asked.ip(), &[0, 5, 0, 4][..]));
     server.stop().await;
 }

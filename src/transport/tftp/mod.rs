@@ -144,13 +144,13 @@ impl Shared {
         match packet::Request::parse(datagram) {
             Ok(packet::Request::Read(read)) => self.admit(peer, local, read),
             Ok(packet::Request::Write) => {
-                self.answer(peer, ErrorCode::AccessViolation, "read-only server")
+                self.answer(peer, local, ErrorCode::AccessViolation, "read-only server")
             }
             // A late ACK or ERROR of a finished transfer: nothing to say.
             Err(RequestError::NotARequest(_)) => {}
             Err(e) => {
                 tracing::debug!(peer = %peer, error = %e, "malformed TFTP request");
-                self.answer(peer, ErrorCode::IllegalOperation, &e.to_string());
+                self.answer(peer, local, ErrorCode::IllegalOperation, &e.to_string());
             }
         }
     }
@@ -159,7 +159,7 @@ impl Shared {
     /// already being answered, or the server is closing or full.
     fn admit(self: &Arc<Self>, peer: SocketAddr, local: IpAddr, read: ReadRequest) {
         if self.state.closing.load(Ordering::SeqCst) {
-            return self.answer(peer, ErrorCode::Other, "server shutting down");
+            return self.answer(peer, local, ErrorCode::Other, "server shutting down");
         }
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         // The same request from the same address, before the client has
@@ -207,7 +207,7 @@ impl Shared {
         // A phone retries a busy answer; a flood cannot hold every socket.
         if self.state.active() >= self.state.max_active {
             tracing::warn!(peer = %peer, "TFTP busy: too many transfers at once");
-            return self.answer(peer, ErrorCode::Other, "busy, try again");
+            return self.answer(peer, local, ErrorCode::Other, "busy, try again");
         }
         let client = Arc::new(Client {
             request: read,
@@ -220,25 +220,9 @@ impl Shared {
         tokio::spawn(Arc::clone(self).serve_read(peer, client));
     }
 
-    /// Answers from the listening socket, without waiting: an answer that
-    /// does not fit the socket's buffer now is dropped, as UDP may anyway.
-    fn answer(&self, peer: SocketAddr, code: ErrorCode, message: &str) {
-        let _ = self
-            .listener
-            .try_send_to(&packet::error(code, message), peer);
-    }
-
-    /// Refuses an admitted request from the address the client asked.
-    async fn refuse(&self, client: &Client, peer: SocketAddr, code: ErrorCode, message: &str) {
-        if client.local == self.local_ip {
-            return self.answer(peer, code, message);
-        }
-        match socket::transfer(client.local, peer).await {
-            Ok(socket) => {
-                let _ = socket.send(&packet::error(code, message)).await;
-            }
-            Err(_) => self.answer(peer, code, message),
-        }
+    /// Answers from the listening socket, without waiting, from `local`.
+    fn answer(&self, peer: SocketAddr, local: IpAddr, code: ErrorCode, message: &str) {
+        socket::send_from(&self.listener, &packet::error(code, message), peer, local);
     }
 
     /// One read request, from the provisioner's answer to the last ACK.
@@ -265,9 +249,7 @@ impl Shared {
                 Ok(file) => file,
                 Err(e) => {
                     tracing::error!(error = %e, file = %image.name, "cannot read a firmware image");
-                    return self
-                        .refuse(&client, peer, ErrorCode::NotFound, "file not found")
-                        .await;
+                    return self.answer(peer, client.local, ErrorCode::NotFound, "file not found");
                 }
             };
             self.provisioner
@@ -292,8 +274,7 @@ impl Shared {
                     tracing::error!(error = %e, "store failed while provisioning");
                 }
                 log_request(&request, &Err(reason), 0, started.elapsed());
-                self.refuse(&client, peer, ErrorCode::NotFound, "file not found")
-                    .await;
+                self.answer(peer, client.local, ErrorCode::NotFound, "file not found");
             }
         }
     }
@@ -305,7 +286,7 @@ impl Shared {
             Ok(socket) => socket,
             Err(e) => {
                 tracing::error!(error = %e, "cannot open a TFTP transfer socket");
-                self.answer(peer, ErrorCode::Other, "server error");
+                self.answer(peer, client.local, ErrorCode::Other, "server error");
                 return 0;
             }
         };

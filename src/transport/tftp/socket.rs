@@ -1,6 +1,6 @@
 //! The sockets of the TFTP server: the listener, which also tells the
-//! address each request was sent to, and a socket per transfer that answers
-//! from that address.
+//! address each request was sent to and answers from it, and a socket per
+//! transfer that answers from that address too.
 //!
 //! A listener on `0.0.0.0` of a server with several addresses (a voice VLAN
 //! beside the data network) would otherwise answer from whichever address
@@ -9,12 +9,14 @@
 //! (`IPV6_RECVPKTINFO`), as tftpd-hpa uses it.
 
 use std::io;
-use std::io::IoSliceMut;
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 
+use nix::libc;
 use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, sendmsg, setsockopt,
+    sockopt,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
@@ -56,7 +58,7 @@ fn receive_now(
     listener: &UdpSocket,
     buffer: &mut [u8],
 ) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
-    let mut control = nix::cmsg_space!(nix::libc::in6_pktinfo);
+    let mut control = nix::cmsg_space!(libc::in6_pktinfo);
     let mut slices = [IoSliceMut::new(buffer)];
     let message = recvmsg::<SockaddrStorage>(
         listener.as_raw_fd(),
@@ -87,6 +89,60 @@ fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
     }
     let v6 = address.as_sockaddr_in6()?;
     Some(SocketAddr::from((v6.ip(), v6.port())))
+}
+
+/// Sends one datagram from the listener without waiting, leaving from
+/// `local` (the address the client asked); a datagram that does not fit the
+/// socket's buffer now is dropped, as UDP may anyway.
+pub fn send_from(listener: &UdpSocket, datagram: &[u8], peer: SocketAddr, local: IpAddr) {
+    let _ = listener.try_io(Interest::WRITABLE, || {
+        let to = SockaddrStorage::from(peer);
+        let payload = [IoSlice::new(datagram)];
+        let sent = match local {
+            IpAddr::V4(ip) if peer.is_ipv4() => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(ip).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                let source = [ControlMessage::Ipv4PacketInfo(&info)];
+                sendmsg(
+                    listener.as_raw_fd(),
+                    &payload,
+                    &source,
+                    MsgFlags::empty(),
+                    Some(&to),
+                )
+            }
+            IpAddr::V6(ip) => {
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: ip.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                let source = [ControlMessage::Ipv6PacketInfo(&info)];
+                sendmsg(
+                    listener.as_raw_fd(),
+                    &payload,
+                    &source,
+                    MsgFlags::empty(),
+                    Some(&to),
+                )
+            }
+            // The families disagree: let the route pick.
+            IpAddr::V4(_) => sendmsg(
+                listener.as_raw_fd(),
+                &payload,
+                &[],
+                MsgFlags::empty(),
+                Some(&to),
+            ),
+        };
+        sent.map_err(io::Error::from)
+    });
 }
 
 /// The address to answer from: the one the request was sent to, unless it
