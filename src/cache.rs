@@ -9,7 +9,9 @@
 //! The cache holds at most a byte budget: when full it drops stale entries,
 //! then arbitrary ones down to three quarters of the budget, so a scan of
 //! many files cannot grow memory and a storm bigger than the cache still
-//! mostly hits.
+//! mostly hits. A storm is over in minutes, and phones then ask again only
+//! hours later: entries nobody asked for between two sweeps (a minute apart,
+//! driven by the server) are dropped, so the memory a storm took is given back.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -45,8 +47,19 @@ pub struct RenderCache {
 
 #[derive(Debug, Default)]
 struct Entries {
-    files: HashMap<CacheKey, (Stamp, ServedFile)>,
+    files: HashMap<CacheKey, Entry>,
     bytes: usize,
+    /// How many sweeps have run; an entry remembers the last one it was used in.
+    sweeps: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    stamp: Stamp,
+    file: ServedFile,
+    /// What the entry costs ([`entry_size`]), kept so dropping it needs no key.
+    size: usize,
+    used_in_sweep: u64,
 }
 
 /// What an entry costs, roughly: its bytes, its strings, and the map's own
@@ -73,21 +86,27 @@ impl Entries {
     /// budget, so a storm larger than the cache keeps most of its hits
     /// instead of starting over each time it fills.
     fn make_room(&mut self, needed: usize, current: Stamp, budget: usize) {
-        let mut bytes = self.bytes;
-        self.files.retain(|key, (stamp, file)| {
-            let keep = *stamp == current;
-            if !keep {
-                bytes -= entry_size(key, file);
-            }
-            keep
-        });
+        self.drop_where(|entry| entry.stamp != current);
         let target = (budget / 4 * 3).saturating_sub(needed);
-        self.files.retain(|key, (_, file)| {
+        let mut bytes = self.bytes;
+        self.drop_where(|entry| {
             if bytes <= target {
-                return true;
+                return false;
             }
-            bytes -= entry_size(key, file);
-            false
+            bytes -= entry.size;
+            true
+        });
+    }
+
+    /// Drops the entries `doomed` picks, keeping the byte count true.
+    fn drop_where(&mut self, mut doomed: impl FnMut(&Entry) -> bool) {
+        let mut bytes = self.bytes;
+        self.files.retain(|_, entry| {
+            if doomed(entry) {
+                bytes -= entry.size;
+                return false;
+            }
+            true
         });
         self.bytes = bytes;
     }
@@ -115,12 +134,11 @@ impl RenderCache {
 
     /// The file for `key`, if it was rendered from the state `stamp` names.
     pub fn get(&self, key: &CacheKey, stamp: Stamp) -> Option<ServedFile> {
-        let entries = self.lock();
-        entries
-            .files
-            .get(key)
-            .filter(|(at, _)| *at == stamp)
-            .map(|(_, file)| file.clone())
+        let mut entries = self.lock();
+        let sweeps = entries.sweeps;
+        let entry = entries.files.get_mut(key).filter(|e| e.stamp == stamp)?;
+        entry.used_in_sweep = sweeps;
+        Some(entry.file.clone())
     }
 
     /// Keeps a file rendered from the state `stamp` (taken before rendering,
@@ -134,10 +152,36 @@ impl RenderCache {
         if entries.bytes + size > self.budget {
             entries.make_room(size, stamp, self.budget);
         }
-        if let Some((_, old)) = entries.files.insert(key.clone(), (stamp, file.clone())) {
-            entries.bytes -= entry_size(&key, &old);
+        let entry = Entry {
+            stamp,
+            file: file.clone(),
+            size,
+            used_in_sweep: entries.sweeps,
+        };
+        if let Some(old) = entries.files.insert(key, entry) {
+            entries.bytes -= old.size;
         }
         entries.bytes += size;
+    }
+
+    /// Drops the entries nobody asked for since the previous sweep; run
+    /// about once a minute, it gives back what a storm took once it is over.
+    pub fn sweep_idle(&self) {
+        let mut entries = self.lock();
+        let previous = entries.sweeps;
+        entries.drop_where(|entry| entry.used_in_sweep < previous);
+        entries.sweeps += 1;
+        if entries.files.is_empty() {
+            // An emptied map keeps its table; a new one gives it back.
+            entries.files = HashMap::new();
+        } else {
+            entries.files.shrink_to_fit();
+        }
+    }
+
+    /// The bytes the cache holds, as [`entry_size`] counts them.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -189,7 +233,7 @@ mod tests {
             let counted: usize = entries
                 .files
                 .iter()
-                .map(|(k, (_, f))| entry_size(k, f))
+                .map(|(k, e)| entry_size(k, &e.file))
                 .sum();
             assert_eq!(entries.bytes, counted, "the count stays exact");
         }
@@ -215,5 +259,28 @@ mod tests {
             .filter(|i| cache.get(&key(&format!("{i:02}")), (1, 0)).is_some())
             .count();
         assert!(current >= 8, "the stale ones made the room: {current}");
+    }
+
+    #[test]
+    fn a_sweep_drops_what_was_not_asked_for_since_the_previous_one() {
+        let cache = RenderCache::new(1 << 20);
+        cache.put(key("asked"), (0, 0), &file(10));
+        cache.put(key("forgotten"), (0, 0), &file(10));
+        cache.sweep_idle();
+        assert!(
+            cache.get(&key("forgotten"), (0, 0)).is_some(),
+            "one sweep is not enough"
+        );
+        cache.put(key("forgotten"), (0, 0), &file(10));
+        cache.sweep_idle();
+        assert!(cache.get(&key("asked"), (0, 0)).is_none());
+        assert!(
+            cache.get(&key("forgotten"), (0, 0)).is_some(),
+            "a put counts as use"
+        );
+        cache.sweep_idle();
+        cache.sweep_idle();
+        assert_eq!(cache.bytes(), 0);
+        assert!(cache.lock().files.is_empty());
     }
 }

@@ -67,6 +67,8 @@ pub struct Gauges {
     pub users: usize,
     /// The store's size on disk.
     pub store_bytes: u64,
+    /// The rendered files the cache holds, in bytes.
+    pub render_cache_bytes: usize,
 }
 
 fn transport_slot(transport: Transport) -> usize {
@@ -252,6 +254,12 @@ impl Metrics {
             "deskboot_store_bytes",
             "The store's size on disk.",
             gauges.store_bytes,
+        );
+        gauge(
+            &mut out,
+            "deskboot_render_cache_bytes",
+            "Rendered files held by the render cache, in bytes.",
+            gauges.render_cache_bytes,
         );
         out
     }

@@ -778,6 +778,17 @@ impl Provisioner {
         }
     }
 
+    /// Drops the rendered files nobody asked for since the previous call,
+    /// so memory a boot storm took comes back once it is over.
+    pub fn sweep_render_cache(&self) {
+        self.cache.sweep_idle();
+    }
+
+    /// The bytes the render cache holds.
+    pub fn render_cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
     /// Forgets discovered MACs past [`DISCOVERED_TTL`] and beyond [`MAX_DISCOVERED`].
     pub fn prune_discovered(&self) -> Result<usize, StoreError> {
         let cutoff = unix_now().saturating_sub(DISCOVERED_TTL.as_secs());

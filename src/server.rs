@@ -364,7 +364,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn flush_sightings_until(provisioner: Arc<Provisioner>, stop: impl Future<Output = ()>) {
-    /// Prune discovered MACs once every this many flushes (about a minute).
+    /// Prune discovered MACs and sweep the render cache once every this
+    /// many flushes (about a minute).
     const PRUNE_EVERY: u32 = 30;
     let mut tick = tokio::time::interval(SIGHTING_FLUSH_INTERVAL);
     let mut ticks = 0u32;
@@ -379,6 +380,7 @@ async fn flush_sightings_until(provisioner: Arc<Provisioner>, stop: impl Future<
                     provisioner.flush_sightings()?;
                     if ticks.is_multiple_of(PRUNE_EVERY) {
                         provisioner.prune_discovered()?;
+                        provisioner.sweep_render_cache();
                     }
                     Ok::<_, StoreError>(())
                 })

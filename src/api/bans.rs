@@ -37,6 +37,7 @@ pub(super) async fn metrics(state: Shared) -> impl IntoResponse {
         devices: state.store.device_count(),
         users: state.store.user_count(),
         store_bytes: state.store.size_on_disk(),
+        render_cache_bytes: provisioner.render_cache_bytes(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -121,6 +121,10 @@ async fn a_scanner_is_banned_and_its_neighbours_keep_working() {
     assert_eq!(server.metric(served).await, 1);
     assert_eq!(server.metric("deskboot_devices").await, 1);
     assert!(server.metric("deskboot_store_bytes").await > 0);
+    assert!(
+        server.metric("deskboot_render_cache_bytes").await > 0,
+        "the file served is cached"
+    );
     let yealink = r#"deskboot_served_total{transport="http",vendor="Yealink"}"#;
     assert_eq!(server.metric(yealink).await, 1);
     let metrics = reqwest::get(server.admin_url("/metrics"))
