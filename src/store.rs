@@ -249,9 +249,12 @@ pub fn unix_now() -> u64 {
 impl Store {
     /// Opens (or creates) the store in `dir`, and migrates it if needed.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        // Hot files are served from the render cache, so sled's page cache
+        // only speeds up renders: 8 MiB renders a cold 10,000-phone storm as
+        // fast as 32 MiB did, and keeps 24 MiB less after it (BENCHMARKS.md).
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(32 << 20)
+            .cache_capacity(8 << 20)
             .open()?;
         let store = Store {
             users: db.open_tree("users")?,
