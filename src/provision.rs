@@ -801,8 +801,18 @@ impl Provisioner {
         let mut hasher = std::hash::DefaultHasher::new();
         (&users, body).hash(&mut hasher);
         let fingerprint = hasher.finish();
-        if lock(&self.last_good_kept).insert(key.clone(), fingerprint) == Some(fingerprint) {
-            return;
+        match lock(&self.last_good_kept).insert(key.clone(), fingerprint) {
+            Some(kept) if kept == fingerprint => return,
+            Some(_) => {}
+            // First render since the server started: the first storm after
+            // a restart would otherwise write every file again, unchanged
+            // (30 MB for 10,000 phones). A failed read only costs that write.
+            None => {
+                let stored = self.store.last_good(key.0, &key.1).ok().flatten();
+                if stored.is_some_and(|good| good.users == users && good.body.as_bytes() == body) {
+                    return;
+                }
+            }
         }
         let good = LastGood {
             users,
