@@ -24,6 +24,7 @@ use deskboot::phone_auth::PhoneAuth;
 use deskboot::policy::Policy;
 use deskboot::provision::{Provisioner, Request, Requester, Transport, model_scope};
 use deskboot::render::Renderer;
+use deskboot::render_pool::RenderPool;
 use deskboot::store::{Change, GLOBAL_SCOPE, Store, StoreError};
 use serde_json::{Value, json};
 
@@ -195,6 +196,7 @@ fn site() -> Site {
         FirmwareDir::new(dir.path().join("firmware")),
         policy,
         phone_auth,
+        RenderPool::new(1).expect("render thread"),
     );
     Site {
         _dir: dir,

@@ -8,7 +8,8 @@
 //! - [`provision`]: the one request handler. It asks the [`catalog`] which
 //!   phone model and file the path means (and for which [`mac`]), loads the
 //!   device and its users from the [`store`], and has [`render`] produce the
-//!   bytes, kept in the [`cache`] until something it depends on changes.
+//!   bytes on the [`render_pool`]'s threads, kept in the [`cache`] until
+//!   something it depends on changes.
 //!   Unknown MACs are recorded as discovered. Before any of that, the
 //!   [`policy`] decides who may fetch what: allow-lists, [`phone_auth`]
 //!   (HTTP Digest), and [`scan`] (anti-scanning bans). Firmware images
@@ -49,6 +50,7 @@ pub mod policy;
 pub mod progress;
 pub mod provision;
 pub mod render;
+pub mod render_pool;
 pub mod resync;
 pub mod scan;
 pub mod server;

@@ -27,6 +27,7 @@ use crate::model::{Device, Discovered, LastGood, Settings, Sighting, User, UserI
 use crate::phone_auth::PhoneAuth;
 use crate::policy::Policy;
 use crate::render::{FileView, RenderError, Renderer, directory};
+use crate::render_pool::RenderPool;
 use crate::scan::{ScanGuard, ScanLimits};
 use crate::store::{GLOBAL_SCOPE, Store, StoreError, unix_now};
 use crate::templates;
@@ -82,7 +83,7 @@ pub struct Request<'a> {
     pub client_cert: ClientCert,
 }
 
-/// A [`Request`] that owns its text, to carry it to the blocking pool.
+/// A [`Request`] that owns its text, to carry it to the render pool.
 #[derive(Debug, Clone)]
 struct OwnedRequest {
     path: String,
@@ -214,7 +215,7 @@ impl NotServed {
 enum Renders {
     /// On this thread.
     Here,
-    /// Not on this thread: the caller renders on the blocking pool.
+    /// Not on this thread: the caller renders on the render pool.
     Elsewhere,
 }
 
@@ -256,10 +257,8 @@ pub struct Provisioner {
     phone_auth: PhoneAuth,
     scan: ScanGuard,
     metrics: Metrics,
-    /// Renders running on the blocking pool, at most one per core:
-    /// without a bound, a storm of cache misses would start hundreds of
-    /// blocking threads, each with its own stack and allocator heap.
-    render_slots: tokio::sync::Semaphore,
+    /// The threads renders run on, off the async workers.
+    renders: RenderPool,
 }
 
 impl Provisioner {
@@ -271,6 +270,7 @@ impl Provisioner {
         firmware: FirmwareDir,
         policy: Policy,
         phone_auth: PhoneAuth,
+        renders: RenderPool,
     ) -> Self {
         Provisioner {
             firmware,
@@ -290,9 +290,7 @@ impl Provisioner {
             pending_discovered: Mutex::new(HashMap::new()),
             pending_last_good: Mutex::new(HashMap::new()),
             last_good_kept: Mutex::new(HashMap::new()),
-            render_slots: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
+            renders,
         }
     }
 
@@ -360,7 +358,7 @@ impl Provisioner {
 
     /// Answers one request from an async task: cache hits, refusals and
     /// unknown files are answered at once; a render, which costs a hundred
-    /// microseconds or more, runs on the blocking pool so a boot storm's
+    /// microseconds or more, runs on the render pool so a boot storm's
     /// first requests do not hold up the async workers.
     pub async fn handle_async(
         self: &Arc<Self>,
@@ -369,11 +367,13 @@ impl Provisioner {
         if let Some(result) = self.answer(request, Renders::Elsewhere) {
             return self.count(request, result);
         }
-        // The semaphore is never closed; without a permit, render anyway.
-        let _slot = self.render_slots.acquire().await.ok();
         let owned = OwnedRequest::of(request);
         let provisioner = Arc::clone(self);
-        match tokio::task::spawn_blocking(move || provisioner.handle(&owned.request())).await {
+        match self
+            .renders
+            .run(move || provisioner.handle(&owned.request()))
+            .await
+        {
             Ok(result) => result,
             Err(e) => {
                 tracing::error!(error = %e, "a render task failed");

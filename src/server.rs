@@ -24,6 +24,7 @@ use crate::firmware::FirmwareDir;
 use crate::phone_auth::{PhoneAuth, PhoneAuthError};
 use crate::provision::{Provisioner, SIGHTING_FLUSH_INTERVAL};
 use crate::render::{RenderError, Renderer};
+use crate::render_pool::RenderPool;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, HttpsCert, TlsError};
 use crate::transport::{http, tftp};
@@ -65,6 +66,9 @@ pub enum ServerError {
     /// A TLS certificate or key (HTTPS, admin) cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// The render threads cannot be started.
+    #[error("cannot start the render threads: {0}")]
+    RenderThreads(std::io::Error),
     /// A listener cannot bind.
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
@@ -134,6 +138,7 @@ impl Server {
             FirmwareDir::new(config.data.join("firmware")),
             config.provisioning.clone(),
             phone_auth,
+            RenderPool::per_core().map_err(ServerError::RenderThreads)?,
         ));
 
         let bind_tcp = |what, addr| async move {
