@@ -179,7 +179,7 @@ impl RenderCache {
         }
     }
 
-    /// The bytes the cache holds, as [`entry_size`] counts them.
+    /// The bytes the cache holds: its files, their keys, and an overhead per entry.
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
