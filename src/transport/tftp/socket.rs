@@ -98,49 +98,38 @@ pub fn send_from(listener: &UdpSocket, datagram: &[u8], peer: SocketAddr, local:
     let _ = listener.try_io(Interest::WRITABLE, || {
         let to = SockaddrStorage::from(peer);
         let payload = [IoSlice::new(datagram)];
-        let sent = match local {
+        let v4_info;
+        let v6_info;
+        let source = match local {
             IpAddr::V4(ip) if peer.is_ipv4() => {
-                let info = libc::in_pktinfo {
+                v4_info = libc::in_pktinfo {
                     ipi_ifindex: 0,
                     ipi_spec_dst: libc::in_addr {
                         s_addr: u32::from(ip).to_be(),
                     },
                     ipi_addr: libc::in_addr { s_addr: 0 },
                 };
-                let source = [ControlMessage::Ipv4PacketInfo(&info)];
-                sendmsg(
-                    listener.as_raw_fd(),
-                    &payload,
-                    &source,
-                    MsgFlags::empty(),
-                    Some(&to),
-                )
+                Some(ControlMessage::Ipv4PacketInfo(&v4_info))
             }
             IpAddr::V6(ip) => {
-                let info = libc::in6_pktinfo {
+                v6_info = libc::in6_pktinfo {
                     ipi6_addr: libc::in6_addr {
                         s6_addr: ip.octets(),
                     },
                     ipi6_ifindex: 0,
                 };
-                let source = [ControlMessage::Ipv6PacketInfo(&info)];
-                sendmsg(
-                    listener.as_raw_fd(),
-                    &payload,
-                    &source,
-                    MsgFlags::empty(),
-                    Some(&to),
-                )
+                Some(ControlMessage::Ipv6PacketInfo(&v6_info))
             }
             // The families disagree: let the route pick.
-            IpAddr::V4(_) => sendmsg(
-                listener.as_raw_fd(),
-                &payload,
-                &[],
-                MsgFlags::empty(),
-                Some(&to),
-            ),
+            IpAddr::V4(_) => None,
         };
+        let sent = sendmsg(
+            listener.as_raw_fd(),
+            &payload,
+            source.as_slice(),
+            MsgFlags::empty(),
+            Some(&to),
+        );
         sent.map_err(io::Error::from)
     });
 }
