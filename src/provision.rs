@@ -248,9 +248,9 @@ pub struct Provisioner {
     pending_sightings: Mutex<HashMap<Mac, Sighting>>,
     pending_discovered: Mutex<HashMap<Mac, Discovered>>,
     pending_last_good: Mutex<HashMap<(Mac, String), LastGood>>,
-    /// A fingerprint of each last good file written or pending, so a file
-    /// rendered again unchanged (a storm after a restart or a cache
-    /// eviction) is not copied and written again.
+    /// A fingerprint of each last good file written, pending or found
+    /// unchanged in the store, so a file rendered again unchanged (after a
+    /// cache eviction or a restart) is not copied and written again.
     last_good_kept: Mutex<HashMap<(Mac, String), u64>>,
     firmware: FirmwareDir,
     policy: Policy,
@@ -801,7 +801,9 @@ impl Provisioner {
         let mut hasher = std::hash::DefaultHasher::new();
         (&users, body).hash(&mut hasher);
         let fingerprint = hasher.finish();
-        match lock(&self.last_good_kept).insert(key.clone(), fingerprint) {
+        // Bound first, so the lock is not held while the store is read.
+        let kept = lock(&self.last_good_kept).insert(key.clone(), fingerprint);
+        match kept {
             Some(kept) if kept == fingerprint => return,
             Some(_) => {}
             // First render since the server started: the first storm after
