@@ -184,17 +184,12 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Unauthorized = self {
-            let body =
-                json!({"error": "missing or wrong admin token (Authorization: Bearer <token>)"});
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                axum::Json(body),
-            )
-                .into_response();
-        }
+        let challenge = matches!(self, ApiError::Unauthorized);
         let (status, body) = self.status_and_body();
+        if challenge {
+            let bearer = [(header::WWW_AUTHENTICATE, "Bearer")];
+            return (status, bearer, axum::Json(body)).into_response();
+        }
         (status, axum::Json(body)).into_response()
     }
 }

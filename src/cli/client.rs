@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::Connection;
 use deskboot::auth::TOKEN_FILE;
-use deskboot::progress::{Line, NDJSON};
+use deskboot::progress::{Line, NDJSON, Stage};
 
 /// Talks to the admin API with the admin token.
 pub struct AdminClient {
@@ -147,42 +147,22 @@ impl AdminClient {
             let text = response.text().await?;
             return Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)));
         }
-        // One bar per stage, drawn only when stderr is a terminal.
-        let style = ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len}")?;
-        let mut bar: Option<ProgressBar> = None;
+        let mut bars = StageBars::new()?;
         let mut pending = Vec::new();
         while let Some(chunk) = response.chunk().await? {
             pending.extend_from_slice(&chunk);
             while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 match serde_json::from_slice(&line).context("a malformed progress line")? {
-                    Line::Progress { stage, done, total } => {
-                        if bar.as_ref().is_none_or(|b| b.message() != stage.name()) {
-                            if let Some(done) = bar.take() {
-                                done.finish_and_clear();
-                            }
-                            bar = Some(
-                                ProgressBar::new(total as u64)
-                                    .with_style(style.clone())
-                                    .with_message(stage.name()),
-                            );
-                        }
-                        if let Some(bar) = &bar {
-                            bar.set_position(done as u64);
-                        }
-                    }
+                    Line::Progress { stage, done, total } => bars.show(stage, done, total),
                     Line::Answer { status, answer } => {
-                        if let Some(bar) = bar {
-                            bar.finish_and_clear();
-                        }
+                        bars.clear();
                         return Ok((StatusCode::from_u16(status)?, answer));
                     }
                 }
             }
         }
-        if let Some(bar) = bar {
-            bar.abandon();
-        }
+        bars.clear();
         bail!("the server's answer ended before its result")
     }
 
@@ -209,6 +189,46 @@ impl AdminClient {
         }
         let detail: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         Err(refusal(status, &detail, &text))
+    }
+}
+
+/// One progress bar per stage of a long operation, drawn only when stderr
+/// is a terminal.
+struct StageBars {
+    style: ProgressStyle,
+    current: Option<ProgressBar>,
+}
+
+impl StageBars {
+    fn new() -> anyhow::Result<StageBars> {
+        Ok(StageBars {
+            style: ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len}")?,
+            current: None,
+        })
+    }
+
+    /// Shows `done` of `total` in `stage`, replacing the previous stage's bar.
+    fn show(&mut self, stage: Stage, done: usize, total: usize) {
+        let same_stage = self
+            .current
+            .as_ref()
+            .is_some_and(|b| b.message() == stage.name());
+        if !same_stage {
+            self.clear();
+            let bar = ProgressBar::new(total as u64)
+                .with_style(self.style.clone())
+                .with_message(stage.name());
+            self.current = Some(bar);
+        }
+        if let Some(bar) = &self.current {
+            bar.set_position(done as u64);
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(bar) = self.current.take() {
+            bar.finish_and_clear();
+        }
     }
 }
 
