@@ -71,6 +71,18 @@ impl AdminClient {
         serde_json::from_str(&text).context("the server's answer is not JSON")
     }
 
+    /// Prints the record at `path`.
+    pub async fn show(&self, path: &str) -> anyhow::Result<()> {
+        print_json(&self.call(Method::GET, path, None).await?)
+    }
+
+    /// Deletes the record at `path`, and says so, naming it `what`.
+    pub async fn delete(&self, path: &str, what: &str) -> anyhow::Result<()> {
+        self.call(Method::DELETE, path, None).await?;
+        println!("deleted {what}");
+        Ok(())
+    }
+
     /// Sends a text body (a template, a CSV file) and returns the JSON answer.
     pub async fn send_text(
         &self,

@@ -95,16 +95,14 @@ pub async fn run(command: DeviceCommand) -> anyhow::Result<ExitCode> {
             }
         }
         DeviceCommand::Show { connection, mac } => {
-            let device = AdminClient::new(&connection)?
-                .call(Method::GET, &format!("/api/v1/devices/{mac}"), None)
+            AdminClient::new(&connection)?
+                .show(&format!("/api/v1/devices/{mac}"))
                 .await?;
-            print_json(&device)?;
         }
         DeviceCommand::Rm { connection, mac } => {
             AdminClient::new(&connection)?
-                .call(Method::DELETE, &format!("/api/v1/devices/{mac}"), None)
+                .delete(&format!("/api/v1/devices/{mac}"), &format!("device {mac}"))
                 .await?;
-            println!("deleted device {mac}");
         }
     }
     Ok(ExitCode::SUCCESS)

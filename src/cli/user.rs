@@ -134,16 +134,14 @@ pub async fn run(command: UserCommand) -> anyhow::Result<ExitCode> {
             }
         }
         UserCommand::Show { connection, id } => {
-            let user = AdminClient::new(&connection)?
-                .call(Method::GET, &format!("/api/v1/users/{id}"), None)
+            AdminClient::new(&connection)?
+                .show(&format!("/api/v1/users/{id}"))
                 .await?;
-            print_json(&user)?;
         }
         UserCommand::Rm { connection, id } => {
             AdminClient::new(&connection)?
-                .call(Method::DELETE, &format!("/api/v1/users/{id}"), None)
+                .delete(&format!("/api/v1/users/{id}"), &format!("user {id}"))
                 .await?;
-            println!("deleted user {id}");
         }
     }
     Ok(ExitCode::SUCCESS)

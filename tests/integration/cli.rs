@@ -271,9 +271,23 @@ async fn the_readme_walkthrough_works_end_to_end() {
         "{over_http}"
     );
     let shown = cli(&admin, &data, &["device", "show", "0015.65aa.bbcc"]).await;
-    assert!(shown.status.success());
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["mac"], "001565aabbcc");
     let removed = cli(&admin, &data, &["device", "rm", "001565aabbcc"]).await;
     assert!(removed.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&removed.stdout).trim(),
+        "deleted device 001565aabbcc"
+    );
+    let shown = cli(&admin, &data, &["user", "show", &id]).await;
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["first_name"], "Ada");
+    // Her Poly and Cisco phones still use her: the store refuses, and says why.
+    let refused = cli(&admin, &data, &["user", "rm", &id]).await;
+    assert!(!refused.status.success());
+    assert!(refused.stdout.is_empty());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("remove the line first"), "{why}");
     stop(server).await;
 }
 
