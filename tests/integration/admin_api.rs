@@ -178,106 +178,48 @@ async fn bad_devices_are_refused_with_the_field_and_change_nothing() {
         d
     };
     let devices = "/api/v1/devices";
-    assert_refused(
-        &server,
-        Method::POST,
-        devices,
-        device(json!({"mac": "00:15:65:AA:BB"})),
-        422,
-        "mac",
-    )
-    .await;
-    assert_refused(
-        &server,
-        Method::POST,
-        devices,
-        device(json!({"mac": "zz1565aabbcc"})),
-        422,
-        "mac",
-    )
-    .await;
-    assert_refused(
-        &server,
-        Method::POST,
-        devices,
-        device(json!({"model": "yealink-t99"})),
-        422,
-        "model",
-    )
-    .await;
-    assert_refused(
-        &server,
-        Method::POST,
-        devices,
-        device(json!({"lines": [{"user": 4242}]})),
-        409,
-        "lines[0].user",
-    )
-    .await;
-    assert_refused(
-        &server,
-        Method::POST,
-        devices,
-        device(json!({"keys": [{"index": 28, "type": "blf", "value": "102"}]})),
-        422,
-        "keys[0].index",
-    )
-    .await;
-    assert_refused(
-        &server,
-        Method::POST,
-        devices,
-        device(json!({"keys": [{"index": 1, "type": "teleport", "value": "x"}]})),
-        422,
-        "keys[0].type",
-    )
-    .await;
-    assert_refused(
-        &server,
-        Method::POST,
-        devices,
-        device(json!({"keys": [{"index": 1, "type": "blf"}]})),
-        422,
-        "keys[0].value",
-    )
-    .await;
-    assert_refused(
-        &server,
-        Method::POST,
-        devices,
-        device(json!({"keys": [{"index": 1, "type": "line", "line": 2}]})),
-        422,
-        "keys[0].line",
-    )
-    .await;
-    assert_refused(
-        &server,
-        Method::POST,
-        devices,
-        device(json!({"keys": [{"index": 1, "module": 1, "type": "blf", "value": "1"}]})),
-        422,
-        "keys[0].module",
-    )
-    .await;
     let too_many_lines: Vec<Value> = (0..17).map(|_| json!({"user": ada["id"]})).collect();
-    assert_refused(
-        &server,
-        Method::POST,
-        devices,
-        device(json!({"lines": too_many_lines})),
-        422,
-        "lines",
-    )
-    .await;
-    assert_refused(
-        &server,
-        Method::POST,
-        devices,
-        device(json!({"settings": {"sip_port": 0}})),
-        422,
-        "settings.sip_port",
-    )
-    .await;
+    // Each patch to a valid device, the status and the field it is refused with.
+    let refusals = [
+        (json!({"mac": "00:15:65:AA:BB"}), 422, "mac"),
+        (json!({"mac": "zz1565aabbcc"}), 422, "mac"),
+        (json!({"model": "yealink-t99"}), 422, "model"),
+        (json!({"lines": [{"user": 4242}]}), 409, "lines[0].user"),
+        (
+            json!({"keys": [{"index": 28, "type": "blf", "value": "102"}]}),
+            422,
+            "keys[0].index",
+        ),
+        (
+            json!({"keys": [{"index": 1, "type": "teleport", "value": "x"}]}),
+            422,
+            "keys[0].type",
+        ),
+        (
+            json!({"keys": [{"index": 1, "type": "blf"}]}),
+            422,
+            "keys[0].value",
+        ),
+        (
+            json!({"keys": [{"index": 1, "type": "line", "line": 2}]}),
+            422,
+            "keys[0].line",
+        ),
+        (
+            json!({"keys": [{"index": 1, "module": 1, "type": "blf", "value": "1"}]}),
+            422,
+            "keys[0].module",
+        ),
+        (json!({"lines": too_many_lines}), 422, "lines"),
+        (
+            json!({"settings": {"sip_port": 0}}),
+            422,
+            "settings.sip_port",
+        ),
+    ];
+    for (patch, status, field) in refusals {
+        assert_refused(&server, Method::POST, devices, device(patch), status, field).await;
+    }
 
     server.add_device(device(json!({}))).await;
     assert_refused(
