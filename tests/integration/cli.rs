@@ -116,6 +116,16 @@ async fn curl(url: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The walk-through phone's file over HTTP carries its password, and the
+/// provisioning URL the phone learns from the Host it used.
+async fn assert_served_over_http(http: &str, password: &str) {
+    let over_http = curl(&format!("http://{http}/001565aabbcc.cfg")).await;
+    assert!(
+        over_http.contains(password) && over_http.contains(&format!("http://{http}")),
+        "{over_http}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_walkthrough_works_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -187,17 +197,7 @@ async fn the_readme_walkthrough_works_end_to_end() {
     let rendered = String::from_utf8(rendered.stdout).unwrap();
     assert!(rendered.contains(&password));
 
-    let fetched = Command::new("curl")
-        .args(["-sf", &format!("http://{http}/001565aabbcc.cfg")])
-        .output()
-        .await
-        .unwrap();
-    // Over HTTP the phone also learns the provisioning URL from the Host it used.
-    let over_http = String::from_utf8(fetched.stdout).unwrap();
-    assert!(
-        over_http.contains(&password) && over_http.contains(&format!("http://{http}")),
-        "{over_http}"
-    );
+    assert_served_over_http(&http, &password).await;
     let over_tftp = Command::new("curl")
         .args(["-sf", &format!("tftp://{tftp}/001565aabbcc.cfg")])
         .output()
@@ -259,17 +259,7 @@ async fn the_readme_walkthrough_works_end_to_end() {
 
     // Everything survives a restart, with the same generated token.
     let (server, [http, _, admin]) = spawn_serve(&data).await;
-    let fetched = Command::new("curl")
-        .args(["-sf", &format!("http://{http}/001565aabbcc.cfg")])
-        .output()
-        .await
-        .unwrap();
-    // Over HTTP the phone also learns the provisioning URL from the Host it used.
-    let over_http = String::from_utf8(fetched.stdout).unwrap();
-    assert!(
-        over_http.contains(&password) && over_http.contains(&format!("http://{http}")),
-        "{over_http}"
-    );
+    assert_served_over_http(&http, &password).await;
     let shown = cli(&admin, &data, &["device", "show", "0015.65aa.bbcc"]).await;
     let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(shown["mac"], "001565aabbcc");
