@@ -171,12 +171,8 @@ impl RenderCache {
         let previous = entries.sweeps;
         entries.drop_where(|entry| entry.used_in_sweep < previous);
         entries.sweeps += 1;
-        if entries.files.is_empty() {
-            // An emptied map keeps its table; a new one gives it back.
-            entries.files = HashMap::new();
-        } else {
-            entries.files.shrink_to_fit();
-        }
+        // A map keeps its table when emptied; this gives it back.
+        entries.files.shrink_to_fit();
     }
 
     /// The bytes the cache holds: its files, their keys, and an overhead per entry.
@@ -282,5 +278,6 @@ mod tests {
         cache.sweep_idle();
         assert_eq!(cache.bytes(), 0);
         assert!(cache.lock().files.is_empty());
+        assert_eq!(cache.lock().files.capacity(), 0, "the table is given back");
     }
 }

@@ -278,6 +278,9 @@ async fn the_readme_walkthrough_works_end_to_end() {
     assert!(refused.stdout.is_empty());
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("remove the line first"), "{why}");
+    let kept = cli(&admin, &data, &["user", "show", &id]).await;
+    let kept: Value = serde_json::from_slice(&kept.stdout).unwrap();
+    assert_eq!(kept, shown, "a refused rm changes nothing");
     stop(server).await;
 }
 
