@@ -23,8 +23,16 @@ use crate::store::unix_now;
 /// How many times more unknown MACs a whole address may ask for than one
 /// of its clients.
 pub const ADDRESS_FACTOR: usize = 5;
-/// The most clients followed (or banned) at once.
+/// The most addresses followed, and the most bans held, at once.
 const MAX_TRACKED: usize = 10_000;
+/// The most User-Agents of one address followed apart. Past them a client
+/// counts only towards its address: a scanner that names itself anew with
+/// every request is banned as an address, and cannot crowd others out of
+/// the tables.
+const MAX_AGENTS_PER_ADDRESS: usize = 16;
+/// How often full tables are swept of expired entries, at most: a sweep
+/// walks them all, under the lock that every request takes.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Thresholds, from the `[provisioning]` policy.
 #[derive(Debug, Clone, Copy)]
@@ -37,18 +45,22 @@ pub struct ScanLimits {
     pub ban: Duration,
 }
 
-/// Who asked: an address, with the User-Agent it gave (None: the address
-/// as a whole, or a TFTP client, which sends none).
+/// Who is banned: an address, with the User-Agent it gave (None: the
+/// address as a whole, or a client that sends none, as over TFTP).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Client {
     address: IpAddr,
     user_agent: Option<String>,
 }
 
+/// The unknown MACs one address asked for within the current window.
 #[derive(Debug)]
 struct Tracker {
     since: Instant,
+    /// Whatever the address called itself.
     macs: HashSet<Mac>,
+    /// Per User-Agent, for the first [`MAX_AGENTS_PER_ADDRESS`] of them.
+    agents: HashMap<String, HashSet<Mac>>,
 }
 
 #[derive(Debug)]
@@ -73,8 +85,29 @@ pub struct BanView {
 
 #[derive(Debug, Default)]
 struct State {
-    trackers: HashMap<Client, Tracker>,
+    trackers: HashMap<IpAddr, Tracker>,
     bans: HashMap<Client, Ban>,
+    last_sweep: Option<Instant>,
+}
+
+impl State {
+    fn banned(&self, who: &Client, now: Instant) -> bool {
+        self.bans.get(who).is_some_and(|ban| ban.until > now)
+    }
+
+    /// Drops expired trackers and bans, at most once per [`SWEEP_INTERVAL`].
+    fn sweep(&mut self, now: Instant, window: Duration) {
+        if self
+            .last_sweep
+            .is_some_and(|t| now.duration_since(t) < SWEEP_INTERVAL)
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        self.trackers
+            .retain(|_, t| now.duration_since(t.since) < window);
+        self.bans.retain(|_, ban| ban.until > now);
+    }
 }
 
 /// Follows unknown-MAC requests and keeps the bans.
@@ -95,16 +128,12 @@ impl ScanGuard {
 
     /// Whether a client is banned, as itself or as its whole address.
     pub fn is_banned(&self, address: IpAddr, user_agent: Option<&str>) -> bool {
-        // Asked on every per-device request: two lookups, no sweep (expired
-        // bans are swept when a new one is added or the list is read).
+        // Asked on every per-device request: two lookups, no sweep.
         let now = Instant::now();
         let state = self.lock();
-        [user_agent, None].into_iter().any(|ua| {
-            state
-                .bans
-                .get(&client(address, ua))
-                .is_some_and(|ban| ban.until > now)
-        })
+        [user_agent, None]
+            .into_iter()
+            .any(|ua| state.banned(&client(address, ua), now))
     }
 
     /// Whether a client is halfway to a ban, or banned: its answers for
@@ -115,71 +144,102 @@ impl ScanGuard {
         }
         let now = Instant::now();
         let state = self.lock();
-        let halfway = |who: Client, limit: usize| {
-            state.trackers.get(&who).is_some_and(|t| {
-                now.duration_since(t.since) < self.limits.window && t.macs.len() * 2 > limit
-            })
+        let Some(tracker) = state.trackers.get(&address) else {
+            return false;
         };
+        if now.duration_since(tracker.since) >= self.limits.window {
+            return false;
+        }
         let limit = self.limits.unknown_macs;
-        halfway(client(address, user_agent), limit)
-            || halfway(client(address, None), limit.saturating_mul(ADDRESS_FACTOR))
+        let own = user_agent
+            .and_then(|ua| tracker.agents.get(agent_key(ua)))
+            .map_or(0, HashSet::len);
+        own * 2 > limit || tracker.macs.len() * 2 > self.address_limit(user_agent)
     }
 
     /// Notes a request for a MAC that is not provisioned; bans the client
     /// (or its address) when it has asked for too many.
     pub fn note_unknown(&self, address: IpAddr, user_agent: Option<&str>, mac: Mac) {
         let now = Instant::now();
+        let window = self.limits.window;
         let mut state = self.lock();
-        let mut watched = vec![(client(address, user_agent), self.limits.unknown_macs)];
-        if user_agent.is_some() {
-            let whole = self.limits.unknown_macs.saturating_mul(ADDRESS_FACTOR);
-            watched.push((client(address, None), whole));
+        let whole = client(address, None);
+        if state.banned(&whole, now) {
+            return;
         }
-        for (who, limit) in watched {
-            if state.bans.contains_key(&who) {
-                continue;
-            }
-            if !state.trackers.contains_key(&who) && state.trackers.len() >= MAX_TRACKED {
-                let window = self.limits.window;
-                state
-                    .trackers
-                    .retain(|_, t| now.duration_since(t.since) < window);
-                if state.trackers.len() >= MAX_TRACKED {
-                    continue;
-                }
-            }
-            let tracker = state.trackers.entry(who.clone()).or_insert(Tracker {
-                since: now,
-                macs: HashSet::new(),
-            });
-            if now.duration_since(tracker.since) >= self.limits.window {
-                tracker.since = now;
-                tracker.macs.clear();
-            }
-            tracker.macs.insert(mac);
-            let count = tracker.macs.len();
-            if count > limit {
-                state.bans.retain(|_, ban| ban.until > now);
-            }
-            if count > limit && state.bans.len() < MAX_TRACKED {
-                state.trackers.remove(&who);
-                tracing::warn!(
-                    address = %who.address,
-                    user_agent = who.user_agent.as_deref().unwrap_or("*"),
-                    unknown_macs = count,
-                    ban_secs = self.limits.ban.as_secs(),
-                    "banned a client scanning for MACs"
-                );
-                state.bans.insert(
-                    who,
-                    Ban {
-                        until: now + self.limits.ban,
-                        until_unix: unix_now() + self.limits.ban.as_secs(),
-                        unknown_macs: count,
-                    },
-                );
+        // A banned client's requests still count towards its address.
+        let agent = user_agent.filter(|&ua| !state.banned(&client(address, Some(ua)), now));
+        if !state.trackers.contains_key(&address) && state.trackers.len() >= MAX_TRACKED {
+            state.sweep(now, window);
+            if state.trackers.len() >= MAX_TRACKED {
+                return;
             }
         }
+        let tracker = state.trackers.entry(address).or_insert_with(|| Tracker {
+            since: now,
+            macs: HashSet::new(),
+            agents: HashMap::new(),
+        });
+        if now.duration_since(tracker.since) >= window {
+            tracker.since = now;
+            tracker.macs.clear();
+            tracker.agents.clear();
+        }
+        tracker.macs.insert(mac);
+        let by_address = tracker.macs.len();
+        let by_agent = agent.and_then(|ua| {
+            let key = agent_key(ua);
+            if !tracker.agents.contains_key(key) && tracker.agents.len() >= MAX_AGENTS_PER_ADDRESS {
+                return None;
+            }
+            let macs = tracker.agents.entry(key.to_string()).or_default();
+            macs.insert(mac);
+            Some(macs.len())
+        });
+        if by_address > self.address_limit(user_agent) {
+            state.trackers.remove(&address);
+            self.ban(&mut state, whole, by_address, now);
+        } else if let (Some(ua), Some(count)) = (agent, by_agent)
+            && count > self.limits.unknown_macs
+        {
+            if let Some(tracker) = state.trackers.get_mut(&address) {
+                tracker.agents.remove(agent_key(ua));
+            }
+            self.ban(&mut state, client(address, Some(ua)), count, now);
+        }
+    }
+
+    /// How many unknown MACs an address may ask for: a client without a
+    /// User-Agent is taken for the address itself.
+    fn address_limit(&self, user_agent: Option<&str>) -> usize {
+        match user_agent {
+            Some(_) => self.limits.unknown_macs.saturating_mul(ADDRESS_FACTOR),
+            None => self.limits.unknown_macs,
+        }
+    }
+
+    fn ban(&self, state: &mut State, who: Client, unknown_macs: usize, now: Instant) {
+        if state.bans.len() >= MAX_TRACKED {
+            state.sweep(now, self.limits.window);
+            if state.bans.len() >= MAX_TRACKED {
+                return;
+            }
+        }
+        tracing::warn!(
+            address = %who.address,
+            user_agent = who.user_agent.as_deref().unwrap_or("*"),
+            unknown_macs,
+            ban_secs = self.limits.ban.as_secs(),
+            "banned a client scanning for MACs"
+        );
+        state.bans.insert(
+            who,
+            Ban {
+                until: now + self.limits.ban,
+                until_unix: unix_now() + self.limits.ban.as_secs(),
+                unknown_macs,
+            },
+        );
     }
 
     /// The bans in force.
@@ -206,7 +266,7 @@ impl ScanGuard {
         let mut state = self.lock();
         let before = state.bans.len();
         state.bans.retain(|who, _| who.address != address);
-        state.trackers.retain(|who, _| who.address != address);
+        state.trackers.remove(&address);
         before - state.bans.len()
     }
 
@@ -219,8 +279,16 @@ impl ScanGuard {
 fn client(address: IpAddr, user_agent: Option<&str>) -> Client {
     Client {
         address,
-        // A scanner cannot grow our memory with endless User-Agents.
-        user_agent: user_agent.map(|ua| ua.chars().take(128).collect()),
+        user_agent: user_agent.map(|ua| agent_key(ua).to_string()),
+    }
+}
+
+/// A User-Agent as it is kept: a scanner cannot grow our memory with
+/// endless ones.
+fn agent_key(user_agent: &str) -> &str {
+    match user_agent.char_indices().nth(128) {
+        Some((end, _)) => &user_agent[..end],
+        None => user_agent,
     }
 }
 
@@ -277,5 +345,43 @@ mod tests {
         }
         assert!(guard.is_banned(ip, Some("anything")));
         assert!(guard.is_banned(ip, None));
+    }
+
+    #[test]
+    fn a_new_user_agent_per_request_neither_escapes_nor_crowds_others_out() {
+        let guard = guard();
+        let scanner: IpAddr = "192.0.2.9".parse().unwrap();
+        // More User-Agents than the tables hold, each asking for one MAC.
+        for n in 0..(MAX_TRACKED as u64 + 10) {
+            guard.note_unknown(scanner, Some(&format!("Yealink {n}")), mac(n));
+        }
+        assert!(guard.is_banned(scanner, Some("Yealink 0")));
+        let state = guard.lock();
+        assert!(state.trackers.is_empty(), "the ban ended its tracking");
+        assert_eq!(state.bans.len(), 1);
+        drop(state);
+
+        let other: IpAddr = "192.0.2.10".parse().unwrap();
+        for n in 0..4 {
+            guard.note_unknown(other, Some("curl/8"), mac(n));
+        }
+        assert!(guard.is_banned(other, Some("curl/8")), "still followed");
+    }
+
+    #[test]
+    fn a_banned_client_still_counts_towards_its_address() {
+        let guard = guard();
+        let ip: IpAddr = "192.0.2.11".parse().unwrap();
+        for n in 0..15 {
+            guard.note_unknown(ip, Some("scanner"), mac(n));
+        }
+        assert!(guard.is_banned(ip, Some("scanner")));
+        assert!(!guard.is_banned(ip, Some("other")), "not yet");
+        guard.note_unknown(ip, Some("scanner"), mac(15));
+        assert!(guard.is_banned(ip, Some("other")), "the address, at 16");
+        let bans = guard.bans();
+        assert_eq!(bans.len(), 2);
+        assert_eq!(bans[0].unknown_macs, 16, "{bans:?}");
+        assert_eq!(bans[1].unknown_macs, 4, "banned once, not again");
     }
 }
