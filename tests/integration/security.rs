@@ -151,6 +151,64 @@ async fn a_scanner_is_banned_and_its_neighbours_keep_working() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanner_forging_user_agents_crawls_and_known_phones_do_not() {
+    let server = office(policy("scan_unknown_macs = 5\nban_secs = 300")).await;
+    let forged = |n: u8| format!("Yealink SIP-T46S 66.86.0.15 00:15:65:00:00:{n:02x}");
+    // Each guess names itself anew: only the address (5 x 5 MACs) counts.
+    for n in 0..13 {
+        let file = format!("/0015650000{n:02x}.cfg");
+        assert_eq!(server.phone_get(&file, Some(&forged(n))).await.0, 404);
+    }
+    let asked = std::time::Instant::now();
+    let status = server
+        .phone_get("/00156500000d.cfg", Some(&forged(13)))
+        .await
+        .0;
+    assert_eq!(status, 404);
+    assert!(
+        asked.elapsed() >= std::time::Duration::from_millis(450),
+        "halfway to a ban, an unknown MAC's answer waits"
+    );
+    let asked = std::time::Instant::now();
+    let own_mac = "Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc";
+    assert_eq!(server.phone_get(FILE, Some(own_mac)).await.0, 200);
+    assert!(
+        asked.elapsed() < std::time::Duration::from_millis(450),
+        "a known phone naming its MAC does not wait"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_tftp_scanner_gets_silence_for_device_files_only() {
+    let server = office(policy("scan_unknown_macs = 5\nban_secs = 300")).await;
+    for n in 0..6 {
+        let unknown = format!("0015650000{n:02x}.cfg");
+        let not_found = (5, 1);
+        assert_eq!(server.tftp_raw_rrq(unknown.as_bytes()).await, not_found);
+    }
+    let (status, bans) = server.get("/api/v1/bans").await;
+    assert_eq!(status, 200);
+    assert_eq!(bans[0]["address"], "127.0.0.1", "{bans}");
+    assert_eq!(bans[0]["user_agent"], Value::Null, "{bans}");
+
+    let no_answer = (0, 0);
+    let own_file = FILE.trim_start_matches('/').as_bytes();
+    assert_eq!(server.tftp_raw_rrq(own_file).await, no_answer);
+    let data = 3;
+    assert_eq!(server.tftp_raw_rrq(b"y000000000066.cfg").await.0, data);
+    let refused = r#"deskboot_requests_total{transport="tftp",outcome="refused"}"#;
+    assert_eq!(server.metric(refused).await, 1);
+    let own_mac = "Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc";
+    assert_eq!(
+        server.phone_get(FILE, Some(own_mac)).await.0,
+        200,
+        "the address is banned, but not a phone naming its own MAC"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tftp_beyond_its_transfer_cap_is_told_busy() {
     let server = office(policy("tftp_max_transfers = 0")).await;
     assert_eq!(server.tftp_raw_rrq(b"001565aabbcc.cfg").await, (5, 0));

@@ -156,10 +156,14 @@ impl Shared {
     }
 
     /// Starts a transfer for a read request, unless it is a resend of one
-    /// already being answered, or the server is closing or full.
+    /// already being answered, or the server is closing or full, or the
+    /// client is banned from per-device files.
     fn admit(self: &Arc<Self>, peer: SocketAddr, local: IpAddr, read: ReadRequest) {
         if self.state.closing.load(Ordering::SeqCst) {
             return self.answer(peer, local, ErrorCode::Other, "server shutting down");
+        }
+        if self.is_banned_from(peer, &read.name) {
+            return;
         }
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         // The same request from the same address, before the client has
@@ -178,6 +182,27 @@ impl Shared {
             return;
         }
         self.start(&mut clients, peer, local, read);
+    }
+
+    /// Whether `peer` is banned for scanning and `name` is a per-device
+    /// file. Such a request gets no answer at all: a scanner then waits out
+    /// its timeout before every next guess, as HTTP makes it wait, instead
+    /// of taking CPU that known phones need (BENCHMARKS.md). A phone behind
+    /// the same address retries, as it would after a "not found", and is
+    /// answered once the ban ends.
+    fn is_banned_from(&self, peer: SocketAddr, name: &str) -> bool {
+        let provisioner = &self.provisioner;
+        let banned = provisioner
+            .scan_guard()
+            .is_banned(peer.ip().to_canonical(), None)
+            && provisioner.device_file_mac(name).is_some();
+        if banned {
+            provisioner
+                .metrics()
+                .request(Transport::Tftp, Outcome::Refused);
+            tracing::debug!(peer = %peer, "TFTP request from a banned scanner, not answered");
+        }
+        banned
     }
 
     /// A request that looked like a resend of `current`'s: started unless
