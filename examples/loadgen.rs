@@ -21,7 +21,7 @@
 //! compares every body with the file of the same name in DIR.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -39,6 +39,8 @@ const MODEL: &str = "yealink-t46s";
 const KNOWN_PREFIX: &str = "0015650";
 const UNKNOWN_PREFIX: &str = "0015659";
 const MAX_DEVICES: usize = 0x10_0000;
+/// Each source address of an HTTP run gets its own client and pool.
+const MAX_HTTP_SOURCES: u32 = 1024;
 /// Linux reports process CPU time in USER_HZ ticks, 100 on every mainstream
 /// architecture; reading sysconf would need the libc crate.
 const CLOCK_TICKS_PER_SEC: f64 = 100.0;
@@ -93,6 +95,19 @@ struct Args {
     /// Ask for MACs that are not provisioned.
     #[arg(long)]
     unknown: bool,
+    /// Skip the common file: each phone asks only for its MAC file, as a
+    /// scanner's guesses do.
+    #[arg(long)]
+    mac_file_only: bool,
+    /// The phones' (first) source address, towards an IPv4 server.
+    #[arg(long, default_value = "127.0.0.1")]
+    source: Ipv4Addr,
+    /// Spread the phones over this many source addresses, counting up from
+    /// --source (loopback answers from all of 127.0.0.0/8): phone i asks
+    /// from the (i mod N)th, so a scan comes from many hosts at once. At
+    /// most 1,024 over HTTP, which needs a client per address.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    sources: u32,
     /// No phone starts booting after this many seconds.
     #[arg(long, default_value_t = 120.0)]
     duration: f64,
@@ -364,7 +379,10 @@ struct Tally {
 
 struct Client {
     mode: Mode,
-    http: reqwest::Client,
+    /// One HTTP client per source address, in the order of `sources` (none
+    /// for TFTP).
+    http: Vec<reqwest::Client>,
+    sources: Vec<IpAddr>,
     http_addr: SocketAddr,
     tftp_addr: SocketAddr,
     blksize: u16,
@@ -374,11 +392,13 @@ struct Client {
 }
 
 impl Client {
-    async fn fetch(&self, name: &str, mac: &str) -> Outcome {
+    /// Fetches `name` from the `source`th source address.
+    async fn fetch(&self, source: usize, name: &str, mac: &str) -> Outcome {
         match self.mode {
-            Mode::HttpKeepalive | Mode::HttpClose => self.http_get(name, mac).await,
+            Mode::HttpKeepalive | Mode::HttpClose => self.http_get(source, name, mac).await,
             Mode::Tftp => {
                 match tftp_get(
+                    self.sources[source],
                     self.tftp_addr,
                     name,
                     self.blksize,
@@ -403,9 +423,8 @@ impl Client {
         }
     }
 
-    async fn http_get(&self, name: &str, mac: &str) -> Outcome {
-        let mut request = self
-            .http
+    async fn http_get(&self, source: usize, name: &str, mac: &str) -> Outcome {
+        let mut request = self.http[source]
             .get(format!("http://{}/{name}", self.http_addr))
             // What a T46S sends; deskboot reads model and firmware from it.
             .header(
@@ -447,6 +466,7 @@ struct TftpResult {
 /// One RRQ, octet mode, asking for `blksize` and `tsize`. The server
 /// answers from a new port (its TID), which every later packet must match.
 async fn tftp_get(
+    local: IpAddr,
     server: SocketAddr,
     name: &str,
     blksize: u16,
@@ -454,12 +474,13 @@ async fn tftp_get(
     retries: u32,
     counters: &Counters,
 ) -> Result<TftpResult> {
-    let local: SocketAddr = if server.is_ipv4() {
-        "127.0.0.1:0".parse()?
+    // --source is an IPv4 address; an IPv6 server is asked from ::1.
+    let local = if server.is_ipv4() {
+        local
     } else {
-        "[::1]:0".parse()?
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
     };
-    let socket = UdpSocket::bind(local).await?;
+    let socket = UdpSocket::bind((local, 0)).await?;
     let port = socket.local_addr()?.port();
     let reused = counters
         .port_last_used
@@ -639,15 +660,41 @@ fn self_ticks() -> u64 {
 async fn load(args: &Args) -> Result<Report> {
     check_count(args.phones)?;
     let timeout = Duration::from_millis(args.timeout_ms);
-    let mut http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout * (args.retries + 1));
-    if args.mode == Mode::HttpClose {
-        http = http.pool_max_idle_per_host(0);
+    if args.mode != Mode::Tftp && args.sources > MAX_HTTP_SOURCES {
+        bail!("at most {MAX_HTTP_SOURCES} --sources over HTTP");
     }
+    let sources: Vec<IpAddr> = (0..args.sources)
+        .map(|i| {
+            u32::from(args.source)
+                .checked_add(i)
+                .map(|a| IpAddr::V4(Ipv4Addr::from(a)))
+                .context("--source + --sources runs past 255.255.255.255")
+        })
+        .collect::<Result<_>>()?;
+    let http = sources
+        .iter()
+        .take(if args.mode == Mode::Tftp {
+            0
+        } else {
+            sources.len()
+        })
+        .map(|&address| {
+            let mut http = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(timeout * (args.retries + 1));
+            if args.http.is_ipv4() {
+                http = http.local_address(address);
+            }
+            if args.mode == Mode::HttpClose {
+                http = http.pool_max_idle_per_host(0);
+            }
+            Ok(http.build()?)
+        })
+        .collect::<Result<_>>()?;
     let client = Arc::new(Client {
         mode: args.mode,
-        http: http.build()?,
+        http,
+        sources,
         http_addr: args.http,
         tftp_addr: args.tftp,
         blksize: args.blksize,
@@ -696,7 +743,7 @@ async fn load(args: &Args) -> Result<Report> {
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency.min(total.max(1)) {
         let (client, next, expected) = (client.clone(), next.clone(), expected.clone());
-        let (phones, unknown) = (args.phones, args.unknown);
+        let (phones, unknown, mac_file_only) = (args.phones, args.unknown, args.mac_file_only);
         workers.spawn(async move {
             let mut tally = Tally::default();
             loop {
@@ -704,11 +751,18 @@ async fn load(args: &Args) -> Result<Report> {
                 if i >= total || Instant::now() >= deadline {
                     break;
                 }
+                let source = i % client.sources.len();
                 let mac = mac(i % phones, unknown);
                 let mac_file = format!("{mac}.cfg");
-                for (name, want_found) in [(COMMON_FILE, true), (mac_file.as_str(), !unknown)] {
+                let files = [(COMMON_FILE, true), (mac_file.as_str(), !unknown)];
+                let files = if mac_file_only {
+                    &files[1..]
+                } else {
+                    &files[..]
+                };
+                for &(name, want_found) in files {
                     let t0 = Instant::now();
-                    let outcome = client.fetch(name, &mac).await;
+                    let outcome = client.fetch(source, name, &mac).await;
                     let elapsed = t0.elapsed();
                     let error = match (outcome, want_found) {
                         (Outcome::Body(body), true) => {
@@ -777,6 +831,7 @@ async fn load(args: &Args) -> Result<Report> {
         mode: args.mode,
         blksize: args.blksize,
         unknown: args.unknown,
+        mac_file_only: args.mac_file_only,
         concurrency: args.concurrency,
         phones: args.phones,
         rounds: args.rounds,
@@ -814,6 +869,7 @@ struct Report {
     mode: Mode,
     blksize: u16,
     unknown: bool,
+    mac_file_only: bool,
     concurrency: usize,
     phones: usize,
     rounds: usize,
@@ -913,6 +969,7 @@ impl Report {
             "mode": self.mode_name(),
             "blksize": self.blksize,
             "unknown": self.unknown,
+            "mac_file_only": self.mac_file_only,
             "concurrency": self.concurrency,
             "phones": self.phones,
             "rounds": self.rounds,
@@ -950,14 +1007,18 @@ fn table(file: &Path, baseline: &str) -> Result<String> {
         }
         let run: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not a JSON line", file.display(), n + 1))?;
-        let case = format!(
-            "{}{} c={} x{}",
-            run["mode"].as_str().unwrap_or("?"),
-            if run["unknown"].as_bool().unwrap_or(false) {
-                " unknown MACs"
+        let flag = |key: &str, text: &'static str| {
+            if run[key].as_bool().unwrap_or(false) {
+                text
             } else {
                 ""
-            },
+            }
+        };
+        let case = format!(
+            "{}{}{} c={} x{}",
+            run["mode"].as_str().unwrap_or("?"),
+            flag("unknown", " unknown MACs"),
+            flag("mac_file_only", ", MAC files only"),
             run["concurrency"],
             run["rounds"],
         );
@@ -967,6 +1028,14 @@ fn table(file: &Path, baseline: &str) -> Result<String> {
         }
     }
     let num = |run: &serde_json::Value, key: &str| run[key].as_f64().unwrap_or(f64::NAN);
+    // A run without --server-pid has no CPU or RSS to show.
+    let fixed = |v: f64, decimals: usize| {
+        if v.is_finite() {
+            format!("{v:.decimals$}")
+        } else {
+            "-".into()
+        }
+    };
     let ratio = |a: f64, b: f64| {
         if a.is_finite() && b.is_finite() && b > 0.0 {
             format!("{:.2}", a / b)
@@ -987,7 +1056,7 @@ fn table(file: &Path, baseline: &str) -> Result<String> {
                 _ => String::new(),
             };
             out.push_str(&format!(
-                "| {case} | {} | {:.0} | {} | {:.2} | {:.2} | {} | {} | {} | {} / {} | {:.0} | {} | {:.1} | {} |\n",
+                "| {case} | {} | {:.0} | {} | {:.2} | {:.2} | {} | {} | {} | {} / {} | {} | {} | {} | {} |\n",
                 run["label"].as_str().unwrap_or("?"),
                 num(run, "transfers_per_sec"),
                 vs("transfers_per_sec"),
@@ -998,9 +1067,9 @@ fn table(file: &Path, baseline: &str) -> Result<String> {
                 run["retransmits"],
                 run["reused_port_stalls"],
                 run["udp_rcvbuf_drops"],
-                num(run, "server_cpu_us_per_transfer"),
+                fixed(num(run, "server_cpu_us_per_transfer"), 0),
                 vs("server_cpu_us_per_transfer"),
-                num(run, "server_peak_rss_kb") / 1024.0,
+                fixed(num(run, "server_peak_rss_kb") / 1024.0, 1),
                 vs("server_peak_rss_kb"),
             ));
         }

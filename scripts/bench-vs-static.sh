@@ -9,8 +9,6 @@
 # TFTP_CONCURRENCY ("100 1000"), HTTP_ROUNDS (25), TFTP_ROUNDS (5),
 # DURATION (60, seconds per run at most), BASE_PORT (18000),
 # RESULTS (a file to keep the JSON lines), KEEP=1 (keep the temp dir).
-set -euo pipefail
-
 DEVICES=${DEVICES:-2000}
 HTTP_CONCURRENCY=${HTTP_CONCURRENCY:-100}
 TFTP_CONCURRENCY=${TFTP_CONCURRENCY:-"100 1000"}
@@ -19,40 +17,11 @@ TFTP_ROUNDS=${TFTP_ROUNDS:-5}
 DURATION=${DURATION:-60}
 BASE_PORT=${BASE_PORT:-18000}
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d /tmp/deskboot-bench.XXXXXX)
-# The static files are read by nginx workers and the TFTP daemons, which
-# drop to nobody when started as root.
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    if [ "${KEEP:-0}" = 1 ]; then
-        echo "kept $work" >&2
-    else
-        rm -rf "$work"
-    fi
-}
-trap cleanup EXIT
-
-# 1000 phones at once need 1000 client sockets plus the servers' own.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-log() { echo "== $*" >&2; }
+. "$(dirname "$0")/bench-lib.sh"
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
-
-log "building deskboot and the load generator (release)"
-(cd "$repo" && cargo build --release --quiet --bin deskboot --example loadgen)
-target=${CARGO_TARGET_DIR:-$repo/target}
-# Copies: a shared target dir may be rebuilt from another branch mid-run.
-cp "$target/release/deskboot" "$target/release/examples/loadgen" "$work/"
-loadgen="$work/loadgen"
 
 log "installing the references when missing"
 missing=()
@@ -77,43 +46,16 @@ if [ -z "$atftpd" ]; then
     atftpd="$cache/usr/sbin/atftpd"
 fi
 
-http_port=$BASE_PORT
-tftp_port=$((BASE_PORT + 1))
-admin_port=$((BASE_PORT + 2))
 nginx_port=$((BASE_PORT + 10))
 hpa_port=$((BASE_PORT + 11))
 atftpd_port=$((BASE_PORT + 12))
 
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-
-wait_http() {
-    for _ in $(seq 100); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "no answer from $1" >&2
-    return 1
-}
-
-log "starting deskboot"
-DESKBOOT_ADMIN_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-export DESKBOOT_ADMIN_TOKEN
 # Thousands of simulated phones from one address asking for unknown MACs is
 # exactly what anti-scanning bans (and the ban would then refuse the TFTP
 # runs' files); the static servers have no such check, so it is off here.
-cat >"$work/deskboot.toml" <<'TOML'
-[provisioning]
-scan_unknown_macs = 1000000000
-TOML
-# Its one log line per request goes to a file, as nginx's access log does.
-"$work/deskboot" serve --config "$work/deskboot.toml" --data "$work/data" --http "127.0.0.1:$http_port" \
-    --tftp "127.0.0.1:$tftp_port" --admin "127.0.0.1:$admin_port" >"$work/deskboot.log" 2>&1 &
-deskboot_pid=$!
-pids+=("$deskboot_pid")
-wait_http "http://127.0.0.1:$admin_port/healthz"
-echo "deskboot RSS idle: $(rss_kb "$deskboot_pid") kB" >&2
+start_deskboot '[provisioning]
+scan_unknown_macs = 1000000000'
 
-admin=(--admin "http://127.0.0.1:$admin_port" --http "127.0.0.1:$http_port")
 "$loadgen" "${admin[@]}" --setup "$DEVICES"
 echo "deskboot RSS after setup: $(rss_kb "$deskboot_pid") kB" >&2
 static="$work/static"
@@ -168,34 +110,25 @@ atftpd_pid=$!
 pids+=("$atftpd_pid")
 sleep 1
 
-results=${RESULTS:-$work/results.jsonl}
-: >"$results"
-run() {
-    local label=$1 pidlist=$2
-    shift 2
-    local out
-    out=$("$loadgen" --label "$label" --server-pid "$pidlist" --duration "$DURATION" \
-        --check-dir "$static" --json "$@")
-    echo "$out" | head -n 1 >&2
-    echo "$out" | tail -n 1 >>"$results"
-}
+# Every run is bounded in time, and every body checked against the static file.
+check() { run "$@" --duration "$DURATION" --check-dir "$static"; }
 
 log "HTTP"
 # One round first: deskboot renders every file once (cold cache); the
 # later runs are served from its render cache.
-run deskboot "$deskboot_pid" --http "127.0.0.1:$http_port" --phones "$DEVICES" \
+check deskboot "$deskboot_pid" --http "127.0.0.1:$http_port" --phones "$DEVICES" \
     --concurrency "$HTTP_CONCURRENCY" --mode http-keepalive
-run nginx "$nginx_pids" --http "127.0.0.1:$nginx_port" --phones "$DEVICES" \
+check nginx "$nginx_pids" --http "127.0.0.1:$nginx_port" --phones "$DEVICES" \
     --concurrency "$HTTP_CONCURRENCY" --mode http-keepalive
 for mode in http-keepalive http-close; do
-    run deskboot "$deskboot_pid" --http "127.0.0.1:$http_port" --phones "$DEVICES" \
+    check deskboot "$deskboot_pid" --http "127.0.0.1:$http_port" --phones "$DEVICES" \
         --rounds "$HTTP_ROUNDS" --concurrency "$HTTP_CONCURRENCY" --mode "$mode"
-    run nginx "$nginx_pids" --http "127.0.0.1:$nginx_port" --phones "$DEVICES" \
+    check nginx "$nginx_pids" --http "127.0.0.1:$nginx_port" --phones "$DEVICES" \
         --rounds "$HTTP_ROUNDS" --concurrency "$HTTP_CONCURRENCY" --mode "$mode"
 done
-run deskboot "$deskboot_pid" --http "127.0.0.1:$http_port" --phones "$DEVICES" \
+check deskboot "$deskboot_pid" --http "127.0.0.1:$http_port" --phones "$DEVICES" \
     --rounds "$HTTP_ROUNDS" --concurrency "$HTTP_CONCURRENCY" --mode http-keepalive --unknown
-run nginx "$nginx_pids" --http "127.0.0.1:$nginx_port" --phones "$DEVICES" \
+check nginx "$nginx_pids" --http "127.0.0.1:$nginx_port" --phones "$DEVICES" \
     --rounds "$HTTP_ROUNDS" --concurrency "$HTTP_CONCURRENCY" --mode http-keepalive --unknown
 
 log "TFTP"
@@ -203,16 +136,16 @@ for blksize in 512 1428; do
     for concurrency in $TFTP_CONCURRENCY; do
         common=(--mode tftp --blksize "$blksize" --phones "$DEVICES" --rounds "$TFTP_ROUNDS"
             --concurrency "$concurrency")
-        run deskboot "$deskboot_pid" --tftp "127.0.0.1:$tftp_port" "${common[@]}"
-        run tftpd-hpa "$hpa_pid" --tftp "127.0.0.1:$hpa_port" "${common[@]}"
-        run atftpd "$atftpd_pid" --tftp "127.0.0.1:$atftpd_port" "${common[@]}"
+        check deskboot "$deskboot_pid" --tftp "127.0.0.1:$tftp_port" "${common[@]}"
+        check tftpd-hpa "$hpa_pid" --tftp "127.0.0.1:$hpa_port" "${common[@]}"
+        check atftpd "$atftpd_pid" --tftp "127.0.0.1:$atftpd_port" "${common[@]}"
     done
 done
 common=(--mode tftp --blksize 512 --phones "$DEVICES" --rounds "$TFTP_ROUNDS"
     --concurrency "${TFTP_CONCURRENCY%% *}" --unknown)
-run deskboot "$deskboot_pid" --tftp "127.0.0.1:$tftp_port" "${common[@]}"
-run tftpd-hpa "$hpa_pid" --tftp "127.0.0.1:$hpa_port" "${common[@]}"
-run atftpd "$atftpd_pid" --tftp "127.0.0.1:$atftpd_port" "${common[@]}"
+check deskboot "$deskboot_pid" --tftp "127.0.0.1:$tftp_port" "${common[@]}"
+check tftpd-hpa "$hpa_pid" --tftp "127.0.0.1:$hpa_port" "${common[@]}"
+check atftpd "$atftpd_pid" --tftp "127.0.0.1:$atftpd_port" "${common[@]}"
 
 echo
 echo "$(nproc) cores, $(free -h | awk '/^Mem:/ {print $2}') RAM, Linux $(uname -r);" \
