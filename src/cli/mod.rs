@@ -5,6 +5,7 @@ mod cert;
 mod client;
 mod device;
 mod identify;
+mod log_buffer;
 mod serve;
 mod user;
 

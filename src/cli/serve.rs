@@ -4,11 +4,14 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::bail;
 use deskboot::config::{ClientCertMode, Config, HttpsConfig, TlsFiles};
 use deskboot::server::Server;
 use tracing_subscriber::EnvFilter;
+
+use super::log_buffer::LogBuffer;
 
 /// Flags of `deskboot serve`; each overrides the config file.
 #[derive(Debug, clap::Args)]
@@ -52,13 +55,21 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let log = LogBuffer::start();
     tracing_subscriber::fmt()
         .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_env("DESKBOOT_LOG")
                 .unwrap_or_else(|_| EnvFilter::new("info,sled=warn")),
         )
+        .with_writer(Arc::clone(&log))
         .init();
+    let served = serve(args).await;
+    log.flush();
+    served
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
