@@ -7,8 +7,9 @@
 //! asks for [`ADDRESS_FACTOR`] times as many, however it names itself (a
 //! scanner that changes its User-Agent). A banned client's requests for
 //! per-device files get the same not-found as an unknown MAC, except a
-//! phone whose User-Agent carries the very MAC it asks for. Memory is
-//! bounded: at most `MAX_TRACKED` clients are followed at once.
+//! phone whose User-Agent carries the very MAC it asks for. Everything is
+//! kept per address, and memory is bounded: at most `MAX_TRACKED`
+//! addresses are followed, and as many banned, at once.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -23,7 +24,7 @@ use crate::store::unix_now;
 /// How many times more unknown MACs a whole address may ask for than one
 /// of its clients.
 pub const ADDRESS_FACTOR: usize = 5;
-/// The most addresses followed, and the most bans held, at once.
+/// The most addresses followed, and the most banned, at once.
 const MAX_TRACKED: usize = 10_000;
 /// The most User-Agents of one address followed apart. Past them a client
 /// counts only towards its address: a scanner that names itself anew with
@@ -45,14 +46,6 @@ pub struct ScanLimits {
     pub ban: Duration,
 }
 
-/// Who is banned: an address, with the User-Agent it gave (None: the
-/// address as a whole, or a client that sends none, as over TFTP).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Client {
-    address: IpAddr,
-    user_agent: Option<String>,
-}
-
 /// The unknown MACs one address asked for within the current window.
 #[derive(Debug)]
 struct Tracker {
@@ -63,11 +56,47 @@ struct Tracker {
     agents: HashMap<String, HashSet<Mac>>,
 }
 
+/// The bans of one address: of the whole address (which includes clients
+/// without a User-Agent, as over TFTP), and of some of its User-Agents.
+#[derive(Debug, Default)]
+struct Bans {
+    whole: Option<Ban>,
+    agents: HashMap<String, Ban>,
+}
+
 #[derive(Debug)]
 struct Ban {
     until: Instant,
     until_unix: u64,
     unknown_macs: usize,
+}
+
+impl Ban {
+    fn holds(&self, now: Instant) -> bool {
+        self.until > now
+    }
+}
+
+impl Bans {
+    fn holds(&self, user_agent: Option<&str>, now: Instant) -> bool {
+        let agent = user_agent.and_then(|ua| self.agents.get(agent_key(ua)));
+        [self.whole.as_ref(), agent]
+            .into_iter()
+            .flatten()
+            .any(|ban| ban.holds(now))
+    }
+
+    fn retain_holding(&mut self, now: Instant) -> bool {
+        self.whole = self.whole.take().filter(|ban| ban.holds(now));
+        self.agents.retain(|_, ban| ban.holds(now));
+        self.whole.is_some() || !self.agents.is_empty()
+    }
+
+    /// Each ban with the User-Agent it is for (None: the whole address).
+    fn each(&self) -> impl Iterator<Item = (Option<&str>, &Ban)> {
+        let whole = self.whole.iter().map(|ban| (None, ban));
+        whole.chain(self.agents.iter().map(|(ua, ban)| (Some(ua.as_str()), ban)))
+    }
 }
 
 /// A ban, as the API shows it.
@@ -86,13 +115,22 @@ pub struct BanView {
 #[derive(Debug, Default)]
 struct State {
     trackers: HashMap<IpAddr, Tracker>,
-    bans: HashMap<Client, Ban>,
+    bans: HashMap<IpAddr, Bans>,
     last_sweep: Option<Instant>,
 }
 
 impl State {
-    fn banned(&self, who: &Client, now: Instant) -> bool {
-        self.bans.get(who).is_some_and(|ban| ban.until > now)
+    fn banned(&self, address: IpAddr, user_agent: Option<&str>, now: Instant) -> bool {
+        self.bans
+            .get(&address)
+            .is_some_and(|bans| bans.holds(user_agent, now))
+    }
+
+    fn whole_banned(&self, address: IpAddr, now: Instant) -> bool {
+        self.bans
+            .get(&address)
+            .and_then(|bans| bans.whole.as_ref())
+            .is_some_and(|ban| ban.holds(now))
     }
 
     /// Drops expired trackers and bans, at most once per [`SWEEP_INTERVAL`].
@@ -106,7 +144,7 @@ impl State {
         self.last_sweep = Some(now);
         self.trackers
             .retain(|_, t| now.duration_since(t.since) < window);
-        self.bans.retain(|_, ban| ban.until > now);
+        self.bans.retain(|_, bans| bans.retain_holding(now));
     }
 }
 
@@ -128,22 +166,18 @@ impl ScanGuard {
 
     /// Whether a client is banned, as itself or as its whole address.
     pub fn is_banned(&self, address: IpAddr, user_agent: Option<&str>) -> bool {
-        // Asked on every per-device request: two lookups, no sweep.
-        let now = Instant::now();
-        let state = self.lock();
-        [user_agent, None]
-            .into_iter()
-            .any(|ua| state.banned(&client(address, ua), now))
+        // Asked on every per-device request: one lookup, no sweep.
+        self.lock().banned(address, user_agent, Instant::now())
     }
 
     /// Whether a client is halfway to a ban, or banned: its answers for
     /// per-device files are slowed, so a scan crawls long before the ban.
     pub fn is_suspect(&self, address: IpAddr, user_agent: Option<&str>) -> bool {
-        if self.is_banned(address, user_agent) {
-            return true;
-        }
         let now = Instant::now();
         let state = self.lock();
+        if state.banned(address, user_agent, now) {
+            return true;
+        }
         let Some(tracker) = state.trackers.get(&address) else {
             return false;
         };
@@ -163,12 +197,11 @@ impl ScanGuard {
         let now = Instant::now();
         let window = self.limits.window;
         let mut state = self.lock();
-        let whole = client(address, None);
-        if state.banned(&whole, now) {
+        if state.whole_banned(address, now) {
             return;
         }
         // A banned client's requests still count towards its address.
-        let agent = user_agent.filter(|&ua| !state.banned(&client(address, Some(ua)), now));
+        let agent = user_agent.filter(|&ua| !state.banned(address, Some(ua), now));
         if !state.trackers.contains_key(&address) && state.trackers.len() >= MAX_TRACKED {
             state.sweep(now, window);
             if state.trackers.len() >= MAX_TRACKED {
@@ -198,14 +231,14 @@ impl ScanGuard {
         });
         if by_address > self.address_limit(user_agent) {
             state.trackers.remove(&address);
-            self.ban(&mut state, whole, by_address, now);
+            self.ban(&mut state, address, None, by_address, now);
         } else if let (Some(ua), Some(count)) = (agent, by_agent)
             && count > self.limits.unknown_macs
         {
             if let Some(tracker) = state.trackers.get_mut(&address) {
                 tracker.agents.remove(agent_key(ua));
             }
-            self.ban(&mut state, client(address, Some(ua)), count, now);
+            self.ban(&mut state, address, Some(ua), count, now);
         }
     }
 
@@ -218,68 +251,78 @@ impl ScanGuard {
         }
     }
 
-    fn ban(&self, state: &mut State, who: Client, unknown_macs: usize, now: Instant) {
-        if state.bans.len() >= MAX_TRACKED {
+    /// Bans `address`, as a whole or with one User-Agent.
+    fn ban(
+        &self,
+        state: &mut State,
+        address: IpAddr,
+        user_agent: Option<&str>,
+        unknown_macs: usize,
+        now: Instant,
+    ) {
+        if !state.bans.contains_key(&address) && state.bans.len() >= MAX_TRACKED {
             state.sweep(now, self.limits.window);
             if state.bans.len() >= MAX_TRACKED {
                 return;
             }
         }
         tracing::warn!(
-            address = %who.address,
-            user_agent = who.user_agent.as_deref().unwrap_or("*"),
+            address = %address,
+            user_agent = user_agent.unwrap_or("*"),
             unknown_macs,
             ban_secs = self.limits.ban.as_secs(),
             "banned a client scanning for MACs"
         );
-        state.bans.insert(
-            who,
-            Ban {
-                until: now + self.limits.ban,
-                until_unix: unix_now() + self.limits.ban.as_secs(),
-                unknown_macs,
-            },
-        );
+        let ban = Ban {
+            until: now + self.limits.ban,
+            until_unix: unix_now() + self.limits.ban.as_secs(),
+            unknown_macs,
+        };
+        let bans = state.bans.entry(address).or_default();
+        match user_agent {
+            None => bans.whole = Some(ban),
+            // Bounded: each of these took more unknown MACs than one
+            // ADDRESS_FACTOR-th of what bans the whole address.
+            Some(ua) => {
+                bans.agents.insert(agent_key(ua).to_string(), ban);
+            }
+        }
     }
 
     /// The bans in force.
     pub fn bans(&self) -> Vec<BanView> {
         let now = Instant::now();
         let mut state = self.lock();
-        state.bans.retain(|_, ban| ban.until > now);
-        let mut bans: Vec<BanView> = state
+        state.bans.retain(|_, bans| bans.retain_holding(now));
+        let mut views: Vec<BanView> = state
             .bans
             .iter()
-            .map(|(who, ban)| BanView {
-                address: who.address,
-                user_agent: who.user_agent.clone(),
-                until: ban.until_unix,
-                unknown_macs: ban.unknown_macs,
+            .flat_map(|(&address, bans)| {
+                bans.each().map(move |(user_agent, ban)| BanView {
+                    address,
+                    user_agent: user_agent.map(str::to_string),
+                    until: ban.until_unix,
+                    unknown_macs: ban.unknown_macs,
+                })
             })
             .collect();
-        bans.sort_by(|a, b| (a.address, &a.user_agent).cmp(&(b.address, &b.user_agent)));
-        bans
+        views.sort_by(|a, b| (a.address, &a.user_agent).cmp(&(b.address, &b.user_agent)));
+        views
     }
 
     /// Lifts every ban of an address; says how many there were.
     pub fn lift(&self, address: IpAddr) -> usize {
         let mut state = self.lock();
-        let before = state.bans.len();
-        state.bans.retain(|who, _| who.address != address);
         state.trackers.remove(&address);
-        before - state.bans.len()
+        state
+            .bans
+            .remove(&address)
+            .map_or(0, |bans| bans.each().count())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves counters, not broken data.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-fn client(address: IpAddr, user_agent: Option<&str>) -> Client {
-    Client {
-        address,
-        user_agent: user_agent.map(|ua| agent_key(ua).to_string()),
     }
 }
 
