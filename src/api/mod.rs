@@ -21,8 +21,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::middleware::{Next, from_fn_with_state};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::de::DeserializeOwned;
@@ -120,7 +120,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .layer(from_fn_with_state(state.clone(), require_token))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(map_response(close_after_a_refused_body));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok\n" }))
@@ -287,6 +288,18 @@ impl From<RenderError> for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Parses a JSON body, naming the offending field in the error.
+/// A body refused for its size is left unread, so hyper closes the
+/// connection after the answer; saying so keeps a client from sending its
+/// next request down it (reqwest's pool lost one that way).
+async fn close_after_a_refused_body(mut response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;

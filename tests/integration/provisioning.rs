@@ -403,10 +403,19 @@ async fn oversized_requests_are_refused_and_change_nothing() {
 
     // An admin body over the limit is refused before it is parsed.
     let big = format!("{{\"extension\": \"1{}\"}}", "0".repeat(17 << 20));
-    let (status, _) = server
-        .api_text(reqwest::Method::POST, "/api/v1/users", &big)
-        .await;
-    assert_eq!(status, 413);
+    let refused = reqwest::Client::new()
+        .post(server.admin_url("/api/v1/users"))
+        .bearer_auth(crate::common::TOKEN)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 413);
+    assert_eq!(
+        refused.headers()["connection"],
+        "close",
+        "the unread body ends the connection, and the answer says so"
+    );
     let (_, users) = server.get("/api/v1/users").await;
     assert_eq!(users.as_array().unwrap().len(), 2, "nothing was added");
     assert!(server.tftp_curl("001565aabbcc.cfg").await.is_ok());
