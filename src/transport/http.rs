@@ -133,9 +133,10 @@ async fn provision(
     // A client halfway to a ban waits for every per-device answer, found or
     // not (the same timing either way), unless its User-Agent names the very
     // MAC it asks for.
-    let names_its_mac = device_mac.is_some_and(|mac| {
-        user_agent.and_then(|ua| provisioner.catalog().identify_user_agent(ua).mac) == Some(mac)
-    });
+    let names_its_mac = suspect
+        && device_mac.is_some_and(|mac| {
+            user_agent.and_then(|ua| provisioner.catalog().identify_user_agent(ua).mac) == Some(mac)
+        });
     if suspect && device_mac.is_some() && !names_its_mac {
         tokio::time::sleep(THROTTLE_DELAY).await;
     }
@@ -173,7 +174,7 @@ async fn provision(
     // forges its User-Agent: an unknown MAC's answer waits all the same (the
     // status tells it anyway), so the scan crawls instead of taking the CPU
     // known phones need.
-    if suspect && names_its_mac && matches!(result, Err(NotServed::UnknownMac(_))) {
+    if names_its_mac && matches!(result, Err(NotServed::UnknownMac(_))) {
         tokio::time::sleep(THROTTLE_DELAY).await;
     }
     let response = match &result {
