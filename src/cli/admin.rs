@@ -1,5 +1,5 @@
-//! `deskboot clone|import|export|restore|template|token|resync`: the administrator's
-//! weekly operations, as clients of the admin API.
+//! `deskboot clone|import|export|restore|template|token|resync|discovered|ban`: the
+//! administrator's weekly operations, as clients of the admin API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -276,7 +276,7 @@ pub enum TokenCommand {
 }
 
 pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
-    let answer = match command {
+    let (connection, method, path, body) = match command {
         TokenCommand::Add {
             connection,
             name,
@@ -284,21 +284,111 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         } => {
             let scope = if read_only { "read" } else { "write" };
             let body = json!({"name": name, "scope": scope});
-            client(&connection)?
-                .call(Method::POST, "/api/v1/tokens", Some(&body))
-                .await?
+            (
+                connection,
+                Method::POST,
+                "/api/v1/tokens".into(),
+                Some(body),
+            )
         }
         TokenCommand::List { connection } => {
-            client(&connection)?
-                .call(Method::GET, "/api/v1/tokens", None)
-                .await?
+            (connection, Method::GET, "/api/v1/tokens".into(), None)
         }
-        TokenCommand::Rm { connection, name } => {
-            client(&connection)?
-                .call(Method::DELETE, &format!("/api/v1/tokens/{name}"), None)
-                .await?
-        }
+        TokenCommand::Rm { connection, name } => (
+            connection,
+            Method::DELETE,
+            format!("/api/v1/tokens/{name}"),
+            None,
+        ),
     };
+    call_and_print(&connection, method, &path, body).await
+}
+
+/// Phones that asked for their files but are not provisioned.
+#[derive(Debug, Subcommand)]
+pub enum DiscoveredCommand {
+    /// List them (by MAC), with what they said of themselves and when.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Turn one into a device.
+    Adopt {
+        #[command(flatten)]
+        connection: Connection,
+        /// Its MAC.
+        mac: String,
+        /// The model, when the phone did not say it or said it wrong.
+        #[arg(long)]
+        model: Option<String>,
+        /// The user for line 1 (an id from `deskboot user list`).
+        #[arg(long)]
+        user: Option<u64>,
+    },
+}
+
+pub async fn discovered(command: DiscoveredCommand) -> anyhow::Result<ExitCode> {
+    let (connection, method, path, body) = match command {
+        DiscoveredCommand::List { connection } => {
+            (connection, Method::GET, "/api/v1/discovered".into(), None)
+        }
+        DiscoveredCommand::Adopt {
+            connection,
+            mac,
+            model,
+            user,
+        } => (
+            connection,
+            Method::POST,
+            format!("/api/v1/discovered/{mac}/adopt"),
+            Some(json!({"model": model, "user": user})),
+        ),
+    };
+    call_and_print(&connection, method, &path, body).await
+}
+
+/// Clients banned for scanning for MACs.
+#[derive(Debug, Subcommand)]
+pub enum BanCommand {
+    /// List the bans in force.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Lift every ban of an address at once.
+    Lift {
+        #[command(flatten)]
+        connection: Connection,
+        /// The address (IPv4 or IPv6).
+        address: String,
+    },
+}
+
+pub async fn ban(command: BanCommand) -> anyhow::Result<ExitCode> {
+    let (connection, method, path) = match command {
+        BanCommand::List { connection } => (connection, Method::GET, "/api/v1/bans".into()),
+        BanCommand::Lift {
+            connection,
+            address,
+        } => (
+            connection,
+            Method::DELETE,
+            format!("/api/v1/bans/{address}"),
+        ),
+    };
+    call_and_print(&connection, method, &path, None).await
+}
+
+/// One admin API call; its JSON answer, if any, on stdout.
+async fn call_and_print(
+    connection: &Connection,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<ExitCode> {
+    let answer = client(connection)?
+        .call(method, path, body.as_ref())
+        .await?;
     if !answer.is_null() {
         print_json(&answer)?;
     }

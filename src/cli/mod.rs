@@ -64,6 +64,12 @@ enum Command {
     /// Manage named admin tokens (scope read or write).
     #[command(subcommand)]
     Token(admin::TokenCommand),
+    /// List phones that asked for their files unprovisioned, and adopt them.
+    #[command(subcommand)]
+    Discovered(admin::DiscoveredCommand),
+    /// List and lift the bans of clients caught scanning for MACs.
+    #[command(subcommand)]
+    Ban(admin::BanCommand),
     /// Make TLS certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -120,6 +126,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Command::Restore(args) => admin::restore(args).await,
             Command::Template(command) => admin::template(command).await,
             Command::Token(command) => admin::token(command).await,
+            Command::Discovered(command) => admin::discovered(command).await,
+            Command::Ban(command) => admin::ban(command).await,
             Command::Cert(command) => cert::run(command),
         }
     })

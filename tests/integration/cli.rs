@@ -422,6 +422,42 @@ async fn admin_operations_through_the_binary() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&old.stdout), "404");
+    // The phone left behind asked, so it is discovered, and can be adopted.
+    let discovered = cli(&admin, &data, &["discovered", "list"]).await;
+    ok(&discovered);
+    assert!(
+        String::from_utf8_lossy(&discovered.stdout).contains("\"mac\": \"001565aabbcc\""),
+        "{}",
+        String::from_utf8_lossy(&discovered.stdout)
+    );
+    let users = cli(&admin, &data, &["user", "list"]).await;
+    let users = String::from_utf8_lossy(&users.stdout);
+    let bob = users
+        .lines()
+        .find(|line| line.contains("Bob"))
+        .and_then(|line| line.split_whitespace().next())
+        .expect("Bob is listed");
+    let adopt = [
+        "discovered",
+        "adopt",
+        "001565aabbcc",
+        "--model",
+        "yealink-t46s",
+        "--user",
+        bob,
+    ];
+    ok(&cli(&admin, &data, &adopt).await);
+    let adopted = curl(&format!("http://{http}/001565aabbcc.cfg")).await;
+    assert!(
+        adopted.contains("account.1.user_name = 102"),
+        "Bob's line: {adopted}"
+    );
+    let bans = cli(&admin, &data, &["ban", "list"]).await;
+    ok(&bans);
+    assert_eq!(String::from_utf8_lossy(&bans.stdout).trim(), "[]");
+    let lifted = cli(&admin, &data, &["ban", "lift", "127.0.0.1"]).await;
+    ok(&lifted);
+    assert!(String::from_utf8_lossy(&lifted.stdout).contains("\"lifted\": 0"));
     let new = Command::new("curl")
         .args(["-sf", &format!("http://{http}/001565000002.cfg")])
         .output()
