@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Can a scan for MACs slow down known phones? deskboot on its defaults
 # (anti-scanning on), DEVICES phones booting CONCURRENCY at once (each
-# fetching its common file, then its own), over HTTP (a connection per file)
+# fetching its common file, then its own), over HTTP (kept-alive connections)
 # and over TFTP (blksize 1428): alone, then beside a scan guessing MAC files
 # from one address, from 200 addresses (each banned on its own), and
 # from so many addresses (65,536 over TFTP, 1,024 over HTTP) that none asks
@@ -10,13 +10,18 @@
 #
 #   scripts/bench-scan.sh            # about 1.5 minutes on 2 cores
 #
-# Knobs (environment): DEVICES (10000), CONCURRENCY (1000),
-# SCAN_CONCURRENCY (200), SCAN_SECONDS (12), BASE_PORT (18100),
+# Knobs (environment): DEVICES (10000), CONCURRENCY (1000), ROUNDS (3,
+# boots of every phone per storm), SCAN_CONCURRENCY (200), SCAN_SECONDS
+# (20), SCAN_HEAD_START (5: seconds the scan runs before the storm starts,
+# past the guesses each address may make before it is slowed down),
+# BASE_PORT (18100),
 # RESULTS (a file to keep the JSON lines), KEEP=1 (keep the temp dir).
 DEVICES=${DEVICES:-10000}
 CONCURRENCY=${CONCURRENCY:-1000}
+ROUNDS=${ROUNDS:-3}
 SCAN_CONCURRENCY=${SCAN_CONCURRENCY:-200}
-SCAN_SECONDS=${SCAN_SECONDS:-12}
+SCAN_SECONDS=${SCAN_SECONDS:-20}
+SCAN_HEAD_START=${SCAN_HEAD_START:-5}
 BASE_PORT=${BASE_PORT:-18100}
 
 . "$(dirname "$0")/bench-lib.sh"
@@ -27,7 +32,7 @@ servers=(--http "127.0.0.1:$http_port" --tftp "127.0.0.1:$tftp_port")
 
 # scan_beside NET SOURCES MODE KNOWN...: a scan from SOURCES addresses
 # counting up from 127.NET.0.1 (fresh ones, so earlier bans do not count),
-# with the known phones' storm run once it has started.
+# with the known phones' storm run SCAN_HEAD_START seconds into it.
 scan_beside() {
     local net=$1 sources=$2 mode=$3
     shift 3
@@ -36,7 +41,7 @@ scan_beside() {
         --duration "$SCAN_SECONDS" --source "127.$net.0.1" --sources "$sources" \
         >"$work/scan.out" &
     local scan=$!
-    sleep 1
+    sleep "$SCAN_HEAD_START"
     run "beside a scan from $sources" "$deskboot_pid" "$@"
     wait "$scan"
     head -n 1 "$work/scan.out" >&2
@@ -44,10 +49,10 @@ scan_beside() {
 }
 
 net=1
-for mode in http-close tftp; do
+for mode in http-keepalive tftp; do
     log "$mode"
     known=("${servers[@]}" --mode "$mode" --blksize 1428 --phones "$DEVICES"
-        --concurrency "$CONCURRENCY")
+        --rounds "$ROUNDS" --concurrency "$CONCURRENCY")
     # The first storm renders every file; the others are served from the cache.
     "$loadgen" "${known[@]}" >/dev/null
     run alone "$deskboot_pid" "${known[@]}"
