@@ -8,7 +8,7 @@
 # for enough MACs to be banned, then alone again. Prints a markdown table;
 # ÷ is the first run alone divided by each other run.
 #
-#   scripts/bench-scan.sh            # about 1.5 minutes on 2 cores
+#   scripts/bench-scan.sh            # about 2.5 minutes on 2 cores
 #
 # Knobs (environment): DEVICES (10000), CONCURRENCY (1000), ROUNDS (3,
 # boots of every phone per storm), SCAN_CONCURRENCY (200), SCAN_SECONDS
