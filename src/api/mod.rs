@@ -287,7 +287,6 @@ impl From<RenderError> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Parses a JSON body, naming the offending field in the error.
 /// A body refused for its size is left unread, so hyper closes the
 /// connection after the answer; saying so keeps a client from sending its
 /// next request down it (reqwest's pool lost one that way).
@@ -300,6 +299,7 @@ async fn close_after_a_refused_body(mut response: Response) -> Response {
     response
 }
 
+/// Parses a JSON body, naming the offending field in the error.
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
