@@ -126,13 +126,6 @@ impl State {
             .is_some_and(|bans| bans.holds(user_agent, now))
     }
 
-    fn whole_banned(&self, address: IpAddr, now: Instant) -> bool {
-        self.bans
-            .get(&address)
-            .and_then(|bans| bans.whole.as_ref())
-            .is_some_and(|ban| ban.holds(now))
-    }
-
     /// Drops expired trackers and bans, at most once per [`SWEEP_INTERVAL`].
     fn sweep(&mut self, now: Instant, window: Duration) {
         if self
@@ -197,7 +190,8 @@ impl ScanGuard {
         let now = Instant::now();
         let window = self.limits.window;
         let mut state = self.lock();
-        if state.whole_banned(address, now) {
+        // Without a User-Agent, only the whole address's ban counts.
+        if state.banned(address, None, now) {
             return;
         }
         // A banned client's requests still count towards its address.
