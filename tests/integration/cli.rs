@@ -458,6 +458,23 @@ async fn admin_operations_through_the_binary() {
     let lifted = cli(&admin, &data, &["ban", "lift", "127.0.0.1"]).await;
     ok(&lifted);
     assert!(String::from_utf8_lossy(&lifted.stdout).contains("\"lifted\": 0"));
+    // Bad input is refused with the reason, and adds no device.
+    let bad_address = cli(&admin, &data, &["ban", "lift", "not-an-ip"]).await;
+    assert!(!bad_address.status.success());
+    assert!(String::from_utf8_lossy(&bad_address.stderr).contains("address"));
+    let never_seen = cli(&admin, &data, &["discovered", "adopt", "0015650000ff"]).await;
+    assert!(!never_seen.status.success());
+    assert!(
+        String::from_utf8_lossy(&never_seen.stderr).contains("has not been discovered"),
+        "{}",
+        String::from_utf8_lossy(&never_seen.stderr)
+    );
+    let devices = cli(&admin, &data, &["device", "list"]).await;
+    let devices = String::from_utf8_lossy(&devices.stdout);
+    assert!(
+        devices.contains("001565aabbcc") && !devices.contains("0015650000ff"),
+        "{devices}"
+    );
     let new = Command::new("curl")
         .args(["-sf", &format!("http://{http}/001565000002.cfg")])
         .output()
