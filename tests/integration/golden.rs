@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, site_settings, user_json};
+use crate::common::{TestServer, user_json};
 
 fn golden_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -41,14 +41,7 @@ fn families() -> Vec<(PathBuf, Value)> {
 async fn each_family_renders_its_golden_files_over_http_and_tftp() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let server = TestServer::start().await;
-    let (status, _) = server
-        .api(
-            reqwest::Method::PUT,
-            "/api/v1/settings",
-            Some(site_settings()),
-        )
-        .await;
-    assert_eq!(status, 200);
+    server.put_site_settings().await;
     let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
     let mut bob = user_json("102", "Bob", "O'Brien & <Sons>");
     bob["caller_id"] = json!({"internal_name": "Bob \"The Builder\""});

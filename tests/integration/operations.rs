@@ -4,13 +4,10 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, site_settings, user_json};
+use crate::common::{TestServer, user_json};
 
 async fn office(server: &TestServer) -> Value {
-    let (status, _) = server
-        .api(Method::PUT, "/api/v1/settings", Some(site_settings()))
-        .await;
-    assert_eq!(status, 200);
+    server.put_site_settings().await;
     let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
     server.add_user(user_json("102", "Bob", "Babbage")).await;
     server

@@ -7,20 +7,13 @@ use deskboot::store::Store;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{TestServer, run, site_settings, user_json};
+use crate::common::{TestServer, run, user_json};
 
 const YEALINK_UA: &str = "Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc";
 
 /// A T46S for Ada (line 1) with a BLF on Bob and a speed dial.
 async fn yealink_office(server: &TestServer) {
-    let (status, _) = server
-        .api(
-            reqwest::Method::PUT,
-            "/api/v1/settings",
-            Some(site_settings()),
-        )
-        .await;
-    assert_eq!(status, 200);
+    server.put_site_settings().await;
     let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
     server.add_user(user_json("102", "Bob", "Babbage")).await;
     server

@@ -4,17 +4,14 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{TestServer, site_settings, user_json};
+use crate::common::{TestServer, user_json};
 
 const MODEL_SLOT: &str = "/api/v1/templates/models/yealink-t46s/%7Bmac%7D.cfg";
 const DEVICE_SLOT: &str = "/api/v1/templates/devices/001565aabbcc/001565aabbcc.cfg";
 
 async fn office() -> TestServer {
     let server = TestServer::start().await;
-    let (status, _) = server
-        .api(Method::PUT, "/api/v1/settings", Some(site_settings()))
-        .await;
-    assert_eq!(status, 200);
+    server.put_site_settings().await;
     let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
     server
         .add_device(
@@ -186,9 +183,7 @@ async fn history_and_rollback() {
 async fn uploads_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path()).await;
-    server
-        .api(Method::PUT, "/api/v1/settings", Some(site_settings()))
-        .await;
+    server.put_site_settings().await;
     let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
     server
         .add_device(

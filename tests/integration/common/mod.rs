@@ -215,6 +215,18 @@ impl TestServer {
         self.api(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// Puts [`site_settings`]; panics if refused.
+    pub async fn put_site_settings(&self) {
+        let (status, body) = self
+            .api(
+                reqwest::Method::PUT,
+                "/api/v1/settings",
+                Some(site_settings()),
+            )
+            .await;
+        assert_eq!(status, 200, "settings refused: {body}");
+    }
+
     /// Creates a user and returns it; panics if refused.
     pub async fn add_user(&self, user: Value) -> Value {
         let (status, body) = self.post("/api/v1/users", user).await;
