@@ -251,7 +251,7 @@ pub struct Provisioner {
     /// A fingerprint of each last good file written, pending or found
     /// unchanged in the store, so a file rendered again unchanged (after a
     /// cache eviction or a restart) is not copied and written again.
-    last_good_kept: Mutex<HashMap<(Mac, String), u64>>,
+    last_good_kept: Mutex<KeptFiles>,
     firmware: FirmwareDir,
     policy: Policy,
     phone_auth: PhoneAuth,
@@ -289,7 +289,7 @@ impl Provisioner {
             pending_sightings: Mutex::new(HashMap::new()),
             pending_discovered: Mutex::new(HashMap::new()),
             pending_last_good: Mutex::new(HashMap::new()),
-            last_good_kept: Mutex::new(HashMap::new()),
+            last_good_kept: Mutex::new(KeptFiles::default()),
             renders,
         }
     }
@@ -802,7 +802,8 @@ impl Provisioner {
         (&users, body).hash(&mut hasher);
         let fingerprint = hasher.finish();
         // Bound first, so the lock is not held while the store is read.
-        let kept = lock(&self.last_good_kept).insert(key.clone(), fingerprint);
+        let kept =
+            lock(&self.last_good_kept).insert(self.store.generation(), key.clone(), fingerprint);
         match kept {
             Some(kept) if kept == fingerprint => return,
             Some(_) => {}
@@ -845,6 +846,26 @@ impl Provisioner {
             self.store.record_last_good(&last_good)?;
         }
         Ok(())
+    }
+}
+
+/// Fingerprints of the last good files known to be in the store, as of one
+/// store generation: any change may have deleted some (with their device),
+/// so a new generation starts again from the store.
+#[derive(Debug, Default)]
+struct KeptFiles {
+    generation: u64,
+    fingerprints: HashMap<(Mac, String), u64>,
+}
+
+impl KeptFiles {
+    /// Records a file's fingerprint; returns the one known before, if any.
+    fn insert(&mut self, generation: u64, key: (Mac, String), fingerprint: u64) -> Option<u64> {
+        if generation != self.generation {
+            self.fingerprints.clear();
+            self.generation = generation;
+        }
+        self.fingerprints.insert(key, fingerprint)
     }
 }
 

@@ -378,6 +378,17 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        // A deleted phone's last good files hold its SIP passwords: they go
+        // with it. Transactions cannot scan, so the keys are listed first
+        // (under the writer lock, so no other transaction runs meanwhile).
+        let forgotten_files = changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::DeleteDevice(device) => Some(device.mac),
+                _ => None,
+            })
+            .flat_map(|mac| self.last_good.scan_prefix(mac.bytes()).keys())
+            .collect::<Result<Vec<_>, _>>()?;
         let trees = [
             &self.users,
             &self.by_extension,
@@ -390,11 +401,12 @@ impl Store {
             &self.audit,
             &self.discovered,
             &self.tokens,
+            &self.last_good,
         ];
         trees.as_slice().transaction(|t| {
             let (users, indexes, devices, sightings) = (&t[0], &t[1..4], &t[4], &t[5]);
             let (settings, templates, audit, discovered) = (&t[6], &t[7], &t[8], &t[9]);
-            let tokens = &t[10];
+            let (tokens, last_good) = (&t[10], &t[11]);
             for (applied, change) in changes.iter().enumerate() {
                 report(Stage::Writing, applied + 1, changes.len());
                 match change {
@@ -436,6 +448,9 @@ impl Store {
                         tokens.remove(token.name.as_bytes())?;
                     }
                 }
+            }
+            for key in &forgotten_files {
+                last_good.remove(key)?;
             }
             for entry in &entries {
                 audit.insert(&entry.id.to_be_bytes(), encode(entry))?;
@@ -579,10 +594,14 @@ impl Store {
         get(&self.last_good, "last_good", &last_good_key(mac, file))
     }
 
-    /// Keeps last good renders, in one batch.
+    /// Keeps last good renders, in one batch, of phones that are still devices.
     pub fn record_last_good(&self, batch: &[((Mac, String), LastGood)]) -> Result<(), StoreError> {
         let mut writes = sled::Batch::default();
         for ((mac, file), good) in batch {
+            // Deleted since it was rendered: its passwords are not kept.
+            if !self.devices.contains_key(mac.bytes())? {
+                continue;
+            }
             writes.insert(last_good_key(*mac, file), encode(good));
         }
         self.last_good.apply_batch(writes)?;
@@ -850,6 +869,59 @@ mod tests {
         assert!(matches!(result, Err(StoreError::Conflict(_))));
         assert!(store.users().unwrap().is_empty());
         assert!(store.audit(0, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_deleted_device_takes_its_last_good_files_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let device = |mac: &str| Device {
+            mac: mac.parse().unwrap(),
+            model: "yealink-t46s".into(),
+            description: None,
+            lines: Vec::new(),
+            keys: Vec::new(),
+            modules: Vec::new(),
+            settings: Settings::default(),
+        };
+        let (gone, kept) = (device("001565aabbcc"), device("001565aabbcd"));
+        for device in [&gone, &kept] {
+            let put = Change::PutDevice {
+                new: device.clone(),
+                old: None,
+            };
+            store
+                .change("test", |_| Ok::<_, StoreError>((vec![put], ())))
+                .unwrap();
+        }
+        let good = LastGood {
+            users: vec![1],
+            body: "account.1.password = secret".into(),
+        };
+        let files = |mac: Mac| {
+            ["001565aabbcc.cfg", "y000000000066.cfg"]
+                .map(|file| ((mac, file.to_string()), good.clone()))
+        };
+        store.record_last_good(&files(gone.mac)).unwrap();
+        store.record_last_good(&files(kept.mac)).unwrap();
+
+        let delete = Change::DeleteDevice(gone.clone());
+        store
+            .change("test", |_| Ok::<_, StoreError>((vec![delete], ())))
+            .unwrap();
+        assert_eq!(store.last_good(gone.mac, "001565aabbcc.cfg").unwrap(), None);
+        assert_eq!(
+            store.last_good(gone.mac, "y000000000066.cfg").unwrap(),
+            None
+        );
+        assert_eq!(
+            store.last_good(kept.mac, "001565aabbcc.cfg").unwrap(),
+            Some(good.clone())
+        );
+
+        // A render that finished before the delete is flushed after it.
+        store.record_last_good(&files(gone.mac)).unwrap();
+        assert_eq!(store.last_good(gone.mac, "001565aabbcc.cfg").unwrap(), None);
     }
 
     #[test]
