@@ -553,6 +553,26 @@ impl Store {
 
     // ---- audit ----
 
+    /// Records an admin action that changes no record (lifting a ban).
+    pub fn record_action(
+        &self,
+        actor: &str,
+        action: &str,
+        target: String,
+        changes: Value,
+    ) -> Result<(), StoreError> {
+        let entry = AuditEntry {
+            id: self.db.generate_id()?,
+            at: unix_now(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            target,
+            changes,
+        };
+        self.audit.insert(entry.id.to_be_bytes(), encode(&entry))?;
+        Ok(())
+    }
+
     /// Audit entries from `since` (unix seconds) on, optionally for one target, oldest first.
     pub fn audit(&self, since: u64, target: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
         let entries: Vec<AuditEntry> = scan(&self.audit, "audit")?;

@@ -4,13 +4,14 @@
 
 use std::net::IpAddr;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::Path;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
-use super::{ApiResult, Shared};
+use super::{Actor, ApiResult, Shared, Who};
 use crate::metrics::Gauges;
 use crate::model::Invalid;
 use crate::scan::BanView;
@@ -20,11 +21,21 @@ pub(super) async fn list(state: Shared) -> Json<Vec<BanView>> {
 }
 
 /// `DELETE /bans/{address}`: lifts every ban of an address.
-pub(super) async fn lift(state: Shared, Path(address): Path<String>) -> ApiResult<Json<Value>> {
+pub(super) async fn lift(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    Path(address): Path<String>,
+) -> ApiResult<Json<Value>> {
     let address: IpAddr = address
         .parse()
         .map_err(|_| Invalid::new("address", format!("'{address}' is not an IP address")))?;
     let lifted = state.provisioner.scan_guard().lift(address);
+    state.store.record_action(
+        &actor,
+        "ban.lift",
+        format!("ban/{address}"),
+        json!({"lifted": lifted}),
+    )?;
     tracing::info!(%address, lifted, "bans lifted");
     Ok(Json(json!({"address": address, "lifted": lifted})))
 }

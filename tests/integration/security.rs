@@ -140,6 +140,12 @@ async fn a_scanner_is_banned_and_its_neighbours_keep_working() {
         .await;
     assert_eq!((status, lifted["lifted"].clone()), (200, json!(1)));
     assert_eq!(server.phone_get(FILE, Some(scanner)).await.0, 200);
+    let (_, audit) = server.get("/api/v1/audit?target=ban/127.0.0.1").await;
+    assert_eq!(
+        (audit[0]["action"].clone(), audit[0]["changes"].clone()),
+        (json!("ban.lift"), json!({"lifted": 1})),
+        "{audit}"
+    );
     let (status, error) = server
         .api(Method::DELETE, "/api/v1/bans/not-an-ip", None)
         .await;
