@@ -52,6 +52,7 @@ pub struct Metrics {
     render_failures: AtomicU64,
     tftp_resends: AtomicU64,
     tftp_abandoned: AtomicU64,
+    http_throttled: AtomicU64,
 }
 
 /// Values read at scrape time from elsewhere.
@@ -136,6 +137,11 @@ impl Metrics {
         self.tftp_abandoned.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an HTTP answer held back from a client suspected of scanning.
+    pub fn http_throttled(&self) {
+        self.http_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records how long one render took.
     pub fn render(&self, took: Duration) {
         let seconds = took.as_secs_f64();
@@ -210,6 +216,12 @@ impl Metrics {
             "deskboot_tftp_abandoned_total",
             "TFTP transfers given up: the client stopped answering.",
             get(&self.tftp_abandoned),
+        );
+        counter(
+            &mut out,
+            "deskboot_http_throttled_total",
+            "HTTP answers held back half a second: the client is suspected of scanning.",
+            get(&self.http_throttled),
         );
         out.push_str("# HELP deskboot_render_seconds Time to render one file.\n");
         out.push_str("# TYPE deskboot_render_seconds histogram\n");

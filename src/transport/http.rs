@@ -138,7 +138,7 @@ async fn provision(
             user_agent.and_then(|ua| provisioner.catalog().identify_user_agent(ua).mac) == Some(mac)
         });
     if suspect && device_mac.is_some() && !names_its_mac {
-        tokio::time::sleep(THROTTLE_DELAY).await;
+        throttle(&provisioner).await;
     }
     if let Some(mac) = device_mac {
         let auth = provisioner.phone_auth();
@@ -175,7 +175,7 @@ async fn provision(
     // status tells it anyway), so the scan crawls instead of taking the CPU
     // known phones need.
     if names_its_mac && matches!(result, Err(NotServed::UnknownMac(_))) {
-        tokio::time::sleep(THROTTLE_DELAY).await;
+        throttle(&provisioner).await;
     }
     let response = match &result {
         Ok(file) => {
@@ -213,6 +213,12 @@ async fn provision(
 }
 
 /// Streams a firmware image, honouring `Range`, `If-Range` and `HEAD`.
+/// Holds back an answer to a client suspected of scanning, and counts it.
+async fn throttle(provisioner: &Provisioner) {
+    provisioner.metrics().http_throttled();
+    tokio::time::sleep(THROTTLE_DELAY).await;
+}
+
 async fn serve_firmware(
     image: &FirmwareImage,
     method: Method,
