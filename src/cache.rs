@@ -2,8 +2,10 @@
 //! each file once.
 //!
 //! An entry is valid while nothing an administrator can change has changed:
-//! it is stamped with the store's change counter and the template set's,
-//! and a stamp that differs from the current one is a miss. That is
+//! it is stamped with the store's change counter and the template set's
+//! (and the quarter hour, since a time zone's current offset moves at its
+//! daylight-saving switches), and a stamp that differs from the current one
+//! is a miss. That is
 //! conservative (any change empties the cache) but never serves a stale
 //! file, and administrators change things rarely next to phones' requests.
 //! The cache holds at most a byte budget: when full it drops stale entries,
@@ -34,8 +36,17 @@ pub struct CacheKey {
     pub without_secrets: bool,
 }
 
-/// The state an entry was rendered from: (store changes, template sets).
-pub type Stamp = (u64, u64);
+/// The state an entry was rendered from: (store changes, template sets,
+/// [`quarter_hour`]).
+pub type Stamp = (u64, u64, u64);
+
+/// Quarter hours since 1970: every daylight-saving switch in the world
+/// falls on one of their boundaries.
+pub fn quarter_hour() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() / 900)
+}
 
 /// Rendered files by request.
 #[derive(Debug)]
@@ -212,10 +223,10 @@ mod tests {
     #[test]
     fn a_new_stamp_is_a_miss() {
         let cache = RenderCache::new(1 << 20);
-        cache.put(key("a"), (1, 0), &file(10));
-        assert!(cache.get(&key("a"), (1, 0)).is_some());
-        assert!(cache.get(&key("a"), (2, 0)).is_none());
-        assert!(cache.get(&key("b"), (1, 0)).is_none());
+        cache.put(key("a"), (1, 0, 0), &file(10));
+        assert!(cache.get(&key("a"), (1, 0, 0)).is_some());
+        assert!(cache.get(&key("a"), (2, 0, 0)).is_none());
+        assert!(cache.get(&key("b"), (1, 0, 0)).is_none());
     }
 
     #[test]
@@ -223,7 +234,7 @@ mod tests {
         let one = entry_size(&key("00"), &file(30));
         let cache = RenderCache::new(one * 20);
         for i in 0..100 {
-            cache.put(key(&format!("{i:02}")), (0, 0), &file(30));
+            cache.put(key(&format!("{i:02}")), (0, 0, 0), &file(30));
             let entries = cache.lock();
             assert!(entries.bytes <= one * 20);
             let counted: usize = entries
@@ -234,11 +245,11 @@ mod tests {
             assert_eq!(entries.bytes, counted, "the count stays exact");
         }
         let kept = (0..100)
-            .filter(|i| cache.get(&key(&format!("{i:02}")), (0, 0)).is_some())
+            .filter(|i| cache.get(&key(&format!("{i:02}")), (0, 0, 0)).is_some())
             .count();
         assert!(kept >= 15, "a full cache evicts a quarter, not all: {kept}");
-        cache.put(key("big"), (0, 0), &file(one * 21));
-        assert!(cache.get(&key("big"), (0, 0)).is_none());
+        cache.put(key("big"), (0, 0, 0), &file(one * 21));
+        assert!(cache.get(&key("big"), (0, 0, 0)).is_none());
     }
 
     #[test]
@@ -246,13 +257,13 @@ mod tests {
         let one = entry_size(&key("00"), &file(30));
         let cache = RenderCache::new(one * 10);
         for i in 0..5 {
-            cache.put(key(&format!("old{i}")), (0, 0), &file(30));
+            cache.put(key(&format!("old{i}")), (0, 0, 0), &file(30));
         }
         for i in 0..10 {
-            cache.put(key(&format!("{i:02}")), (1, 0), &file(30));
+            cache.put(key(&format!("{i:02}")), (1, 0, 0), &file(30));
         }
         let current = (0..10)
-            .filter(|i| cache.get(&key(&format!("{i:02}")), (1, 0)).is_some())
+            .filter(|i| cache.get(&key(&format!("{i:02}")), (1, 0, 0)).is_some())
             .count();
         assert!(current >= 8, "the stale ones made the room: {current}");
     }
@@ -260,18 +271,18 @@ mod tests {
     #[test]
     fn a_sweep_drops_what_was_not_asked_for_since_the_previous_one() {
         let cache = RenderCache::new(1 << 20);
-        cache.put(key("asked"), (0, 0), &file(10));
-        cache.put(key("forgotten"), (0, 0), &file(10));
+        cache.put(key("asked"), (0, 0, 0), &file(10));
+        cache.put(key("forgotten"), (0, 0, 0), &file(10));
         cache.sweep_idle();
         assert!(
-            cache.get(&key("forgotten"), (0, 0)).is_some(),
+            cache.get(&key("forgotten"), (0, 0, 0)).is_some(),
             "one sweep is not enough"
         );
-        cache.put(key("forgotten"), (0, 0), &file(10));
+        cache.put(key("forgotten"), (0, 0, 0), &file(10));
         cache.sweep_idle();
-        assert!(cache.get(&key("asked"), (0, 0)).is_none());
+        assert!(cache.get(&key("asked"), (0, 0, 0)).is_none());
         assert!(
-            cache.get(&key("forgotten"), (0, 0)).is_some(),
+            cache.get(&key("forgotten"), (0, 0, 0)).is_some(),
             "a put counts as use"
         );
         cache.sweep_idle();

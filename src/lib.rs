@@ -17,7 +17,8 @@
 //!   counts it all for `/metrics`.
 //! - [`catalog`]: phone models as data (`phone-models/*.toml`), path and
 //!   User-Agent recognition.
-//! - [`render`]: Tera templates (`templates/`) and the view they see.
+//! - [`render`]: Tera templates (`templates/`) and the view they see;
+//!   [`time_zone`] puts the site's daylight-saving rule in that view.
 //! - [`store`]: sled, behind a narrow typed API; [`model`] holds the domain
 //!   types it stores (users, devices, keys, settings).
 //!
@@ -56,5 +57,6 @@ pub mod scan;
 pub mod server;
 pub mod store;
 pub mod templates;
+pub mod time_zone;
 pub mod tls;
 pub mod transport;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::mac::Mac;
+use crate::time_zone::{self, DaylightSaving};
 
 /// A refused value: which field, and why, in the administrator's words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
@@ -410,10 +411,12 @@ pub struct Settings {
     /// NTP server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ntp_server: Option<String>,
-    /// Time zone name (IANA, e.g. `Europe/Paris`).
+    /// Time zone name (IANA, e.g. `Europe/Paris`): the offsets and the
+    /// daylight-saving rule phones get.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
-    /// UTC offset, `+HH:MM` or `-HH:MM`.
+    /// UTC offset, `+HH:MM` or `-HH:MM`, pinned for phones that take no
+    /// daylight-saving rule (unset: the time zone's current offset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub utc_offset: Option<String>,
     /// Phone language (`en`, `fr`, ...).
@@ -494,6 +497,14 @@ impl Settings {
         if let Some(offset) = &self.utc_offset {
             UtcOffset::parse(offset).map_err(|m| Invalid::new("settings.utc_offset", m))?;
         }
+        if let Some(zone) = &self.time_zone
+            && !time_zone::is_known(zone)
+        {
+            return Err(Invalid::new(
+                "settings.time_zone",
+                format!("'{zone}' is not in the IANA time zone database (e.g. Europe/Paris)"),
+            ));
+        }
         if self.sip_port == Some(0) {
             return Err(Invalid::new("settings.sip_port", "must be 1 to 65535"));
         }
@@ -514,17 +525,32 @@ impl Settings {
             }
         }
         let s: Settings = serde_json::from_value(Value::Object(merged)).unwrap_or_default();
+        let zone = s
+            .time_zone
+            .as_deref()
+            .and_then(|name| time_zone::rules(name, jiff::Timestamp::now()));
+        // An offset set by hand is pinned; otherwise a named zone's current
+        // one, which moves at each daylight-saving switch.
+        let utc_offset = s
+            .utc_offset
+            .as_deref()
+            .and_then(|o| UtcOffset::parse(o).ok())
+            .or(zone.as_ref().map(|z| UtcOffset {
+                minutes: z.current_minutes,
+            }))
+            .unwrap_or_default();
         EffectiveSettings {
             sip_server: s.sip_server.unwrap_or_default(),
             sip_port: s.sip_port.unwrap_or(5060),
             sip_transport: s.sip_transport.unwrap_or(SipTransport::Udp),
             outbound_proxy: s.outbound_proxy,
             ntp_server: s.ntp_server.unwrap_or_else(|| "pool.ntp.org".into()),
+            utc_offset,
+            standard_offset: zone.as_ref().map_or(utc_offset, |z| UtcOffset {
+                minutes: z.standard_minutes,
+            }),
+            daylight_saving: zone.and_then(|z| z.dst),
             time_zone: s.time_zone.unwrap_or_else(|| "UTC".into()),
-            utc_offset: s
-                .utc_offset
-                .and_then(|o| UtcOffset::parse(&o).ok())
-                .unwrap_or_default(),
             language: s.language.unwrap_or_else(|| "en".into()),
             provisioning_url: s.provisioning_url,
             firmware_url: s.firmware_url,
@@ -557,9 +583,17 @@ pub struct EffectiveSettings {
     pub ntp_server: String,
     /// Time zone name (UTC).
     pub time_zone: String,
-    /// UTC offset (+00:00).
+    /// The UTC offset to show now: the one set, else the time zone's
+    /// current one (+00:00), for phones that take no daylight-saving rule.
     #[serde(skip)]
     pub utc_offset: UtcOffset,
+    /// The time zone's standard offset (else `utc_offset`), for phones
+    /// that apply [`EffectiveSettings::daylight_saving`] themselves.
+    #[serde(skip)]
+    pub standard_offset: UtcOffset,
+    /// The time zone's daylight-saving rule, when it keeps one.
+    #[serde(skip)]
+    pub daylight_saving: Option<DaylightSaving>,
     /// Language (en).
     pub language: String,
     /// Where phones fetch their files.

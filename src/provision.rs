@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::cache::{CacheKey, RenderCache};
+use crate::cache::{self, CacheKey, RenderCache};
 use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
 use crate::client_cert::ClientCert;
 use crate::firmware::{FirmwareDir, FirmwareImage};
@@ -470,7 +470,11 @@ impl Provisioner {
             requester,
             key,
         } = prepared;
-        let stamp = (self.store.generation(), self.cache.template_generation());
+        let stamp = (
+            self.store.generation(),
+            self.cache.template_generation(),
+            cache::quarter_hour(),
+        );
         let cached = self.cache.get(&key, stamp);
         // A miss is counted where the render happens, not twice.
         let would_render = cached.is_none()

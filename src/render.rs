@@ -17,6 +17,7 @@ use tera::{Context, Kwargs, State, Tera, TeraResult};
 use crate::catalog::{Catalog, ModuleSpec, PhoneModel, Vendor};
 use crate::mac::Mac;
 use crate::model::{Device, EffectiveSettings, KeyType, User};
+use crate::time_zone::{self, DaylightSaving};
 
 /// The templates built into the binary.
 static BUILTIN_TEMPLATES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates");
@@ -319,7 +320,7 @@ fn write_xml_escaped(input: &str, out: &mut dyn Write) -> std::io::Result<()> {
 pub struct FileView<'a> {
     model: ModelView<'a>,
     settings: &'a EffectiveSettings,
-    tz: TzView,
+    tz: TzView<'a>,
     firmware: FirmwareView<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mac: Option<MacView>,
@@ -402,8 +403,21 @@ struct ModelView<'a> {
     vars: &'a std::collections::BTreeMap<String, String>,
 }
 
+/// The site's time: the offset to show now at the top, for phones that take
+/// no rule; the standard offset, the daylight-saving rule and the POSIX
+/// zone for phones that switch by themselves.
 #[derive(Debug, Serialize)]
-struct TzView {
+struct TzView<'a> {
+    #[serde(flatten)]
+    now: OffsetView,
+    std: OffsetView,
+    dst: Option<&'a DaylightSaving>,
+    posix: String,
+}
+
+/// One UTC offset in each vendor's form.
+#[derive(Debug, Serialize)]
+struct OffsetView {
     minutes: i32,
     seconds: i32,
     hours: String,
@@ -468,7 +482,7 @@ impl<'a> FileView<'a> {
                 line_keys: model.line_keys,
                 vars: &model.vars,
             },
-            tz: TzView::new(settings.utc_offset.minutes),
+            tz: TzView::new(settings),
             settings,
             mac: None,
             lines: None,
@@ -576,7 +590,20 @@ fn key_position(
     }
 }
 
-impl TzView {
+impl<'a> TzView<'a> {
+    fn new(settings: &'a EffectiveSettings) -> Self {
+        let dst = settings.daylight_saving.as_ref();
+        let standard = settings.standard_offset.minutes;
+        TzView {
+            now: OffsetView::new(settings.utc_offset.minutes),
+            std: OffsetView::new(standard),
+            dst,
+            posix: time_zone::posix(standard, dst),
+        }
+    }
+}
+
+impl OffsetView {
     fn new(minutes: i32) -> Self {
         let sign = if minutes < 0 { '-' } else { '+' };
         let (h, m) = (minutes.abs() / 60, minutes.abs() % 60);
@@ -586,7 +613,7 @@ impl TzView {
             let fraction = format!("{}", f64::from(m) / 60.0);
             format!("{sign}{h}{}", fraction.trim_start_matches('0'))
         };
-        TzView {
+        OffsetView {
             minutes,
             seconds: minutes * 60,
             hours,
@@ -613,11 +640,11 @@ mod tests {
 
     #[test]
     fn offsets_render_in_vendor_forms() {
-        let tz = TzView::new(330);
+        let tz = OffsetView::new(330);
         assert_eq!((tz.hours.as_str(), tz.gmt.as_str()), ("+5.5", "GMT+05:30"));
-        let tz = TzView::new(-300);
+        let tz = OffsetView::new(-300);
         assert_eq!((tz.hours.as_str(), tz.sign_hhmm.as_str()), ("-5", "-05:00"));
-        assert_eq!(TzView::new(0).hours, "+0");
+        assert_eq!(OffsetView::new(0).hours, "+0");
     }
 
     #[test]

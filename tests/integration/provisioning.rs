@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use deskboot::mac::Mac;
 use deskboot::store::Store;
+use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{TestServer, run, user_json};
+use crate::common::{TestServer, run, site_settings, user_json};
 
 const YEALINK_UA: &str = "Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc";
 
@@ -32,6 +33,48 @@ async fn yealink_office(server: &TestServer) {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_zone_gives_each_phone_its_daylight_saving_rule() {
+    let server = TestServer::start().await;
+    yealink_office(&server).await;
+    let in_zone = |zone: &str| {
+        let mut settings = site_settings();
+        settings["time_zone"] = json!(zone);
+        settings.as_object_mut().unwrap().remove("utc_offset");
+        settings
+    };
+    let file = async || text(&server.phone_get("/001565aabbcc.cfg", None).await.1);
+    let put = async |settings| {
+        server
+            .api(Method::PUT, "/api/v1/settings", Some(settings))
+            .await
+    };
+
+    assert_eq!(put(in_zone("America/New_York")).await.0, 200);
+    let new_york = file().await;
+    for line in [
+        "local_time.time_zone = -5",
+        "local_time.summer_time = 1",
+        "local_time.start_time = 3/2/7/2",
+        "local_time.end_time = 11/1/7/2",
+    ] {
+        assert!(new_york.contains(line), "{line} in\n{new_york}");
+    }
+
+    assert_eq!(put(in_zone("Asia/Tokyo")).await.0, 200);
+    let tokyo = file().await;
+    assert!(tokyo.contains("local_time.time_zone = +9"), "{tokyo}");
+    assert!(tokyo.contains("local_time.summer_time = 0"), "{tokyo}");
+
+    let (status, error) = put(in_zone("Europe/Pariss")).await;
+    assert_eq!(
+        (status, error["field"].clone()),
+        (422, json!("settings.time_zone"))
+    );
+    assert_eq!(file().await, tokyo, "a refused zone changes nothing");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
