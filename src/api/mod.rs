@@ -112,11 +112,15 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/models/{id}", get(models::show))
         .route(
             "/models/{id}/settings",
-            get(settings::show_model).put(settings::replace_model),
+            get(settings::show_model)
+                .put(settings::replace_model)
+                .patch(settings::patch_model),
         )
         .route(
             "/settings",
-            get(settings::show_global).put(settings::replace_global),
+            get(settings::show_global)
+                .put(settings::replace_global)
+                .patch(settings::patch_global),
         )
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .layer(from_fn_with_state(state.clone(), require_token))

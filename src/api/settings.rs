@@ -1,11 +1,16 @@
 //! `/api/v1/settings` (global) and `/api/v1/models/{id}/settings`: the
-//! lower layers of the settings a device inherits.
+//! lower layers of the settings a device inherits. PUT replaces them, PATCH
+//! merges into them.
 
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::{Extension, Json};
 
-use super::{Actor, ApiError, ApiResult, Shared, Who, parse_body};
+use serde_json::Value;
+
+use super::{
+    Actor, ApiError, ApiResult, Shared, Who, from_json, merge_patch, parse_body, parse_patch,
+};
 use crate::model::Settings;
 use crate::provision::model_scope;
 use crate::store::{Change, GLOBAL_SCOPE};
@@ -19,7 +24,18 @@ pub(super) async fn replace_global(
     Extension(Actor(actor)): Who,
     body: Bytes,
 ) -> ApiResult<Json<Settings>> {
-    replace(&state, &actor, GLOBAL_SCOPE, &body).await
+    let settings: Settings = parse_body(&body)?;
+    put(&state, &actor, GLOBAL_SCOPE, |_| Ok(settings)).await
+}
+
+/// `PATCH /settings`: a JSON merge patch (`null` unsets a field).
+pub(super) async fn patch_global(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    body: Bytes,
+) -> ApiResult<Json<Settings>> {
+    let patch = parse_patch(&body)?;
+    put(&state, &actor, GLOBAL_SCOPE, |old| patched(old, patch)).await
 }
 
 pub(super) async fn show_model(state: Shared, Path(id): Path<String>) -> ApiResult<Json<Settings>> {
@@ -34,28 +50,50 @@ pub(super) async fn replace_model(
     body: Bytes,
 ) -> ApiResult<Json<Settings>> {
     let scope = known_model_scope(&state, &id)?;
-    replace(&state, &actor, &scope, &body).await
+    let settings: Settings = parse_body(&body)?;
+    put(&state, &actor, &scope, |_| Ok(settings)).await
 }
 
-async fn replace(
+/// `PATCH /models/{id}/settings`: a JSON merge patch.
+pub(super) async fn patch_model(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Settings>> {
+    let scope = known_model_scope(&state, &id)?;
+    let patch = parse_patch(&body)?;
+    put(&state, &actor, &scope, |old| patched(old, patch)).await
+}
+
+/// The settings of `scope` made from the stored ones by `make`, checked
+/// and stored in one change, so a patch cannot lose a concurrent one.
+async fn put(
     state: &Shared,
     actor: &str,
     scope: &str,
-    body: &Bytes,
+    make: impl FnOnce(&Settings) -> ApiResult<Settings>,
 ) -> ApiResult<Json<Settings>> {
-    let settings: Settings = parse_body(body)?;
-    settings.validate()?;
-    state.store.change(actor, |store| {
+    let settings = state.store.change(actor, |store| {
+        let old = store.settings(scope)?;
+        let new = make(&old)?;
+        new.validate()?;
         let change = Change::PutSettings {
             scope: scope.to_string(),
-            new: settings.clone(),
-            old: store.settings(scope)?,
+            new: new.clone(),
+            old,
         };
-        Ok::<_, ApiError>((vec![change], ()))
+        Ok::<_, ApiError>((vec![change], new))
     })?;
     state.store.flush().await?;
-    tracing::info!(scope, "settings replaced");
+    tracing::info!(scope, "settings changed");
     Ok(Json(settings))
+}
+
+fn patched(old: &Settings, patch: Value) -> ApiResult<Settings> {
+    let mut value = serde_json::to_value(old).unwrap_or_default();
+    merge_patch(&mut value, patch);
+    from_json(value)
 }
 
 fn known_model_scope(state: &Shared, id: &str) -> ApiResult<String> {

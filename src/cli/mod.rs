@@ -7,6 +7,7 @@ mod device;
 mod identify;
 mod log_buffer;
 mod serve;
+mod settings;
 mod user;
 
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ enum Command {
     /// Manage devices (phones).
     #[command(subcommand)]
     Device(device::DeviceCommand),
+    /// Show or change settings: global, a model's or one phone's.
+    #[command(subcommand)]
+    Settings(settings::SettingsCommand),
     /// Print the file a phone would get, e.g. `deskboot render 001565aabbcc 001565aabbcc.cfg`.
     Render {
         #[command(flatten)]
@@ -106,6 +110,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Command::Serve(args) => serve::run(args).await,
             Command::User(command) => user::run(command).await,
             Command::Device(command) => device::run(command).await,
+            Command::Settings(command) => settings::run(command).await,
             Command::Render {
                 connection,
                 mac,

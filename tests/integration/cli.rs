@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -136,6 +136,24 @@ async fn the_readme_walkthrough_works_end_to_end() {
         "a token is generated at first start"
     );
 
+    let site = cli(
+        &admin,
+        &data,
+        &[
+            "settings",
+            "set",
+            "sip_server=pbx.example.com",
+            "ntp_server=pool.ntp.org",
+            "time_zone=Europe/Paris",
+        ],
+    )
+    .await;
+    assert!(
+        site.status.success(),
+        "{}",
+        String::from_utf8_lossy(&site.stderr)
+    );
+
     let added = cli(
         &admin,
         &data,
@@ -196,6 +214,11 @@ async fn the_readme_walkthrough_works_end_to_end() {
     assert!(rendered.status.success());
     let rendered = String::from_utf8(rendered.stdout).unwrap();
     assert!(rendered.contains(&password));
+    assert!(rendered.contains("pbx.example.com"), "{rendered}");
+    assert!(
+        rendered.contains("local_time.summer_time = 1"),
+        "{rendered}"
+    );
 
     assert_served_over_http(&http, &password).await;
     let over_tftp = Command::new("curl")
@@ -742,6 +765,94 @@ async fn secrets_never_reach_the_logs_the_audit_or_errors() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_are_shown_and_changed_at_each_level_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, [_, _, admin]) = spawn_serve(&data).await;
+    let json_of = |out: &std::process::Output| -> Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    let set = [
+        "settings",
+        "set",
+        "sip_server=pbx.example.com",
+        "sip_port:=5061",
+    ];
+    assert_eq!(
+        json_of(&cli(&admin, &data, &set).await),
+        json!({"sip_server": "pbx.example.com", "sip_port": 5061})
+    );
+    // A patch: what it does not name stays, null unsets.
+    let unset = ["settings", "set", "sip_port:=null", "language=fr"];
+    let global = json!({"sip_server": "pbx.example.com", "language": "fr"});
+    assert_eq!(json_of(&cli(&admin, &data, &unset).await), global);
+    assert_eq!(
+        json_of(&cli(&admin, &data, &["settings", "show"]).await),
+        global
+    );
+
+    let model = ["settings", "set", "--model", "yealink-t46s", "vlan_id:=20"];
+    assert_eq!(
+        json_of(&cli(&admin, &data, &model).await),
+        json!({"vlan_id": 20})
+    );
+    let shown = cli(
+        &admin,
+        &data,
+        &["settings", "show", "--model", "yealink-t46s"],
+    )
+    .await;
+    assert_eq!(json_of(&shown), json!({"vlan_id": 20}));
+    let phone = ["device", "add", "001565aabbcc", "--model", "yealink-t46s"];
+    json_of(&cli(&admin, &data, &phone).await);
+    let device = [
+        "settings",
+        "set",
+        "--device",
+        "00:15:65:AA:BB:CC",
+        "language=de",
+    ];
+    assert_eq!(
+        json_of(&cli(&admin, &data, &device).await),
+        json!({"language": "de"})
+    );
+
+    // Refused, with the reason, and nothing changes.
+    for (bad, reason) in [
+        (
+            &["settings", "set", "time_zone=Mars/Olympus"][..],
+            "settings.time_zone",
+        ),
+        (
+            &["settings", "set", "sip_port:=five"],
+            "after := comes JSON",
+        ),
+        (
+            &["settings", "set", "--model", "no-such-phone", "language=fr"],
+            "model no-such-phone",
+        ),
+    ] {
+        let refused = cli(&admin, &data, bad).await;
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains(reason),
+            "{bad:?}: {stderr}"
+        );
+    }
+    assert_eq!(
+        json_of(&cli(&admin, &data, &["settings", "show"]).await),
+        global
+    );
+    stop(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
