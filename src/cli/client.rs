@@ -76,6 +76,13 @@ impl AdminClient {
         print_json(&self.call(Method::GET, path, None).await?)
     }
 
+    /// Applies command-line changes ([`super::patch`]) to the record at
+    /// `path` and prints the result.
+    pub async fn patch(&self, path: &str, changes: &[String]) -> anyhow::Result<()> {
+        let patch = super::patch::merge_patch(changes)?;
+        print_json(&self.call(Method::PATCH, path, Some(&patch)).await?)
+    }
+
     /// Deletes the record at `path`, and says so, naming it `what`.
     pub async fn delete(&self, path: &str, what: &str) -> anyhow::Result<()> {
         self.call(Method::DELETE, path, None).await?;

@@ -1,4 +1,4 @@
-//! `deskboot device add|list|show|rm`.
+//! `deskboot device add|list|show|set|rm`.
 
 use std::process::ExitCode;
 
@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::Connection;
 use super::client::{AdminClient, print_json};
+use super::patch::CHANGES_HELP;
 
 /// Device commands.
 #[derive(Debug, Subcommand)]
@@ -42,6 +43,15 @@ pub enum DeviceCommand {
         #[command(flatten)]
         connection: Connection,
         mac: String,
+    },
+    /// Change some of a phone's fields and show it, e.g. `description=Lobby`
+    /// or `keys:=[]` (a list or object replaces the whole field).
+    Set {
+        #[command(flatten)]
+        connection: Connection,
+        mac: String,
+        #[arg(required = true, value_name = CHANGES_HELP)]
+        changes: Vec<String>,
     },
     /// Delete a phone.
     Rm {
@@ -97,6 +107,15 @@ pub async fn run(command: DeviceCommand) -> anyhow::Result<ExitCode> {
         DeviceCommand::Show { connection, mac } => {
             AdminClient::new(&connection)?
                 .show(&format!("/api/v1/devices/{mac}"))
+                .await?;
+        }
+        DeviceCommand::Set {
+            connection,
+            mac,
+            changes,
+        } => {
+            AdminClient::new(&connection)?
+                .patch(&format!("/api/v1/devices/{mac}"), &changes)
                 .await?;
         }
         DeviceCommand::Rm { connection, mac } => {

@@ -6,6 +6,7 @@ mod client;
 mod device;
 mod identify;
 mod log_buffer;
+mod patch;
 mod serve;
 mod settings;
 mod user;

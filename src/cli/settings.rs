@@ -3,13 +3,13 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
 use clap::Subcommand;
 use reqwest::Method;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::Connection;
 use super::client::{AdminClient, print_json};
+use super::patch::{CHANGES_HELP, merge_patch};
 
 /// Settings commands.
 #[derive(Debug, Subcommand)]
@@ -29,7 +29,7 @@ pub enum SettingsCommand {
         connection: Connection,
         #[command(flatten)]
         level: Level,
-        #[arg(required = true, value_name = "KEY=TEXT|KEY:=JSON")]
+        #[arg(required = true, value_name = CHANGES_HELP)]
         changes: Vec<String>,
     },
 }
@@ -58,7 +58,7 @@ pub async fn run(command: SettingsCommand) -> anyhow::Result<ExitCode> {
             level,
             changes,
         } => {
-            let patch = Value::Object(parse_changes(&changes)?);
+            let patch = merge_patch(&changes)?;
             let client = AdminClient::new(&connection)?;
             let settings = match (&level.model, &level.device) {
                 (_, Some(mac)) => {
@@ -96,72 +96,5 @@ fn scope_path(model: Option<&str>) -> String {
     match model {
         Some(id) => format!("/api/v1/models/{id}/settings"),
         None => "/api/v1/settings".to_string(),
-    }
-}
-
-/// `KEY=TEXT` and `KEY:=JSON` arguments as one JSON merge patch.
-fn parse_changes(changes: &[String]) -> anyhow::Result<Map<String, Value>> {
-    let mut patch = Map::new();
-    for change in changes {
-        // The first `=` ends the name, so values may hold `=` and `:=`.
-        let Some((name, text)) = change.split_once('=') else {
-            bail!("{change:?}: expected KEY=TEXT or KEY:=JSON");
-        };
-        let (key, value) = match name.strip_suffix(':') {
-            Some(key) => {
-                let value: Value = serde_json::from_str(text).with_context(|| {
-                    format!("{change:?}: after := comes JSON, e.g. 5061 or null")
-                })?;
-                (key, value)
-            }
-            None => (name, Value::String(text.to_string())),
-        };
-        if key.is_empty() {
-            bail!("{change:?}: no setting name before the =");
-        }
-        patch.insert(key.to_string(), value);
-    }
-    Ok(patch)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> anyhow::Result<Value> {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        parse_changes(&args).map(Value::Object)
-    }
-
-    #[test]
-    fn text_json_and_null_make_one_patch() {
-        let patch = parse(&[
-            "time_zone=Europe/Paris",
-            "sip_port:=5061",
-            "vlan_id:=null",
-            "admin_password=a=b:=c",
-        ])
-        .unwrap();
-        assert_eq!(
-            patch,
-            json!({
-                "time_zone": "Europe/Paris",
-                "sip_port": 5061,
-                "vlan_id": null,
-                "admin_password": "a=b:=c",
-            })
-        );
-    }
-
-    #[test]
-    fn malformed_changes_are_refused_with_the_reason() {
-        for (bad, reason) in [
-            ("sip_port", "expected KEY=TEXT"),
-            ("=x", "no setting name"),
-            ("sip_port:=five", "after := comes JSON"),
-        ] {
-            let error = format!("{:#}", parse(&[bad]).unwrap_err());
-            assert!(error.contains(reason), "{bad}: {error}");
-        }
     }
 }

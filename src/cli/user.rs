@@ -1,4 +1,4 @@
-//! `deskboot user add|list|show|rm`.
+//! `deskboot user add|list|show|set|rm`.
 
 use std::process::ExitCode;
 
@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::Connection;
 use super::client::{AdminClient, print_json};
+use super::patch::CHANGES_HELP;
 
 /// User commands.
 // Parsed once per run: the size of the biggest variant does not matter.
@@ -54,6 +55,16 @@ pub enum UserCommand {
         #[command(flatten)]
         connection: Connection,
         id: u64,
+    },
+    /// Change some of a user's fields and show the user, e.g.
+    /// `sip.password=N3w-secret` or `mobile:=null` (dotted names reach into
+    /// `sip`, `caller_id` and `voicemail`).
+    Set {
+        #[command(flatten)]
+        connection: Connection,
+        id: u64,
+        #[arg(required = true, value_name = CHANGES_HELP)]
+        changes: Vec<String>,
     },
     /// Delete a user (not while a device uses it).
     Rm {
@@ -136,6 +147,15 @@ pub async fn run(command: UserCommand) -> anyhow::Result<ExitCode> {
         UserCommand::Show { connection, id } => {
             AdminClient::new(&connection)?
                 .show(&format!("/api/v1/users/{id}"))
+                .await?;
+        }
+        UserCommand::Set {
+            connection,
+            id,
+            changes,
+        } => {
+            AdminClient::new(&connection)?
+                .patch(&format!("/api/v1/users/{id}"), &changes)
                 .await?;
         }
         UserCommand::Rm { connection, id } => {

@@ -768,7 +768,7 @@ async fn secrets_never_reach_the_logs_the_audit_or_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settings_are_shown_and_changed_at_each_level_from_the_cli() {
+async fn settings_users_and_phones_are_changed_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (server, [_, _, admin]) = spawn_serve(&data).await;
@@ -826,10 +826,40 @@ async fn settings_are_shown_and_changed_at_each_level_from_the_cli() {
         json!({"language": "de"})
     );
 
+    // The same KEY=TEXT and KEY:=JSON changes for users and phones.
+    let ada = json_of(&cli(&admin, &data, &["user", "add", "--extension", "101"]).await);
+    let id = ada["id"].to_string();
+    let rotated = [
+        "user",
+        "set",
+        &id,
+        "sip.password=N3w-secret",
+        "mobile=+3360000",
+    ];
+    let ada = json_of(&cli(&admin, &data, &rotated).await);
+    assert_eq!(
+        (
+            &ada["sip"]["password"],
+            &ada["sip"]["username"],
+            &ada["mobile"]
+        ),
+        (&json!("N3w-secret"), &json!("101"), &json!("+3360000"))
+    );
+    let lobby = ["device", "set", "001565aabbcc", "description=Lobby"];
+    assert_eq!(
+        json_of(&cli(&admin, &data, &lobby).await)["description"],
+        "Lobby"
+    );
+
     // Refused, with the reason, and nothing changes.
     for (bad, reason) in [
         (
-            &["settings", "set", "time_zone=Mars/Olympus"][..],
+            &["device", "set", "001565aabbcc", "model=no-such-phone"][..],
+            "model",
+        ),
+        (&["user", "set", &id, "sip..password=x"], "no empty part"),
+        (
+            &["settings", "set", "time_zone=Mars/Olympus"],
             "settings.time_zone",
         ),
         (
@@ -851,6 +881,11 @@ async fn settings_are_shown_and_changed_at_each_level_from_the_cli() {
     assert_eq!(
         json_of(&cli(&admin, &data, &["settings", "show"]).await),
         global
+    );
+    let phone = json_of(&cli(&admin, &data, &["device", "show", "001565aabbcc"]).await);
+    assert_eq!(
+        (&phone["model"], &phone["description"]),
+        (&json!("yealink-t46s"), &json!("Lobby"))
     );
     stop(server).await;
 }
