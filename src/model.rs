@@ -62,7 +62,8 @@ pub struct User {
     /// Voicemail box, if the user has one.
     #[serde(default)]
     pub voicemail: Option<Voicemail>,
-    /// Preferred language (e.g. `en`, `fr`); the device settings apply when unset.
+    /// Preferred language (e.g. `en`, `fr`) of the phone whose line 1 is
+    /// this user's, unless the phone's own settings name one.
     #[serde(default)]
     pub language: Option<String>,
     /// Mobile number, for the directory.

@@ -703,9 +703,15 @@ impl Provisioner {
         users: &[User],
         requester: &Requester,
     ) -> Result<Vec<u8>, NotServed> {
+        // Line 1's user picks the language, unless the phone itself names one.
+        let owner = Settings {
+            language: users.first().and_then(|user| user.language.clone()),
+            ..Settings::default()
+        };
         let mut settings = Settings::effective(&[
             &self.store.settings(GLOBAL_SCOPE)?,
             &self.store.settings(&model_scope(&model.id))?,
+            &owner,
             &device.settings,
         ]);
         settings.provisioning_url = settings.provisioning_url.or(requester.origin.clone());

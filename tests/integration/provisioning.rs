@@ -78,6 +78,28 @@ async fn the_time_zone_gives_each_phone_its_daylight_saving_rule() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_ones_user_picks_the_language_unless_the_phone_names_one() {
+    let server = TestServer::start().await;
+    yealink_office(&server).await;
+    let file = async || text(&server.phone_get("/001565aabbcc.cfg", None).await.1);
+    assert!(file().await.contains("lang.gui = English"));
+    let patch = json!({"language": "fr"});
+    assert_eq!(
+        server
+            .api(Method::PATCH, "/api/v1/users/1", Some(patch))
+            .await
+            .0,
+        200
+    );
+    assert!(file().await.contains("lang.gui = French"));
+    let own = json!({"settings": {"language": "de"}});
+    let path = "/api/v1/devices/001565aabbcc";
+    assert_eq!(server.api(Method::PATCH, path, Some(own)).await.0, 200);
+    assert!(file().await.contains("lang.gui = German"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_yealink_gets_its_own_config_over_http_and_both_tftp_clients() {
     let server = TestServer::start().await;
     yealink_office(&server).await;
