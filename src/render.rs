@@ -444,6 +444,8 @@ struct LineView<'a> {
     password: &'a str,
     mailbox: Option<&'a str>,
     shared: bool,
+    /// The user's call-waiting default (phone-wide on most phones: line 1's).
+    call_waiting: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -519,6 +521,7 @@ impl<'a> FileView<'a> {
                 password: &user.sip.password,
                 mailbox: user.voicemail.as_ref().map(|v| v.mailbox.as_str()),
                 shared: i > 0 && Some(user.id) != owner,
+                call_waiting: user.call_waiting,
             })
             .collect();
         let mut keys: Vec<KeyView<'_>> = device

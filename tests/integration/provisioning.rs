@@ -78,12 +78,13 @@ async fn the_time_zone_gives_each_phone_its_daylight_saving_rule() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn line_ones_user_picks_the_language_unless_the_phone_names_one() {
+async fn line_ones_user_picks_call_waiting_and_the_language_unless_the_phone_names_one() {
     let server = TestServer::start().await;
     yealink_office(&server).await;
     let file = async || text(&server.phone_get("/001565aabbcc.cfg", None).await.1);
-    assert!(file().await.contains("lang.gui = English"));
-    let patch = json!({"language": "fr"});
+    let before = file().await;
+    assert!(before.contains("lang.gui = English") && before.contains("call_waiting.enable = 1"));
+    let patch = json!({"language": "fr", "call_waiting": false});
     assert_eq!(
         server
             .api(Method::PATCH, "/api/v1/users/1", Some(patch))
@@ -91,7 +92,8 @@ async fn line_ones_user_picks_the_language_unless_the_phone_names_one() {
             .0,
         200
     );
-    assert!(file().await.contains("lang.gui = French"));
+    let after = file().await;
+    assert!(after.contains("lang.gui = French") && after.contains("call_waiting.enable = 0"));
     let own = json!({"settings": {"language": "de"}});
     let path = "/api/v1/devices/001565aabbcc";
     assert_eq!(server.api(Method::PATCH, path, Some(own)).await.0, 200);
