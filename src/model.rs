@@ -69,10 +69,11 @@ pub struct User {
     /// Mobile number, for the directory.
     #[serde(default)]
     pub mobile: Option<String>,
-    /// Do-not-disturb on by default.
+    /// Do-not-disturb on by default, for the PBX. Not sent to phones: a
+    /// provisioned state would undo the user's own toggle at each resync.
     #[serde(default)]
     pub dnd: bool,
-    /// Call waiting on by default.
+    /// Call waiting on by default (sent to the phone; see the templates).
     #[serde(default = "yes")]
     pub call_waiting: bool,
     /// Listed in the company phonebook.
