@@ -197,6 +197,16 @@ pub enum NotServed {
 }
 
 impl NotServed {
+    /// The provisioned or asked-for MAC the reason is about, if any.
+    pub fn mac(&self) -> Option<Mac> {
+        match self {
+            NotServed::UnknownMac(mac)
+            | NotServed::WrongModel { mac, .. }
+            | NotServed::MissingModel { mac, .. } => Some(*mac),
+            _ => None,
+        }
+    }
+
     /// Whether the policy refused the request (rather than nothing being there).
     pub fn is_refusal(&self) -> bool {
         matches!(
@@ -993,6 +1003,7 @@ pub fn log_request(
             transport = request.transport.name(),
             peer = %request.peer,
             file = %path.escape_debug(),
+            mac = %reason.mac().map(|m| m.to_string()).unwrap_or_default(),
             status = "not-found",
             reason = %reason,
             micros,

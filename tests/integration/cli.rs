@@ -728,6 +728,12 @@ async fn secrets_never_reach_the_logs_the_audit_or_errors() {
             "{url}"
         );
     }
+    let unknown = client
+        .get(format!("http://{http}/001565ffffff.cfg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
     let wrong = client
         .get(format!("http://{admin}/api/v1/users"))
         .bearer_auth("Canary-Token-9")
@@ -741,6 +747,12 @@ async fn secrets_never_reach_the_logs_the_audit_or_errors() {
     assert!(
         log.contains("provision"),
         "the log is really captured:\n{log}"
+    );
+    // One line per request, naming the MAC even when it is not provisioned.
+    assert!(
+        log.lines()
+            .any(|line| line.contains("mac=001565ffffff") && line.contains("status=\"not-found\"")),
+        "{log}"
     );
     let (audit_status, audit) = answers.last().unwrap();
     assert_eq!(*audit_status, 200);
