@@ -67,80 +67,98 @@ pub struct Switch {
 /// does not have.
 pub fn rules(name: &str, now: Timestamp) -> Option<ZoneRules> {
     let zone = TimeZone::get(name).ok()?;
-    // Two years of switches: enough to tell "the last Sunday" from "the
-    // fourth", and to see that the zone really alternates.
-    let switches: Vec<(DateTime, Offset, Offset)> = zone
+    // Eight years of switches: enough for each date to fall on most
+    // weekdays, so that "the last Sunday" is told from "the fourth" and a
+    // rule by date ("the Friday before the last Sunday") shows.
+    let switches: Vec<Transition> = zone
         .following(now)
-        .take(4)
+        .take(2 * YEARS)
         .map(|t| {
             let before = zone.to_offset(t.timestamp() - jiff::SignedDuration::from_secs(1));
-            (before.to_datetime(t.timestamp()), before, t.offset())
+            Transition {
+                local: before.to_datetime(t.timestamp()),
+                before,
+                after: t.offset(),
+            }
         })
         .collect();
-    let current = zone.to_offset(now).seconds() / 60;
-    let Some(dst) = daylight_saving(&switches) else {
-        return Some(ZoneRules {
-            current_minutes: current,
-            standard_minutes: current,
+    let current_minutes = zone.to_offset(now).seconds() / 60;
+    Some(match daylight_saving(&switches) {
+        Some((standard, dst)) => ZoneRules {
+            current_minutes,
+            standard_minutes: standard.seconds() / 60,
+            dst: Some(dst),
+        },
+        None => ZoneRules {
+            current_minutes,
+            standard_minutes: current_minutes,
             dst: None,
-        });
-    };
-    let standard_minutes = switches
-        .iter()
-        .map(|(_, before, after)| before.seconds().min(after.seconds()) / 60)
-        .min()
-        .unwrap_or(current);
-    Some(ZoneRules {
-        current_minutes: current,
-        standard_minutes,
-        dst: Some(dst),
+        },
     })
 }
 
-/// The rule behind two years of switches, if they alternate between the
-/// same two offsets. Summer is the larger offset, whatever the database
-/// calls it (Europe/Dublin counts winter as its daylight time).
-fn daylight_saving(switches: &[(DateTime, Offset, Offset)]) -> Option<DaylightSaving> {
-    if switches.len() < 4 {
+/// How many years of switches a rule must fit.
+const YEARS: usize = 8;
+
+/// One change of a zone's offset.
+struct Transition {
+    /// The wall-clock time it happens at, before the change.
+    local: DateTime,
+    before: Offset,
+    after: Offset,
+}
+
+/// The standard offset and the rule behind [`YEARS`] of switches, if they
+/// alternate between the same two offsets on weekday rules. Summer is the
+/// larger offset, whatever the database calls it (Europe/Dublin counts
+/// winter as its daylight time).
+fn daylight_saving(switches: &[Transition]) -> Option<(Offset, DaylightSaving)> {
+    let first = switches.first()?;
+    let (low, high) = (first.before.min(first.after), first.before.max(first.after));
+    let alternates = switches.len() == 2 * YEARS
+        && low != high
+        && switches
+            .iter()
+            .all(|t| (t.before, t.after) == (low, high) || (t.before, t.after) == (high, low));
+    if !alternates {
         return None;
     }
-    let (low, high) = {
-        let (_, before, after) = switches[0];
-        (before.min(after), before.max(after))
+    let rule_to = |offset: Offset| {
+        let years: Vec<DateTime> = switches
+            .iter()
+            .filter(|t| t.after == offset)
+            .map(|t| t.local)
+            .collect();
+        switch(&years)
     };
-    let alternates = switches.iter().all(|&(_, before, after)| {
-        (before, after) == (low, high) || (before, after) == (high, low)
-    });
-    if !alternates || low == high {
-        return None;
-    }
-    let starts: Vec<DateTime> = switches
-        .iter()
-        .filter(|(_, _, after)| *after == high)
-        .map(|(at, _, _)| *at)
-        .collect();
-    let ends: Vec<DateTime> = switches
-        .iter()
-        .filter(|(_, _, after)| *after == low)
-        .map(|(at, _, _)| *at)
-        .collect();
+    let (start, end) = (rule_to(high)?, rule_to(low)?);
     let save_minutes = (high.seconds() - low.seconds()) / 60;
-    let (start, end) = (switch(&starts)?, switch(&ends)?);
-    Some(DaylightSaving {
+    let dst = DaylightSaving {
         save_minutes,
         start,
         end,
         whole_hours: save_minutes % 60 == 0 && start.minute == 0 && end.minute == 0,
-    })
+    };
+    Some((low, dst))
 }
 
-/// The weekday rule that the same switch in successive years follows.
+/// The weekday rule that the same switch follows in successive years, if
+/// there is one ("the last Sunday", "the second Sunday").
 fn switch(years: &[DateTime]) -> Option<Switch> {
     let first = *years.first()?;
     let last = years.iter().all(|at| at.day() + 7 > at.days_in_month());
+    let week = |at: &DateTime| if last { 5 } else { (at.day() - 1) / 7 + 1 };
+    let same_rule = years.iter().all(|at| {
+        (at.month(), week(at), at.weekday(), at.time())
+            == (first.month(), week(&first), first.weekday(), first.time())
+    });
+    // Israel's "the Friday before the last Sunday" has no such form.
+    if !same_rule {
+        return None;
+    }
     Some(Switch {
         month: first.month(),
-        week: if last { 5 } else { (first.day() - 1) / 7 + 1 },
+        week: week(&first),
         last,
         weekday: first.weekday().to_sunday_zero_offset(),
         weekday_iso: first.weekday().to_monday_one_offset(),
@@ -253,6 +271,14 @@ mod tests {
             (dst.save_minutes, dst.start.month, dst.end.month),
             (60, 3, 10)
         );
+    }
+
+    #[test]
+    fn a_rule_with_no_weekday_form_is_left_out() {
+        // Jerusalem: the Friday before the last Sunday of March, some
+        // years the fourth Friday and some the last.
+        let jerusalem = rules_at("Asia/Jerusalem", "2026-11-30T12:00:00Z");
+        assert_eq!((jerusalem.standard_minutes, jerusalem.dst), (120, None));
     }
 
     #[test]
