@@ -5,9 +5,9 @@
 //! it is stamped with the store's change counter and the template set's
 //! (and the quarter hour, since a time zone's current offset moves at its
 //! daylight-saving switches), and a stamp that differs from the current one
-//! is a miss. That is
-//! conservative (any change empties the cache) but never serves a stale
-//! file, and administrators change things rarely next to phones' requests.
+//! is a miss. That is conservative (any change empties the cache) but never
+//! serves a stale file, and administrators change things rarely next to
+//! phones' requests.
 //! The cache holds at most a byte budget: when full it drops stale entries,
 //! then arbitrary ones down to three quarters of the budget, so a scan of
 //! many files cannot grow memory and a storm bigger than the cache still

@@ -69,8 +69,9 @@ pub struct User {
     /// Mobile number, for the directory.
     #[serde(default)]
     pub mobile: Option<String>,
-    /// Do-not-disturb on by default, for the PBX. Not sent to phones: a
-    /// provisioned state would undo the user's own toggle at each resync.
+    /// Do-not-disturb on by default: kept and exported, but not sent to
+    /// phones, where a provisioned state would undo the user's own toggle
+    /// at each resync.
     #[serde(default)]
     pub dnd: bool,
     /// Call waiting on by default (sent to the phone; see the templates).
