@@ -363,19 +363,11 @@ impl Store {
     }
 
     fn apply(&self, actor: &str, changes: &[Change], report: Report<'_>) -> Result<(), StoreError> {
-        let at = unix_now();
         let entries = changes
             .iter()
             .map(|change| {
                 let (action, target, changes) = change.describe();
-                Ok(AuditEntry {
-                    id: self.db.generate_id()?,
-                    at,
-                    actor: actor.to_string(),
-                    action,
-                    target,
-                    changes,
-                })
+                self.audit_entry(actor, action, target, changes)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         // A deleted phone's last good files hold its SIP passwords: they go
@@ -561,16 +553,27 @@ impl Store {
         target: String,
         changes: Value,
     ) -> Result<(), StoreError> {
-        let entry = AuditEntry {
+        let entry = self.audit_entry(actor, action.to_string(), target, changes)?;
+        self.audit.insert(entry.id.to_be_bytes(), encode(&entry))?;
+        Ok(())
+    }
+
+    /// A new audit entry, stamped now.
+    fn audit_entry(
+        &self,
+        actor: &str,
+        action: String,
+        target: String,
+        changes: Value,
+    ) -> Result<AuditEntry, StoreError> {
+        Ok(AuditEntry {
             id: self.db.generate_id()?,
             at: unix_now(),
             actor: actor.to_string(),
-            action: action.to_string(),
+            action,
             target,
             changes,
-        };
-        self.audit.insert(entry.id.to_be_bytes(), encode(&entry))?;
-        Ok(())
+        })
     }
 
     /// Audit entries from `since` (unix seconds) on, optionally for one target, oldest first.
