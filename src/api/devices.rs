@@ -1,8 +1,6 @@
 //! `/api/v1/devices`: phones by MAC, their lines and keys, and a preview of
 //! the files they get.
 
-use std::net::SocketAddr;
-
 use axum::body::{Body, Bytes};
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
@@ -18,7 +16,6 @@ use super::{
 use crate::mac::Mac;
 use crate::model::{Device, Invalid};
 use crate::phone_auth::AuthMode;
-use crate::resync::{self, DEFAULT_SIP_PORT, ResyncOutcome};
 use crate::store::{Change, Store, StoreError};
 use crate::templates;
 
@@ -181,12 +178,12 @@ pub(super) fn delete_device_changes(
     Ok(changes)
 }
 
-fn parse_mac(mac: &str) -> ApiResult<Mac> {
+pub(super) fn parse_mac(mac: &str) -> ApiResult<Mac> {
     mac.parse()
         .map_err(|e| Invalid::new("mac", format!("'{mac}': {e}")).into())
 }
 
-fn not_found(mac: Mac) -> StoreError {
+pub(super) fn not_found(mac: Mac) -> StoreError {
     StoreError::NotFound(format!("device {mac}"))
 }
 
@@ -349,55 +346,4 @@ pub(super) async fn status(state: Shared, Path(mac): Path<String>) -> ApiResult<
         "transport": seen.transport,
         "current": current,
     })))
-}
-
-/// The optional body of a resync.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResyncRequest {
-    /// The phone's SIP port, when it is not 5060.
-    port: Option<u16>,
-}
-
-/// `POST /devices/{mac}/resync`: a SIP NOTIFY with the vendor's event to the
-/// address the phone last provisioned from.
-pub(super) async fn resync(
-    state: Shared,
-    Path(mac): Path<String>,
-    body: Bytes,
-) -> ApiResult<Json<ResyncOutcome>> {
-    let mac = parse_mac(&mac)?;
-    let request: ResyncRequest = if body.is_empty() {
-        ResyncRequest::default()
-    } else {
-        parse_body(&body)?
-    };
-    let device = state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
-    let event = state
-        .catalog
-        .model(&device.model)
-        .and_then(|model| model.resync_event.clone())
-        .ok_or_else(|| {
-            ApiError::Conflict(Invalid::new(
-                "model",
-                format!("{} phones have no resync event", device.model),
-            ))
-        })?;
-    state.provisioner.flush_sightings()?;
-    let seen = state.store.sighting(mac)?.ok_or_else(|| {
-        ApiError::Conflict(Invalid::new(
-            "mac",
-            format!("device {mac} has never fetched its files: there is no address to notify"),
-        ))
-    })?;
-    let user = match device.lines.first() {
-        Some(line) => state.store.user(line.user)?.map(|u| u.sip.username),
-        None => None,
-    };
-    let target = SocketAddr::new(seen.ip, request.port.unwrap_or(DEFAULT_SIP_PORT));
-    let outcome = resync::notify(target, user.as_deref().unwrap_or_default(), &event)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    tracing::info!(%mac, to = %target, event = %event, answer = ?outcome.answer, "resync sent");
-    Ok(Json(outcome))
 }

@@ -11,6 +11,7 @@ mod bans;
 mod devices;
 mod discovered;
 mod models;
+mod resync;
 mod settings;
 mod templates;
 mod tokens;
@@ -73,10 +74,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/devices/{mac}/files/{name}", get(devices::file))
         .route("/devices/{mac}/clone", axum::routing::post(devices::clone))
         .route("/devices/{mac}/status", get(devices::status))
-        .route(
-            "/devices/{mac}/resync",
-            axum::routing::post(devices::resync),
-        )
+        .route("/devices/{mac}/resync", axum::routing::post(resync::one))
+        .route("/resync", axum::routing::post(resync::all))
         .route(
             "/templates/{scope}/{target}/{file}",
             get(templates::show)

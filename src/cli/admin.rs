@@ -149,23 +149,41 @@ pub struct ResyncArgs {
     #[command(flatten)]
     connection: Connection,
     /// The phone's MAC.
-    mac: String,
-    /// The phone's SIP port, when it is not 5060.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    mac: Option<String>,
+    /// Every phone that has fetched its files, paced (the server answers
+    /// with the plan at once and sends in the background).
+    #[arg(long)]
+    all: bool,
+    /// With --all: only the phones of this model.
+    #[arg(long, requires = "all")]
+    model: Option<String>,
+    /// With --all: NOTIFYs per second (1 to 1000; default 50).
+    #[arg(long, requires = "all")]
+    per_second: Option<u32>,
+    /// The phones' SIP port, when it is not 5060.
     #[arg(long)]
     port: Option<u16>,
 }
 
 pub async fn resync(args: ResyncArgs) -> anyhow::Result<ExitCode> {
-    let body = match args.port {
-        Some(port) => json!({ "port": port }),
-        None => json!({}),
+    let mut body = json!({});
+    let fields = [
+        ("port", args.port.map(|p| json!(p))),
+        ("model", args.model.map(|m| json!(m))),
+        ("per_second", args.per_second.map(|n| json!(n))),
+    ];
+    for (field, value) in fields {
+        if let Some(value) = value {
+            body[field] = value;
+        }
+    }
+    let path = match &args.mac {
+        Some(mac) => format!("/api/v1/devices/{mac}/resync"),
+        None => "/api/v1/resync".to_string(),
     };
     let outcome = client(&args.connection)?
-        .call(
-            Method::POST,
-            &format!("/api/v1/devices/{}/resync", args.mac),
-            Some(&body),
-        )
+        .call(Method::POST, &path, Some(&body))
         .await?;
     print_json(&outcome)?;
     Ok(ExitCode::SUCCESS)

@@ -10,15 +10,32 @@ use crate::common::{TOKEN, TestServer, run, user_json};
 /// A fake phone's SIP socket: answers the first request with `answer` (or
 /// not at all) and hands back what it received.
 async fn fake_phone(answer: Option<&'static str>) -> (u16, tokio::task::JoinHandle<String>) {
+    let (port, task) = fake_phones(1, answer).await;
+    (
+        port,
+        tokio::spawn(async move { task.await.unwrap().remove(0) }),
+    )
+}
+
+/// The SIP socket of `count` fake phones behind one address: answers each
+/// request with `answer` (or not at all) and hands back what it received.
+async fn fake_phones(
+    count: usize,
+    answer: Option<&'static str>,
+) -> (u16, tokio::task::JoinHandle<Vec<String>>) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = socket.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
+        let mut received = Vec::new();
         let mut buffer = [0u8; 4096];
-        let (n, from) = socket.recv_from(&mut buffer).await.unwrap();
-        if let Some(answer) = answer {
-            socket.send_to(answer.as_bytes(), from).await.unwrap();
+        while received.len() < count {
+            let (n, from) = socket.recv_from(&mut buffer).await.unwrap();
+            if let Some(answer) = answer {
+                socket.send_to(answer.as_bytes(), from).await.unwrap();
+            }
+            received.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
         }
-        String::from_utf8_lossy(&buffer[..n]).into_owned()
+        received
     });
     (port, task)
 }
@@ -101,5 +118,102 @@ async fn a_seen_phone_gets_its_vendors_notify() {
     assert_eq!(outcome["event"], "resync");
     assert!(outcome["answer"].is_null());
     assert!(phone.await.unwrap().contains("\r\nEvent: resync\r\n"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_seen_phone_of_a_model_is_resynced_at_a_pace() {
+    let server = TestServer::start().await;
+    let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
+    let phones = [
+        ("001565aabb01", "yealink-t46s", true),
+        ("001565aabb02", "yealink-t46s", true),
+        ("001565aabb03", "yealink-t46s", false),
+        ("00562b043615", "cisco-mpp-8851", true),
+    ];
+    for (mac, model, seen) in phones {
+        server
+            .add_device(json!({"mac": mac, "model": model, "lines": [{"user": ada["id"]}]}))
+            .await;
+        if seen {
+            let file = if model == "yealink-t46s" {
+                ".cfg"
+            } else {
+                ".xml"
+            };
+            assert_eq!(
+                server.phone_get(&format!("/{mac}{file}"), None).await.0,
+                200
+            );
+        }
+    }
+
+    for (body, status) in [
+        (json!({"per_second": 0}), 422),
+        (json!({"model": "no-such-phone"}), 404),
+        (json!({"pace": 3}), 422),
+    ] {
+        assert_eq!(server.post("/api/v1/resync", body).await.0, status);
+    }
+
+    let (port, phones) = fake_phones(2, Some("SIP/2.0 200 OK\r\n\r\n")).await;
+    let (status, plan) = server
+        .post(
+            "/api/v1/resync",
+            json!({"model": "yealink-t46s", "port": port, "per_second": 20}),
+        )
+        .await;
+    assert_eq!(status, 202, "{plan}");
+    assert_eq!(
+        plan,
+        json!({"queued": 2, "per_second": 20, "seconds": 1, "never_seen": 1, "no_event": 0})
+    );
+    let received = phones.await.unwrap();
+    assert!(
+        received
+            .iter()
+            .all(|r| r.contains("\r\nEvent: check-sync;reboot=false\r\n")),
+        "{received:?}"
+    );
+    let (_, audit) = server
+        .get("/api/v1/audit?target=resync/model:yealink-t46s")
+        .await;
+    assert_eq!(audit[0]["changes"]["queued"], 2, "{audit}");
+
+    // Every model at once, through the CLI: the Cisco phone too.
+    let (port, phones) = fake_phones(3, None).await;
+    let out = run(
+        env!("CARGO_BIN_EXE_deskboot"),
+        &[
+            "resync",
+            "--all",
+            "--port",
+            &port.to_string(),
+            "--server",
+            &server.admin_url(""),
+            "--token",
+            TOKEN,
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (plan["queued"].clone(), plan["never_seen"].clone()),
+        (json!(3), json!(1))
+    );
+    let received = phones.await.unwrap();
+    assert_eq!(
+        received
+            .iter()
+            .filter(|r| r.contains("\r\nEvent: resync\r\n"))
+            .count(),
+        1,
+        "{received:?}"
+    );
     server.stop().await;
 }
