@@ -1,8 +1,10 @@
-//! `/api/v1/devices`: phones by MAC, their lines and keys, and a preview of
-//! the files they get.
+//! `/api/v1/devices`: phones by MAC, their lines and keys, a preview of
+//! the files they get, and whether they have them (`/api/v1/status`).
+
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::Path;
+use axum::extract::{Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -324,20 +326,58 @@ pub(super) fn reload_templates(state: &AdminState) -> ApiResult<()> {
 /// whether what it last got is what it would get now.
 pub(super) async fn status(state: Shared, Path(mac): Path<String>) -> ApiResult<Json<Value>> {
     let mac = parse_mac(&mac)?;
-    state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
+    let device = state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
     state.provisioner.flush_sightings()?;
+    Ok(Json(device_status(&state, &device)?))
+}
+
+/// Which phones `GET /status` lists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StatusFilter {
+    /// Only the phones of this model.
+    model: Option<String>,
+}
+
+/// `GET /status[?model=ID]`: every phone's status, to find the ones that
+/// have not fetched their current files yet.
+pub(super) async fn fleet_status(
+    state: Shared,
+    Query(filter): Query<StatusFilter>,
+) -> ApiResult<Json<Vec<Value>>> {
+    state.provisioner.flush_sightings()?;
+    let state = Arc::clone(&state);
+    // One render per phone seen: off the async workers phones share.
+    let statuses = tokio::task::spawn_blocking(move || {
+        state
+            .store
+            .devices()?
+            .iter()
+            .filter(|device| filter.model.as_ref().is_none_or(|m| *m == device.model))
+            .map(|device| device_status(&state, device))
+            .collect::<ApiResult<Vec<Value>>>()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(statuses))
+}
+
+/// When a phone was last seen, from where, with what, and whether the file
+/// it got then is the one it would get now (null: never seen, or no longer
+/// renders).
+fn device_status(state: &AdminState, device: &Device) -> ApiResult<Value> {
+    let mac = device.mac;
     let Some(seen) = state.store.sighting(mac)? else {
-        return Ok(Json(
-            json!({"mac": mac, "last_seen": null, "current": null}),
-        ));
+        return Ok(json!({"mac": mac, "model": device.model, "last_seen": null, "current": null}));
     };
     let current = state
         .provisioner
         .preview(mac, &seen.file)
         .ok()
         .map(|now| Some(now.etag) == seen.etag);
-    Ok(Json(json!({
+    Ok(json!({
         "mac": mac,
+        "model": device.model,
         "last_seen": seen.at,
         "ip": seen.ip,
         "user_agent": seen.user_agent,
@@ -345,5 +385,5 @@ pub(super) async fn status(state: Shared, Path(mac): Path<String>) -> ApiResult<
         "file": seen.file,
         "transport": seen.transport,
         "current": current,
-    })))
+    }))
 }

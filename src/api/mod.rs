@@ -76,6 +76,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/devices/{mac}/status", get(devices::status))
         .route("/devices/{mac}/resync", axum::routing::post(resync::one))
         .route("/resync", axum::routing::post(resync::all))
+        .route("/status", get(devices::fleet_status))
         .route(
             "/templates/{scope}/{target}/{file}",
             get(templates::show)

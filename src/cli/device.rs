@@ -1,4 +1,4 @@
-//! `deskboot device add|list|show|set|rm`.
+//! `deskboot device add|list|show|status|set|rm`.
 
 use std::process::ExitCode;
 
@@ -43,6 +43,20 @@ pub enum DeviceCommand {
         #[command(flatten)]
         connection: Connection,
         mac: String,
+    },
+    /// When each phone last fetched its file, and whether it has its current
+    /// one (all phones as a table, or one as JSON).
+    Status {
+        #[command(flatten)]
+        connection: Connection,
+        /// One phone's MAC [default: every phone].
+        mac: Option<String>,
+        /// Only the phones of this model.
+        #[arg(long, conflicts_with = "mac")]
+        model: Option<String>,
+        /// Only the phones without their current file (or never seen).
+        #[arg(long, conflicts_with = "mac")]
+        stale: bool,
     },
     /// Change some of a phone's fields and show it, e.g. `description=Lobby`
     /// or `keys:=[]` (a list or object replaces the whole field).
@@ -104,6 +118,30 @@ pub async fn run(command: DeviceCommand) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        DeviceCommand::Status {
+            connection,
+            mac: Some(mac),
+            ..
+        } => {
+            AdminClient::new(&connection)?
+                .show(&format!("/api/v1/devices/{mac}/status"))
+                .await?;
+        }
+        DeviceCommand::Status {
+            connection,
+            mac: None,
+            model,
+            stale,
+        } => {
+            let path = match model {
+                Some(model) => format!("/api/v1/status?model={model}"),
+                None => "/api/v1/status".to_string(),
+            };
+            let statuses = AdminClient::new(&connection)?
+                .call(Method::GET, &path, None)
+                .await?;
+            print_statuses(statuses.as_array().into_iter().flatten(), stale);
+        }
         DeviceCommand::Show { connection, mac } => {
             AdminClient::new(&connection)?
                 .show(&format!("/api/v1/devices/{mac}"))
@@ -125,6 +163,40 @@ pub async fn run(command: DeviceCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The fleet status as a table: yes when the phone has its current file,
+/// no when it has an older one, never when it has not fetched one.
+fn print_statuses<'a>(statuses: impl Iterator<Item = &'a Value>, stale_only: bool) {
+    println!(
+        "{:<12}  {:<20}  {:<16}  {:<15}  {:<16}  CURRENT",
+        "MAC", "MODEL", "LAST SEEN (UTC)", "IP", "FIRMWARE"
+    );
+    for status in statuses {
+        let current = match status["current"].as_bool() {
+            _ if status["last_seen"].is_null() => "never",
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "-",
+        };
+        if stale_only && current == "yes" {
+            continue;
+        }
+        let seen = status["last_seen"]
+            .as_i64()
+            .and_then(|at| jiff::Timestamp::from_second(at).ok())
+            .map(|at| at.strftime("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default();
+        let text = |field: &str| status[field].as_str().unwrap_or_default().to_string();
+        println!(
+            "{:<12}  {:<20}  {:<16}  {:<15}  {:<16}  {current}",
+            text("mac"),
+            text("model"),
+            seen,
+            text("ip"),
+            text("firmware"),
+        );
+    }
 }
 
 /// `INDEX:TYPE[:VALUE[:LABEL]]` as the API's key object.

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, user_json};
+use crate::common::{TOKEN, TestServer, run, user_json};
 
 async fn office(server: &TestServer) -> Value {
     server.put_site_settings().await;
@@ -315,6 +315,58 @@ async fn status_says_whether_the_phone_has_its_current_config() {
         .await;
     let (_, status) = server.get("/api/v1/devices/001565aabbcc/status").await;
     assert_eq!(status["current"], false, "{status}");
+
+    // The whole fleet: a second phone never seen; by model; and the CLI's
+    // table of the phones still to update.
+    server
+        .add_device(json!({"mac": "0004f2aabbcc", "model": "poly-vvx-450"}))
+        .await;
+    let (_, fleet) = server.get("/api/v1/status").await;
+    let summary: Vec<(Value, Value)> = fleet
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["mac"].clone(), s["current"].clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (json!("0004f2aabbcc"), Value::Null),
+            (json!("001565aabbcc"), json!(false))
+        ]
+    );
+    let (_, yealinks) = server.get("/api/v1/status?model=yealink-t46s").await;
+    assert_eq!(yealinks.as_array().unwrap().len(), 1, "{yealinks}");
+    let (status, _) = server.get("/api/v1/status?colour=blue").await;
+    assert_eq!(status, 400);
+    let out = run(
+        env!("CARGO_BIN_EXE_deskboot"),
+        &[
+            "device",
+            "status",
+            "--stale",
+            "--server",
+            &server.admin_url(""),
+            "--token",
+            TOKEN,
+        ],
+    )
+    .await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(
+        rows.iter().any(|r| r.starts_with("001565aabbcc")
+            && r.contains("66.86.0.15")
+            && r.contains("127.0.0.1")
+            && r.ends_with("no")),
+        "{table}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("0004f2aabbcc") && r.ends_with("never")),
+        "{table}"
+    );
     server.stop().await;
 }
 
