@@ -736,6 +736,13 @@ pub struct Sighting {
     /// The ETag of what was served (for a provisioned device).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// The provisioning URL the request implied (`http://<Host>`), which
+    /// the file names when none is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Whether passwords were left out (TFTP, by policy).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_secrets: bool,
 }
 
 /// A MAC that asked for its file but is not provisioned.

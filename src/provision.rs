@@ -518,8 +518,12 @@ impl Provisioner {
                 }
                 match &result {
                     Ok(file) => {
-                        let mut seen = sighting(file_name, request, &identity);
-                        seen.etag = Some(file.etag.clone());
+                        let seen = Sighting {
+                            etag: Some(file.etag.clone()),
+                            origin: requester.origin.clone(),
+                            without_secrets: requester.without_secrets,
+                            ..sighting(file_name, request, &identity)
+                        };
                         lock(&self.pending_sightings).insert(mac, seen);
                     }
                     Err(NotServed::UnknownMac(_)) => {
@@ -561,9 +565,15 @@ impl Provisioner {
         }
     }
 
-    /// Renders a device's file the way the phone would get it, without
-    /// counting it as a request (for administrators' previews).
-    pub fn preview(&self, mac: Mac, file_name: &str) -> Result<ServedFile, NotServed> {
+    /// Renders a device's file the way a phone asking as `requester` would
+    /// get it, without counting it as a request (for administrators'
+    /// previews, and to tell whether a phone has its current file).
+    pub fn preview(
+        &self,
+        mac: Mac,
+        file_name: &str,
+        requester: &Requester,
+    ) -> Result<ServedFile, NotServed> {
         let file_name = file_name_only(file_name)?;
         let found = self
             .catalog
@@ -571,7 +581,7 @@ impl Provisioner {
             .ok_or(NotServed::UnknownFile)?;
         match found.mac {
             Some(file_mac) if file_mac == mac => {
-                self.serve_device(mac, file_name, &found, &Requester::default())
+                self.serve_device(mac, file_name, &found, requester)
             }
             Some(_) => Err(NotServed::BadPath("the file names another MAC")),
             None => {
@@ -590,7 +600,7 @@ impl Provisioner {
                         model: device.model,
                     });
                 }
-                self.serve_common(&found, None, &Requester::default())
+                self.serve_common(&found, None, requester)
             }
         }
     }
@@ -917,6 +927,8 @@ fn sighting(file: &str, request: &Request<'_>, identity: &Identity) -> Sighting 
         file: file.to_string(),
         transport: request.transport.name().to_string(),
         etag: None,
+        origin: None,
+        without_secrets: false,
     }
 }
 

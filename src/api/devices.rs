@@ -18,6 +18,7 @@ use super::{
 use crate::mac::Mac;
 use crate::model::{Device, Invalid};
 use crate::phone_auth::AuthMode;
+use crate::provision::Requester;
 use crate::store::{Change, Store, StoreError};
 use crate::templates;
 
@@ -134,7 +135,9 @@ pub(super) async fn file(
     Path((mac, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let mac = parse_mac(&mac)?;
-    let file = state.provisioner.preview(mac, &name)?;
+    let file = state
+        .provisioner
+        .preview(mac, &name, &Requester::default())?;
     Ok((
         [(header::CONTENT_TYPE, file.content_type.clone())],
         Body::from(file.body.clone()),
@@ -372,7 +375,15 @@ fn device_status(state: &AdminState, device: &Device) -> ApiResult<Value> {
     };
     let current = state
         .provisioner
-        .preview(mac, &seen.file)
+        .preview(
+            mac,
+            &seen.file,
+            &Requester {
+                origin: seen.origin.clone(),
+                firmware: seen.firmware.clone(),
+                without_secrets: seen.without_secrets,
+            },
+        )
         .ok()
         .map(|now| Some(now.etag) == seen.etag);
     Ok(json!({

@@ -371,6 +371,43 @@ async fn status_says_whether_the_phone_has_its_current_config() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_is_current_when_its_file_names_the_url_it_used() {
+    // No provisioning_url: each file names the Host the phone asked, and
+    // over TFTP none; the status must render it the same way.
+    let server = TestServer::start().await;
+    let settings = json!({"sip_server": "pbx.example.com"});
+    assert_eq!(
+        server
+            .api(Method::PUT, "/api/v1/settings", Some(settings))
+            .await
+            .0,
+        200
+    );
+    let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
+    server
+        .add_device(
+            json!({"mac": "001565aabbcc", "model": "yealink-t46s", "lines": [{"user": ada["id"]}]}),
+        )
+        .await;
+    let ua = "Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc";
+    assert_eq!(server.phone_get("/001565aabbcc.cfg", Some(ua)).await.0, 200);
+    let (_, status) = server.get("/api/v1/devices/001565aabbcc/status").await;
+    assert_eq!(
+        (&status["transport"], &status["current"]),
+        (&json!("http"), &json!(true)),
+        "{status}"
+    );
+    server.tftp_curl("001565aabbcc.cfg").await.unwrap();
+    let (_, status) = server.get("/api/v1/devices/001565aabbcc/status").await;
+    assert_eq!(
+        (&status["transport"], &status["current"]),
+        (&json!("tftp"), &json!(true)),
+        "{status}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_is_audited_without_secrets() {
     let server = TestServer::start().await;
     let ada = office(&server).await;
