@@ -346,7 +346,40 @@ async fn settings_layer_global_model_device() {
     );
     let (status, _) = put("/api/v1/models/nope/settings", json!({})).await;
     assert_eq!(status, 404);
+    // PATCH is refused alike: a wrong type, a bad value, a body that is no
+    // object, an unknown model.
+    for (path, patch, field) in [
+        (
+            "/api/v1/settings",
+            json!({"sip_port": "x"}),
+            Some("sip_port"),
+        ),
+        (
+            "/api/v1/settings",
+            json!({"vlan_id": 5000}),
+            Some("settings.vlan_id"),
+        ),
+        ("/api/v1/settings", json!(["sip_server"]), None),
+        ("/api/v1/models/nope/settings", json!({}), None),
+    ] {
+        let (status, error) = server.api(Method::PATCH, path, Some(patch.clone())).await;
+        assert!((400..500).contains(&status), "{patch}: {status}");
+        assert_eq!(error["field"].as_str(), field, "{patch}: {error}");
+    }
     assert_eq!(server.snapshot().await, before);
+
+    // A good PATCH merges: what it does not name stays, null unsets.
+    let patch = json!({"ntp_server": null, "language": "de"});
+    let (status, global) = server
+        .api(Method::PATCH, "/api/v1/settings", Some(patch))
+        .await;
+    assert_eq!(
+        (status, global),
+        (
+            200,
+            json!({"sip_server": "global.example.com", "language": "de"})
+        )
+    );
     server.stop().await;
 }
 
