@@ -43,7 +43,9 @@ pub enum AuthError {
     /// The token file could not be written.
     #[error("cannot write {path}: {source}")]
     TokenFile {
+        /// The file.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
 }

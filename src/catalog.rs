@@ -26,11 +26,18 @@ static BUILTIN_MODELS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/phone-models"
 pub enum CatalogError {
     /// The TOML does not parse or does not fit the descriptor format.
     #[error("{file}: {message}")]
-    Descriptor { file: String, message: String },
+    Descriptor {
+        /// The descriptor file.
+        file: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A descriptor directory could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// The underlying error.
         source: std::io::Error,
     },
 }

@@ -24,12 +24,20 @@ pub enum MacError {
     Length(usize),
     /// A character that is not a hex digit where a digit belongs.
     #[error("'{found}' at position {position} is not a hex digit")]
-    NotHex { position: usize, found: char },
+    NotHex {
+        /// Where in the text, from 0.
+        position: usize,
+        /// The character found there.
+        found: char,
+    },
     /// A separator missing, or not the same all along.
     #[error("expected '{expected}' at position {position}, found '{found}'")]
     Separator {
+        /// Where in the text, from 0.
         position: usize,
+        /// The separator that belongs there.
         expected: char,
+        /// The character found there.
         found: char,
     },
 }

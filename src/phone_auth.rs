@@ -56,7 +56,9 @@ pub enum PhoneAuthError {
     /// The key file cannot be read or written.
     #[error("{path}: {source}")]
     KeyFile {
+        /// The file.
         path: String,
+        /// The underlying error.
         source: std::io::Error,
     },
 }

@@ -166,10 +166,20 @@ pub enum NotServed {
     UnknownMac(Mac),
     /// The device exists, but its model does not ask for this file.
     #[error("device {mac} is a {model}, which does not ask for this file")]
-    WrongModel { mac: Mac, model: String },
+    WrongModel {
+        /// The device.
+        mac: Mac,
+        /// Its model id.
+        model: String,
+    },
     /// The device names a model the catalog no longer has.
     #[error("device {mac} has unknown model {model}")]
-    MissingModel { mac: Mac, model: String },
+    MissingModel {
+        /// The device.
+        mac: Mac,
+        /// Its model id.
+        model: String,
+    },
     /// The stored device no longer fits its model (e.g. a descriptor changed).
     #[error("device does not fit its model: {0}")]
     Invalid(String),

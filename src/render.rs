@@ -28,9 +28,13 @@ pub enum RenderError {
     /// A syntax or render error, with where it happened.
     #[error("{template}:{line}:{column}: {message}")]
     Template {
+        /// The template's name.
         template: String,
+        /// The line (from 1).
         line: usize,
+        /// The column (from 1).
         column: usize,
+        /// What is wrong.
         message: String,
     },
     /// Any other template error (a missing template, a bad context).
@@ -39,7 +43,9 @@ pub enum RenderError {
     /// A template directory could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// The underlying error.
         source: std::io::Error,
     },
 }

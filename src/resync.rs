@@ -25,7 +25,9 @@ pub enum ResyncError {
     /// The local socket failed.
     #[error("cannot send the NOTIFY to {target}: {source}")]
     Io {
+        /// Where the NOTIFY was going.
         target: SocketAddr,
+        /// The underlying error.
         source: std::io::Error,
     },
 }

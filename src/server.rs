@@ -45,7 +45,9 @@ pub enum ServerError {
     /// The data directory cannot be created.
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
+        /// The file.
         path: String,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// The store cannot be opened.
@@ -72,13 +74,21 @@ pub enum ServerError {
     /// A listener cannot bind.
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
+        /// Which listener (HTTP, TFTP, ...).
         what: &'static str,
+        /// The address it was to listen on.
         addr: SocketAddr,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// A listener failed while serving.
     #[error("{what} listener failed: {message}")]
-    Serve { what: &'static str, message: String },
+    Serve {
+        /// Which listener (HTTP, TFTP, ...).
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
 }
 
 /// A bound, not yet running, server.

@@ -43,10 +43,20 @@ pub enum StoreError {
     #[error(
         "the data directory has schema version {found}, but this deskboot only knows up to {supported}: use a newer deskboot"
     )]
-    NewerSchema { found: u32, supported: u32 },
+    NewerSchema {
+        /// The store's schema version.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
     /// A stored value does not decode.
     #[error("store: corrupt record in {tree}: {message}")]
-    Corrupt { tree: &'static str, message: String },
+    Corrupt {
+        /// The sled tree.
+        tree: &'static str,
+        /// Why it does not decode.
+        message: String,
+    },
     /// The record does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -102,27 +112,48 @@ pub struct Store {
 #[derive(Debug, Clone)]
 pub enum Change {
     /// Create (no `old`) or replace a user.
-    PutUser { new: User, old: Option<User> },
+    PutUser {
+        /// The record as it will be.
+        new: User,
+        /// The record as it was (none for a new one).
+        old: Option<User>,
+    },
     /// Delete a user.
     DeleteUser(User),
     /// Create (no `old`) or replace a device.
-    PutDevice { new: Device, old: Option<Device> },
+    PutDevice {
+        /// The record as it will be.
+        new: Device,
+        /// The record as it was (none for a new one).
+        old: Option<Device>,
+    },
     /// Delete a device and what the server saw of it.
     DeleteDevice(Device),
     /// Replace the settings of a scope.
     PutSettings {
+        /// `global` or `model:<id>`.
         scope: String,
+        /// The record as it will be.
         new: Settings,
+        /// The record as it was (none for a new one).
         old: Settings,
     },
     /// Store an uploaded template's history.
     PutTemplate {
+        /// The template's key.
         key: String,
+        /// The record as it will be.
         new: TemplateHistory,
+        /// The record as it was (none for a new one).
         old: Option<TemplateHistory>,
     },
     /// Forget an uploaded template and its history.
-    DeleteTemplate { key: String, old: TemplateHistory },
+    DeleteTemplate {
+        /// The template's key.
+        key: String,
+        /// The record as it was (none for a new one).
+        old: TemplateHistory,
+    },
     /// Forget a discovered MAC (it was adopted).
     DeleteDiscovered(Mac),
     /// Create a named admin token.

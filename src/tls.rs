@@ -30,25 +30,45 @@ pub enum TlsError {
     /// A file cannot be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// The certificate file holds no usable PEM certificate.
     #[error("{}: no PEM certificate ({reason})", path.display())]
-    Certificate { path: PathBuf, reason: &'static str },
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: &'static str,
+    },
     /// The key file holds no usable PEM private key.
     #[error("{}: no PEM private key, PKCS#8, PKCS#1 or SEC1 ({reason})", path.display())]
-    Key { path: PathBuf, reason: &'static str },
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: &'static str,
+    },
     /// rustls refused the pair (e.g. the key is not the certificate's).
     #[error("{} with {}: {source}", cert.display(), key.display())]
     Refused {
+        /// The certificate file.
         cert: PathBuf,
+        /// The private key file.
         key: PathBuf,
+        /// The underlying error.
         source: rustls::Error,
     },
     /// The client CA bundle cannot be used to verify client certificates.
     #[error("{}: no usable CA certificate for client certificates ({reason})", path.display())]
-    ClientCa { path: PathBuf, reason: String },
+    ClientCa {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
     /// `client_cert = "required"` with nothing to verify certificates against.
     #[error("client_cert = \"required\" needs a client_ca bundle in [https]")]
     RequiredWithoutCa,
@@ -58,7 +78,9 @@ pub enum TlsError {
     /// A generated file cannot be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
+        /// The file.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
 }

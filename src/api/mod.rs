@@ -179,8 +179,11 @@ pub enum ApiError {
     Internal(String),
     /// A template that does not compile or render (422), with where.
     Template {
+        /// What is wrong with the template.
         message: String,
+        /// The line (from 1), when known.
         line: Option<usize>,
+        /// The column (from 1), when known.
         column: Option<usize>,
     },
     /// The body is over a size limit (413).
