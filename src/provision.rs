@@ -530,7 +530,7 @@ impl Provisioner {
                     Ok(file) => {
                         let seen = Sighting {
                             etag: Some(file.etag.clone()),
-                            origin: requester.origin.clone(),
+                            origin: requester.origin,
                             without_secrets: requester.without_secrets,
                             ..sighting(file_name, request, &identity)
                         };

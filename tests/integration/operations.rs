@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TOKEN, TestServer, run, user_json};
+use crate::common::{TestServer, user_json};
 
 async fn office(server: &TestServer) -> Value {
     server.put_site_settings().await;
@@ -339,19 +339,7 @@ async fn status_says_whether_the_phone_has_its_current_config() {
     assert_eq!(yealinks.as_array().unwrap().len(), 1, "{yealinks}");
     let (status, _) = server.get("/api/v1/status?colour=blue").await;
     assert_eq!(status, 400);
-    let out = run(
-        env!("CARGO_BIN_EXE_deskboot"),
-        &[
-            "device",
-            "status",
-            "--stale",
-            "--server",
-            &server.admin_url(""),
-            "--token",
-            TOKEN,
-        ],
-    )
-    .await;
+    let out = server.cli(&["device", "status", "--stale"]).await;
     let table = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<&str> = table.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{table}");

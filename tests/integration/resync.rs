@@ -5,7 +5,7 @@
 use serde_json::json;
 use tokio::net::UdpSocket;
 
-use crate::common::{TOKEN, TestServer, run, user_json};
+use crate::common::{TestServer, user_json};
 
 /// A fake phone's SIP socket: answers the first request with `answer` (or
 /// not at all) and hands back what it received.
@@ -95,25 +95,9 @@ async fn a_seen_phone_gets_its_vendors_notify() {
     // Cisco's event, through the CLI; a phone that does not answer is not an error.
     assert_eq!(server.phone_get("/00562b043615.xml", None).await.0, 200);
     let (port, phone) = fake_phone(None).await;
-    let out = run(
-        env!("CARGO_BIN_EXE_deskboot"),
-        &[
-            "resync",
-            "00562b043615",
-            "--port",
-            &port.to_string(),
-            "--server",
-            &server.admin_url(""),
-            "--token",
-            TOKEN,
-        ],
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = server
+        .cli(&["resync", "00562b043615", "--port", &port.to_string()])
+        .await;
     let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcome["event"], "resync");
     assert!(outcome["answer"].is_null());
@@ -182,25 +166,9 @@ async fn every_seen_phone_of_a_model_is_resynced_at_a_pace() {
 
     // Every model at once, through the CLI: the Cisco phone too.
     let (port, phones) = fake_phones(3, None).await;
-    let out = run(
-        env!("CARGO_BIN_EXE_deskboot"),
-        &[
-            "resync",
-            "--all",
-            "--port",
-            &port.to_string(),
-            "--server",
-            &server.admin_url(""),
-            "--token",
-            TOKEN,
-        ],
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = server
+        .cli(&["resync", "--all", "--port", &port.to_string()])
+        .await;
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (plan["queued"].clone(), plan["never_seen"].clone()),

@@ -133,6 +133,21 @@ impl TestServer {
         format!("http://{}{path}", self.addrs.admin)
     }
 
+    /// Runs the `deskboot` CLI against this server's admin API; panics
+    /// with its stderr unless it succeeds.
+    pub async fn cli(&self, args: &[&str]) -> Output {
+        let admin = self.admin_url("");
+        let connection = ["--server", admin.as_str(), "--token", TOKEN];
+        let args: Vec<&str> = args.iter().copied().chain(connection).collect();
+        let out = run(env!("CARGO_BIN_EXE_deskboot"), &args).await;
+        assert!(
+            out.status.success(),
+            "deskboot {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addrs.http)
     }
