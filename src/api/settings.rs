@@ -24,8 +24,7 @@ pub(super) async fn replace_global(
     Extension(Actor(actor)): Who,
     body: Bytes,
 ) -> ApiResult<Json<Settings>> {
-    let settings: Settings = parse_body(&body)?;
-    put(&state, &actor, GLOBAL_SCOPE, |_| Ok(settings)).await
+    replace(&state, &actor, GLOBAL_SCOPE, &body).await
 }
 
 /// `PATCH /settings`: a JSON merge patch (`null` unsets a field).
@@ -34,8 +33,7 @@ pub(super) async fn patch_global(
     Extension(Actor(actor)): Who,
     body: Bytes,
 ) -> ApiResult<Json<Settings>> {
-    let patch = parse_patch(&body)?;
-    put(&state, &actor, GLOBAL_SCOPE, |old| patched(old, patch)).await
+    patch(&state, &actor, GLOBAL_SCOPE, &body).await
 }
 
 pub(super) async fn show_model(state: Shared, Path(id): Path<String>) -> ApiResult<Json<Settings>> {
@@ -49,9 +47,7 @@ pub(super) async fn replace_model(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Settings>> {
-    let scope = known_model_scope(&state, &id)?;
-    let settings: Settings = parse_body(&body)?;
-    put(&state, &actor, &scope, |_| Ok(settings)).await
+    replace(&state, &actor, &known_model_scope(&state, &id)?, &body).await
 }
 
 /// `PATCH /models/{id}/settings`: a JSON merge patch.
@@ -61,9 +57,29 @@ pub(super) async fn patch_model(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Settings>> {
-    let scope = known_model_scope(&state, &id)?;
-    let patch = parse_patch(&body)?;
-    put(&state, &actor, &scope, |old| patched(old, patch)).await
+    patch(&state, &actor, &known_model_scope(&state, &id)?, &body).await
+}
+
+/// Replaces the settings of `scope` with the body's.
+async fn replace(
+    state: &Shared,
+    actor: &str,
+    scope: &str,
+    body: &Bytes,
+) -> ApiResult<Json<Settings>> {
+    let settings: Settings = parse_body(body)?;
+    put(state, actor, scope, |_| Ok(settings)).await
+}
+
+/// Merges the body, a JSON merge patch, into the settings of `scope`.
+async fn patch(
+    state: &Shared,
+    actor: &str,
+    scope: &str,
+    body: &Bytes,
+) -> ApiResult<Json<Settings>> {
+    let patch = parse_patch(body)?;
+    put(state, actor, scope, |old| patched(old, patch)).await
 }
 
 /// The settings of `scope` made from the stored ones by `make`, checked
