@@ -139,6 +139,16 @@ async fn every_seen_phone_of_a_model_is_resynced_at_a_pace() {
     ] {
         assert_eq!(server.post("/api/v1/resync", body).await.0, status);
     }
+    let before = server.snapshot().await;
+    let (_, audit) = server.get("/api/v1/audit").await;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["action"] != "resync.bulk"),
+        "a refused resync records nothing: {audit}"
+    );
 
     let (port, phones) = fake_phones(2, Some("SIP/2.0 200 OK\r\n\r\n")).await;
     let (status, plan) = server
@@ -158,6 +168,11 @@ async fn every_seen_phone_of_a_model_is_resynced_at_a_pace() {
             .iter()
             .all(|r| r.contains("\r\nEvent: check-sync;reboot=false\r\n")),
         "{received:?}"
+    );
+    assert_eq!(
+        server.snapshot().await,
+        before,
+        "a resync changes no record"
     );
     let (_, audit) = server
         .get("/api/v1/audit?target=resync/model:yealink-t46s")
