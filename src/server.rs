@@ -272,6 +272,7 @@ impl Server {
         let tftp_task = tokio::spawn(self.tftp.serve());
         let flusher = tokio::spawn(flush_sightings_until(
             self.provisioner.clone(),
+            self.store.clone(),
             stopped(stop_rx.clone()),
         ));
 
@@ -378,7 +379,14 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-async fn flush_sightings_until(provisioner: Arc<Provisioner>, stop: impl Future<Output = ()>) {
+/// Every [`SIGHTING_FLUSH_INTERVAL`]: writes the buffered sightings, and
+/// flushes the store to disk, which sled no longer does on its own
+/// ([`Store::open`]); administrators' changes are flushed when made.
+async fn flush_sightings_until(
+    provisioner: Arc<Provisioner>,
+    store: Arc<Store>,
+    stop: impl Future<Output = ()>,
+) {
     /// Prune discovered MACs and sweep the render cache once every this
     /// many flushes (about a minute).
     const PRUNE_EVERY: u32 = 30;
@@ -391,13 +399,14 @@ async fn flush_sightings_until(provisioner: Arc<Provisioner>, stop: impl Future<
             _ = tick.tick() => {
                 ticks = ticks.wrapping_add(1);
                 let provisioner = provisioner.clone();
+                let store = store.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     provisioner.flush_sightings()?;
                     if ticks.is_multiple_of(PRUNE_EVERY) {
                         provisioner.prune_discovered()?;
                         provisioner.sweep_render_cache();
                     }
-                    Ok::<_, StoreError>(())
+                    store.flush_blocking()
                 })
                 .await;
                 if let Ok(Err(e)) = result {

@@ -290,9 +290,17 @@ impl Store {
         // Hot files are served from the render cache, so sled's page cache
         // only speeds up renders: 8 MiB renders a cold 10,000-phone storm as
         // fast as 32 MiB did, and keeps 24 MiB less after it (BENCHMARKS.md).
+        //
+        // No background flusher: once a store of thousands of devices has
+        // been reopened, sled's flusher spends every idle moment after the
+        // first write rewriting pages, about 1.2 MB/s for as long as the
+        // server runs, without making the file any smaller. The server
+        // flushes itself instead: each change as it is made, sightings
+        // every tick (BENCHMARKS.md, "sled's flusher").
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(8 << 20)
+            .flush_every_ms(None)
             .open()?;
         let store = Store {
             users: db.open_tree("users")?,

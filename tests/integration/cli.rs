@@ -937,3 +937,82 @@ async fn a_long_import_shows_a_progress_bar_in_a_terminal() {
     );
     stop(server).await;
 }
+
+/// sled's own background flusher is off (it rewrote pages for ever once a
+/// store was reopened): an administrator's change is on disk when the API
+/// answers, and a phone's sighting within a flush tick, even if the server
+/// is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_and_a_sighting_survive_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, [_, _, admin]) = spawn_serve(&data).await;
+    let csv = dir.path().join("one.csv");
+    std::fs::write(
+        &csv,
+        "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n\
+         101,Ada,L,,,,001565000001,yealink-t46s\n",
+    )
+    .unwrap();
+    assert!(
+        cli(&admin, &data, &["import", csv.to_str().unwrap()])
+            .await
+            .status
+            .success()
+    );
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+
+    let (mut server, [http, _, admin]) = spawn_serve(&data).await;
+    let users = cli(&admin, &data, &["user", "list"]).await;
+    assert!(
+        String::from_utf8_lossy(&users.stdout).contains("Ada L"),
+        "the import survived"
+    );
+    // No server in this process has installed the TLS provider reqwest needs.
+    deskboot::tls::install_crypto_provider();
+    let fetched = reqwest::get(format!("http://{http}/001565000001.cfg"))
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), 200);
+    let last_seen = |admin: String, data: std::path::PathBuf| async move {
+        let status = cli(&admin, &data, &["device", "status", "001565000001"]).await;
+        let status: Value = serde_json::from_slice(&status.stdout).unwrap_or(Value::Null);
+        status["last_seen"].as_u64()
+    };
+    let mut seen = None;
+    for _ in 0..50 {
+        seen = last_seen(admin.clone(), data.clone()).await;
+        if seen.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen.is_some(), "the fetch is seen");
+    // An action that changes no record is written on its own.
+    let lifted = cli(&admin, &data, &["ban", "lift", "192.0.2.7"]).await;
+    assert!(lifted.status.success());
+    // Two flush ticks: the sighting is in the store and on disk.
+    tokio::time::sleep(deskboot::provision::SIGHTING_FLUSH_INTERVAL * 2).await;
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+
+    let (server, [_, _, admin]) = spawn_serve(&data).await;
+    assert_eq!(
+        last_seen(admin.clone(), data.clone()).await,
+        seen,
+        "the sighting survived"
+    );
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let audit = reqwest::Client::new()
+        .get(format!("http://{admin}/api/v1/audit"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(audit.contains("ban.lift"), "the action survived: {audit}");
+    stop(server).await;
+}
