@@ -23,7 +23,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::{Next, from_fn_with_state, map_response};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::de::DeserializeOwned;
@@ -125,7 +125,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .layer(from_fn_with_state(state.clone(), require_token))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(map_response(close_after_a_refused_body));
+        .layer(from_fn(refuse_oversized_bodies));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok\n" }))
@@ -294,10 +294,27 @@ impl From<RenderError> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// A body refused for its size is left unread, so hyper closes the
-/// connection after the answer; saying so keeps a client from sending its
-/// next request down it (reqwest's pool lost one that way).
-async fn close_after_a_refused_body(mut response: Response) -> Response {
+/// Refuses a body whose declared length is over [`MAX_BODY`] before any of
+/// it is read, and closes the connection after every 413.
+///
+/// Answering from the headers means the client (or curl waiting on
+/// `Expect: 100-continue`) learns at once, instead of after 16 MiB have
+/// crossed the wire only to race the close. A body refused for its size is
+/// left unread, so hyper closes the connection after the answer; saying so
+/// keeps a client from sending its next request down it.
+async fn refuse_oversized_bodies(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut response = match declared {
+        Some(length) if length > MAX_BODY as u64 => {
+            ApiError::TooLarge(format!("a request body is at most {MAX_BODY} bytes"))
+                .into_response()
+        }
+        _ => next.run(request).await,
+    };
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         response
             .headers_mut()
