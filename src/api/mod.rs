@@ -301,7 +301,9 @@ type ApiResult<T> = Result<T, ApiError>;
 /// `Expect: 100-continue`) learns at once, instead of after 16 MiB have
 /// crossed the wire only to race the close. A body refused for its size is
 /// left unread, so hyper closes the connection after the answer; saying so
-/// keeps a client from sending its next request down it.
+/// keeps a client from sending its next request down it. (tower-http's
+/// `RequestBodyLimitLayer` checks the header too, but answers in plain text
+/// rather than the API's JSON error.)
 async fn refuse_oversized_bodies(request: Request, next: Next) -> Response {
     let declared = request
         .headers()
