@@ -481,6 +481,10 @@ async fn oversized_requests_are_refused_and_change_nothing() {
     let answer = String::from_utf8_lossy(&answer).to_lowercase();
     assert!(answer.starts_with("http/1.1 413"), "{answer}");
     assert!(
+        answer.contains("{\"error\":"),
+        "the API's JSON error: {answer}"
+    );
+    assert!(
         answer.contains("connection: close"),
         "the unread body ends the connection, and the answer says so: {answer}"
     );
