@@ -2,6 +2,7 @@
 //! command-line flags.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -51,6 +52,10 @@ pub struct Config {
     pub https: Option<HttpsConfig>,
     /// The admin API over TLS (`[admin_tls]`); plain HTTP unless configured.
     pub admin_tls: Option<TlsFiles>,
+    /// Seconds an HTTP, HTTPS or admin connection may take to send a request
+    /// head (the first, or the next on a kept-alive connection), or wait on
+    /// a client that stopped reading its answer, before it is closed.
+    pub http_timeout_secs: NonZeroU64,
 }
 
 /// A certificate chain (PEM, leaf first) and its private key (PEM).
@@ -96,6 +101,10 @@ pub enum ClientCertMode {
     Required,
 }
 
+/// Long enough for any phone to send a request head, short enough that
+/// dead or silent connections do not pile up during a storm.
+const DEFAULT_HTTP_TIMEOUT_SECS: NonZeroU64 = NonZeroU64::new(30).unwrap();
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -108,6 +117,7 @@ impl Default for Config {
             provisioning: Policy::default(),
             https: None,
             admin_tls: None,
+            http_timeout_secs: DEFAULT_HTTP_TIMEOUT_SECS,
         }
     }
 }
@@ -178,6 +188,17 @@ mod tests {
         std::fs::write(&path, format!("{section}client_cert = \"always\"\n")).unwrap();
         let err = Config::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("always"), "{err}");
+    }
+
+    #[test]
+    fn an_http_timeout_of_zero_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deskboot.toml");
+        std::fs::write(&path, "http_timeout_secs = 5\n").unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().http_timeout_secs.get(), 5);
+        std::fs::write(&path, "http_timeout_secs = 0\n").unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("http_timeout_secs"), "{err}");
     }
 
     #[test]

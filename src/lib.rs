@@ -4,7 +4,8 @@
 //! its files over TFTP or HTTP. A request meets these modules in order:
 //!
 //! - [`transport`]: `http` and `tftp` turn bytes into a [`provision::Request`]
-//!   and write the answer back; nothing else.
+//!   and write the answer back; nothing else (`send_timeout` gives up on
+//!   HTTP clients that stop reading).
 //! - [`provision`]: the one request handler. It asks the [`catalog`] which
 //!   phone model and file the path means (and for which [`mac`]), loads the
 //!   device and its users from the [`store`], and has [`render`] produce the

@@ -12,9 +12,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum_server::tls_rustls::RustlsAcceptor;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use crate::api::{self, AdminState};
 use crate::auth::{AdminToken, AuthError, Authenticator};
@@ -27,13 +28,14 @@ use crate::render::{RenderError, Renderer};
 use crate::render_pool::RenderPool;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, HttpsCert, TlsError};
+use crate::transport::send_timeout::SendTimeout;
 use crate::transport::{http, tftp};
 
 /// How long running TFTP transfers get to finish at shutdown.
 const TFTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long open HTTPS (and admin TLS) connections get to finish at shutdown.
-const TLS_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open HTTP, HTTPS and admin connections get to finish at shutdown.
+const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a TLS handshake may take: a client that never finishes one
 /// must not hold a socket (boot storms, slowloris).
@@ -103,6 +105,7 @@ pub struct Server {
     tftp_state: Arc<tftp::TftpState>,
     admin_state: Arc<AdminState>,
     addrs: Addresses,
+    http_timeout: Duration,
 }
 
 /// The addresses the listeners really bound.
@@ -207,6 +210,7 @@ impl Server {
             tftp_state,
             admin_state,
             addrs,
+            http_timeout: Duration::from_secs(config.http_timeout_secs.get()),
         })
     }
 
@@ -236,44 +240,35 @@ impl Server {
                 tracing::info!(http = %addrs.http, tftp = %addrs.tftp, admin = %addrs.admin, "deskboot listening")
             }
         }
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = move |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-
+        // One control drains every HTTP listener at shutdown.
+        let control = axum_server::Control::new();
+        let timeout = self.http_timeout;
         let http_app = http::router(self.provisioner.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
-        let http_task = tokio::spawn(
-            axum::serve(self.http, http_app)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        );
-        // One control drains every TLS listener at shutdown.
-        let tls_control = axum_server::Control::new();
+        let http_task = tokio::spawn(http_server(self.http, timeout, &control).serve(http_app));
         // HTTPS serves the very router HTTP does: same provisioner, same
         // policy, and its requests count as HTTP; only client certificates
         // add a check.
         let https_task = self.https.map(|(listener, cert)| {
             let app = http::https_router(self.provisioner.clone(), cert.client_cert_required())
                 .into_make_service_with_connect_info::<SocketAddr>();
-            tokio::spawn(tls_server(listener, &cert, &tls_control).serve(app))
+            tokio::spawn(tls_server(listener, &cert, timeout, &control).serve(app))
         });
-        let admin_app = api::router(self.admin_state.clone());
+        let admin_app = api::router(self.admin_state.clone()).into_make_service();
         let admin_task = match &self.admin_cert {
-            Some(cert) => tokio::spawn(
-                tls_server(self.admin, cert, &tls_control).serve(admin_app.into_make_service()),
-            ),
-            None => tokio::spawn(
-                axum::serve(self.admin, admin_app)
-                    .with_graceful_shutdown(stopped(stop_rx.clone()))
-                    .into_future(),
-            ),
+            Some(cert) => {
+                tokio::spawn(tls_server(self.admin, cert, timeout, &control).serve(admin_app))
+            }
+            None => tokio::spawn(http_server(self.admin, timeout, &control).serve(admin_app)),
         };
         let tftp_task = tokio::spawn(self.tftp.serve());
+        let (stop_flusher, flusher_stopped) = oneshot::channel::<()>();
         let flusher = tokio::spawn(flush_sightings_until(
             self.provisioner.clone(),
             self.store.clone(),
-            stopped(stop_rx.clone()),
+            async move {
+                let _ = flusher_stopped.await;
+            },
         ));
 
         shutdown.await;
@@ -284,8 +279,8 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tftp_task.abort();
-        let _ = stop_tx.send(true);
-        tls_control.graceful_shutdown(Some(TLS_DRAIN_TIMEOUT));
+        let _ = stop_flusher.send(());
+        control.graceful_shutdown(Some(HTTP_DRAIN_TIMEOUT));
         let http_result = http_task.await;
         let https_result = match https_task {
             Some(task) => task.await,
@@ -324,18 +319,36 @@ impl Server {
     }
 }
 
-/// An axum-server over rustls on a bound listener, with bounded handshakes,
-/// stopped through `control`.
+/// An axum-server on a bound listener, stopped through `control`. A
+/// connection is closed when it sends no complete request head within
+/// `timeout` (the first, counted from the accept since hyper's protocol
+/// detection has no timer of its own, or the next on a kept-alive
+/// connection), or when its answer cannot be written for that long.
+fn http_server(
+    listener: TcpListener,
+    timeout: Duration,
+    control: &axum_server::Control,
+) -> axum_server::Server<SocketAddr, SendTimeout> {
+    let mut server = axum_server::Server::from_listener(listener)
+        .acceptor(SendTimeout(timeout))
+        .first_request_timeout(timeout)
+        .handle(axum_server::Handle::with_control(control.clone()));
+    server.http_builder().http1().header_read_timeout(timeout);
+    server
+}
+
+/// [`http_server`] over rustls; a handshake gets no longer than a request head.
 fn tls_server(
     listener: TcpListener,
     cert: &HttpsCert,
+    timeout: Duration,
     control: &axum_server::Control,
-) -> axum_server::Server<SocketAddr, axum_server::tls_rustls::RustlsAcceptor> {
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(cert.rustls_config())
-        .handshake_timeout(TLS_HANDSHAKE_TIMEOUT);
-    axum_server::Server::from_listener(listener)
-        .acceptor(acceptor)
-        .handle(axum_server::Handle::with_control(control.clone()))
+) -> axum_server::Server<SocketAddr, RustlsAcceptor<SendTimeout>> {
+    http_server(listener, timeout, control).map(|send_timeout| {
+        RustlsAcceptor::new(cert.rustls_config())
+            .handshake_timeout(timeout.min(TLS_HANDSHAKE_TIMEOUT))
+            .acceptor(send_timeout)
+    })
 }
 
 /// The built-in templates plus every active upload that still compiles. An

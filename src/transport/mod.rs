@@ -4,4 +4,5 @@
 //! No provisioning logic lives here.
 
 pub mod http;
+pub mod send_timeout;
 pub mod tftp;

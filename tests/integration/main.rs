@@ -5,6 +5,7 @@ mod common;
 
 mod admin_api;
 mod cli;
+mod connections;
 mod firmware;
 mod golden;
 mod https;
