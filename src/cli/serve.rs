@@ -102,6 +102,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
+    #[cfg(unix)]
+    raise_open_files_limit(&config);
     let server = Server::bind(&config, args.admin_token.as_deref()).await?;
     #[cfg(unix)]
     for cert in [server.https_cert(), server.admin_cert()]
@@ -112,6 +114,42 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     server.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lets the server hold as many sockets as the system allows. Each TFTP
+/// transfer and each HTTP connection is a file descriptor, and the soft
+/// limit a process starts with is often 1,024 (a shell's, systemd's
+/// default), the hard one far higher: a storm of more phones than that at
+/// once would have its transfers refused. Go's runtime does the same.
+#[cfg(unix)]
+fn raise_open_files_limit(config: &Config) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::info!(from = soft, to = hard, "open files limit raised");
+                hard
+            }
+            Err(e) => {
+                tracing::warn!(limit = soft, error = %e, "cannot raise the open files limit");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    // A transfer socket each, and as many HTTP connections again.
+    let storm = 2 * config.provisioning.tftp_max_transfers as u64;
+    if limit < storm {
+        tracing::warn!(
+            limit,
+            tftp_max_transfers = config.provisioning.tftp_max_transfers,
+            "the open files limit is low for a boot storm: raise it (LimitNOFILE= in a systemd unit, ulimit -n)"
+        );
+    }
 }
 
 /// The `[https]` section with the flags applied: each flag overrides its key,

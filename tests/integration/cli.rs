@@ -23,7 +23,13 @@ type Log = Arc<Mutex<String>>;
 
 /// Like [`spawn_serve`], at a log level, keeping everything it writes.
 async fn spawn_serve_logged(data: &Path, level: &str) -> (Child, [String; 3], Log) {
-    let mut child = Command::new(BIN)
+    start_logged(serve_command(data, level)).await
+}
+
+/// The command line of `deskboot serve` on ephemeral loopback ports.
+fn serve_command(data: &Path, level: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
         .args(["serve", "--data"])
         .arg(data)
         .args([
@@ -39,9 +45,14 @@ async fn spawn_serve_logged(data: &Path, level: &str) -> (Child, [String; 3], Lo
         .env("DESKBOOT_LOG", level)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("deskboot serve starts");
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts `command`, a `deskboot serve`, and waits until it listens;
+/// returns the child, its HTTP, TFTP and admin addresses, and its log.
+async fn start_logged(mut command: Command) -> (Child, [String; 3], Log) {
+    let mut child = command.spawn().expect("deskboot serve starts");
     let log: Log = Arc::default();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let listening = tokio::time::timeout(Duration::from_secs(20), async {
@@ -1014,5 +1025,60 @@ async fn a_change_and_a_sighting_survive_a_sigkill() {
         .await
         .unwrap();
     assert!(audit.contains("ban.lift"), "the action survived: {audit}");
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_raises_a_low_open_files_limit_and_holds_more_connections_than_it() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    const SOFT: u64 = 256;
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(
+        hard > 2 * SOFT,
+        "this test needs a hard limit over {}",
+        2 * SOFT
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut command = serve_command(data.path(), "info");
+    // As a shell or systemd starts a service: a low soft limit under a
+    // high hard one. setrlimit is async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(move || Ok(setrlimit(Resource::RLIMIT_NOFILE, SOFT, hard)?));
+    }
+    let (server, [http, _, _], log) = start_logged(command).await;
+    let pid = server.id().expect("running");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("a line for open files")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3],
+        hard.to_string(),
+        "soft limit raised: {limits}"
+    );
+    assert!(log.lock().unwrap().contains("open files limit raised"));
+
+    // More connections at once than the old limit allows, each answered
+    // and kept open until all are.
+    let mut connections = Vec::new();
+    for _ in 0..2 * SOFT {
+        let mut stream = tokio::net::TcpStream::connect(&http).await.unwrap();
+        stream
+            .write_all(b"GET /nothing.cfg HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        connections.push(stream);
+    }
+    for stream in &mut connections {
+        let mut status = [0; 12];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut status))
+            .await
+            .expect("answered while the others stay open")
+            .unwrap();
+        assert_eq!(&status, b"HTTP/1.1 404");
+    }
     stop(server).await;
 }
