@@ -319,19 +319,19 @@ impl Server {
     }
 }
 
-/// An axum-server on a bound listener, stopped through `control`. A
-/// connection is closed when it sends no complete request head within
-/// `timeout` (the first, counted from the accept since hyper's protocol
-/// detection has no timer of its own, or the next on a kept-alive
-/// connection), or when its answer cannot be written for that long.
+/// An axum-server on a bound listener, stopped through `control`, speaking
+/// HTTP/1.1 only (see [`tls::server_config`]). A connection is closed when
+/// it sends no complete request head within `timeout` (the first, or the
+/// next on a kept-alive connection), or when its answer cannot be written
+/// for that long.
 fn http_server(
     listener: TcpListener,
     timeout: Duration,
     control: &axum_server::Control,
 ) -> axum_server::Server<SocketAddr, SendTimeout> {
     let mut server = axum_server::Server::from_listener(listener)
+        .http1_only()
         .acceptor(SendTimeout(timeout))
-        .first_request_timeout(timeout)
         .handle(axum_server::Handle::with_control(control.clone()));
     server.http_builder().http1().header_read_timeout(timeout);
     server

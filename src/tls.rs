@@ -94,7 +94,7 @@ pub fn install_crypto_provider() {
 }
 
 /// Reads a PEM certificate chain and key and builds the rustls server
-/// configuration (TLS 1.2 and 1.3, ALPN h2 and http/1.1). With `client_ca`
+/// configuration (TLS 1.2 and 1.3, ALPN http/1.1). With `client_ca`
 /// (a PEM bundle), clients may present a certificate, which must chain to
 /// one of the bundle's: a bad one fails the handshake, while none at all is
 /// let through, so that phones without one still get common files and
@@ -154,7 +154,10 @@ pub fn server_config(
     let mut config = builder
         .with_single_cert(chain, private_key)
         .map_err(refused)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only, as the listeners serve it: phones speak nothing newer,
+    // and an HTTP/2 connection may sit idle with no request for ever, which
+    // hyper has no timer against.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

@@ -11,16 +11,17 @@ use deskboot::config::{ClientCertMode, HttpsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::common::TestServer;
+use crate::common::{TestServer, run};
 
 /// The HTTP timeout these tests give the server.
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// Long past it: a connection still open by then was not closed.
 const PATIENCE: Duration = Duration::from_secs(6);
 
-/// A server with a one-second HTTP timeout, and phones' HTTPS.
+/// A server with a one-second HTTP timeout, and phones' HTTPS with a
+/// certificate for 127.0.0.1 in `dir/tls/cert.pem`.
 async fn impatient_server(dir: &tempfile::TempDir) -> TestServer {
-    let names = ["localhost".to_string()];
+    let names = ["127.0.0.1".to_string()];
     let (cert, key) = deskboot::tls::write_self_signed(&dir.path().join("tls"), &names)
         .expect("certificate written");
     TestServer::start_configured(&dir.path().join("data"), |config| {
@@ -111,6 +112,45 @@ async fn stalled_connections_are_closed_on_every_listener() {
 
     // Nobody else was kept waiting.
     assert_eq!(server.phone_get("/nothing.cfg", None).await.0, 404);
+    server.stop().await;
+}
+
+/// The HTTP version curl used with `args`, as it writes it ("1.1", "2").
+async fn http_version(args: &[&str]) -> String {
+    let mut args = args.to_vec();
+    args.extend([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        "--max-time",
+        "5",
+    ]);
+    String::from_utf8_lossy(&run("curl", &args).await.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listener_speaks_http_1_1_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = impatient_server(&dir).await;
+    let cert = dir.path().join("tls/cert.pem").display().to_string();
+    let https = format!(
+        "https://{}/nothing.cfg",
+        server.addrs.https.expect("HTTPS is on")
+    );
+    // curl offers HTTP/2 first whenever the server does.
+    assert_eq!(
+        http_version(&["--http2", "--cacert", &cert, &https]).await,
+        "1.1"
+    );
+    let http = server.http_url("/nothing.cfg");
+    assert_ne!(
+        http_version(&["--http2-prior-knowledge", &http]).await,
+        "2",
+        "no HTTP/2 without TLS either"
+    );
+    assert_eq!(http_version(&[&http]).await, "1.1");
     server.stop().await;
 }
 
