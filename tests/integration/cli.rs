@@ -1082,3 +1082,28 @@ async fn serve_raises_a_low_open_files_limit_and_holds_more_connections_than_it(
     }
     stop(server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/deskboot.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("LimitNOFILE="), "the unit raises the limit");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deskboot.service");
+    // verify checks that ExecStart's program exists: point it at this build.
+    std::fs::write(&path, unit.replace("/usr/local/bin/deskboot", BIN)).unwrap();
+    let verified = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .await
+        .expect("systemd-analyze runs (apt-get install systemd)");
+    let complaints = String::from_utf8_lossy(&verified.stderr);
+    assert!(
+        verified.status.success() && complaints.trim().is_empty(),
+        "{complaints}"
+    );
+}
