@@ -1028,9 +1028,30 @@ async fn a_change_and_a_sighting_survive_a_sigkill() {
     stop(server).await;
 }
 
+/// `deskboot serve` started with these limits on open files.
+async fn serve_with_open_files(data: &Path, soft: u64, hard: u64) -> (Child, [String; 3], Log) {
+    use nix::sys::resource::{Resource, setrlimit};
+    let mut command = serve_command(data, "info");
+    // setrlimit is async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(move || Ok(setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?));
+    }
+    start_logged(command).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_warns_when_even_its_hard_open_files_limit_is_low_for_a_storm() {
+    let data = tempfile::tempdir().unwrap();
+    let (server, _, log) = serve_with_open_files(data.path(), 1024, 1024).await;
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("open files limit is low"), "{log}");
+    assert!(!log.contains("limit raised"), "{log}");
+    stop(server).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_raises_a_low_open_files_limit_and_holds_more_connections_than_it() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    use nix::sys::resource::{Resource, getrlimit};
     const SOFT: u64 = 256;
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     assert!(
@@ -1039,13 +1060,9 @@ async fn serve_raises_a_low_open_files_limit_and_holds_more_connections_than_it(
         2 * SOFT
     );
     let data = tempfile::tempdir().unwrap();
-    let mut command = serve_command(data.path(), "info");
     // As a shell or systemd starts a service: a low soft limit under a
-    // high hard one. setrlimit is async-signal-safe, as pre_exec requires.
-    unsafe {
-        command.pre_exec(move || Ok(setrlimit(Resource::RLIMIT_NOFILE, SOFT, hard)?));
-    }
-    let (server, [http, _, _], log) = start_logged(command).await;
+    // high hard one.
+    let (server, [http, _, _], log) = serve_with_open_files(data.path(), SOFT, hard).await;
     let pid = server.id().expect("running");
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let open_files: Vec<&str> = limits
