@@ -52,10 +52,13 @@ pub struct Config {
     pub https: Option<HttpsConfig>,
     /// The admin API over TLS (`[admin_tls]`); plain HTTP unless configured.
     pub admin_tls: Option<TlsFiles>,
-    /// Seconds an HTTP, HTTPS or admin connection may take to send a request
-    /// head (the first, or the next on a kept-alive connection), or wait on
-    /// a client that stopped reading its answer, before it is closed.
-    pub http_timeout_secs: NonZeroU64,
+    /// Seconds an HTTP, HTTPS or admin client gets to send a request head:
+    /// the first after connecting, or the next on a kept-alive connection,
+    /// which is closed once idle that long.
+    pub http_request_timeout_secs: NonZeroU64,
+    /// Seconds an HTTP, HTTPS or admin client may leave its answer unread
+    /// before its connection is closed.
+    pub http_send_timeout_secs: NonZeroU64,
 }
 
 /// A certificate chain (PEM, leaf first) and its private key (PEM).
@@ -101,9 +104,13 @@ pub enum ClientCertMode {
     Required,
 }
 
-/// Long enough for any phone to send a request head, short enough that
-/// dead or silent connections do not pile up during a storm.
-const DEFAULT_HTTP_TIMEOUT_SECS: NonZeroU64 = NonZeroU64::new(30).unwrap();
+/// A request head is one packet: 10 s covers a few lost ones, and frees a
+/// connection a phone kept alive after its last file soon enough that a
+/// storm of such phones does not pile them up (14 KiB each).
+const DEFAULT_HTTP_REQUEST_TIMEOUT_SECS: NonZeroU64 = NonZeroU64::new(10).unwrap();
+
+/// A phone may pause reading a firmware image while it writes flash.
+const DEFAULT_HTTP_SEND_TIMEOUT_SECS: NonZeroU64 = NonZeroU64::new(60).unwrap();
 
 impl Default for Config {
     fn default() -> Self {
@@ -117,7 +124,8 @@ impl Default for Config {
             provisioning: Policy::default(),
             https: None,
             admin_tls: None,
-            http_timeout_secs: DEFAULT_HTTP_TIMEOUT_SECS,
+            http_request_timeout_secs: DEFAULT_HTTP_REQUEST_TIMEOUT_SECS,
+            http_send_timeout_secs: DEFAULT_HTTP_SEND_TIMEOUT_SECS,
         }
     }
 }
@@ -194,11 +202,15 @@ mod tests {
     fn an_http_timeout_of_zero_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deskboot.toml");
-        std::fs::write(&path, "http_timeout_secs = 5\n").unwrap();
-        assert_eq!(Config::from_file(&path).unwrap().http_timeout_secs.get(), 5);
-        std::fs::write(&path, "http_timeout_secs = 0\n").unwrap();
-        let err = Config::from_file(&path).unwrap_err().to_string();
-        assert!(err.contains("http_timeout_secs"), "{err}");
+        std::fs::write(&path, "http_send_timeout_secs = 5\n").unwrap();
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(config.http_send_timeout_secs.get(), 5);
+        assert_eq!(config.http_request_timeout_secs.get(), 10);
+        for key in ["http_request_timeout_secs", "http_send_timeout_secs"] {
+            std::fs::write(&path, format!("{key} = 0\n")).unwrap();
+            let err = Config::from_file(&path).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub struct Server {
     tftp_state: Arc<tftp::TftpState>,
     admin_state: Arc<AdminState>,
     addrs: Addresses,
-    http_timeout: Duration,
+    http_timeouts: HttpTimeouts,
 }
 
 /// The addresses the listeners really bound.
@@ -210,7 +210,10 @@ impl Server {
             tftp_state,
             admin_state,
             addrs,
-            http_timeout: Duration::from_secs(config.http_timeout_secs.get()),
+            http_timeouts: HttpTimeouts {
+                request: Duration::from_secs(config.http_request_timeout_secs.get()),
+                send: Duration::from_secs(config.http_send_timeout_secs.get()),
+            },
         })
     }
 
@@ -242,24 +245,24 @@ impl Server {
         }
         // One control drains every HTTP listener at shutdown.
         let control = axum_server::Control::new();
-        let timeout = self.http_timeout;
+        let timeouts = self.http_timeouts;
         let http_app = http::router(self.provisioner.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
-        let http_task = tokio::spawn(http_server(self.http, timeout, &control).serve(http_app));
+        let http_task = tokio::spawn(http_server(self.http, timeouts, &control).serve(http_app));
         // HTTPS serves the very router HTTP does: same provisioner, same
         // policy, and its requests count as HTTP; only client certificates
         // add a check.
         let https_task = self.https.map(|(listener, cert)| {
             let app = http::https_router(self.provisioner.clone(), cert.client_cert_required())
                 .into_make_service_with_connect_info::<SocketAddr>();
-            tokio::spawn(tls_server(listener, &cert, timeout, &control).serve(app))
+            tokio::spawn(tls_server(listener, &cert, timeouts, &control).serve(app))
         });
         let admin_app = api::router(self.admin_state.clone()).into_make_service();
         let admin_task = match &self.admin_cert {
             Some(cert) => {
-                tokio::spawn(tls_server(self.admin, cert, timeout, &control).serve(admin_app))
+                tokio::spawn(tls_server(self.admin, cert, timeouts, &control).serve(admin_app))
             }
-            None => tokio::spawn(http_server(self.admin, timeout, &control).serve(admin_app)),
+            None => tokio::spawn(http_server(self.admin, timeouts, &control).serve(admin_app)),
         };
         let tftp_task = tokio::spawn(self.tftp.serve());
         let (stop_flusher, flusher_stopped) = oneshot::channel::<()>();
@@ -319,21 +322,31 @@ impl Server {
     }
 }
 
+/// How long HTTP clients get: to send a request head, and to read on.
+#[derive(Debug, Clone, Copy)]
+struct HttpTimeouts {
+    request: Duration,
+    send: Duration,
+}
+
 /// An axum-server on a bound listener, stopped through `control`, speaking
 /// HTTP/1.1 only (see [`tls::server_config`]). A connection is closed when
-/// it sends no complete request head within `timeout` (the first, or the
-/// next on a kept-alive connection), or when its answer cannot be written
-/// for that long.
+/// it sends no complete request head in time (the first, or the next on a
+/// kept-alive connection: hyper's header timeout), or when its answer
+/// cannot be written for too long ([`SendTimeout`]).
 fn http_server(
     listener: TcpListener,
-    timeout: Duration,
+    timeouts: HttpTimeouts,
     control: &axum_server::Control,
 ) -> axum_server::Server<SocketAddr, SendTimeout> {
     let mut server = axum_server::Server::from_listener(listener)
         .http1_only()
-        .acceptor(SendTimeout(timeout))
+        .acceptor(SendTimeout(timeouts.send))
         .handle(axum_server::Handle::with_control(control.clone()));
-    server.http_builder().http1().header_read_timeout(timeout);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(timeouts.request);
     server
 }
 
@@ -341,12 +354,12 @@ fn http_server(
 fn tls_server(
     listener: TcpListener,
     cert: &HttpsCert,
-    timeout: Duration,
+    timeouts: HttpTimeouts,
     control: &axum_server::Control,
 ) -> axum_server::Server<SocketAddr, RustlsAcceptor<SendTimeout>> {
-    http_server(listener, timeout, control).map(|send_timeout| {
+    http_server(listener, timeouts, control).map(|send_timeout| {
         RustlsAcceptor::new(cert.rustls_config())
-            .handshake_timeout(timeout.min(TLS_HANDSHAKE_TIMEOUT))
+            .handshake_timeout(timeouts.request.min(TLS_HANDSHAKE_TIMEOUT))
             .acceptor(send_timeout)
     })
 }

@@ -1,7 +1,7 @@
 //! Connections that hold the server's resources without getting anywhere:
 //! silent ones, kept-alive ones nobody uses again, request heads sent a line
 //! at a time, and readers that stop reading are closed after the HTTP
-//! timeout, on every HTTP listener. A download that keeps moving is not cut.
+//! timeouts, on every HTTP listener. A download that keeps moving is not cut.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
@@ -13,19 +13,21 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::common::{TestServer, run};
 
-/// The HTTP timeout these tests give the server.
+/// The HTTP timeouts (request head, send) these tests give the server.
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// Long past it: a connection still open by then was not closed.
 const PATIENCE: Duration = Duration::from_secs(6);
 
-/// A server with a one-second HTTP timeout, and phones' HTTPS with a
+/// A server with one-second HTTP timeouts, and phones' HTTPS with a
 /// certificate for 127.0.0.1 in `dir/tls/cert.pem`.
 async fn impatient_server(dir: &tempfile::TempDir) -> TestServer {
     let names = ["127.0.0.1".to_string()];
     let (cert, key) = deskboot::tls::write_self_signed(&dir.path().join("tls"), &names)
         .expect("certificate written");
     TestServer::start_configured(&dir.path().join("data"), |config| {
-        config.http_timeout_secs = NonZeroU64::new(TIMEOUT.as_secs()).expect("non-zero");
+        let timeout = NonZeroU64::new(TIMEOUT.as_secs()).expect("non-zero");
+        config.http_request_timeout_secs = timeout;
+        config.http_send_timeout_secs = timeout;
         config.https = Some(HttpsConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             cert,
