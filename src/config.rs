@@ -153,28 +153,35 @@ impl Config {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_file_overrides_only_what_it_names() {
+    /// `toml` read as a config file from disk, as `serve --config` reads it.
+    fn from_toml(toml: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deskboot.toml");
-        std::fs::write(&path, "http = \"127.0.0.1:9000\"\n").unwrap();
-        let config = Config::from_file(&path).unwrap();
+        std::fs::write(&path, toml).unwrap();
+        Config::from_file(&path)
+    }
+
+    fn refusal(toml: &str) -> String {
+        from_toml(toml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_file_overrides_only_what_it_names() {
+        let config = from_toml("http = \"127.0.0.1:9000\"\n").unwrap();
         assert_eq!(config.http.port(), 9000);
         assert_eq!(config.tftp, Config::default().tftp);
     }
 
     #[test]
     fn https_is_off_unless_its_section_is_there() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deskboot.toml");
-        std::fs::write(&path, "http = \"127.0.0.1:9000\"\n").unwrap();
-        assert_eq!(Config::from_file(&path).unwrap().https, None);
-        std::fs::write(
-            &path,
+        let config = from_toml("http = \"127.0.0.1:9000\"\n").unwrap();
+        assert_eq!(config.https, None);
+        let https = from_toml(
             "[https]\nlisten = \"0.0.0.0:8443\"\ncert = \"tls/fullchain.pem\"\nkey = \"tls/key.pem\"\n",
         )
+        .unwrap()
+        .https
         .unwrap();
-        let https = Config::from_file(&path).unwrap().https.unwrap();
         assert_eq!(https.listen.port(), 8443);
         assert_eq!(https.key, PathBuf::from("tls/key.pem"));
         assert_eq!(https.client_ca, None);
@@ -183,52 +190,38 @@ mod tests {
 
     #[test]
     fn client_certificates_are_configured_in_the_https_section() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deskboot.toml");
         let section = "[https]\nlisten = \"0.0.0.0:8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"phones-ca.pem\"\n";
-        std::fs::write(&path, section).unwrap();
-        let https = Config::from_file(&path).unwrap().https.unwrap();
+        let https = from_toml(section).unwrap().https.unwrap();
         assert_eq!(https.client_ca, Some(PathBuf::from("phones-ca.pem")));
         assert_eq!(https.client_cert, ClientCertMode::Optional);
-        std::fs::write(&path, format!("{section}client_cert = \"required\"\n")).unwrap();
-        let https = Config::from_file(&path).unwrap().https.unwrap();
+        let required = format!("{section}client_cert = \"required\"\n");
+        let https = from_toml(&required).unwrap().https.unwrap();
         assert_eq!(https.client_cert, ClientCertMode::Required);
-        std::fs::write(&path, format!("{section}client_cert = \"always\"\n")).unwrap();
-        let err = Config::from_file(&path).unwrap_err().to_string();
+        let err = refusal(&format!("{section}client_cert = \"always\"\n"));
         assert!(err.contains("always"), "{err}");
     }
 
     #[test]
     fn an_http_timeout_of_zero_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deskboot.toml");
-        std::fs::write(&path, "http_send_timeout_secs = 5\n").unwrap();
-        let config = Config::from_file(&path).unwrap();
+        let config = from_toml("http_send_timeout_secs = 5\n").unwrap();
         assert_eq!(config.http_send_timeout_secs.get(), 5);
         assert_eq!(config.http_request_timeout_secs.get(), 10);
         for key in ["http_request_timeout_secs", "http_send_timeout_secs"] {
-            std::fs::write(&path, format!("{key} = 0\n")).unwrap();
-            let err = Config::from_file(&path).unwrap_err().to_string();
+            let err = refusal(&format!("{key} = 0\n"));
             assert!(err.contains(key), "{err}");
         }
     }
 
     #[test]
     fn the_admin_listener_is_tls_only_with_its_section() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deskboot.toml");
-        std::fs::write(&path, "[admin_tls]\ncert = \"a.pem\"\nkey = \"k.pem\"\n").unwrap();
-        let tls = Config::from_file(&path).unwrap().admin_tls.unwrap();
-        assert_eq!(tls.cert, PathBuf::from("a.pem"));
+        let config = from_toml("[admin_tls]\ncert = \"a.pem\"\nkey = \"k.pem\"\n").unwrap();
+        assert_eq!(config.admin_tls.unwrap().cert, PathBuf::from("a.pem"));
         assert_eq!(Config::default().admin_tls, None);
     }
 
     #[test]
     fn a_misspelt_key_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deskboot.toml");
-        std::fs::write(&path, "htp = \"127.0.0.1:9000\"\n").unwrap();
-        let err = Config::from_file(&path).unwrap_err().to_string();
+        let err = refusal("htp = \"127.0.0.1:9000\"\n");
         assert!(err.contains("htp"), "{err}");
     }
 }
