@@ -177,13 +177,16 @@ impl RenderCache {
 
     /// Drops the entries nobody asked for since the previous sweep; run
     /// about once a minute, it gives back what a storm took once it is over.
-    pub fn sweep_idle(&self) {
+    /// Returns how many bytes it dropped.
+    pub fn sweep_idle(&self) -> usize {
         let mut entries = self.lock();
         let previous = entries.sweeps;
+        let before = entries.bytes;
         entries.drop_where(|entry| entry.used_in_sweep < previous);
         entries.sweeps += 1;
         // A map keeps its table when emptied; this gives it back.
         entries.files.shrink_to_fit();
+        before - entries.bytes
     }
 
     /// The bytes the cache holds: its files, their keys, and an overhead per entry.
@@ -273,11 +276,8 @@ mod tests {
         let cache = RenderCache::new(1 << 20);
         cache.put(key("asked"), (0, 0, 0), &file(10));
         cache.put(key("forgotten"), (0, 0, 0), &file(10));
-        cache.sweep_idle();
-        assert!(
-            cache.get(&key("forgotten"), (0, 0, 0)).is_some(),
-            "one sweep is not enough"
-        );
+        assert_eq!(cache.sweep_idle(), 0, "one sweep is not enough");
+        assert!(cache.get(&key("forgotten"), (0, 0, 0)).is_some());
         cache.put(key("forgotten"), (0, 0, 0), &file(10));
         cache.sweep_idle();
         assert!(cache.get(&key("asked"), (0, 0, 0)).is_none());
@@ -285,8 +285,9 @@ mod tests {
             cache.get(&key("forgotten"), (0, 0, 0)).is_some(),
             "a put counts as use"
         );
+        let one = cache.bytes();
         cache.sweep_idle();
-        cache.sweep_idle();
+        assert_eq!(cache.sweep_idle(), one, "it tells what it dropped");
         assert_eq!(cache.bytes(), 0);
         assert!(cache.lock().files.is_empty());
         assert_eq!(cache.lock().files.capacity(), 0, "the table is given back");

@@ -10,7 +10,8 @@
 //!   phone model and file the path means (and for which [`mac`]), loads the
 //!   device and its users from the [`store`], and has [`render`] produce the
 //!   bytes on the [`render_pool`]'s threads, kept in the [`cache`] until
-//!   something it depends on changes.
+//!   something it depends on changes; once a storm is over and the cache
+//!   swept, [`memory`] has each thread give back what the storm took.
 //!   Unknown MACs are recorded as discovered. Before any of that, the
 //!   [`policy`] decides who may fetch what: allow-lists, [`phone_auth`]
 //!   (HTTP Digest), and [`scan`] (anti-scanning bans). Firmware images
@@ -48,6 +49,7 @@ pub mod config;
 pub mod firmware;
 pub mod import;
 pub mod mac;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod phone_auth;

@@ -15,6 +15,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// names only the options of mimalloc 2.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
+/// Gives the calling thread's free memory back to the system.
+fn collect_this_thread() {
+    // SAFETY: mi_collect only walks the calling thread's own heap.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 fn main() -> ExitCode {
     // Freed pages go back to the system at once. By default mimalloc waits a
     // second and does it during a later allocation, and a server gone quiet
@@ -22,6 +28,10 @@ fn main() -> ExitCode {
     // frees stayed resident (BENCHMARKS.md, "sled's flusher").
     // SAFETY: sets one of mimalloc's options; no allocation is in flight.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    // mimalloc returns the pages a thread freed only as that thread goes on
+    // allocating; threads gone quiet after a storm never do. Asked once the
+    // storm is over (deskboot::memory), each collects its heap instead.
+    deskboot::memory::set_release(collect_this_thread);
     match cli::run() {
         Ok(code) => code,
         Err(e) => {

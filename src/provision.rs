@@ -819,9 +819,12 @@ impl Provisioner {
     }
 
     /// Drops the rendered files nobody asked for since the previous call,
-    /// so memory a boot storm took comes back once it is over.
+    /// so memory a boot storm took comes back once it is over: when it
+    /// dropped any, every thread is asked to give its free memory back.
     pub fn sweep_render_cache(&self) {
-        self.cache.sweep_idle();
+        if self.cache.sweep_idle() > 0 {
+            crate::memory::ask_release();
+        }
     }
 
     /// The bytes the render cache holds.

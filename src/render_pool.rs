@@ -12,8 +12,11 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, oneshot};
+
+use crate::memory;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -46,8 +49,12 @@ impl RenderPool {
             thread::Builder::new()
                 .name("deskboot-render".into())
                 .spawn(move || {
-                    while let Some(job) = next_job(&queue) {
-                        job();
+                    loop {
+                        match next_job(&queue) {
+                            Next::Job(job) => job(),
+                            Next::Idle => memory::release_if_asked(),
+                            Next::Stopped => return,
+                        }
                     }
                 })?;
         }
@@ -84,10 +91,28 @@ impl RenderPool {
     }
 }
 
-/// The next job, or `None` once the pool is dropped. The lock is held only
-/// while a thread waits, so the others queue behind it for the next job.
-fn next_job(queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Job> {
-    queue.lock().unwrap_or_else(|p| p.into_inner()).recv().ok()
+/// How long a render thread waits for a job before it checks whether it
+/// was asked to give its free memory back ([`memory`]).
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// What a render thread waits for.
+enum Next {
+    Job(Job),
+    /// No job came for [`IDLE_CHECK`].
+    Idle,
+    /// The pool was dropped.
+    Stopped,
+}
+
+/// The next job. The lock is held only while a thread waits, so the others
+/// queue behind it for the next job.
+fn next_job(queue: &Mutex<mpsc::Receiver<Job>>) -> Next {
+    let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+    match queue.recv_timeout(IDLE_CHECK) {
+        Ok(job) => Next::Job(job),
+        Err(mpsc::RecvTimeoutError::Timeout) => Next::Idle,
+        Err(mpsc::RecvTimeoutError::Disconnected) => Next::Stopped,
+    }
 }
 
 #[cfg(test)]
