@@ -55,31 +55,74 @@ pub fn release_if_asked() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use crate::render_pool::RenderPool;
+    use std::sync::{Arc, Barrier, Mutex};
+    use std::thread::{self, ThreadId};
+    use std::time::Duration;
 
-    static RELEASES: AtomicUsize = AtomicUsize::new(0);
+    /// The threads that released, in order.
+    static RELEASED: Mutex<Vec<ThreadId>> = Mutex::new(Vec::new());
 
-    fn count_release() {
-        RELEASES.fetch_add(1, Ordering::SeqCst);
+    fn record_release() {
+        RELEASED.lock().unwrap().push(thread::current().id());
     }
 
-    // The only test that installs a release: the installed call and the
-    // count of requests are process-wide.
-    #[test]
-    fn each_thread_releases_once_per_request() {
-        set_release(count_release);
-        let releases = || RELEASES.load(Ordering::SeqCst);
-        let before = releases();
+    fn releases_by(thread: ThreadId) -> usize {
+        RELEASED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&t| t == thread)
+            .count()
+    }
+
+    // The only test that installs a release, since the installed call and
+    // the requests are process-wide; so render threads are tested here too.
+    #[tokio::test]
+    async fn each_thread_releases_once_per_request_idle_render_threads_too() {
+        set_release(record_release);
+        let here = thread::current().id();
+        let before = releases_by(here);
         ask_release();
-        assert_eq!(releases(), before + 1, "the asking thread releases at once");
+        assert_eq!(releases_by(here), before + 1, "the asking thread, at once");
         release_if_asked();
-        assert_eq!(releases(), before + 1, "and not again until asked again");
-        std::thread::spawn(|| {
+        assert_eq!(releases_by(here), before + 1, "not again until asked again");
+        let other = thread::spawn(|| {
             release_if_asked();
             release_if_asked();
+            thread::current().id()
         })
         .join()
         .unwrap();
-        assert_eq!(releases(), before + 2, "another thread, once, when idle");
+        assert_eq!(releases_by(other), 1, "another thread, once, when idle");
+
+        let pool = RenderPool::start(2, Duration::from_millis(20)).unwrap();
+        let both_busy = Arc::new(Barrier::new(2));
+        let job = |busy: Arc<Barrier>| {
+            move || {
+                busy.wait();
+                thread::current().id()
+            }
+        };
+        let (first, second) = tokio::join!(
+            pool.run(job(Arc::clone(&both_busy))),
+            pool.run(job(both_busy))
+        );
+        let render_threads = [first.unwrap(), second.unwrap()];
+        let once_more = render_threads.map(releases_by).map(|n| n + 1);
+        ask_release();
+        for _ in 0..500 {
+            if render_threads.map(releases_by) == once_more {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Five more idle checks each, which must not release again.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            render_threads.map(releases_by),
+            once_more,
+            "each idle render thread answers, once"
+        );
     }
 }

@@ -9,8 +9,9 @@
 //! The semaphore stays in front: a request that gives up while it waits
 //! (a phone that timed out) leaves before its render is queued.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -34,23 +35,101 @@ pub enum PoolError {
 /// A fixed set of threads that run CPU-heavy work for async tasks.
 #[derive(Debug)]
 pub struct RenderPool {
-    jobs: mpsc::Sender<Job>,
+    queue: Arc<Queue>,
     free: Semaphore,
+}
+
+/// The jobs waiting for a thread. Each idle thread waits on the condition
+/// variable with its own timeout, so every one of them gets to check, now
+/// and then, whether it was asked to give its free memory back.
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    /// How long a thread waits for a job before it checks whether it was
+    /// asked to give its free memory back ([`memory`]).
+    idle_check: Duration,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// Set when the pool is dropped: threads finish the queued jobs and end.
+    stopped: bool,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("jobs", &self.lock().jobs.len())
+            .finish()
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, job: Job) {
+        self.lock().jobs.push_back(job);
+        self.ready.notify_one();
+    }
+
+    fn stop(&self) {
+        self.lock().stopped = true;
+        self.ready.notify_all();
+    }
+
+    /// The next job, or why there is none.
+    fn next(&self) -> Next {
+        let (mut state, _) = self
+            .ready
+            .wait_timeout_while(self.lock(), self.idle_check, |state| {
+                state.jobs.is_empty() && !state.stopped
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        match state.jobs.pop_front() {
+            Some(job) => Next::Job(job),
+            None if state.stopped => Next::Stopped,
+            None => Next::Idle,
+        }
+    }
+}
+
+/// How long an idle render thread waits between checks of whether it was
+/// asked to give its free memory back.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// What a render thread waits for.
+enum Next {
+    Job(Job),
+    /// No job came for the queue's `idle_check`.
+    Idle,
+    /// The pool was dropped and its queue is empty.
+    Stopped,
 }
 
 impl RenderPool {
     /// Starts `threads` threads (at least one).
     pub fn new(threads: usize) -> std::io::Result<RenderPool> {
+        RenderPool::start(threads, IDLE_CHECK)
+    }
+
+    /// [`RenderPool::new`], with idle threads checking every `idle_check`.
+    pub(crate) fn start(threads: usize, idle_check: Duration) -> std::io::Result<RenderPool> {
         let threads = threads.max(1);
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
+        let queue = Arc::new(Queue {
+            state: Mutex::default(),
+            ready: Condvar::new(),
+            idle_check,
+        });
         for _ in 0..threads {
             let queue = Arc::clone(&queue);
             thread::Builder::new()
                 .name("deskboot-render".into())
                 .spawn(move || {
                     loop {
-                        match next_job(&queue) {
+                        match queue.next() {
                             Next::Job(job) => job(),
                             Next::Idle => memory::release_if_asked(),
                             Next::Stopped => return,
@@ -59,7 +138,7 @@ impl RenderPool {
                 })?;
         }
         Ok(RenderPool {
-            jobs,
+            queue,
             free: Semaphore::new(threads),
         })
     }
@@ -77,12 +156,11 @@ impl RenderPool {
         // The semaphore is never closed; without a permit, queue anyway.
         let _free = self.free.acquire().await.ok();
         let (done, result) = oneshot::channel();
-        let job: Job = Box::new(move || {
+        self.queue.push(Box::new(move || {
             if !done.is_closed() {
                 let _ = done.send(catch_unwind(AssertUnwindSafe(work)));
             }
-        });
-        self.jobs.send(job).map_err(|_| PoolError::Stopped)?;
+        }));
         match result.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) => Err(PoolError::Panicked),
@@ -91,27 +169,9 @@ impl RenderPool {
     }
 }
 
-/// How long a render thread waits for a job before it checks whether it
-/// was asked to give its free memory back ([`memory`]).
-const IDLE_CHECK: Duration = Duration::from_secs(5);
-
-/// What a render thread waits for.
-enum Next {
-    Job(Job),
-    /// No job came for [`IDLE_CHECK`].
-    Idle,
-    /// The pool was dropped.
-    Stopped,
-}
-
-/// The next job. The lock is held only while a thread waits, so the others
-/// queue behind it for the next job.
-fn next_job(queue: &Mutex<mpsc::Receiver<Job>>) -> Next {
-    let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
-    match queue.recv_timeout(IDLE_CHECK) {
-        Ok(job) => Next::Job(job),
-        Err(mpsc::RecvTimeoutError::Timeout) => Next::Idle,
-        Err(mpsc::RecvTimeoutError::Disconnected) => Next::Stopped,
+impl Drop for RenderPool {
+    fn drop(&mut self) {
+        self.queue.stop();
     }
 }
 
