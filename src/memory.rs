@@ -3,7 +3,7 @@
 //! An allocator with a heap per thread (mimalloc, the binary's) keeps what a
 //! thread freed for that thread's next allocations, and gives it back to
 //! the system only when the thread next asks it to. After a boot storm the
-//! async workers and the render threads go quiet, so the tens of megabytes
+//! async workers and the render threads go quiet, so about 10 MiB of what
 //! the storm freed stayed resident for ever. When the render cache's sweep
 //! drops what the storm left, it asks every such thread to give its free
 //! memory back: each one does, the next time it goes idle.
