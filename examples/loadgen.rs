@@ -1,7 +1,8 @@
 //! Load generator for deskboot, and for static servers holding the same bytes.
 //!
 //! Loopback only; every run is bounded by a count (`--phones` x `--rounds`)
-//! and a time (`--duration`).
+//! and a time (`--duration`). `--boot-over` spreads the phones' boots over
+//! that many seconds instead of starting them all at once.
 //!
 //! ```sh
 //! export DESKBOOT_ADMIN_TOKEN=...        # or --token
@@ -111,6 +112,11 @@ struct Args {
     /// No phone starts booting after this many seconds.
     #[arg(long, default_value_t = 120.0)]
     duration: f64,
+    /// Phones start booting evenly over this many seconds, as when PoE
+    /// switches power their ports one after the other, instead of all at
+    /// once; --concurrency still caps how many boot at a time.
+    #[arg(long, default_value_t = 0.0)]
+    boot_over: f64,
     /// TFTP retransmission timeout; HTTP requests get (retries + 1) times it.
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
@@ -727,6 +733,7 @@ async fn load(args: &Args) -> Result<Report> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.duration.max(0.0));
+    let boot_over = Duration::from_secs_f64(args.boot_over.max(0.0));
     let done = Arc::new(AtomicBool::new(false));
     let peak_rss = Arc::new(AtomicU64::new(before.rss_kb));
     let watcher = {
@@ -748,9 +755,11 @@ async fn load(args: &Args) -> Result<Report> {
             let mut tally = Tally::default();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total || Instant::now() >= deadline {
+                let due = started + boot_over.mul_f64(i as f64 / total as f64);
+                if i >= total || due.max(Instant::now()) >= deadline {
                     break;
                 }
+                tokio::time::sleep_until(due.into()).await;
                 let source = i % client.sources.len();
                 let mac = mac(i % phones, unknown);
                 let mac_file = format!("{mac}.cfg");

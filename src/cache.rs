@@ -14,8 +14,17 @@
 //! mostly hits. A storm is over in minutes, and phones then ask again only
 //! hours later: entries nobody asked for between two sweeps (a minute apart,
 //! driven by the server) are dropped, so the memory a storm took is given back.
+//!
+//! A file every phone of a model shares is kept at once. A per-device file
+//! is kept only when asked for again within two sweeps: a boot storm asks
+//! for most of them once, so keeping them all would hold a storm's worth of
+//! bytes for no hit, while a phone that keeps asking (a resync loop, a
+//! firmware upgrade's reboot) is served from the cache from its third ask.
+//! Which keys were asked for once is a set of their hashes, cleared sweep
+//! by sweep and capped, so it costs a few bytes a device.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,11 +57,18 @@ pub fn quarter_hour() -> u64 {
         .map_or(0, |since| since.as_secs() / 900)
 }
 
+/// The most per-device keys remembered as asked for once, per sweep: about
+/// 2.5 MB at most, and more than a storm of 100,000 phones asks for in a minute.
+const MAX_ASKED_ONCE: usize = 1 << 18;
+
 /// Rendered files by request.
 #[derive(Debug)]
 pub struct RenderCache {
     budget: usize,
     templates: AtomicU64,
+    /// Hashes keys for the asked-once sets (keyed at random, so requests
+    /// cannot be crafted to collide).
+    hasher: RandomState,
     inner: Mutex<Entries>,
 }
 
@@ -62,6 +78,10 @@ struct Entries {
     bytes: usize,
     /// How many sweeps have run; an entry remembers the last one it was used in.
     sweeps: u64,
+    /// Hashes of the per-device keys rendered once, not kept, since the last sweep.
+    asked_once: HashSet<u64>,
+    /// The same, between the two sweeps before.
+    asked_once_before: HashSet<u64>,
 }
 
 #[derive(Debug)]
@@ -109,6 +129,18 @@ impl Entries {
         });
     }
 
+    /// Whether a per-device file is asked for the first time lately (and is
+    /// not worth keeping yet), noting that it was.
+    fn first_ask(&mut self, hash: u64) -> bool {
+        if self.asked_once.contains(&hash) || self.asked_once_before.contains(&hash) {
+            return false;
+        }
+        if self.asked_once.len() < MAX_ASKED_ONCE {
+            self.asked_once.insert(hash);
+        }
+        true
+    }
+
     /// Drops the entries `doomed` picks, keeping the byte count true.
     fn drop_where(&mut self, mut doomed: impl FnMut(&Entry) -> bool) {
         let mut bytes = self.bytes;
@@ -129,6 +161,7 @@ impl RenderCache {
         RenderCache {
             budget,
             templates: AtomicU64::new(0),
+            hasher: RandomState::new(),
             inner: Mutex::new(Entries::default()),
         }
     }
@@ -153,13 +186,20 @@ impl RenderCache {
     }
 
     /// Keeps a file rendered from the state `stamp` (taken before rendering,
-    /// so a change that landed meanwhile makes the entry stale at once).
+    /// so a change that landed meanwhile makes the entry stale at once); a
+    /// per-device file only once it is asked for again.
     pub fn put(&self, key: CacheKey, stamp: Stamp, file: &ServedFile) {
         let size = entry_size(&key, file);
         if size > self.budget {
             return;
         }
         let mut entries = self.lock();
+        if file.mac.is_some()
+            && !entries.files.contains_key(&key)
+            && entries.first_ask(self.hasher.hash_one(&key))
+        {
+            return;
+        }
         if entries.bytes + size > self.budget {
             entries.make_room(size, stamp, self.budget);
         }
@@ -184,6 +224,7 @@ impl RenderCache {
         let before = entries.bytes;
         entries.drop_where(|entry| entry.used_in_sweep < previous);
         entries.sweeps += 1;
+        entries.asked_once_before = std::mem::take(&mut entries.asked_once);
         // A map keeps its table when emptied; this gives it back.
         entries.files.shrink_to_fit();
         before - entries.bytes
@@ -210,6 +251,13 @@ mod tests {
             etag: "\"e\"".into(),
             model: "m".into(),
             mac: None,
+        }
+    }
+
+    fn device_file(len: usize) -> ServedFile {
+        ServedFile {
+            mac: Some(crate::mac::Mac::from_bytes([0, 0x15, 0x65, 0, 0, 1])),
+            ..file(len)
         }
     }
 
@@ -291,5 +339,49 @@ mod tests {
         assert_eq!(cache.bytes(), 0);
         assert!(cache.lock().files.is_empty());
         assert_eq!(cache.lock().files.capacity(), 0, "the table is given back");
+    }
+
+    #[test]
+    fn a_per_device_file_is_kept_when_asked_for_again() {
+        let cache = RenderCache::new(1 << 20);
+        cache.put(key("mac.cfg"), (0, 0, 0), &device_file(10));
+        assert!(cache.get(&key("mac.cfg"), (0, 0, 0)).is_none(), "once");
+        assert_eq!(cache.bytes(), 0, "a storm's one-off files take no room");
+        cache.put(key("mac.cfg"), (0, 0, 0), &device_file(10));
+        assert!(cache.get(&key("mac.cfg"), (0, 0, 0)).is_some(), "twice");
+
+        cache.put(key("late.cfg"), (0, 0, 0), &device_file(10));
+        cache.sweep_idle();
+        cache.put(key("late.cfg"), (0, 0, 0), &device_file(10));
+        assert!(
+            cache.get(&key("late.cfg"), (0, 0, 0)).is_some(),
+            "asked again after a sweep"
+        );
+
+        cache.put(key("rare.cfg"), (0, 0, 0), &device_file(10));
+        cache.sweep_idle();
+        cache.sweep_idle();
+        cache.put(key("rare.cfg"), (0, 0, 0), &device_file(10));
+        assert!(
+            cache.get(&key("rare.cfg"), (0, 0, 0)).is_none(),
+            "two sweeps forget a first ask"
+        );
+        assert!(cache.lock().asked_once.len() <= 1);
+        assert!(cache.lock().asked_once_before.is_empty());
+    }
+
+    #[test]
+    fn the_first_asks_remembered_are_capped() {
+        let cache = RenderCache::new(1 << 20);
+        let mut entries = cache.lock();
+        for hash in 0..MAX_ASKED_ONCE as u64 + 10 {
+            assert!(entries.first_ask(hash));
+        }
+        assert_eq!(entries.asked_once.len(), MAX_ASKED_ONCE);
+        assert!(!entries.first_ask(0), "remembered");
+        assert!(
+            entries.first_ask(MAX_ASKED_ONCE as u64),
+            "past the cap: never kept"
+        );
     }
 }

@@ -221,6 +221,34 @@ async fn http_answers_carry_type_length_etag_and_honour_if_none_match() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_common_file_is_cached_at_once_and_a_phones_own_file_when_asked_again() {
+    let server = TestServer::start().await;
+    yealink_office(&server).await;
+    let cached = || server.metric("deskboot_render_cache_bytes");
+    let hits = || server.metric("deskboot_render_cache_hits_total");
+    assert_eq!(server.phone_get("/y000000000066.cfg", None).await.0, 200);
+    let common = cached().await;
+    assert!(common > 0, "every phone of the model asks for it");
+
+    let (status, first) = server
+        .phone_get("/001565aabbcc.cfg", Some(YEALINK_UA))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(cached().await, common, "a storm asks for it once: not kept");
+    let (_, second) = server
+        .phone_get("/001565aabbcc.cfg", Some(YEALINK_UA))
+        .await;
+    assert!(cached().await > common, "asked again: kept");
+    let before = hits().await;
+    let (_, third) = server
+        .phone_get("/001565aabbcc.cfg", Some(YEALINK_UA))
+        .await;
+    assert_eq!(hits().await, before + 1, "served from the cache");
+    assert!(first == second && second == third);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_mac_is_not_found_and_recorded_as_discovered() {
     let server = TestServer::start().await;
     yealink_office(&server).await;

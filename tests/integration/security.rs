@@ -65,7 +65,9 @@ async fn tftp_can_be_kept_free_of_secrets() {
             Some(json!({"sip_server": "pbx.example.com", "admin_password": "Admin-secret-9"})),
         )
         .await;
-    // HTTP first, so a cached answer with secrets is there to leak.
+    // HTTP first, twice (a phone's own file is kept when asked again), so a
+    // cached answer with secrets is there to leak.
+    server.phone_get(FILE, None).await;
     let (status, over_http) = server.phone_get(FILE, None).await;
     assert_eq!(status, 200);
     let over_http = String::from_utf8(over_http).unwrap();
@@ -122,10 +124,6 @@ async fn a_scanner_is_banned_and_its_neighbours_keep_working() {
     assert_eq!(server.metric(served).await, 1);
     assert_eq!(server.metric("deskboot_devices").await, 1);
     assert!(server.metric("deskboot_store_bytes").await > 0);
-    assert!(
-        server.metric("deskboot_render_cache_bytes").await > 0,
-        "the file served is cached"
-    );
     let yealink = r#"deskboot_served_total{transport="http",vendor="Yealink"}"#;
     assert_eq!(server.metric(yealink).await, 1);
     let metrics = reqwest::get(server.admin_url("/metrics"))
