@@ -9,8 +9,9 @@
 //! - [`provision`]: the one request handler. It asks the [`catalog`] which
 //!   phone model and file the path means (and for which [`mac`]), loads the
 //!   device and its users from the [`store`], and has [`render`] produce the
-//!   bytes on the [`render_pool`]'s threads, kept in the [`cache`] until
-//!   something it depends on changes; once a storm is over and the cache
+//!   bytes on the [`render_pool`]'s threads, kept in the [`cache`] (a
+//!   phone's own file once it is asked for again) until something it
+//!   depends on changes; once a storm is over and the cache
 //!   swept, [`memory`] has each thread give back what the storm took.
 //!   Unknown MACs are recorded as discovered. Before any of that, the
 //!   [`policy`] decides who may fetch what: allow-lists, [`phone_auth`]
