@@ -755,8 +755,11 @@ async fn load(args: &Args) -> Result<Report> {
             let mut tally = Tally::default();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
                 let due = started + boot_over.mul_f64(i as f64 / total as f64);
-                if i >= total || due.max(Instant::now()) >= deadline {
+                if due.max(Instant::now()) >= deadline {
                     break;
                 }
                 tokio::time::sleep_until(due.into()).await;
