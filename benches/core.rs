@@ -20,7 +20,7 @@ use deskboot::firmware::FirmwareDir;
 use deskboot::import;
 use deskboot::mac::Mac;
 use deskboot::model::{Device, Settings, User};
-use deskboot::phone_auth::PhoneAuth;
+use deskboot::phone_auth::{AuthSettings, PhoneAuth};
 use deskboot::policy::Policy;
 use deskboot::provision::{Provisioner, Request, Requester, Transport, model_scope};
 use deskboot::render::Renderer;
@@ -188,7 +188,14 @@ fn site() -> Site {
     let catalog = Arc::new(Catalog::builtin().expect("catalog"));
     let renderer = Renderer::load(&catalog, None).expect("templates");
     let policy = Policy::default();
-    let phone_auth = PhoneAuth::load(dir.path(), policy.http_auth, None, None).expect("phone auth");
+    let phone_auth = PhoneAuth::load(
+        dir.path(),
+        AuthSettings {
+            mode: policy.http_auth,
+            ..AuthSettings::default()
+        },
+    )
+    .expect("phone auth");
     let provisioner = Provisioner::new(
         store.clone(),
         catalog,
@@ -331,6 +338,7 @@ fn bench_render(c: &mut Criterion) {
             host: Some("prov.example.com:8080"),
             https: false,
             client_cert: ClientCert::Unchecked,
+            authenticated: false,
         };
         let served = site.provisioner.handle(&request).expect("served");
         assert_eq!(

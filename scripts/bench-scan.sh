@@ -5,7 +5,8 @@
 # and over TFTP (blksize 1428): alone, then beside a scan guessing MAC files
 # from one address, from 200 addresses (each banned on its own), and
 # from so many addresses (65,536 over TFTP, 1,024 over HTTP) that none asks
-# for enough MACs to be banned, then alone again. Prints a markdown table;
+# for enough MACs to be banned alone (their /24 networks are), then alone
+# again. Prints a markdown table;
 # ÷ is the first run alone divided by each other run.
 #
 #   scripts/bench-scan.sh            # about 2.5 minutes on 2 cores

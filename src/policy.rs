@@ -24,7 +24,10 @@ pub struct Policy {
     /// Networks whose TFTP requests get SIP and admin passwords in their
     /// files (TFTP is clear text). Others get the file without secrets, and
     /// should be pointed at HTTPS with the `provisioning_url` setting.
-    pub tftp_secrets_allow: Vec<IpNet>,
+    /// Unset: every network, unless phones must prove who they are over
+    /// HTTP(S) (`http_auth`, required client certificates), where TFTP
+    /// would hand anyone what HTTP guards: then none.
+    pub tftp_secrets_allow: Option<Vec<IpNet>>,
     /// Refuse a per-device file when the User-Agent names another MAC.
     pub match_user_agent_mac: bool,
     /// The most TFTP transfers at once; more get a "busy" error.
@@ -43,16 +46,22 @@ pub struct Policy {
     pub http_auth_user: Option<String>,
     /// The password every phone presents in `shared` mode.
     pub http_auth_password: Option<String>,
+    /// Offer and accept MD5 Digest besides SHA-256, for phones that know
+    /// nothing better.
+    pub http_auth_md5: bool,
+    /// HTTPS requires client certificates for per-device files (from the
+    /// `[https]` section, by [`Policy::resolved`]): plain HTTP, which has
+    /// none to check, then serves them only to phones with credentials.
+    #[serde(skip)]
+    pub client_certs_required: bool,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        // 0.0.0.0/0 and ::/0: the networks' defaults.
-        let everyone = vec![IpNet::V4(Default::default()), IpNet::V6(Default::default())];
         Policy {
             http_allow: Vec::new(),
             tftp_allow: Vec::new(),
-            tftp_secrets_allow: everyone,
+            tftp_secrets_allow: None,
             match_user_agent_mac: true,
             tftp_max_transfers: 2000,
             scan_unknown_macs: 20,
@@ -61,6 +70,8 @@ impl Default for Policy {
             http_auth: AuthMode::None,
             http_auth_user: None,
             http_auth_password: None,
+            http_auth_md5: false,
+            client_certs_required: false,
         }
     }
 }
@@ -79,8 +90,35 @@ impl Policy {
     pub fn secrets_for(&self, transport: Transport, peer: IpAddr) -> bool {
         match transport {
             Transport::Http => true,
-            Transport::Tftp => contains(&self.tftp_secrets_allow, peer),
+            Transport::Tftp => contains(&self.tftp_secrets_networks(false), peer),
         }
+    }
+
+    /// The networks TFTP sends passwords to: `tftp_secrets_allow`, or when
+    /// unset, every network unless phones prove themselves over HTTP(S)
+    /// (`http_auth`, or `client_certs_required` on HTTPS).
+    pub fn tftp_secrets_networks(&self, client_certs_required: bool) -> Vec<IpNet> {
+        match &self.tftp_secrets_allow {
+            Some(networks) => networks.clone(),
+            None if self.http_auth != AuthMode::None || client_certs_required => Vec::new(),
+            // 0.0.0.0/0 and ::/0.
+            None => vec![IpNet::V4(Default::default()), IpNet::V6(Default::default())],
+        }
+    }
+
+    /// This policy on a server whose HTTPS does or does not require client
+    /// certificates, with `tftp_secrets_allow` set to what it then means.
+    pub fn resolved(mut self, client_certs_required: bool) -> Policy {
+        self.tftp_secrets_allow = Some(self.tftp_secrets_networks(client_certs_required));
+        self.client_certs_required = client_certs_required;
+        self
+    }
+
+    /// Whether TFTP sends passwords, in clear, to any network at all.
+    pub fn tftp_secrets_everywhere(&self) -> bool {
+        self.tftp_secrets_networks(false)
+            .iter()
+            .any(|net| net.prefix_len() == 0)
     }
 }
 
@@ -110,6 +148,26 @@ mod tests {
             assert!(policy.allows(Transport::Tftp, ip(peer)));
             assert!(policy.secrets_for(Transport::Tftp, ip(peer)));
         }
+    }
+
+    #[test]
+    fn phones_that_prove_themselves_over_http_get_no_secrets_over_tftp() {
+        let device: Policy = toml::from_str(r#"http_auth = "device""#).unwrap();
+        assert!(!device.secrets_for(Transport::Tftp, ip("10.1.2.3")));
+        assert!(!device.tftp_secrets_everywhere());
+        let certs = Policy::default().resolved(true);
+        assert!(!certs.secrets_for(Transport::Tftp, ip("10.1.2.3")));
+        let named: Policy = toml::from_str::<Policy>(
+            r#"
+            http_auth = "device"
+            tftp_secrets_allow = ["10.0.0.0/8"]
+            "#,
+        )
+        .unwrap()
+        .resolved(true);
+        assert!(named.secrets_for(Transport::Tftp, ip("10.1.2.3")), "named");
+        assert!(!named.secrets_for(Transport::Tftp, ip("192.0.2.1")));
+        assert!(Policy::default().tftp_secrets_everywhere());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::phone_auth::PhoneAuth;
 use crate::policy::Policy;
 use crate::render::{FileView, RenderError, Renderer, directory};
 use crate::render_pool::RenderPool;
-use crate::scan::{ScanGuard, ScanLimits};
+use crate::scan::{BanView, ScanGuard, ScanLimits};
 use crate::store::{GLOBAL_SCOPE, Store, StoreError, unix_now};
 use crate::templates;
 
@@ -45,7 +45,8 @@ const RENDER_CACHE_BYTES: usize = 32 << 20;
 const MAX_PENDING_DISCOVERED: usize = 10_000;
 
 /// How a request reached us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// HTTP (or HTTPS).
     Http,
@@ -81,6 +82,8 @@ pub struct Request<'a> {
     /// Its verified TLS client certificate, when the HTTPS listener checks
     /// them; [`ClientCert::Unchecked`] over HTTP and TFTP.
     pub client_cert: ClientCert,
+    /// The phone gave the right HTTP credentials for the file's MAC.
+    pub authenticated: bool,
 }
 
 /// A [`Request`] that owns its text, to carry it to the render pool.
@@ -93,6 +96,7 @@ struct OwnedRequest {
     host: Option<String>,
     https: bool,
     client_cert: ClientCert,
+    authenticated: bool,
 }
 
 impl OwnedRequest {
@@ -105,6 +109,7 @@ impl OwnedRequest {
             host: request.host.map(str::to_string),
             https: request.https,
             client_cert: request.client_cert,
+            authenticated: request.authenticated,
         }
     }
 
@@ -117,11 +122,27 @@ impl OwnedRequest {
             host: self.host.as_deref(),
             https: self.https,
             client_cert: self.client_cert,
+            authenticated: self.authenticated,
         }
     }
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
+    /// A TFTP request: a file name and where it came from, nothing more.
+    pub fn tftp(path: &'a str, peer: IpAddr) -> Self {
+        Request {
+            path,
+            user_agent: None,
+            // As over HTTP: IPv4 phones on a dual-stack socket as IPv4.
+            peer: peer.to_canonical(),
+            transport: Transport::Tftp,
+            host: None,
+            https: false,
+            client_cert: ClientCert::Unchecked,
+            authenticated: false,
+        }
+    }
+
     /// `http://<Host>` (or `https://`) when the phone came over HTTP(S) with
     /// a sane Host header: a phone told to come back over plain HTTP to the
     /// HTTPS port would fail.
@@ -275,7 +296,10 @@ pub struct Provisioner {
     firmware: FirmwareDir,
     policy: Policy,
     phone_auth: PhoneAuth,
-    scan: ScanGuard,
+    /// Anti-scanning, per transport: what forged UDP sources do must not
+    /// ban anyone over HTTP.
+    scan_http: ScanGuard,
+    scan_tftp: ScanGuard,
     metrics: Metrics,
     /// The threads renders run on, off the async workers.
     renders: RenderPool,
@@ -292,14 +316,16 @@ impl Provisioner {
         phone_auth: PhoneAuth,
         renders: RenderPool,
     ) -> Self {
+        let limits = ScanLimits {
+            unknown_macs: policy.scan_unknown_macs,
+            window: Duration::from_secs(policy.scan_window_secs),
+            ban: Duration::from_secs(policy.ban_secs),
+        };
         Provisioner {
             firmware,
             phone_auth,
-            scan: ScanGuard::new(ScanLimits {
-                unknown_macs: policy.scan_unknown_macs,
-                window: Duration::from_secs(policy.scan_window_secs),
-                ban: Duration::from_secs(policy.ban_secs),
-            }),
+            scan_http: ScanGuard::new(Transport::Http, limits),
+            scan_tftp: ScanGuard::new(Transport::Tftp, limits),
             policy,
             metrics: Metrics::new(catalog.models().iter().map(|m| m.vendor.as_str())),
             store,
@@ -331,9 +357,25 @@ impl Provisioner {
         self.catalog.match_file(name)?.mac
     }
 
-    /// The anti-scanning bans.
-    pub fn scan_guard(&self) -> &ScanGuard {
-        &self.scan
+    /// The anti-scanning guard of a transport.
+    pub fn scan_guard(&self, transport: Transport) -> &ScanGuard {
+        match transport {
+            Transport::Http => &self.scan_http,
+            Transport::Tftp => &self.scan_tftp,
+        }
+    }
+
+    /// Every transport's bans in force.
+    pub fn bans(&self) -> Vec<BanView> {
+        let mut bans = self.scan_http.bans();
+        bans.extend(self.scan_tftp.bans());
+        bans
+    }
+
+    /// Lifts every ban covering `address`, on every transport; says how
+    /// many there were.
+    pub fn lift_bans(&self, address: IpAddr) -> usize {
+        self.scan_http.lift(address) + self.scan_tftp.lift(address)
     }
 
     /// The counters behind `/metrics`.
@@ -538,8 +580,8 @@ impl Provisioner {
                     }
                     Err(NotServed::UnknownMac(_)) => {
                         self.metrics.unknown_mac();
-                        self.scan
-                            .note_unknown(request.peer, request.user_agent, mac);
+                        self.scan_guard(request.transport)
+                            .note_unknown(request.peer, mac);
                         self.note_discovered(mac, file_name, request, &identity)
                     }
                     Err(_) => {}
@@ -552,8 +594,7 @@ impl Provisioner {
     /// Refuses a per-device file to a client the policy keeps out: one whose
     /// client certificate does not name the file's MAC (or that has none
     /// where one is required), one whose User-Agent names another MAC, or
-    /// one banned for scanning (unless its User-Agent carries the very MAC
-    /// it asks for).
+    /// one banned for scanning (see [`Provisioner::is_banned_from`]).
     fn check_client(
         &self,
         mac: Mac,
@@ -565,13 +606,50 @@ impl Provisioner {
         if !request.client_cert.vouches_for(mac) {
             return Err(NotServed::ClientCert(request.client_cert));
         }
+        // Where HTTPS requires certificates, plain HTTP must not hand out
+        // what HTTPS guards.
+        let plain_http = request.transport == Transport::Http && !request.https;
+        if plain_http && self.policy.client_certs_required && !request.authenticated {
+            return Err(NotServed::ClientCert(ClientCert::Missing));
+        }
         match identity.mac {
             Some(own) if own != mac && self.policy.match_user_agent_mac => {
                 Err(NotServed::OtherMac(own))
             }
-            Some(own) if own == mac => Ok(()),
-            _ if self.scan.is_banned(request.peer, request.user_agent) => Err(NotServed::Banned),
+            _ if self.is_banned_from(request, mac) => Err(NotServed::Banned),
             _ => Ok(()),
+        }
+    }
+
+    /// Whether a ban for scanning keeps `request` from `mac`'s file.
+    ///
+    /// A User-Agent proves nothing (a scanner puts the MAC it guesses
+    /// there), so only a request that proved itself gets past a ban: HTTP
+    /// credentials, or a verified client certificate naming the MAC. Over
+    /// TFTP, whose sources anyone can forge, a ban must not lock a known
+    /// phone out of its own file: the phone last served from the very
+    /// address asking still gets it.
+    pub fn is_banned_from(&self, request: &Request<'_>, mac: Mac) -> bool {
+        if request.authenticated || request.client_cert == ClientCert::Verified(Some(mac)) {
+            return false;
+        }
+        if !self.scan_guard(request.transport).is_banned(request.peer) {
+            return false;
+        }
+        request.transport == Transport::Http || self.last_seen_at(mac) != Some(request.peer)
+    }
+
+    /// The address a device was last served from, if it ever was.
+    fn last_seen_at(&self, mac: Mac) -> Option<IpAddr> {
+        if let Some(pending) = lock(&self.pending_sightings).get(&mac) {
+            return Some(pending.ip);
+        }
+        match self.store.sighting(mac) {
+            Ok(sighting) => sighting.map(|s| s.ip),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a sighting");
+                None
+            }
         }
     }
 

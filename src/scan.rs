@@ -1,44 +1,53 @@
-//! Anti-scanning: a client that asks for many different unknown MACs in a
+//! Anti-scanning: a source that asks for many different unknown MACs in a
 //! short time is first slowed down (past half the limit), then banned for
 //! a while.
 //!
-//! A client is an address with a User-Agent, so a scanner behind a NAT is
-//! banned without its neighbours; an address as a whole is banned when it
-//! asks for [`ADDRESS_FACTOR`] times as many, however it names itself (a
-//! scanner that changes its User-Agent). A banned client's requests for
-//! per-device files get the same not-found as an unknown MAC, except a
-//! phone whose User-Agent carries the very MAC it asks for. Everything is
-//! kept per address, and memory is bounded: at most `MAX_TRACKED`
-//! addresses are followed, and as many banned, at once.
+//! A source is counted twice: as a host (an IPv4 address, or an IPv6 /64,
+//! since one machine may use a whole /64) and as the network around it (an
+//! IPv4 /24, an IPv6 /48), which may ask for [`NETWORK_FACTOR`] times as
+//! many before the whole network is banned: a scan spread over many
+//! addresses is banned as the network it comes from. The User-Agent counts
+//! for nothing: a scanner writes whatever it likes there, the very MAC it
+//! guesses included.
+//!
+//! A ban keeps a source from per-device files unless the request proves
+//! itself (HTTP Digest, a client certificate): the provisioner decides
+//! that. Each transport has its own guard, so evidence from forged UDP
+//! sources never bans anyone on HTTP.
+//!
+//! Memory is bounded: at most [`MAX_TRACKED`] sources are followed, and as
+//! many banned, at once. When a table is full, the least recently active
+//! sources make room (for bans, those ending soonest): a flood of new
+//! addresses evicts others' counts but cannot switch the defence off, since
+//! the flood's own network is counted and banned too.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::mac::Mac;
+use crate::provision::Transport;
 use crate::store::unix_now;
 
-/// How many times more unknown MACs a whole address may ask for than one
-/// of its clients.
-pub const ADDRESS_FACTOR: usize = 5;
-/// The most addresses followed, and the most banned, at once.
+/// How many times more unknown MACs a network may ask for than one host.
+pub const NETWORK_FACTOR: usize = 5;
+/// The most sources followed, and the most banned, at once.
 const MAX_TRACKED: usize = 10_000;
-/// The most User-Agents of one address followed apart. Past them a client
-/// counts only towards its address: a scanner that names itself anew with
-/// every request is banned as an address, and cannot crowd others out of
-/// the tables.
-const MAX_AGENTS_PER_ADDRESS: usize = 16;
 /// How often full tables are swept of expired entries, at most: a sweep
 /// walks them all, under the lock that every request takes.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// The share of a full table evicted at once, so that a flood of new
+/// sources pays for one walk of the table per this many insertions.
+const EVICT_DIVISOR: usize = 8;
 
 /// Thresholds, from the `[provisioning]` policy.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanLimits {
-    /// Different unknown MACs a client may ask for within `window`.
+    /// Different unknown MACs a host may ask for within `window`.
     pub unknown_macs: usize,
     /// The counting window.
     pub window: Duration,
@@ -46,22 +55,48 @@ pub struct ScanLimits {
     pub ban: Duration,
 }
 
-/// The unknown MACs one address asked for within the current window.
+/// Where requests come from, at the two granularities counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    /// An IPv4 address, or an IPv6 /64.
+    Host(IpNet),
+    /// An IPv4 /24, or an IPv6 /48.
+    Network(IpNet),
+}
+
+impl Source {
+    /// The host and the network `address` belongs to.
+    fn of(address: IpAddr) -> [Source; 2] {
+        let (host, network) = match address.to_canonical() {
+            IpAddr::V4(_) => (32, 24),
+            IpAddr::V6(_) => (64, 48),
+        };
+        [
+            Source::Host(net(address, host)),
+            Source::Network(net(address, network)),
+        ]
+    }
+
+    fn net(self) -> IpNet {
+        match self {
+            Source::Host(net) | Source::Network(net) => net,
+        }
+    }
+}
+
+/// `address` truncated to `prefix` bits.
+fn net(address: IpAddr, prefix: u8) -> IpNet {
+    let address = address.to_canonical();
+    // The prefix fits the family by construction.
+    IpNet::new(address, prefix).map_or(IpNet::from(address), |n| n.trunc())
+}
+
+/// The unknown MACs one source asked for within the current window.
 #[derive(Debug)]
 struct Tracker {
     since: Instant,
-    /// Whatever the address called itself.
+    last: Instant,
     macs: HashSet<Mac>,
-    /// Per User-Agent, for the first [`MAX_AGENTS_PER_ADDRESS`] of them.
-    agents: HashMap<String, HashSet<Mac>>,
-}
-
-/// The bans of one address: of the whole address (which includes clients
-/// without a User-Agent, as over TFTP), and of some of its User-Agents.
-#[derive(Debug, Default)]
-struct Bans {
-    whole: Option<Ban>,
-    agents: HashMap<String, Ban>,
 }
 
 #[derive(Debug)]
@@ -77,35 +112,13 @@ impl Ban {
     }
 }
 
-impl Bans {
-    fn holds(&self, user_agent: Option<&str>, now: Instant) -> bool {
-        let agent = user_agent.and_then(|ua| self.agents.get(agent_key(ua)));
-        [self.whole.as_ref(), agent]
-            .into_iter()
-            .flatten()
-            .any(|ban| ban.holds(now))
-    }
-
-    fn retain_holding(&mut self, now: Instant) -> bool {
-        self.whole = self.whole.take().filter(|ban| ban.holds(now));
-        self.agents.retain(|_, ban| ban.holds(now));
-        self.whole.is_some() || !self.agents.is_empty()
-    }
-
-    /// Each ban with the User-Agent it is for (None: the whole address).
-    fn each(&self) -> impl Iterator<Item = (Option<&str>, &Ban)> {
-        let whole = self.whole.iter().map(|ban| (None, ban));
-        whole.chain(self.agents.iter().map(|(ua, ban)| (Some(ua.as_str()), ban)))
-    }
-}
-
 /// A ban, as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct BanView {
-    /// The banned address.
-    pub address: IpAddr,
-    /// The User-Agent it is banned with; null when the whole address is.
-    pub user_agent: Option<String>,
+    /// The banned address (a host), or network (`192.0.2.0/24`).
+    pub address: String,
+    /// The transport whose requests gave the evidence, and that it bans.
+    pub transport: Transport,
     /// When it ends (Unix seconds).
     pub until: u64,
     /// How many different unknown MACs triggered it.
@@ -114,16 +127,16 @@ pub struct BanView {
 
 #[derive(Debug, Default)]
 struct State {
-    trackers: HashMap<IpAddr, Tracker>,
-    bans: HashMap<IpAddr, Bans>,
+    trackers: HashMap<Source, Tracker>,
+    bans: HashMap<Source, Ban>,
     last_sweep: Option<Instant>,
 }
 
 impl State {
-    fn banned(&self, address: IpAddr, user_agent: Option<&str>, now: Instant) -> bool {
-        self.bans
-            .get(&address)
-            .is_some_and(|bans| bans.holds(user_agent, now))
+    fn banned(&self, address: IpAddr, now: Instant) -> bool {
+        Source::of(address)
+            .iter()
+            .any(|source| self.bans.get(source).is_some_and(|ban| ban.holds(now)))
     }
 
     /// Drops expired trackers and bans, at most once per [`SWEEP_INTERVAL`].
@@ -137,181 +150,167 @@ impl State {
         self.last_sweep = Some(now);
         self.trackers
             .retain(|_, t| now.duration_since(t.since) < window);
-        self.bans.retain(|_, bans| bans.retain_holding(now));
+        self.bans.retain(|_, ban| ban.holds(now));
+    }
+
+    /// Makes room for a new tracker: expired ones go first, then the least
+    /// recently active.
+    fn room_for_tracker(&mut self, now: Instant, window: Duration) {
+        if self.trackers.len() < MAX_TRACKED {
+            return;
+        }
+        self.sweep(now, window);
+        evict_lowest(&mut self.trackers, |t| t.last);
+    }
+
+    /// Makes room for a new ban: expired ones go first, then those ending
+    /// soonest.
+    fn room_for_ban(&mut self, now: Instant, window: Duration) {
+        if self.bans.len() < MAX_TRACKED {
+            return;
+        }
+        self.sweep(now, window);
+        evict_lowest(&mut self.bans, |b| b.until);
     }
 }
 
-/// Follows unknown-MAC requests and keeps the bans.
+/// When `table` is full, removes its [`EVICT_DIVISOR`]th part with the
+/// lowest `rank`.
+fn evict_lowest<V>(table: &mut HashMap<Source, V>, rank: impl Fn(&V) -> Instant) {
+    if table.len() < MAX_TRACKED {
+        return;
+    }
+    let mut ranks: Vec<Instant> = table.values().map(&rank).collect();
+    let cut = ranks.len() / EVICT_DIVISOR;
+    let (_, &mut threshold, _) = ranks.select_nth_unstable(cut);
+    table.retain(|_, v| rank(v) > threshold);
+}
+
+/// Follows one transport's unknown-MAC requests and keeps its bans.
 #[derive(Debug)]
 pub struct ScanGuard {
+    transport: Transport,
     limits: ScanLimits,
     state: Mutex<State>,
 }
 
 impl ScanGuard {
-    /// A guard with these thresholds.
-    pub fn new(limits: ScanLimits) -> Self {
+    /// A guard of `transport`'s requests with these thresholds.
+    pub fn new(transport: Transport, limits: ScanLimits) -> Self {
         ScanGuard {
+            transport,
             limits,
             state: Mutex::new(State::default()),
         }
     }
 
-    /// Whether a client is banned, as itself or as its whole address.
-    pub fn is_banned(&self, address: IpAddr, user_agent: Option<&str>) -> bool {
-        // Asked on every per-device request: one lookup, no sweep.
-        self.lock().banned(address, user_agent, Instant::now())
+    /// Whether an address is banned, as a host or as part of its network.
+    pub fn is_banned(&self, address: IpAddr) -> bool {
+        // Asked on every per-device request: two lookups, no sweep.
+        self.lock().banned(address, Instant::now())
     }
 
-    /// Whether a client is halfway to a ban, or banned: its answers for
+    /// Whether an address is halfway to a ban, or banned: its answers for
     /// per-device files are slowed, so a scan crawls long before the ban.
-    pub fn is_suspect(&self, address: IpAddr, user_agent: Option<&str>) -> bool {
+    pub fn is_suspect(&self, address: IpAddr) -> bool {
         let now = Instant::now();
         let state = self.lock();
-        if state.banned(address, user_agent, now) {
+        if state.banned(address, now) {
             return true;
         }
-        let Some(tracker) = state.trackers.get(&address) else {
-            return false;
-        };
-        if now.duration_since(tracker.since) >= self.limits.window {
-            return false;
-        }
-        let limit = self.limits.unknown_macs;
-        let own = user_agent
-            .and_then(|ua| tracker.agents.get(agent_key(ua)))
-            .map_or(0, HashSet::len);
-        own * 2 > limit || tracker.macs.len() * 2 > self.address_limit(user_agent)
+        Source::of(address).into_iter().any(|source| {
+            state.trackers.get(&source).is_some_and(|tracker| {
+                now.duration_since(tracker.since) < self.limits.window
+                    && tracker.macs.len() * 2 > self.limit(source)
+            })
+        })
     }
 
-    /// Notes a request for a MAC that is not provisioned; bans the client
-    /// (or its address) when it has asked for too many.
-    pub fn note_unknown(&self, address: IpAddr, user_agent: Option<&str>, mac: Mac) {
+    /// Notes a request for a MAC that is not provisioned; bans the host or
+    /// its network when it has asked for too many.
+    pub fn note_unknown(&self, address: IpAddr, mac: Mac) {
         let now = Instant::now();
         let window = self.limits.window;
         let mut state = self.lock();
-        // Without a User-Agent, only the whole address's ban counts.
-        if state.banned(address, None, now) {
+        if state.banned(address, now) {
             return;
         }
-        // A banned client's requests still count towards its address.
-        let agent = user_agent.filter(|&ua| !state.banned(address, Some(ua), now));
-        if !state.trackers.contains_key(&address) && state.trackers.len() >= MAX_TRACKED {
-            state.sweep(now, window);
-            if state.trackers.len() >= MAX_TRACKED {
-                return;
+        for source in Source::of(address) {
+            if !state.trackers.contains_key(&source) {
+                state.room_for_tracker(now, window);
             }
-        }
-        let tracker = state.trackers.entry(address).or_insert_with(|| Tracker {
-            since: now,
-            macs: HashSet::new(),
-            agents: HashMap::new(),
-        });
-        if now.duration_since(tracker.since) >= window {
-            tracker.since = now;
-            tracker.macs.clear();
-            tracker.agents.clear();
-        }
-        tracker.macs.insert(mac);
-        let by_address = tracker.macs.len();
-        let by_agent = agent.and_then(|ua| {
-            let key = agent_key(ua);
-            if !tracker.agents.contains_key(key) && tracker.agents.len() >= MAX_AGENTS_PER_ADDRESS {
-                return None;
+            let tracker = state.trackers.entry(source).or_insert_with(|| Tracker {
+                since: now,
+                last: now,
+                macs: HashSet::new(),
+            });
+            if now.duration_since(tracker.since) >= window {
+                tracker.since = now;
+                tracker.macs.clear();
             }
-            let macs = tracker.agents.entry(key.to_string()).or_default();
-            macs.insert(mac);
-            Some(macs.len())
-        });
-        if by_address > self.address_limit(user_agent) {
-            state.trackers.remove(&address);
-            self.ban(&mut state, address, None, by_address, now);
-        } else if let (Some(ua), Some(count)) = (agent, by_agent)
-            && count > self.limits.unknown_macs
-        {
-            if let Some(tracker) = state.trackers.get_mut(&address) {
-                tracker.agents.remove(agent_key(ua));
+            tracker.last = now;
+            tracker.macs.insert(mac);
+            let count = tracker.macs.len();
+            if count > self.limit(source) {
+                state.trackers.remove(&source);
+                self.ban(&mut state, source, count, now);
             }
-            self.ban(&mut state, address, Some(ua), count, now);
         }
     }
 
-    /// How many unknown MACs an address may ask for: a client without a
-    /// User-Agent is taken for the address itself.
-    fn address_limit(&self, user_agent: Option<&str>) -> usize {
-        match user_agent {
-            Some(_) => self.limits.unknown_macs.saturating_mul(ADDRESS_FACTOR),
-            None => self.limits.unknown_macs,
+    /// How many unknown MACs a source may ask for within the window.
+    fn limit(&self, source: Source) -> usize {
+        match source {
+            Source::Host(_) => self.limits.unknown_macs,
+            Source::Network(_) => self.limits.unknown_macs.saturating_mul(NETWORK_FACTOR),
         }
     }
 
-    /// Bans `address`, as a whole or with one User-Agent.
-    fn ban(
-        &self,
-        state: &mut State,
-        address: IpAddr,
-        user_agent: Option<&str>,
-        unknown_macs: usize,
-        now: Instant,
-    ) {
-        if !state.bans.contains_key(&address) && state.bans.len() >= MAX_TRACKED {
-            state.sweep(now, self.limits.window);
-            if state.bans.len() >= MAX_TRACKED {
-                return;
-            }
-        }
+    fn ban(&self, state: &mut State, source: Source, unknown_macs: usize, now: Instant) {
+        state.room_for_ban(now, self.limits.window);
         tracing::warn!(
-            address = %address,
-            user_agent = user_agent.unwrap_or("*"),
+            source = %show(source),
+            transport = self.transport.name(),
             unknown_macs,
             ban_secs = self.limits.ban.as_secs(),
-            "banned a client scanning for MACs"
+            "banned a source scanning for MACs"
         );
         let ban = Ban {
             until: now + self.limits.ban,
             until_unix: unix_now() + self.limits.ban.as_secs(),
             unknown_macs,
         };
-        let bans = state.bans.entry(address).or_default();
-        match user_agent {
-            None => bans.whole = Some(ban),
-            // Bounded: each of these took more unknown MACs than one
-            // ADDRESS_FACTOR-th of what bans the whole address.
-            Some(ua) => {
-                bans.agents.insert(agent_key(ua).to_string(), ban);
-            }
-        }
+        state.bans.insert(source, ban);
     }
 
     /// The bans in force.
     pub fn bans(&self) -> Vec<BanView> {
         let now = Instant::now();
         let mut state = self.lock();
-        state.bans.retain(|_, bans| bans.retain_holding(now));
-        let mut views: Vec<BanView> = state
-            .bans
-            .iter()
-            .flat_map(|(&address, bans)| {
-                bans.each().map(move |(user_agent, ban)| BanView {
-                    address,
-                    user_agent: user_agent.map(str::to_string),
-                    until: ban.until_unix,
-                    unknown_macs: ban.unknown_macs,
-                })
+        state.bans.retain(|_, ban| ban.holds(now));
+        let mut bans: Vec<(Source, &Ban)> = state.bans.iter().map(|(s, b)| (*s, b)).collect();
+        bans.sort_by_key(|(source, _)| source.net());
+        bans.into_iter()
+            .map(|(source, ban)| BanView {
+                address: show(source),
+                transport: self.transport,
+                until: ban.until_unix,
+                unknown_macs: ban.unknown_macs,
             })
-            .collect();
-        views.sort_by(|a, b| (a.address, &a.user_agent).cmp(&(b.address, &b.user_agent)));
-        views
+            .collect()
     }
 
-    /// Lifts every ban of an address; says how many there were.
+    /// Lifts every ban that covers an address (its host's and its
+    /// network's), and forgets their counts; says how many bans there were.
     pub fn lift(&self, address: IpAddr) -> usize {
         let mut state = self.lock();
-        state.trackers.remove(&address);
-        state
-            .bans
-            .remove(&address)
-            .map_or(0, |bans| bans.each().count())
+        Source::of(address)
+            .iter()
+            .filter(|source| {
+                state.trackers.remove(source);
+                state.bans.remove(source).is_some()
+            })
+            .count()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -320,12 +319,12 @@ impl ScanGuard {
     }
 }
 
-/// A User-Agent as it is kept: a scanner cannot grow our memory with
-/// endless ones.
-fn agent_key(user_agent: &str) -> &str {
-    match user_agent.char_indices().nth(128) {
-        Some((end, _)) => &user_agent[..end],
-        None => user_agent,
+/// A source as people write it: a bare address for an IPv4 host, a
+/// network with its prefix otherwise.
+fn show(source: Source) -> String {
+    match source {
+        Source::Host(IpNet::V4(net)) => net.addr().to_string(),
+        other => other.net().to_string(),
     }
 }
 
@@ -334,91 +333,98 @@ mod tests {
     use super::*;
 
     fn guard() -> ScanGuard {
-        ScanGuard::new(ScanLimits {
-            unknown_macs: 3,
-            window: Duration::from_secs(60),
-            ban: Duration::from_secs(60),
-        })
+        ScanGuard::new(
+            Transport::Http,
+            ScanLimits {
+                unknown_macs: 3,
+                window: Duration::from_secs(60),
+                ban: Duration::from_secs(60),
+            },
+        )
     }
 
     fn mac(n: u64) -> Mac {
         format!("0015650{n:05x}").parse().unwrap()
     }
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
     #[test]
-    fn a_client_past_the_limit_is_banned_alone() {
+    fn a_host_past_the_limit_is_banned_alone() {
         let guard = guard();
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let scanner = ip("192.0.2.7");
         for n in 0..3 {
-            guard.note_unknown(ip, Some("scanner"), mac(n));
-            guard.note_unknown(ip, Some("scanner"), mac(n));
+            guard.note_unknown(scanner, mac(n));
+            guard.note_unknown(scanner, mac(n));
         }
-        assert!(
-            !guard.is_banned(ip, Some("scanner")),
-            "three MACs, asked twice"
-        );
-        assert!(
-            guard.is_suspect(ip, Some("scanner")),
-            "halfway: slowed down"
-        );
-        assert!(!guard.is_suspect(ip, Some("Yealink SIP-T46S")));
-        guard.note_unknown(ip, Some("scanner"), mac(3));
-        assert!(guard.is_banned(ip, Some("scanner")));
-        assert!(
-            !guard.is_banned(ip, Some("Yealink SIP-T46S")),
-            "its neighbours"
-        );
-        assert_eq!(guard.bans().len(), 1);
-        assert_eq!(guard.lift(ip), 1);
-        assert!(!guard.is_banned(ip, Some("scanner")));
-    }
-
-    #[test]
-    fn an_address_changing_user_agents_is_banned_whole() {
-        let guard = guard();
-        let ip: IpAddr = "192.0.2.8".parse().unwrap();
-        for n in 0..16 {
-            guard.note_unknown(ip, Some(&format!("ua{n}")), mac(n));
-        }
-        assert!(guard.is_banned(ip, Some("anything")));
-        assert!(guard.is_banned(ip, None));
-    }
-
-    #[test]
-    fn a_new_user_agent_per_request_neither_escapes_nor_crowds_others_out() {
-        let guard = guard();
-        let scanner: IpAddr = "192.0.2.9".parse().unwrap();
-        // More User-Agents than the tables hold, each asking for one MAC.
-        for n in 0..(MAX_TRACKED as u64 + 10) {
-            guard.note_unknown(scanner, Some(&format!("Yealink {n}")), mac(n));
-        }
-        assert!(guard.is_banned(scanner, Some("Yealink 0")));
-        let state = guard.lock();
-        assert!(state.trackers.is_empty(), "the ban ended its tracking");
-        assert_eq!(state.bans.len(), 1);
-        drop(state);
-
-        let other: IpAddr = "192.0.2.10".parse().unwrap();
-        for n in 0..4 {
-            guard.note_unknown(other, Some("curl/8"), mac(n));
-        }
-        assert!(guard.is_banned(other, Some("curl/8")), "still followed");
-    }
-
-    #[test]
-    fn a_banned_client_still_counts_towards_its_address() {
-        let guard = guard();
-        let ip: IpAddr = "192.0.2.11".parse().unwrap();
-        for n in 0..15 {
-            guard.note_unknown(ip, Some("scanner"), mac(n));
-        }
-        assert!(guard.is_banned(ip, Some("scanner")));
-        assert!(!guard.is_banned(ip, Some("other")), "not yet");
-        guard.note_unknown(ip, Some("scanner"), mac(15));
-        assert!(guard.is_banned(ip, Some("other")), "the address, at 16");
+        assert!(!guard.is_banned(scanner), "three MACs, asked twice");
+        assert!(guard.is_suspect(scanner), "halfway: slowed down");
+        let neighbour = ip("192.0.2.8");
+        assert!(!guard.is_suspect(neighbour));
+        guard.note_unknown(scanner, mac(3));
+        assert!(guard.is_banned(scanner));
+        assert!(!guard.is_banned(neighbour), "its neighbours");
         let bans = guard.bans();
-        assert_eq!(bans.len(), 2);
-        assert_eq!(bans[0].unknown_macs, 16, "{bans:?}");
-        assert_eq!(bans[1].unknown_macs, 4, "banned once, not again");
+        assert_eq!(bans.len(), 1);
+        assert_eq!(bans[0].address, "192.0.2.7");
+        assert_eq!(guard.lift(scanner), 1);
+        assert!(!guard.is_banned(scanner));
+    }
+
+    #[test]
+    fn a_scan_spread_over_a_network_bans_the_network() {
+        let guard = guard();
+        // Three MACs from each of five hosts: none past its own limit.
+        for host in 0..5 {
+            for n in 0..3 {
+                guard.note_unknown(ip(&format!("198.51.100.{host}")), mac(host * 3 + n));
+            }
+        }
+        assert!(!guard.is_banned(ip("198.51.100.0")));
+        guard.note_unknown(ip("198.51.100.200"), mac(99));
+        assert!(guard.is_banned(ip("198.51.100.77")), "the whole /24");
+        assert!(!guard.is_banned(ip("198.51.101.1")), "not the next one");
+        let bans = guard.bans();
+        assert_eq!(bans[0].address, "198.51.100.0/24", "{bans:?}");
+        assert_eq!(guard.lift(ip("198.51.100.3")), 1);
+        assert!(!guard.is_banned(ip("198.51.100.77")));
+    }
+
+    #[test]
+    fn an_ipv6_host_is_its_slash_64() {
+        let guard = guard();
+        for n in 0..4 {
+            guard.note_unknown(ip(&format!("2001:db8:0:1::{n:x}")), mac(n));
+        }
+        assert!(guard.is_banned(ip("2001:db8:0:1::ffff")));
+        assert!(!guard.is_banned(ip("2001:db8:0:2::1")));
+        assert_eq!(guard.bans()[0].address, "2001:db8:0:1::/64");
+    }
+
+    #[test]
+    fn a_flood_of_new_addresses_cannot_switch_the_tables_off() {
+        let guard = ScanGuard::new(
+            Transport::Tftp,
+            ScanLimits {
+                unknown_macs: 3,
+                window: Duration::from_secs(60),
+                // Bans that would each stand for a network of the flood.
+                ban: Duration::from_secs(60),
+            },
+        );
+        // One guess from each of more addresses than the tables hold, one
+        // per /24, so that no network reaches its limit.
+        for n in 0..(MAX_TRACKED as u32 + 50) {
+            let [a, b, c, _] = (0x0a00_0000 + (n << 8)).to_be_bytes();
+            guard.note_unknown(ip(&format!("{a}.{b}.{c}.1")), mac(u64::from(n)));
+        }
+        assert!(guard.lock().trackers.len() <= MAX_TRACKED);
+        let scanner = ip("203.0.113.9");
+        for n in 0..4 {
+            guard.note_unknown(scanner, mac(n));
+        }
+        assert!(guard.is_banned(scanner), "still followed");
     }
 }

@@ -20,9 +20,9 @@ use tokio::sync::oneshot;
 use crate::api::{self, AdminState};
 use crate::auth::{AdminToken, AuthError, Authenticator};
 use crate::catalog::{Catalog, CatalogError};
-use crate::config::Config;
+use crate::config::{ClientCertMode, Config};
 use crate::firmware::FirmwareDir;
-use crate::phone_auth::{PhoneAuth, PhoneAuthError};
+use crate::phone_auth::{AuthSettings, PhoneAuth, PhoneAuthError};
 use crate::provision::{Provisioner, SIGHTING_FLUSH_INTERVAL};
 use crate::render::{RenderError, Renderer};
 use crate::render_pool::RenderPool;
@@ -137,19 +137,33 @@ impl Server {
             Renderer::load(&catalog, config.templates_dir.as_deref())?,
         )?;
         let token = AdminToken::setup(&store, &config.data, admin_token)?;
-        let policy = &config.provisioning;
+        let policy = config.provisioning.clone().resolved(
+            config
+                .https
+                .as_ref()
+                .is_some_and(|https| https.client_cert == ClientCertMode::Required),
+        );
+        if policy.tftp_secrets_everywhere() {
+            tracing::warn!(
+                "SIP passwords go over TFTP, in clear, to every network: set tftp_secrets_allow \
+                 to the phones' networks, or to [] and give phones HTTPS"
+            );
+        }
         let phone_auth = PhoneAuth::load(
             &config.data,
-            policy.http_auth,
-            policy.http_auth_user.as_deref(),
-            policy.http_auth_password.as_deref(),
+            AuthSettings {
+                mode: policy.http_auth,
+                shared_user: policy.http_auth_user.as_deref(),
+                shared_password: policy.http_auth_password.as_deref(),
+                md5: policy.http_auth_md5,
+            },
         )?;
         let provisioner = Arc::new(Provisioner::new(
             store.clone(),
             catalog.clone(),
             renderer,
             FirmwareDir::new(config.data.join("firmware")),
-            config.provisioning.clone(),
+            policy,
             phone_auth,
             RenderPool::per_core().map_err(ServerError::RenderThreads)?,
         ));

@@ -17,10 +17,11 @@ use crate::model::Invalid;
 use crate::scan::BanView;
 
 pub(super) async fn list(state: Shared) -> Json<Vec<BanView>> {
-    Json(state.provisioner.scan_guard().bans())
+    Json(state.provisioner.bans())
 }
 
-/// `DELETE /bans/{address}`: lifts every ban of an address.
+/// `DELETE /bans/{address}`: lifts every ban covering an address (its
+/// own, its network's), on every transport.
 pub(super) async fn lift(
     state: Shared,
     Extension(Actor(actor)): Who,
@@ -29,7 +30,7 @@ pub(super) async fn lift(
     let address: IpAddr = address
         .parse()
         .map_err(|_| Invalid::new("address", format!("'{address}' is not an IP address")))?;
-    let lifted = state.provisioner.scan_guard().lift(address);
+    let lifted = state.provisioner.lift_bans(address);
     state.store.record_action(
         &actor,
         "ban.lift",
@@ -44,7 +45,7 @@ pub(super) async fn metrics(state: Shared) -> impl IntoResponse {
     let provisioner = &state.provisioner;
     let gauges = Gauges {
         tftp_transfers: state.tftp.active(),
-        bans: provisioner.scan_guard().bans().len(),
+        bans: provisioner.bans().len(),
         devices: state.store.device_count(),
         users: state.store.user_count(),
         store_bytes: state.store.size_on_disk(),

@@ -6,7 +6,7 @@
 //! Firmware images stream from disk with `Range` support (tower-http's
 //! `ServeFile`), since phones resume large downloads.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,9 @@ use tower_http::services::ServeFile;
 
 use crate::client_cert::ClientCert;
 use crate::firmware::FirmwareImage;
+use crate::mac::Mac;
 use crate::metrics::Outcome;
+use crate::phone_auth::{Attempt, Verdict};
 use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware, log_request};
 
 /// How long a client suspected of scanning waits for each per-device answer.
@@ -92,7 +94,7 @@ async fn provision(
         ),
         None => ClientCert::Unchecked,
     };
-    let request = Request {
+    let mut request = Request {
         path,
         user_agent,
         // A dual-stack listener sees IPv4 phones as ::ffff:a.b.c.d; logs,
@@ -106,6 +108,7 @@ async fn provision(
             .or_else(|| uri.authority().map(|a| a.as_str())),
         https: tls.is_some(),
         client_cert,
+        authenticated: false,
     };
     if let Some(image) = provisioner.firmware(&request) {
         provisioner
@@ -123,60 +126,43 @@ async fn provision(
     // Which MAC the file is for matters only to authentication and to a
     // client suspected of scanning: most requests skip the lookup here.
     let suspect = provisioner
-        .scan_guard()
-        .is_suspect(request.peer, request.user_agent);
+        .scan_guard(Transport::Http)
+        .is_suspect(request.peer);
     let device_mac = if suspect || provisioner.phone_auth().required() {
         provisioner.device_file_mac(request.path)
     } else {
         None
     };
-    // A client halfway to a ban waits for every per-device answer, found or
-    // not (the same timing either way), unless its User-Agent names the very
-    // MAC it asks for.
-    let names_its_mac = suspect
-        && device_mac.is_some_and(|mac| {
-            user_agent.and_then(|ua| provisioner.catalog().identify_user_agent(ua).mac) == Some(mac)
-        });
-    if suspect && device_mac.is_some() && !names_its_mac {
-        throttle(&provisioner).await;
-    }
     if let Some(mac) = device_mac {
-        let auth = provisioner.phone_auth();
-        let answer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let allowed = provisioner.policy().allows(Transport::Http, request.peer);
-        if allowed && auth.required() && !auth.check(method.as_str(), answer, mac, request.https) {
-            // Any MAC-shaped name is challenged alike: a 401 says nothing
-            // about whether the MAC is provisioned.
-            provisioner
-                .metrics()
-                .request(Transport::Http, Outcome::Refused);
-            log_request(
-                &request,
-                &Err(NotServed::Unauthorized),
-                0,
-                started.elapsed(),
-            );
-            let mut response = StatusCode::UNAUTHORIZED.into_response();
-            for challenge in auth.challenges() {
-                if let Ok(value) = HeaderValue::from_str(&challenge) {
-                    response
-                        .headers_mut()
-                        .append(header::WWW_AUTHENTICATE, value);
-                }
+        // Every per-device answer to a suspect waits, found or not, banned
+        // or not, whatever its User-Agent says: the timing tells nothing.
+        if suspect {
+            throttle(&provisioner).await;
+        }
+        let attempt = Attempt {
+            method: method.as_str(),
+            target: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
+            peer: request.peer,
+            over_tls: request.https,
+            authorization: headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        };
+        match credentials(&provisioner, &attempt, mac) {
+            Some(Verdict::Accepted) => request.authenticated = true,
+            Some(verdict) => {
+                log_request(
+                    &request,
+                    &Err(NotServed::Unauthorized),
+                    0,
+                    started.elapsed(),
+                );
+                return challenge(&provisioner, request.peer, verdict == Verdict::Stale);
             }
-            return response;
+            None => {}
         }
     }
     let result = provisioner.handle_async(&request).await;
-    // Naming the MAC spares a phone behind a scanner's NAT, not a scan that
-    // forges its User-Agent: an unknown MAC's answer waits all the same (the
-    // status tells it anyway), so the scan crawls instead of taking the CPU
-    // known phones need.
-    if names_its_mac && matches!(result, Err(NotServed::UnknownMac(_))) {
-        throttle(&provisioner).await;
-    }
     let response = match &result {
         Ok(file) => {
             let fresh = headers
@@ -212,13 +198,39 @@ async fn provision(
     response
 }
 
-/// Streams a firmware image, honouring `Range`, `If-Range` and `HEAD`.
+/// What a per-device request's credentials are worth; None when phones
+/// need none, or the client's network is refused anyway (it then gets the
+/// same not-found as everything else).
+fn credentials(provisioner: &Provisioner, attempt: &Attempt<'_>, mac: Mac) -> Option<Verdict> {
+    let auth = provisioner.phone_auth();
+    let allowed = provisioner.policy().allows(Transport::Http, attempt.peer);
+    (allowed && auth.required()).then(|| auth.check(attempt, mac))
+}
+
+/// A 401 asking for credentials. Any MAC-shaped name is challenged alike: it
+/// says nothing about whether the MAC is provisioned.
+fn challenge(provisioner: &Provisioner, peer: IpAddr, stale: bool) -> Response {
+    provisioner
+        .metrics()
+        .request(Transport::Http, Outcome::Refused);
+    let mut response = StatusCode::UNAUTHORIZED.into_response();
+    for challenge in provisioner.phone_auth().challenges(peer, stale) {
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .append(header::WWW_AUTHENTICATE, value);
+        }
+    }
+    response
+}
+
 /// Holds back an answer to a client suspected of scanning, and counts it.
 async fn throttle(provisioner: &Provisioner) {
     provisioner.metrics().http_throttled();
     tokio::time::sleep(THROTTLE_DELAY).await;
 }
 
+/// Streams a firmware image, honouring `Range`, `If-Range` and `HEAD`.
 async fn serve_firmware(
     image: &FirmwareImage,
     method: Method,

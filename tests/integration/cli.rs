@@ -1124,3 +1124,22 @@ async fn the_systemd_unit_passes_systemd_analyze_verify() {
         "{complaints}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_warns_while_tftp_sends_passwords_to_every_network() {
+    let data = tempfile::tempdir().unwrap();
+    let warning = "SIP passwords go over TFTP, in clear, to every network";
+    let (server, _, log) = start_logged(serve_command(data.path(), "info")).await;
+    assert!(log.lock().unwrap().contains(warning), "the default warns");
+    stop(server).await;
+
+    // Phones that authenticate over HTTP get no secrets over TFTP, unless
+    // a network is named.
+    let config = data.path().join("deskboot.toml");
+    std::fs::write(&config, "[provisioning]\nhttp_auth = \"device\"\n").unwrap();
+    let mut command = serve_command(data.path(), "info");
+    command.arg("--config").arg(&config);
+    let (server, _, log) = start_logged(command).await;
+    assert!(!log.lock().unwrap().contains(warning));
+    stop(server).await;
+}

@@ -373,8 +373,10 @@ async fn a_client_certificate_gets_only_the_file_of_its_own_mac() {
     server.stop().await;
 }
 
+/// Secure zero-touch, as the README's steps set it up: phones' factory
+/// certificates are the only way to a per-device file's passwords.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn required_client_certificates_guard_per_device_files_only() {
+async fn required_client_certificates_are_a_secure_zero_touch() {
     let tls = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(tls.path());
     let factory = phone_ca("Poly Factory CA");
@@ -391,10 +393,18 @@ async fn required_client_certificates_guard_per_device_files_only() {
     assert_eq!(fetch(&anonymous, https, COMMON).await.unwrap().0, 200);
     // With one, the phone gets its own file and only that.
     let phone = client_presenting(&cert, https, &phone_cert(&factory, "001565aabbcc"));
-    assert_eq!(fetch(&phone, https, FILE).await.unwrap().0, 200);
+    let (status, body) = fetch(&phone, https, FILE).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains(PASSWORD));
     assert_eq!(fetch(&phone, https, OTHER_FILE).await.unwrap().0, 404);
-    // Plain HTTP has no certificates to check; restrict it with http_allow.
-    assert_eq!(server.phone_get(FILE, None).await.0, 200);
+    // Plain HTTP has no certificate to check: no per-device file there,
+    // and TFTP leaves the passwords out.
+    assert_eq!(server.phone_get(FILE, None).await.0, 404);
+    assert_eq!(server.phone_get(COMMON, None).await.0, 200);
+    let over_tftp = server.tftp_curl(&FILE[1..]).await.expect("TFTP answers");
+    let over_tftp = String::from_utf8_lossy(&over_tftp);
+    assert!(!over_tftp.contains(PASSWORD), "{over_tftp}");
+    assert!(over_tftp.contains("sip101"), "the rest is there");
     server.stop().await;
 }
 

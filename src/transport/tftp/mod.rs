@@ -26,7 +26,6 @@ use std::time::Instant;
 
 use tokio::net::UdpSocket;
 
-use crate::client_cert::ClientCert;
 use crate::metrics::Outcome;
 use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware, log_request};
 use packet::{ErrorCode, ReadRequest, RequestError};
@@ -184,18 +183,15 @@ impl Shared {
         self.start(&mut clients, peer, local, read);
     }
 
-    /// Whether `peer` is banned for scanning and `name` is a per-device
+    /// Whether `peer` is banned for scanning from `name`, a per-device
     /// file. Such a request gets no answer at all: a scanner then waits out
     /// its timeout before every next guess, as HTTP makes it wait, instead
-    /// of taking CPU that known phones need (BENCHMARKS.md). A phone behind
-    /// the same address retries, as it would after a "not found", and is
-    /// answered once the ban ends.
+    /// of taking CPU that known phones need (BENCHMARKS.md).
     fn is_banned_from(&self, peer: SocketAddr, name: &str) -> bool {
         let provisioner = &self.provisioner;
         let banned = provisioner
-            .scan_guard()
-            .is_banned(peer.ip().to_canonical(), None)
-            && provisioner.device_file_mac(name).is_some();
+            .device_file_mac(name)
+            .is_some_and(|mac| provisioner.is_banned_from(&Request::tftp(name, peer.ip()), mac));
         if banned {
             provisioner
                 .metrics()
@@ -259,16 +255,7 @@ impl Shared {
         };
         let read = &client.request;
         let started = Instant::now();
-        let request = Request {
-            path: &read.name,
-            user_agent: None,
-            // As in http.rs: IPv4 phones on a dual-stack listener as IPv4.
-            peer: peer.ip().to_canonical(),
-            transport: Transport::Tftp,
-            host: None,
-            https: false,
-            client_cert: ClientCert::Unchecked,
-        };
+        let request = Request::tftp(&read.name, peer.ip());
         if let Some(image) = self.provisioner.firmware(&request) {
             let file = match std::fs::File::open(&image.path) {
                 Ok(file) => file,

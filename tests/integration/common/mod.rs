@@ -3,9 +3,10 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::Duration;
 
 use deskboot::config::{ClientCertMode, Config, HttpsConfig};
 use deskboot::policy::Policy;
@@ -343,23 +344,26 @@ impl TestServer {
     /// clean-up): the first answer's opcode, DATA (3) or ERROR (5), and the
     /// error code for an ERROR.
     pub async fn tftp_raw_rrq(&self, file: &[u8]) -> (u16, u16) {
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        self.tftp_raw_rrq_from(Ipv4Addr::LOCALHOST.into(), file, Duration::from_secs(5))
             .await
-            .expect("udp");
-        let mut packet = vec![0, 1];
-        packet.extend_from_slice(file);
-        packet.push(0);
-        packet.extend_from_slice(b"octet\0");
+    }
+
+    /// A raw TFTP read request from `source` (any 127.0.0.0/8 address is
+    /// this machine), waiting `patience` for the first answer: its opcode
+    /// and error code, or (0, 0) for none.
+    pub async fn tftp_raw_rrq_from(
+        &self,
+        source: IpAddr,
+        file: &[u8],
+        patience: Duration,
+    ) -> (u16, u16) {
+        let socket = tokio::net::UdpSocket::bind((source, 0)).await.expect("udp");
         socket
-            .send_to(&packet, self.addrs.tftp)
+            .send_to(&rrq(file), self.addrs.tftp)
             .await
             .expect("send");
         let mut answer = [0u8; 1600];
-        let received = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            socket.recv_from(&mut answer),
-        )
-        .await;
+        let received = tokio::time::timeout(patience, socket.recv_from(&mut answer)).await;
         match received {
             Ok(Ok((n, _))) if n >= 4 => (
                 u16::from_be_bytes([answer[0], answer[1]]),
@@ -368,6 +372,45 @@ impl TestServer {
             _ => (0, 0),
         }
     }
+
+    /// A TFTP read request sent "from" `source` and never read: all a
+    /// forged UDP packet does.
+    pub async fn tftp_forged_rrq(&self, source: IpAddr, file: &[u8]) {
+        let socket = tokio::net::UdpSocket::bind((source, 0)).await.expect("udp");
+        socket
+            .send_to(&rrq(file), self.addrs.tftp)
+            .await
+            .expect("send");
+    }
+
+    /// A phone's HTTP GET from `source`: status and body.
+    pub async fn phone_get_from(
+        &self,
+        source: IpAddr,
+        path: &str,
+        user_agent: Option<&str>,
+    ) -> (u16, Vec<u8>) {
+        let client = reqwest::Client::builder()
+            .local_address(source)
+            .build()
+            .expect("client");
+        let mut request = client.get(self.http_url(path));
+        if let Some(ua) = user_agent {
+            request = request.header("User-Agent", ua);
+        }
+        let response = request.send().await.expect("HTTP answers");
+        let status = response.status().as_u16();
+        (status, response.bytes().await.expect("body").to_vec())
+    }
+}
+
+/// An octet-mode TFTP read request for `file`.
+fn rrq(file: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0, 1];
+    packet.extend_from_slice(file);
+    packet.push(0);
+    packet.extend_from_slice(b"octet\0");
+    packet
 }
 
 impl TestServer {
