@@ -35,14 +35,77 @@ use crate::provision::ServedFile;
 pub struct CacheKey {
     /// The file name, lower-cased (phones vary the MAC's case).
     pub file: String,
-    /// The model the User-Agent names (it picks among models sharing a common file).
-    pub model_hint: Option<String>,
+    /// The model a common file is rendered for (the User-Agent picks among
+    /// models sharing one); none for a per-device file.
+    pub model: Option<String>,
     /// The provisioning URL derived from the request.
-    pub origin: Option<String>,
+    pub origin: Input,
     /// The firmware the phone reports.
-    pub firmware: Option<String>,
+    pub firmware: Input,
     /// Whether passwords were left out (TFTP policy).
     pub without_secrets: bool,
+}
+
+/// A part of a request that changes a file only where the settings make
+/// it: the `Host` only without a `provisioning_url`, the firmware only
+/// with a `firmware_url`. A request first looks for a file rendered without
+/// it, so random `Host` headers or firmware strings cannot make every
+/// request a miss.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Input {
+    /// The file was rendered without it: any value gets the same file.
+    Unused,
+    /// The value the request gave (or none).
+    Given(Option<String>),
+}
+
+impl Input {
+    fn len(&self) -> usize {
+        match self {
+            Input::Given(Some(text)) => text.len(),
+            _ => 0,
+        }
+    }
+
+    /// Whether it holds a value a request chose, which another request
+    /// may never give again.
+    fn is_chosen(&self) -> bool {
+        matches!(self, Input::Given(Some(_)))
+    }
+}
+
+/// Which request inputs a render looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputsUsed {
+    /// The origin (`Host`): no `provisioning_url` was set.
+    pub origin: bool,
+    /// The reported firmware: a `firmware_url` was set.
+    pub firmware: bool,
+}
+
+impl CacheKey {
+    /// This key with the inputs a render did not use made [`Input::Unused`].
+    pub fn keeping(mut self, used: InputsUsed) -> CacheKey {
+        if !used.origin {
+            self.origin = Input::Unused;
+        }
+        if !used.firmware {
+            self.firmware = Input::Unused;
+        }
+        self
+    }
+
+    /// The keys an entry for this request may be under, those that ignore
+    /// the most first.
+    fn candidates(&self) -> [CacheKey; 4] {
+        let used = |origin, firmware| InputsUsed { origin, firmware };
+        [
+            self.clone().keeping(used(false, false)),
+            self.clone().keeping(used(false, true)),
+            self.clone().keeping(used(true, false)),
+            self.clone(),
+        ]
+    }
 }
 
 /// The state an entry was rendered from: (store changes, template sets,
@@ -96,11 +159,7 @@ struct Entry {
 /// What an entry costs, roughly: its bytes, its strings, and the map's own
 /// share (a guess that errs high, so the budget holds).
 fn entry_size(key: &CacheKey, file: &ServedFile) -> usize {
-    let strings = [&key.model_hint, &key.origin, &key.firmware]
-        .into_iter()
-        .flatten()
-        .map(String::len)
-        .sum::<usize>();
+    let strings = key.model.as_ref().map_or(0, String::len) + key.origin.len() + key.firmware.len();
     const OVERHEAD: usize = 256;
     file.body.len()
         + key.file.len()
@@ -129,8 +188,8 @@ impl Entries {
         });
     }
 
-    /// Whether a per-device file is asked for the first time lately (and is
-    /// not worth keeping yet), noting that it was.
+    /// Whether a file that only some requests get is asked for the first
+    /// time lately (and is not worth keeping yet), noting that it was.
     fn first_ask(&mut self, hash: u64) -> bool {
         if self.asked_once.contains(&hash) || self.asked_once_before.contains(&hash) {
             return false;
@@ -176,25 +235,40 @@ impl RenderCache {
         self.templates.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The file for `key`, if it was rendered from the state `stamp` names.
+    /// The file for a request's `key` (every input [`Input::Given`]), if
+    /// it was rendered from the state `stamp` names, with or without
+    /// looking at those inputs.
     pub fn get(&self, key: &CacheKey, stamp: Stamp) -> Option<ServedFile> {
+        let candidates = key.candidates();
         let mut entries = self.lock();
         let sweeps = entries.sweeps;
-        let entry = entries.files.get_mut(key).filter(|e| e.stamp == stamp)?;
+        let entry = candidates
+            .iter()
+            .find(|candidate| {
+                entries
+                    .files
+                    .get(*candidate)
+                    .is_some_and(|e| e.stamp == stamp)
+            })
+            .and_then(|found| entries.files.get_mut(found))?;
         entry.used_in_sweep = sweeps;
         Some(entry.file.clone())
     }
 
     /// Keeps a file rendered from the state `stamp` (taken before rendering,
-    /// so a change that landed meanwhile makes the entry stale at once); a
-    /// per-device file only once it is asked for again.
+    /// so a change that landed meanwhile makes the entry stale at once),
+    /// under a key whose unused inputs are [`Input::Unused`]. A per-device
+    /// file, or one that depends on a `Host` or firmware the request chose,
+    /// is kept only once it is asked for again: a flood of made-up values
+    /// then takes no memory.
     pub fn put(&self, key: CacheKey, stamp: Stamp, file: &ServedFile) {
         let size = entry_size(&key, file);
         if size > self.budget {
             return;
         }
         let mut entries = self.lock();
-        if file.mac.is_some()
+        let one_of_many = file.mac.is_some() || key.origin.is_chosen() || key.firmware.is_chosen();
+        if one_of_many
             && !entries.files.contains_key(&key)
             && entries.first_ask(self.hasher.hash_one(&key))
         {
@@ -264,11 +338,55 @@ mod tests {
     fn key(name: &str) -> CacheKey {
         CacheKey {
             file: name.into(),
-            model_hint: None,
-            origin: None,
-            firmware: None,
+            model: None,
+            origin: Input::Given(None),
+            firmware: Input::Given(None),
             without_secrets: false,
         }
+    }
+
+    fn asked_with(name: &str, host: &str, firmware: &str) -> CacheKey {
+        CacheKey {
+            origin: Input::Given(Some(host.into())),
+            firmware: Input::Given(Some(firmware.into())),
+            ..key(name)
+        }
+    }
+
+    #[test]
+    fn a_file_that_ignores_host_and_firmware_is_one_entry_for_all() {
+        let cache = RenderCache::new(1 << 20);
+        let unused = InputsUsed {
+            origin: false,
+            firmware: false,
+        };
+        let first = asked_with("a", "http://x", "1.0");
+        cache.put(first.keeping(unused), (0, 0, 0), &file(10));
+        for n in 0..100 {
+            let forged = asked_with("a", &format!("http://{n}"), &format!("{n}.0"));
+            assert!(cache.get(&forged, (0, 0, 0)).is_some(), "{n}");
+        }
+        assert_eq!(cache.lock().files.len(), 1);
+    }
+
+    #[test]
+    fn made_up_hosts_a_file_depends_on_are_not_kept() {
+        let cache = RenderCache::new(1 << 20);
+        let by_host = InputsUsed {
+            origin: true,
+            firmware: false,
+        };
+        for n in 0..100 {
+            let forged = asked_with("a", &format!("http://{n}"), "1.0").keeping(by_host);
+            cache.put(forged, (0, 0, 0), &file(10));
+        }
+        assert!(cache.lock().files.is_empty(), "each asked once");
+        let phones = asked_with("a", "http://prov", "1.0");
+        cache.put(phones.clone().keeping(by_host), (0, 0, 0), &file(10));
+        cache.put(phones.clone().keeping(by_host), (0, 0, 0), &file(10));
+        assert!(cache.get(&phones, (0, 0, 0)).is_some(), "asked again: kept");
+        let other_host = asked_with("a", "http://other", "1.0");
+        assert!(cache.get(&other_host, (0, 0, 0)).is_none());
     }
 
     #[test]

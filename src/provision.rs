@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::cache::{self, CacheKey, RenderCache};
+use crate::cache::{self, CacheKey, Input, InputsUsed, RenderCache, Stamp};
 use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
 use crate::client_cert::ClientCert;
 use crate::firmware::{FirmwareDir, FirmwareImage};
@@ -505,9 +505,14 @@ impl Provisioner {
         }
         let key = CacheKey {
             file: file_name.to_ascii_lowercase(),
-            model_hint: identity.model.clone(),
-            origin: requester.origin.clone(),
-            firmware: requester.firmware.clone(),
+            // The device's record names its model: a User-Agent's word
+            // changes nothing there.
+            model: match found.mac {
+                Some(_) => None,
+                None => common_model(&found, identity.model.as_deref()).map(|(m, _)| m.id.clone()),
+            },
+            origin: Input::Given(requester.origin.clone()),
+            firmware: Input::Given(requester.firmware.clone()),
             without_secrets: requester.without_secrets,
         };
         Ok(Prepared {
@@ -550,24 +555,19 @@ impl Provisioner {
         }
         self.metrics.cache(cached.is_some());
         Some(match found.mac {
-            None => {
-                let result = match cached {
-                    Some(file) => Ok(file),
-                    None => self.serve_common(&found, identity.model.as_deref(), &requester),
-                };
-                if let Ok(file) = &result {
-                    self.cache.put(key, stamp, file);
-                }
-                result
-            }
+            None => match cached {
+                Some(file) => Ok(file),
+                None => self
+                    .serve_common(&found, identity.model.as_deref(), &requester)
+                    .map(|(file, used)| self.keep(key, stamp, file, used)),
+            },
             Some(mac) => {
                 let result = match cached {
                     Some(file) => Ok(file),
-                    None => self.serve_device(mac, file_name, &found, &requester),
+                    None => self
+                        .serve_device(mac, file_name, &found, &requester)
+                        .map(|(file, used)| self.keep(key, stamp, file, used)),
                 };
-                if let Ok(file) = &result {
-                    self.cache.put(key, stamp, file);
-                }
                 match &result {
                     Ok(file) => {
                         let seen = Sighting {
@@ -668,9 +668,9 @@ impl Provisioner {
             .match_file(file_name)
             .ok_or(NotServed::UnknownFile)?;
         match found.mac {
-            Some(file_mac) if file_mac == mac => {
-                self.serve_device(mac, file_name, &found, requester)
-            }
+            Some(file_mac) if file_mac == mac => self
+                .serve_device(mac, file_name, &found, requester)
+                .map(|(file, _)| file),
             Some(_) => Err(NotServed::BadPath("the file names another MAC")),
             None => {
                 let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
@@ -689,8 +689,34 @@ impl Provisioner {
                     });
                 }
                 self.serve_common(&found, None, requester)
+                    .map(|(file, _)| file)
             }
         }
+    }
+
+    /// Keeps a rendered file in the cache, under a key that ignores what
+    /// the render did not use; gives the file back.
+    fn keep(&self, key: CacheKey, stamp: Stamp, file: ServedFile, used: InputsUsed) -> ServedFile {
+        self.cache.put(key.keeping(used), stamp, &file);
+        file
+    }
+
+    /// Which request inputs a file of `model` (for `device`) depends on,
+    /// from the settings its render reads.
+    fn inputs_used(
+        &self,
+        model: &PhoneModel,
+        device: Option<&Device>,
+    ) -> Result<InputsUsed, NotServed> {
+        let global = self.store.settings(GLOBAL_SCOPE)?;
+        let of_model = self.store.settings(&model_scope(&model.id))?;
+        let no_settings = Settings::default();
+        let of_device = device.map_or(&no_settings, |d| &d.settings);
+        let settings = Settings::effective(&[&global, &of_model, of_device]);
+        Ok(InputsUsed {
+            origin: settings.provisioning_url.is_none(),
+            firmware: settings.firmware_url.is_some(),
+        })
     }
 
     fn serve_common(
@@ -698,20 +724,13 @@ impl Provisioner {
         found: &FileMatch<'_>,
         model_hint: Option<&str>,
         requester: &Requester,
-    ) -> Result<ServedFile, NotServed> {
-        // Several models may share a common file name; prefer the one the
-        // User-Agent names.
-        let (model, file) = found
-            .candidates
-            .iter()
-            .find(|(m, _)| model_hint == Some(m.id.as_str()))
-            .or(found.candidates.first())
-            .copied()
-            .ok_or(NotServed::UnknownFile)?;
+    ) -> Result<(ServedFile, InputsUsed), NotServed> {
+        let (model, file) = common_model(found, model_hint).ok_or(NotServed::UnknownFile)?;
+        let used = self.inputs_used(model, None)?;
         let started = Instant::now();
         let body = self.render_common(&self.renderer(), model, file, requester)?;
         self.metrics.render(started.elapsed());
-        Ok(served(body, model, file, None))
+        Ok((served(body, model, file, None), used))
     }
 
     /// Renders a common file of a model with the given templates.
@@ -741,7 +760,7 @@ impl Provisioner {
         file_name: &str,
         found: &FileMatch<'_>,
         requester: &Requester,
-    ) -> Result<ServedFile, NotServed> {
+    ) -> Result<(ServedFile, InputsUsed), NotServed> {
         let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
         let Some(&(model, file)) = found.candidates.iter().find(|(m, _)| m.id == device.model)
         else {
@@ -752,6 +771,7 @@ impl Provisioner {
             });
         };
         tracing::trace!(%mac, file = file_name, "rendering");
+        let used = self.inputs_used(model, Some(&device))?;
         let users = self.device_users(&device)?;
         let started = Instant::now();
         let rendered =
@@ -764,7 +784,7 @@ impl Provisioner {
                 if !requester.without_secrets {
                     self.keep_last_good(key, accounts, &body);
                 }
-                Ok(served(body, model, file, Some(mac)))
+                Ok((served(body, model, file, Some(mac)), used))
             }
             Err(failure @ (NotServed::Render(_) | NotServed::Invalid(_))) => {
                 self.metrics.render_failure();
@@ -776,7 +796,13 @@ impl Provisioner {
                 match good {
                     Some(good) if good.users == accounts && !requester.without_secrets => {
                         tracing::error!(%mac, file = file_name, error = %failure, "render failed: serving the last good file");
-                        Ok(served(good.body.into_bytes(), model, file, Some(mac)))
+                        let file = served(good.body.into_bytes(), model, file, Some(mac));
+                        // Kept for this very request only.
+                        let all = InputsUsed {
+                            origin: true,
+                            firmware: true,
+                        };
+                        Ok((file, all))
                     }
                     _ => {
                         tracing::error!(%mac, file = file_name, error = %failure, "render failed and there is no good file to fall back on");
@@ -1021,6 +1047,20 @@ fn sighting(file: &str, request: &Request<'_>, identity: &Identity) -> Sighting 
         origin: None,
         without_secrets: false,
     }
+}
+
+/// The model a common file is rendered for: several models may share a
+/// common file name, and the one the User-Agent names is preferred.
+fn common_model<'f>(
+    found: &FileMatch<'f>,
+    model_hint: Option<&str>,
+) -> Option<(&'f PhoneModel, &'f ModelFile)> {
+    found
+        .candidates
+        .iter()
+        .find(|(m, _)| model_hint == Some(m.id.as_str()))
+        .or(found.candidates.first())
+        .copied()
 }
 
 fn served(body: Vec<u8>, model: &PhoneModel, file: &ModelFile, mac: Option<Mac>) -> ServedFile {

@@ -293,3 +293,51 @@ async fn forged_tftp_sources_ban_no_one_over_http_nor_a_known_phone() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_hosts_and_firmware_strings_neither_miss_nor_fill_the_cache() {
+    let server = TestServer::start_with(Policy::default()).await;
+    server.ada_with_a_t46s().await;
+    let client = reqwest::Client::new();
+    let fetch = |host: String, firmware: String, path: &'static str| {
+        let request = client
+            .get(server.http_url(path))
+            .header("Host", host)
+            .header("User-Agent", format!("Yealink SIP-T46S {firmware}"));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let misses = "deskboot_render_cache_misses_total";
+    let common = "/y000000000066.cfg";
+
+    // No provisioning_url: the file names the Host it was asked through,
+    // so each made-up one renders, but none is kept.
+    let before = server.metric("deskboot_render_cache_bytes").await;
+    for n in 0..50 {
+        assert_eq!(
+            fetch(format!("h{n}.example"), "66.86.0.15".into(), common).await,
+            200
+        );
+    }
+    assert_eq!(
+        server.metric("deskboot_render_cache_bytes").await,
+        before,
+        "variants asked once are not kept"
+    );
+
+    // With one, the Host changes nothing: one render for every Host and
+    // firmware string.
+    server.put_site_settings().await;
+    let rendered = server.metric(misses).await;
+    for n in 0..50 {
+        let status = fetch(format!("h{n}.example"), format!("66.86.0.{n}"), common).await;
+        assert_eq!(status, 200);
+        let status = fetch(format!("h{n}.example"), format!("66.86.0.{n}"), FILE).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        server.metric(misses).await,
+        rendered + 3,
+        "the common file once, the phone's own until its second ask kept it"
+    );
+    server.stop().await;
+}
