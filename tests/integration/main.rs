@@ -16,3 +16,4 @@ mod resync;
 mod security;
 mod templates;
 mod tftp;
+mod tftp_abuse;

@@ -11,7 +11,7 @@ use crate::common::TestServer;
 use crate::firmware::image;
 
 /// A read request for `name` in octet mode, with options.
-fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
+pub fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
     let mut packet = vec![0, 1];
     for field in [name, "octet"]
         .into_iter()
@@ -36,7 +36,7 @@ async fn start_read(server: &TestServer, name: &str) -> (UdpSocket, SocketAddr, 
     (socket, from, packet)
 }
 
-async fn receive(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+pub async fn receive(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
     receive_within(socket, Duration::from_secs(5)).await
 }
 
@@ -50,14 +50,14 @@ async fn receive_within(socket: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, 
 }
 
 /// A firmware image of `len` bytes in the server's firmware folder.
-fn firmware(server: &TestServer, name: &str, len: usize) -> Vec<u8> {
+pub fn firmware(server: &TestServer, name: &str, len: usize) -> Vec<u8> {
     let bytes: Vec<u8> = image().into_iter().cycle().take(len).collect();
     std::fs::create_dir_all(server.data.join("firmware")).unwrap();
     std::fs::write(server.data.join("firmware").join(name), &bytes).unwrap();
     bytes
 }
 
-fn ack(block: u16) -> [u8; 4] {
+pub fn ack(block: u16) -> [u8; 4] {
     let [hi, lo] = block.to_be_bytes();
     [0, 4, hi, lo]
 }

@@ -22,6 +22,11 @@ use crate::metrics::Metrics;
 /// How long to wait for an ACK before resending, unless the client asks
 /// for another timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest timeout we agree to: a client asking more gets
+/// [`DEFAULT_TIMEOUT`]. Every resend of a silent client holds its transfer
+/// this long again, and RFC 2349 allows 255 s, so an agreed 255 would let
+/// one request hold a transfer for 25 minutes; phones ask a few seconds.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
 /// Resends before a silent client is given up.
 pub const MAX_RESENDS: u32 = 5;
 /// The largest block we agree to: 1468 fits a 1500-byte Ethernet MTU.
@@ -114,7 +119,10 @@ impl Agreement {
             }
             None => DEFAULT_BLOCK_SIZE,
         };
-        if let Some(timeout) = options.timeout {
+        // RFC 2349: the OACK must carry the client's very timeout, so one
+        // we will not wait is left out of it rather than lowered.
+        let timeout = options.timeout.filter(|&asked| asked <= MAX_TIMEOUT);
+        if let Some(timeout) = timeout {
             agreed.push(("timeout", timeout.as_secs()));
         }
         if options.transfer_size {
@@ -131,7 +139,7 @@ impl Agreement {
         Agreement {
             block_size,
             window,
-            timeout: options.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
             oack: (!agreed.is_empty()).then(|| packet::oack(&agreed)),
         }
     }
@@ -272,5 +280,40 @@ impl Frames {
         starts
             .zip(&self.ends)
             .map(|(start, &end)| &self.buffer[start..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asking_timeout(secs: u64) -> Options {
+        Options {
+            timeout: Some(Duration::from_secs(secs)),
+            transfer_size: true,
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn a_timeout_above_the_cap_is_left_out_of_the_oack() {
+        let agreed = Agreement::new(&asking_timeout(10), 300);
+        assert_eq!(agreed.timeout, Duration::from_secs(10));
+        assert_eq!(
+            agreed.oack,
+            Some(packet::oack(&[("timeout", 10), ("tsize", 300)]))
+        );
+        let refused = Agreement::new(&asking_timeout(255), 300);
+        assert_eq!(refused.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(refused.oack, Some(packet::oack(&[("tsize", 300)])));
+        let alone = Options {
+            timeout: Some(Duration::from_secs(255)),
+            ..Options::default()
+        };
+        assert_eq!(
+            Agreement::new(&alone, 300).oack,
+            None,
+            "no option taken: no OACK, DATA 1 at once (RFC 2347)"
+        );
     }
 }
