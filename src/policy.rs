@@ -43,6 +43,9 @@ pub struct Policy {
     pub http_auth_user: Option<String>,
     /// The password every phone presents in `shared` mode.
     pub http_auth_password: Option<String>,
+    /// The most TFTP transfers at once from one address (the phones behind
+    /// a NAT share theirs); more get a "busy" error.
+    pub tftp_max_transfers_per_source: usize,
 }
 
 impl Default for Policy {
@@ -61,6 +64,11 @@ impl Default for Policy {
             http_auth: AuthMode::None,
             http_auth_user: None,
             http_auth_password: None,
+            // A phone fetches one file at a time, two while a firmware
+            // image downloads; 100 lets a branch office's phones behind one
+            // NAT boot together, and leaves one address a twentieth of the
+            // default 2000 transfers.
+            tftp_max_transfers_per_source: 100,
         }
     }
 }

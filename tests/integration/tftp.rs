@@ -40,7 +40,7 @@ pub async fn receive(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
     receive_within(socket, Duration::from_secs(5)).await
 }
 
-async fn receive_within(socket: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+pub async fn receive_within(socket: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
     let mut buffer = [0u8; 1600];
     let (n, from) = tokio::time::timeout(wait, socket.recv_from(&mut buffer))
         .await

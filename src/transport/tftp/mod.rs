@@ -6,6 +6,8 @@
 //! and, as RFC 1350 asks, its own socket (the server's transfer ID), bound
 //! to the address the phone asked (the `socket` module). So the renders of a boot
 //! storm run on every core, and a slow client holds only its own task.
+//! The `sources` module keeps one address from holding more than its share
+//! of the transfers.
 //!
 //! We wrote this rather than use async-tftp, which the design first chose:
 //! it serialises every open behind one lock and runs all transfers on one
@@ -16,6 +18,7 @@
 
 mod packet;
 mod socket;
+mod sources;
 mod transfer;
 
 use std::collections::HashMap;
@@ -30,6 +33,7 @@ use crate::client_cert::ClientCert;
 use crate::metrics::Outcome;
 use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware, log_request};
 use packet::{ErrorCode, ReadRequest, RequestError};
+use sources::Sources;
 use transfer::{Agreement, Source, Transfer, TransferError};
 
 /// How long a request that looks like a resend waits to be told apart from
@@ -80,8 +84,16 @@ struct Shared {
     local_ip: IpAddr,
     provisioner: Arc<Provisioner>,
     state: Arc<TftpState>,
+    /// The transfers in flight, by client and by source address.
+    clients: Mutex<Clients>,
+}
+
+/// The transfers in flight, by client and by source address.
+struct Clients {
     /// Each client address with a transfer (see [`Shared::admit`]).
-    clients: Mutex<HashMap<SocketAddr, Arc<Client>>>,
+    by_peer: HashMap<SocketAddr, Arc<Client>>,
+    /// How many each source address holds.
+    sources: Sources,
 }
 
 /// A client address's current transfer.
@@ -104,13 +116,18 @@ pub async fn bind(
 ) -> std::io::Result<TftpServer> {
     let listener = socket::listener(addr)?;
     let local_ip = listener.local_addr()?.ip();
+    let policy = provisioner.policy();
+    let clients = Clients {
+        by_peer: HashMap::new(),
+        sources: Sources::new(policy.tftp_max_transfers_per_source),
+    };
     Ok(TftpServer {
         shared: Arc::new(Shared {
             listener,
             local_ip,
             provisioner,
             state,
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(clients),
         }),
     })
 }
@@ -172,7 +189,7 @@ impl Shared {
         // that the kernel gave the same port, right after its final ACK,
         // which the transfer may not have read yet. A moment tells them
         // apart: by then the old transfer has read that ACK and ended.
-        if let Some(current) = clients.get(&peer)
+        if let Some(current) = clients.by_peer.get(&peer)
             && current.request == read
             && !current.answered.load(Ordering::Relaxed)
         {
@@ -211,6 +228,7 @@ impl Shared {
         tokio::time::sleep(RESEND_WINDOW).await;
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let waiting = clients
+            .by_peer
             .get(&peer)
             .is_some_and(|c| Arc::ptr_eq(c, &current) && !c.answered.load(Ordering::Relaxed));
         if waiting {
@@ -221,17 +239,23 @@ impl Shared {
         }
     }
 
-    /// Starts a transfer, unless the server is full.
+    /// Starts a transfer, unless the server or the client's address holds
+    /// its most.
     fn start(
         self: &Arc<Self>,
-        clients: &mut HashMap<SocketAddr, Arc<Client>>,
+        clients: &mut Clients,
         peer: SocketAddr,
         local: IpAddr,
         read: ReadRequest,
     ) {
-        // A phone retries a busy answer; a flood cannot hold every socket.
+        // A phone retries a busy answer; a flood cannot hold every socket,
+        // nor one address more than its share of them.
         if self.state.active() >= self.state.max_active {
             tracing::warn!(peer = %peer, "TFTP busy: too many transfers at once");
+            return self.answer(peer, local, ErrorCode::Other, "busy, try again");
+        }
+        if !clients.sources.take(peer.ip().to_canonical()) {
+            tracing::warn!(peer = %peer, "TFTP busy: too many transfers from one address");
             return self.answer(peer, local, ErrorCode::Other, "busy, try again");
         }
         let client = Arc::new(Client {
@@ -240,7 +264,7 @@ impl Shared {
             answered: AtomicBool::new(false),
             recheck: AtomicBool::new(false),
         });
-        clients.insert(peer, Arc::clone(&client));
+        clients.by_peer.insert(peer, Arc::clone(&client));
         self.state.active.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(Arc::clone(self).serve_read(peer, client));
     }
@@ -344,18 +368,22 @@ struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.shared.state.active.fetch_sub(1, Ordering::SeqCst);
         let mut clients = self
             .shared
             .clients
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        clients.sources.give_back(self.peer.ip().to_canonical());
         // A newer transfer of the same address owns the entry now.
         if clients
+            .by_peer
             .get(&self.peer)
             .is_some_and(|current| Arc::ptr_eq(current, self.client))
         {
-            clients.remove(&self.peer);
+            clients.by_peer.remove(&self.peer);
         }
+        drop(clients);
+        // Last, so that a count of zero means every slot is wholly free.
+        self.shared.state.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
