@@ -1,8 +1,10 @@
 //! What a stranger on the phones' network can take from the TFTP server,
 //! replayed with raw sockets: a timeout that holds a transfer for minutes,
-//! and a flood of requests from one address that holds every transfer.
+//! a flood of requests from one address that holds every transfer, and a
+//! client that acknowledges so slowly that its transfer never ends.
 
 use std::collections::HashSet;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use deskboot::policy::Policy;
@@ -10,7 +12,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::common::TestServer;
-use crate::tftp::{ack, firmware, receive, rrq};
+use crate::tftp::{ack, firmware, receive, receive_within, rrq};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_of_255_seconds_is_refused() {
@@ -67,7 +69,7 @@ async fn a_flood_from_one_address_leaves_transfers_for_phones() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while held.len() + busy < FLOOD {
         let left = deadline.saturating_duration_since(Instant::now());
-        let (answer, _) = crate::tftp::receive_within(&flood, left)
+        let (answer, _) = receive_within(&flood, left)
             .await
             .unwrap_or_else(|| panic!("{} held, {busy} busy", held.len()));
         match answer[..2] {
@@ -86,4 +88,54 @@ async fn a_flood_from_one_address_leaves_transfers_for_phones() {
         "a phone at another address is served beside the flood: {phone:?}"
     );
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_that_crawls_ends_within_its_lifetime() {
+    let server = TestServer::start_with(Policy {
+        tftp_transfer_lifetime_secs: NonZeroU64::new(3).unwrap(),
+        ..Policy::default()
+    })
+    .await;
+    firmware(&server, "slow.bin", 300_000);
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let request = rrq("firmware/slow.bin", &[("timeout", "1")]);
+    socket.send_to(&request, server.addrs.tftp).await.unwrap();
+    // Acknowledge each packet only when it comes again: the server waits
+    // out its timeout for every block, and 586 of them would take ten
+    // minutes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut last, mut acked) = (Vec::new(), 0);
+    let ended = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (packet, from) = receive_within(&socket, left)
+            .await
+            .expect("an end within the lifetime");
+        if packet[..2] == [0, 5] {
+            break packet;
+        }
+        if packet == last {
+            let block = match packet[..2] {
+                [0, 6] => 0,
+                _ => u16::from_be_bytes([packet[2], packet[3]]),
+            };
+            socket.send_to(&ack(block), from).await.unwrap();
+            acked += 1;
+        }
+        last = packet;
+    };
+    assert!(acked >= 2, "the client kept answering: {acked} ACKs");
+    let text = String::from_utf8_lossy(&ended[4..]);
+    assert!(text.contains("too long"), "{text}");
+    no_transfer_within(&server, Duration::from_secs(2)).await;
+    server.stop().await;
+}
+
+/// Waits until the server holds no transfer; fails after `limit`.
+async fn no_transfer_within(server: &TestServer, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while server.metric("deskboot_tftp_transfers").await > 0 {
+        assert!(Instant::now() < deadline, "a transfer still held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

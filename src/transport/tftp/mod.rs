@@ -7,7 +7,7 @@
 //! to the address the phone asked (the `socket` module). So the renders of a boot
 //! storm run on every core, and a slow client holds only its own task.
 //! The `sources` module keeps one address from holding more than its share
-//! of the transfers.
+//! of the transfers, and no transfer outlives the policy's lifetime.
 //!
 //! We wrote this rather than use async-tftp, which the design first chose:
 //! it serialises every open behind one lock and runs all transfers on one
@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
@@ -86,6 +86,8 @@ struct Shared {
     state: Arc<TftpState>,
     /// The transfers in flight, by client and by source address.
     clients: Mutex<Clients>,
+    /// How long a transfer may last from its request.
+    lifetime: Duration,
 }
 
 /// The transfers in flight, by client and by source address.
@@ -121,6 +123,7 @@ pub async fn bind(
         by_peer: HashMap::new(),
         sources: Sources::new(policy.tftp_max_transfers_per_source),
     };
+    let lifetime = Duration::from_secs(policy.tftp_transfer_lifetime_secs.get());
     Ok(TftpServer {
         shared: Arc::new(Shared {
             listener,
@@ -128,6 +131,7 @@ pub async fn bind(
             provisioner,
             state,
             clients: Mutex::new(clients),
+            lifetime,
         }),
     })
 }
@@ -283,6 +287,7 @@ impl Shared {
         };
         let read = &client.request;
         let started = Instant::now();
+        let ends_at = tokio::time::Instant::from_std(started) + self.lifetime;
         let request = Request {
             path: &read.name,
             user_agent: None,
@@ -308,13 +313,13 @@ impl Shared {
                 file: Arc::new(file),
                 len: image.len,
             };
-            let bytes = self.send(peer, &client, source).await;
+            let bytes = self.send(peer, &client, source, ends_at).await;
             return log_firmware(&request, &image, bytes, started.elapsed());
         }
         match self.provisioner.handle_async(&request).await {
             Ok(file) => {
                 let source = Source::Memory(file.body.clone());
-                let bytes = self.send(peer, &client, source).await;
+                let bytes = self.send(peer, &client, source, ends_at).await;
                 let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
                 log_request(&request, &Ok(file), bytes, started.elapsed());
             }
@@ -328,8 +333,15 @@ impl Shared {
         }
     }
 
-    /// Sends `source` from a new socket; the bytes the client acknowledged.
-    async fn send(&self, peer: SocketAddr, client: &Client, source: Source) -> u64 {
+    /// Sends `source` from a new socket, until `ends_at` at the latest; the
+    /// bytes the client acknowledged.
+    async fn send(
+        &self,
+        peer: SocketAddr,
+        client: &Client,
+        source: Source,
+        ends_at: tokio::time::Instant,
+    ) -> u64 {
         let agreement = Agreement::new(&client.request.options, source.size());
         let socket = match socket::transfer(client.local, peer).await {
             Ok(socket) => socket,
@@ -345,6 +357,7 @@ impl Shared {
             agreement,
             answered: &client.answered,
             metrics: self.provisioner.metrics(),
+            ends_at,
         };
         match transfer.run().await {
             Ok(bytes) => bytes,

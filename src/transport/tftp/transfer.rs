@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use super::packet::{self, DATA_HEADER, Options, Reply};
+use super::packet::{self, DATA_HEADER, ErrorCode, Options, Reply};
 use crate::metrics::Metrics;
 
 /// How long to wait for an ACK before resending, unless the client asks
@@ -45,6 +45,9 @@ pub enum TransferError {
     /// No ACK after every resend.
     #[error("the client stopped answering")]
     NoAnswer,
+    /// Still going at the end of its lifetime, however the client answered.
+    #[error("the transfer outlived its lifetime")]
+    Expired,
     /// The socket or the file failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -158,13 +161,24 @@ pub struct Transfer<'a> {
     pub answered: &'a AtomicBool,
     /// Where resends are counted.
     pub metrics: &'a Metrics,
+    /// When the transfer is ended, finished or not.
+    pub ends_at: Instant,
 }
 
 impl Transfer<'_> {
     /// Sends the whole file; the bytes the client acknowledged, or why not.
     pub async fn run(&self) -> Result<u64, (TransferError, u64)> {
         let mut acked = 0u64;
-        self.send_all(&mut acked).await.map_err(|e| (e, acked))
+        let sent = tokio::time::timeout_at(self.ends_at, self.send_all(&mut acked)).await;
+        match sent {
+            Ok(sent) => sent.map_err(|e| (e, acked)),
+            Err(_) => {
+                // The client would otherwise go on waiting for the next block.
+                let expired = packet::error(ErrorCode::Other, "transfer took too long");
+                let _ = self.socket.send(&expired).await;
+                Err((TransferError::Expired, acked))
+            }
+        }
     }
 
     async fn send_all(&self, acked_bytes: &mut u64) -> Result<u64, TransferError> {
