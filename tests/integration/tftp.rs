@@ -123,7 +123,9 @@ async fn a_client_that_vanishes_or_errors_frees_its_slot() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(server.metric("deskboot_tftp_abandoned_total").await, 1);
-    assert!(server.metric("deskboot_tftp_retransmits_total").await >= 5);
+    // Two resends: that address never acknowledged anything (the quitter
+    // only sent an ERROR), so it may be a forged one.
+    assert!(server.metric("deskboot_tftp_retransmits_total").await >= 2);
     assert!(
         server.tftp_curl("firmware/big.bin").await.is_ok(),
         "and the server serves on"

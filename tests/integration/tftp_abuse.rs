@@ -1,7 +1,8 @@
 //! What a stranger on the phones' network can take from the TFTP server,
 //! replayed with raw sockets: a timeout that holds a transfer for minutes,
-//! a flood of requests from one address that holds every transfer, and a
-//! client that acknowledges so slowly that its transfer never ends.
+//! a flood of requests from one address that holds every transfer, a
+//! client that acknowledges so slowly that its transfer never ends, and a
+//! forged source address that the server would flood with resends.
 
 use std::collections::HashSet;
 use std::num::NonZeroU64;
@@ -127,15 +128,68 @@ async fn a_transfer_that_crawls_ends_within_its_lifetime() {
     assert!(acked >= 2, "the client kept answering: {acked} ACKs");
     let text = String::from_utf8_lossy(&ended[4..]);
     assert!(text.contains("too long"), "{text}");
-    no_transfer_within(&server, Duration::from_secs(2)).await;
+    transfers_within(&server, 0, Duration::from_secs(2)).await;
     server.stop().await;
 }
 
-/// Waits until the server holds no transfer; fails after `limit`.
-async fn no_transfer_within(server: &TestServer, limit: Duration) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_never_acknowledges_gets_three_packets_at_most() {
+    let server = TestServer::start().await;
+    firmware(&server, "fw01.bin", 100_000);
+    // The victim's address, which never asked: it only counts what comes.
+    let victim = std::net::UdpSocket::bind("127.0.0.3:0").unwrap();
+    victim.set_nonblocking(true).unwrap();
+    let request = rrq("fw01.bin", &[]);
+    assert_eq!(request.len(), 17, "the attacker's request");
+    victim.send_to(&request, server.addrs.tftp).unwrap();
+    // The transfer ends once its resends are spent: all it sent has come.
+    transfers_within(&server, 1, Duration::from_secs(5)).await;
+    transfers_within(&server, 0, Duration::from_secs(20)).await;
+    let received = drain(&victim);
+    assert!(
+        (1..=3).contains(&received.len()),
+        "{} packets, {} bytes, for a request of 17",
+        received.len(),
+        received.iter().map(Vec::len).sum::<usize>()
+    );
+
+    // Once a client at that address has acknowledged a transfer, a later
+    // silent one gets the normal resends (a 1 s timeout keeps the test short).
+    firmware(&server, "tiny.bin", 100);
+    let phone = UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    let tiny = rrq("tiny.bin", &[]);
+    phone.send_to(&tiny, server.addrs.tftp).await.unwrap();
+    let (data, from) = receive(&phone).await.expect("DATA 1");
+    assert_eq!(&data[..4], &[0, 3, 0, 1], "one block: the whole file");
+    phone.send_to(&ack(1), from).await.unwrap();
+    transfers_within(&server, 0, Duration::from_secs(5)).await;
+    let silent = rrq("fw01.bin", &[("timeout", "1")]);
+    victim.send_to(&silent, server.addrs.tftp).unwrap();
+    transfers_within(&server, 1, Duration::from_secs(5)).await;
+    transfers_within(&server, 0, Duration::from_secs(20)).await;
+    assert_eq!(drain(&victim).len(), 6, "the OACK and five resends");
+    server.stop().await;
+}
+
+/// Every datagram waiting on `socket`.
+fn drain(socket: &std::net::UdpSocket) -> Vec<Vec<u8>> {
+    let mut buffer = [0u8; 1600];
+    std::iter::from_fn(|| {
+        let len = socket.recv(&mut buffer).ok()?;
+        Some(buffer[..len].to_vec())
+    })
+    .collect()
+}
+
+/// Waits until the server holds `count` transfers; fails after `limit`.
+async fn transfers_within(server: &TestServer, count: u64, limit: Duration) {
     let deadline = Instant::now() + limit;
-    while server.metric("deskboot_tftp_transfers").await > 0 {
-        assert!(Instant::now() < deadline, "a transfer still held");
+    loop {
+        let held = server.metric("deskboot_tftp_transfers").await;
+        if held == count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{held} transfers, not {count}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -7,7 +7,9 @@
 //! to the address the phone asked (the `socket` module). So the renders of a boot
 //! storm run on every core, and a slow client holds only its own task.
 //! The `sources` module keeps one address from holding more than its share
-//! of the transfers, and no transfer outlives the policy's lifetime.
+//! of the transfers, and remembers which addresses acknowledged lately: an
+//! address that never has gets fewer resends, as its requests may be forged.
+//! No transfer outlives the policy's lifetime.
 //!
 //! We wrote this rather than use async-tftp, which the design first chose:
 //! it serialises every open behind one lock and runs all transfers on one
@@ -94,7 +96,7 @@ struct Shared {
 struct Clients {
     /// Each client address with a transfer (see [`Shared::admit`]).
     by_peer: HashMap<SocketAddr, Arc<Client>>,
-    /// How many each source address holds.
+    /// How many each source address holds, and which acknowledged lately.
     sources: Sources,
 }
 
@@ -106,6 +108,8 @@ struct Client {
     local: IpAddr,
     /// Whether it has acknowledged anything yet.
     answered: AtomicBool,
+    /// Whether a client at its IP address acknowledged an earlier transfer.
+    known_address: bool,
     /// Whether a request that looked like a resend is being looked at again.
     recheck: AtomicBool,
 }
@@ -258,7 +262,8 @@ impl Shared {
             tracing::warn!(peer = %peer, "TFTP busy: too many transfers at once");
             return self.answer(peer, local, ErrorCode::Other, "busy, try again");
         }
-        if !clients.sources.take(peer.ip().to_canonical()) {
+        let source = peer.ip().to_canonical();
+        if !clients.sources.take(source) {
             tracing::warn!(peer = %peer, "TFTP busy: too many transfers from one address");
             return self.answer(peer, local, ErrorCode::Other, "busy, try again");
         }
@@ -266,6 +271,7 @@ impl Shared {
             request: read,
             local,
             answered: AtomicBool::new(false),
+            known_address: clients.sources.has_acknowledged(source),
             recheck: AtomicBool::new(false),
         });
         clients.by_peer.insert(peer, Arc::clone(&client));
@@ -356,6 +362,7 @@ impl Shared {
             source,
             agreement,
             answered: &client.answered,
+            known_address: client.known_address,
             metrics: self.provisioner.metrics(),
             ends_at,
         };
@@ -386,7 +393,10 @@ impl Drop for Slot<'_> {
             .clients
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        clients.sources.give_back(self.peer.ip().to_canonical());
+        let acknowledged = self.client.answered.load(Ordering::Relaxed);
+        clients
+            .sources
+            .give_back(self.peer.ip().to_canonical(), acknowledged);
         // A newer transfer of the same address owns the entry now.
         if clients
             .by_peer

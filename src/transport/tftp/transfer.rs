@@ -29,6 +29,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
 /// Resends before a silent client is given up.
 pub const MAX_RESENDS: u32 = 5;
+/// Resends before a client that has acknowledged nothing, at an address
+/// that has not lately either, is given up. Its request may carry a forged
+/// source address, and each resend aims at that address another packet of
+/// up to 30 times the bytes of a request: three packets, not six, tell a
+/// real client its answer was lost, and any ACK restores the full count.
+pub const UNKNOWN_ADDRESS_RESENDS: u32 = 2;
 /// The largest block we agree to: 1468 fits a 1500-byte Ethernet MTU.
 pub const MAX_BLOCK_SIZE: u16 = 1468;
 /// The largest RFC 7440 window we agree to.
@@ -159,6 +165,8 @@ pub struct Transfer<'a> {
     /// Set once the client has acknowledged anything: from then on a new
     /// request from its address is a new transfer, not a resent request.
     pub answered: &'a AtomicBool,
+    /// Whether the client's address acknowledged an earlier transfer.
+    pub known_address: bool,
     /// Where resends are counted.
     pub metrics: &'a Metrics,
     /// When the transfer is ended, finished or not.
@@ -214,7 +222,12 @@ impl Transfer<'_> {
     /// Sends `frames` until the client acknowledges a block in
     /// `first..=last`; returns that block.
     async fn exchange(&self, frames: &Frames, first: u64, last: u64) -> Result<u64, TransferError> {
-        for resend in 0..=MAX_RESENDS {
+        let resends = if self.known_address || self.answered.load(Ordering::Relaxed) {
+            MAX_RESENDS
+        } else {
+            UNKNOWN_ADDRESS_RESENDS
+        };
+        for resend in 0..=resends {
             if resend > 0 {
                 self.metrics.tftp_resend();
             }
