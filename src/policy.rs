@@ -6,6 +6,7 @@
 //! out of the box); the README's Security section says how to harden them.
 
 use std::net::IpAddr;
+use std::num::NonZeroU64;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -54,7 +55,18 @@ pub struct Policy {
     /// none to check, then serves them only to phones with credentials.
     #[serde(skip)]
     pub client_certs_required: bool,
+    /// The most TFTP transfers at once from one address (the phones behind
+    /// a NAT share theirs); more get a "busy" error.
+    pub tftp_max_transfers_per_source: usize,
+    /// Seconds a TFTP transfer may last from its request, however steadily
+    /// its client acknowledges; then it is ended with an error.
+    pub tftp_transfer_lifetime_secs: NonZeroU64,
 }
+
+/// Ten times what a 100 MB firmware image takes in 512-byte blocks on a
+/// LAN, yet a client that acknowledges just before every timeout frees its
+/// transfer within minutes, not the hours its file would let it crawl.
+const DEFAULT_TFTP_TRANSFER_LIFETIME_SECS: NonZeroU64 = NonZeroU64::new(600).unwrap();
 
 impl Default for Policy {
     fn default() -> Self {
@@ -72,6 +84,12 @@ impl Default for Policy {
             http_auth_password: None,
             http_auth_md5: false,
             client_certs_required: false,
+            // A phone fetches one file at a time, two while a firmware
+            // image downloads; 100 lets a branch office's phones behind one
+            // NAT boot together, and leaves one address a twentieth of the
+            // default 2000 transfers.
+            tftp_max_transfers_per_source: 100,
+            tftp_transfer_lifetime_secs: DEFAULT_TFTP_TRANSFER_LIFETIME_SECS,
         }
     }
 }
@@ -188,5 +206,12 @@ mod tests {
         assert!(!policy.secrets_for(Transport::Tftp, ip("192.168.1.5")));
         assert!(policy.secrets_for(Transport::Http, ip("10.9.9.9")));
         assert!(toml::from_str::<Policy>("http_allow = [\"10.0.0.0/33\"]").is_err());
+    }
+
+    #[test]
+    fn a_tftp_transfer_lifetime_of_zero_is_refused() {
+        let policy: Policy = toml::from_str("tftp_transfer_lifetime_secs = 30").unwrap();
+        assert_eq!(policy.tftp_transfer_lifetime_secs.get(), 30);
+        assert!(toml::from_str::<Policy>("tftp_transfer_lifetime_secs = 0").is_err());
     }
 }

@@ -18,3 +18,4 @@ mod scanning;
 mod security;
 mod templates;
 mod tftp;
+mod tftp_abuse;

@@ -11,7 +11,7 @@ use crate::common::TestServer;
 use crate::firmware::image;
 
 /// A read request for `name` in octet mode, with options.
-fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
+pub fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
     let mut packet = vec![0, 1];
     for field in [name, "octet"]
         .into_iter()
@@ -36,11 +36,11 @@ async fn start_read(server: &TestServer, name: &str) -> (UdpSocket, SocketAddr, 
     (socket, from, packet)
 }
 
-async fn receive(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+pub async fn receive(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
     receive_within(socket, Duration::from_secs(5)).await
 }
 
-async fn receive_within(socket: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+pub async fn receive_within(socket: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
     let mut buffer = [0u8; 1600];
     let (n, from) = tokio::time::timeout(wait, socket.recv_from(&mut buffer))
         .await
@@ -50,14 +50,14 @@ async fn receive_within(socket: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, 
 }
 
 /// A firmware image of `len` bytes in the server's firmware folder.
-fn firmware(server: &TestServer, name: &str, len: usize) -> Vec<u8> {
+pub fn firmware(server: &TestServer, name: &str, len: usize) -> Vec<u8> {
     let bytes: Vec<u8> = image().into_iter().cycle().take(len).collect();
     std::fs::create_dir_all(server.data.join("firmware")).unwrap();
     std::fs::write(server.data.join("firmware").join(name), &bytes).unwrap();
     bytes
 }
 
-fn ack(block: u16) -> [u8; 4] {
+pub fn ack(block: u16) -> [u8; 4] {
     let [hi, lo] = block.to_be_bytes();
     [0, 4, hi, lo]
 }
@@ -123,7 +123,9 @@ async fn a_client_that_vanishes_or_errors_frees_its_slot() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(server.metric("deskboot_tftp_abandoned_total").await, 1);
-    assert!(server.metric("deskboot_tftp_retransmits_total").await >= 5);
+    // Two resends: that address never acknowledged anything (the quitter
+    // only sent an ERROR), so it may be a forged one.
+    assert!(server.metric("deskboot_tftp_retransmits_total").await >= 2);
     assert!(
         server.tftp_curl("firmware/big.bin").await.is_ok(),
         "and the server serves on"

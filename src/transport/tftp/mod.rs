@@ -6,6 +6,10 @@
 //! and, as RFC 1350 asks, its own socket (the server's transfer ID), bound
 //! to the address the phone asked (the `socket` module). So the renders of a boot
 //! storm run on every core, and a slow client holds only its own task.
+//! The `sources` module keeps one address from holding more than its share
+//! of the transfers, and remembers which addresses acknowledged lately: an
+//! address that never has gets fewer resends, as its requests may be forged.
+//! No transfer outlives the policy's lifetime.
 //!
 //! We wrote this rather than use async-tftp, which the design first chose:
 //! it serialises every open behind one lock and runs all transfers on one
@@ -16,19 +20,21 @@
 
 mod packet;
 mod socket;
+mod sources;
 mod transfer;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
 use crate::metrics::Outcome;
 use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware, log_request};
 use packet::{ErrorCode, ReadRequest, RequestError};
+use sources::Sources;
 use transfer::{Agreement, Source, Transfer, TransferError};
 
 /// How long a request that looks like a resend waits to be told apart from
@@ -79,8 +85,18 @@ struct Shared {
     local_ip: IpAddr,
     provisioner: Arc<Provisioner>,
     state: Arc<TftpState>,
+    /// The transfers in flight, by client and by source address.
+    clients: Mutex<Clients>,
+    /// How long a transfer may last from its request.
+    lifetime: Duration,
+}
+
+/// The transfers in flight, by client and by source address.
+struct Clients {
     /// Each client address with a transfer (see [`Shared::admit`]).
-    clients: Mutex<HashMap<SocketAddr, Arc<Client>>>,
+    by_peer: HashMap<SocketAddr, Arc<Client>>,
+    /// How many each source address holds, and which acknowledged lately.
+    sources: Sources,
 }
 
 /// A client address's current transfer.
@@ -91,6 +107,8 @@ struct Client {
     local: IpAddr,
     /// Whether it has acknowledged anything yet.
     answered: AtomicBool,
+    /// Whether a client at its IP address acknowledged an earlier transfer.
+    known_address: bool,
     /// Whether a request that looked like a resend is being looked at again.
     recheck: AtomicBool,
 }
@@ -103,13 +121,20 @@ pub async fn bind(
 ) -> std::io::Result<TftpServer> {
     let listener = socket::listener(addr)?;
     let local_ip = listener.local_addr()?.ip();
+    let policy = provisioner.policy();
+    let clients = Clients {
+        by_peer: HashMap::new(),
+        sources: Sources::new(policy.tftp_max_transfers_per_source),
+    };
+    let lifetime = Duration::from_secs(policy.tftp_transfer_lifetime_secs.get());
     Ok(TftpServer {
         shared: Arc::new(Shared {
             listener,
             local_ip,
             provisioner,
             state,
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(clients),
+            lifetime,
         }),
     })
 }
@@ -171,7 +196,7 @@ impl Shared {
         // that the kernel gave the same port, right after its final ACK,
         // which the transfer may not have read yet. A moment tells them
         // apart: by then the old transfer has read that ACK and ended.
-        if let Some(current) = clients.get(&peer)
+        if let Some(current) = clients.by_peer.get(&peer)
             && current.request == read
             && !current.answered.load(Ordering::Relaxed)
         {
@@ -207,6 +232,7 @@ impl Shared {
         tokio::time::sleep(RESEND_WINDOW).await;
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let waiting = clients
+            .by_peer
             .get(&peer)
             .is_some_and(|c| Arc::ptr_eq(c, &current) && !c.answered.load(Ordering::Relaxed));
         if waiting {
@@ -217,26 +243,34 @@ impl Shared {
         }
     }
 
-    /// Starts a transfer, unless the server is full.
+    /// Starts a transfer, unless the server or the client's address holds
+    /// its most.
     fn start(
         self: &Arc<Self>,
-        clients: &mut HashMap<SocketAddr, Arc<Client>>,
+        clients: &mut Clients,
         peer: SocketAddr,
         local: IpAddr,
         read: ReadRequest,
     ) {
-        // A phone retries a busy answer; a flood cannot hold every socket.
+        // A phone retries a busy answer; a flood cannot hold every socket,
+        // nor one address more than its share of them.
         if self.state.active() >= self.state.max_active {
             tracing::warn!(peer = %peer, "TFTP busy: too many transfers at once");
+            return self.answer(peer, local, ErrorCode::Other, "busy, try again");
+        }
+        let source = peer.ip().to_canonical();
+        if !clients.sources.take(source) {
+            tracing::warn!(peer = %peer, "TFTP busy: too many transfers from one address");
             return self.answer(peer, local, ErrorCode::Other, "busy, try again");
         }
         let client = Arc::new(Client {
             request: read,
             local,
             answered: AtomicBool::new(false),
+            known_address: clients.sources.has_acknowledged(source),
             recheck: AtomicBool::new(false),
         });
-        clients.insert(peer, Arc::clone(&client));
+        clients.by_peer.insert(peer, Arc::clone(&client));
         self.state.active.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(Arc::clone(self).serve_read(peer, client));
     }
@@ -255,6 +289,7 @@ impl Shared {
         };
         let read = &client.request;
         let started = Instant::now();
+        let ends_at = tokio::time::Instant::from_std(started) + self.lifetime;
         let request = Request::tftp(&read.name, peer.ip());
         if let Some(image) = self.provisioner.firmware(&request) {
             let file = match std::fs::File::open(&image.path) {
@@ -271,13 +306,13 @@ impl Shared {
                 file: Arc::new(file),
                 len: image.len,
             };
-            let bytes = self.send(peer, &client, source).await;
+            let bytes = self.send(peer, &client, source, ends_at).await;
             return log_firmware(&request, &image, bytes, started.elapsed());
         }
         match self.provisioner.handle_async(&request).await {
             Ok(file) => {
                 let source = Source::Memory(file.body.clone());
-                let bytes = self.send(peer, &client, source).await;
+                let bytes = self.send(peer, &client, source, ends_at).await;
                 let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
                 log_request(&request, &Ok(file), bytes, started.elapsed());
             }
@@ -291,8 +326,15 @@ impl Shared {
         }
     }
 
-    /// Sends `source` from a new socket; the bytes the client acknowledged.
-    async fn send(&self, peer: SocketAddr, client: &Client, source: Source) -> u64 {
+    /// Sends `source` from a new socket, until `ends_at` at the latest; the
+    /// bytes the client acknowledged.
+    async fn send(
+        &self,
+        peer: SocketAddr,
+        client: &Client,
+        source: Source,
+        ends_at: tokio::time::Instant,
+    ) -> u64 {
         let agreement = Agreement::new(&client.request.options, source.size());
         let socket = match socket::transfer(client.local, peer).await {
             Ok(socket) => socket,
@@ -307,7 +349,9 @@ impl Shared {
             source,
             agreement,
             answered: &client.answered,
+            known_address: client.known_address,
             metrics: self.provisioner.metrics(),
+            ends_at,
         };
         match transfer.run().await {
             Ok(bytes) => bytes,
@@ -331,18 +375,25 @@ struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.shared.state.active.fetch_sub(1, Ordering::SeqCst);
         let mut clients = self
             .shared
             .clients
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let acknowledged = self.client.answered.load(Ordering::Relaxed);
+        clients
+            .sources
+            .give_back(self.peer.ip().to_canonical(), acknowledged);
         // A newer transfer of the same address owns the entry now.
         if clients
+            .by_peer
             .get(&self.peer)
             .is_some_and(|current| Arc::ptr_eq(current, self.client))
         {
-            clients.remove(&self.peer);
+            clients.by_peer.remove(&self.peer);
         }
+        drop(clients);
+        // Last, so that a count of zero means every slot is wholly free.
+        self.shared.state.active.fetch_sub(1, Ordering::SeqCst);
     }
 }

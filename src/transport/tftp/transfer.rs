@@ -16,14 +16,25 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use super::packet::{self, DATA_HEADER, Options, Reply};
+use super::packet::{self, DATA_HEADER, ErrorCode, Options, Reply};
 use crate::metrics::Metrics;
 
 /// How long to wait for an ACK before resending, unless the client asks
 /// for another timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest timeout we agree to: a client asking more gets
+/// [`DEFAULT_TIMEOUT`]. Every resend of a silent client holds its transfer
+/// this long again, and RFC 2349 allows 255 s, so an agreed 255 would let
+/// one request hold a transfer for 25 minutes; phones ask a few seconds.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
 /// Resends before a silent client is given up.
 pub const MAX_RESENDS: u32 = 5;
+/// Resends before a client that has acknowledged nothing, at an address
+/// that has not lately either, is given up. Its request may carry a forged
+/// source address, and each resend aims at that address another packet of
+/// up to 30 times the bytes of a request: three packets, not six, tell a
+/// real client its answer was lost, and any ACK restores the full count.
+pub const UNKNOWN_ADDRESS_RESENDS: u32 = 2;
 /// The largest block we agree to: 1468 fits a 1500-byte Ethernet MTU.
 pub const MAX_BLOCK_SIZE: u16 = 1468;
 /// The largest RFC 7440 window we agree to.
@@ -40,6 +51,9 @@ pub enum TransferError {
     /// No ACK after every resend.
     #[error("the client stopped answering")]
     NoAnswer,
+    /// Still going at the end of its lifetime, however the client answered.
+    #[error("the transfer outlived its lifetime")]
+    Expired,
     /// The socket or the file failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -114,7 +128,10 @@ impl Agreement {
             }
             None => DEFAULT_BLOCK_SIZE,
         };
-        if let Some(timeout) = options.timeout {
+        // RFC 2349: the OACK must carry the client's very timeout, so one
+        // we will not wait is left out of it rather than lowered.
+        let timeout = options.timeout.filter(|&asked| asked <= MAX_TIMEOUT);
+        if let Some(timeout) = timeout {
             agreed.push(("timeout", timeout.as_secs()));
         }
         if options.transfer_size {
@@ -131,7 +148,7 @@ impl Agreement {
         Agreement {
             block_size,
             window,
-            timeout: options.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
             oack: (!agreed.is_empty()).then(|| packet::oack(&agreed)),
         }
     }
@@ -148,15 +165,28 @@ pub struct Transfer<'a> {
     /// Set once the client has acknowledged anything: from then on a new
     /// request from its address is a new transfer, not a resent request.
     pub answered: &'a AtomicBool,
+    /// Whether the client's address acknowledged an earlier transfer.
+    pub known_address: bool,
     /// Where resends are counted.
     pub metrics: &'a Metrics,
+    /// When the transfer is ended, finished or not.
+    pub ends_at: Instant,
 }
 
 impl Transfer<'_> {
     /// Sends the whole file; the bytes the client acknowledged, or why not.
     pub async fn run(&self) -> Result<u64, (TransferError, u64)> {
         let mut acked = 0u64;
-        self.send_all(&mut acked).await.map_err(|e| (e, acked))
+        let sent = tokio::time::timeout_at(self.ends_at, self.send_all(&mut acked)).await;
+        match sent {
+            Ok(sent) => sent.map_err(|e| (e, acked)),
+            Err(_) => {
+                // The client would otherwise go on waiting for the next block.
+                let expired = packet::error(ErrorCode::Other, "transfer took too long");
+                let _ = self.socket.send(&expired).await;
+                Err((TransferError::Expired, acked))
+            }
+        }
     }
 
     async fn send_all(&self, acked_bytes: &mut u64) -> Result<u64, TransferError> {
@@ -192,7 +222,12 @@ impl Transfer<'_> {
     /// Sends `frames` until the client acknowledges a block in
     /// `first..=last`; returns that block.
     async fn exchange(&self, frames: &Frames, first: u64, last: u64) -> Result<u64, TransferError> {
-        for resend in 0..=MAX_RESENDS {
+        let resends = if self.known_address || self.answered.load(Ordering::Relaxed) {
+            MAX_RESENDS
+        } else {
+            UNKNOWN_ADDRESS_RESENDS
+        };
+        for resend in 0..=resends {
             if resend > 0 {
                 self.metrics.tftp_resend();
             }
@@ -272,5 +307,40 @@ impl Frames {
         starts
             .zip(&self.ends)
             .map(|(start, &end)| &self.buffer[start..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asking_timeout(secs: u64) -> Options {
+        Options {
+            timeout: Some(Duration::from_secs(secs)),
+            transfer_size: true,
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn a_timeout_above_the_cap_is_left_out_of_the_oack() {
+        let agreed = Agreement::new(&asking_timeout(10), 300);
+        assert_eq!(agreed.timeout, Duration::from_secs(10));
+        assert_eq!(
+            agreed.oack,
+            Some(packet::oack(&[("timeout", 10), ("tsize", 300)]))
+        );
+        let refused = Agreement::new(&asking_timeout(255), 300);
+        assert_eq!(refused.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(refused.oack, Some(packet::oack(&[("tsize", 300)])));
+        let alone = Options {
+            timeout: Some(Duration::from_secs(255)),
+            ..Options::default()
+        };
+        assert_eq!(
+            Agreement::new(&alone, 300).oack,
+            None,
+            "no option taken: no OACK, DATA 1 at once (RFC 2347)"
+        );
     }
 }
