@@ -52,9 +52,12 @@ atftpd_port=$((BASE_PORT + 12))
 
 # Thousands of simulated phones from one address asking for unknown MACs is
 # exactly what anti-scanning bans (and the ban would then refuse the TFTP
-# runs' files); the static servers have no such check, so it is off here.
+# runs' files), and a thousand transfers from one address is more than the
+# per-address cap lets one NAT hold; the static servers have no such
+# checks, so they are off here.
 start_deskboot '[provisioning]
-scan_unknown_macs = 1000000000'
+scan_unknown_macs = 1000000000
+tftp_max_transfers_per_source = 1000000'
 
 "$loadgen" "${admin[@]}" --setup "$DEVICES"
 echo "deskboot RSS after setup: $(rss_kb "$deskboot_pid") kB" >&2
