@@ -2,7 +2,7 @@
 //! command-line flags.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -59,6 +59,13 @@ pub struct Config {
     /// Seconds an HTTP, HTTPS or admin client may leave its answer unread
     /// before its connection is closed.
     pub http_send_timeout_secs: NonZeroU64,
+    /// The most connections each HTTP, HTTPS or admin listener holds at
+    /// once; when full, the quietest gives way. Lowered at start to what
+    /// the open-files limit allows.
+    pub http_max_connections: NonZeroUsize,
+    /// The most connections one address holds on a listener (the phones
+    /// behind a NAT share theirs); more are closed at once.
+    pub http_max_connections_per_source: NonZeroUsize,
 }
 
 /// A certificate chain (PEM, leaf first) and its private key (PEM).
@@ -112,6 +119,13 @@ const DEFAULT_HTTP_REQUEST_TIMEOUT_SECS: NonZeroU64 = NonZeroU64::new(10).unwrap
 /// A phone may pause reading a firmware image while it writes flash.
 const DEFAULT_HTTP_SEND_TIMEOUT_SECS: NonZeroU64 = NonZeroU64::new(60).unwrap();
 
+/// A storm of 1,000 phones at once holds about 1,000 (BENCHMARKS.md).
+const DEFAULT_HTTP_MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(4096).unwrap();
+
+/// A phone holds one connection; a NAT of a few hundred phones booting
+/// together rarely holds more than this at once.
+const DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE: NonZeroUsize = NonZeroUsize::new(256).unwrap();
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -126,6 +140,8 @@ impl Default for Config {
             admin_tls: None,
             http_request_timeout_secs: DEFAULT_HTTP_REQUEST_TIMEOUT_SECS,
             http_send_timeout_secs: DEFAULT_HTTP_SEND_TIMEOUT_SECS,
+            http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            http_max_connections_per_source: DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE,
         }
     }
 }

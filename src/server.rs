@@ -28,6 +28,7 @@ use crate::render::{RenderError, Renderer};
 use crate::render_pool::RenderPool;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, HttpsCert, TlsError};
+use crate::transport::connections::{ConnectionGate, ConnectionLimits};
 use crate::transport::send_timeout::SendTimeout;
 use crate::transport::{http, tftp};
 
@@ -105,7 +106,7 @@ pub struct Server {
     tftp_state: Arc<tftp::TftpState>,
     admin_state: Arc<AdminState>,
     addrs: Addresses,
-    http_timeouts: HttpTimeouts,
+    http_limits: HttpLimits,
 }
 
 /// The addresses the listeners really bound.
@@ -224,9 +225,13 @@ impl Server {
             tftp_state,
             admin_state,
             addrs,
-            http_timeouts: HttpTimeouts {
+            http_limits: HttpLimits {
                 request: Duration::from_secs(config.http_request_timeout_secs.get()),
                 send: Duration::from_secs(config.http_send_timeout_secs.get()),
+                connections: ConnectionLimits {
+                    max: config.http_max_connections.get(),
+                    per_source: config.http_max_connections_per_source.get(),
+                },
             },
         })
     }
@@ -259,7 +264,7 @@ impl Server {
         }
         // One control drains every HTTP listener at shutdown.
         let control = axum_server::Control::new();
-        let timeouts = self.http_timeouts;
+        let timeouts = self.http_limits;
         let http_app = http::router(self.provisioner.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
         let http_task = tokio::spawn(http_server(self.http, timeouts, &control).serve(http_app));
@@ -336,26 +341,32 @@ impl Server {
     }
 }
 
-/// How long HTTP clients get: to send a request head, and to read on.
+/// How long HTTP clients get (to send a request head, to read on), and how
+/// many connections each listener holds.
 #[derive(Debug, Clone, Copy)]
-struct HttpTimeouts {
+struct HttpLimits {
     request: Duration,
     send: Duration,
+    connections: ConnectionLimits,
 }
 
 /// An axum-server on a bound listener, stopped through `control`, speaking
 /// HTTP/1.1 only (see [`tls::server_config`]). A connection is closed when
 /// it sends no complete request head in time (the first, or the next on a
 /// kept-alive connection: hyper's header timeout), or when its answer
-/// cannot be written for too long ([`SendTimeout`]).
+/// cannot be written for too long ([`SendTimeout`]); it holds as many
+/// connections as its [`ConnectionGate`] lets in.
 fn http_server(
     listener: TcpListener,
-    timeouts: HttpTimeouts,
+    timeouts: HttpLimits,
     control: &axum_server::Control,
-) -> axum_server::Server<SocketAddr, SendTimeout> {
+) -> axum_server::Server<SocketAddr, ConnectionGate<SendTimeout>> {
     let mut server = axum_server::Server::from_listener(listener)
         .http1_only()
-        .acceptor(SendTimeout(timeouts.send))
+        .acceptor(ConnectionGate::new(
+            timeouts.connections,
+            SendTimeout(timeouts.send),
+        ))
         .handle(axum_server::Handle::with_control(control.clone()));
     server
         .http_builder()
@@ -368,13 +379,13 @@ fn http_server(
 fn tls_server(
     listener: TcpListener,
     cert: &HttpsCert,
-    timeouts: HttpTimeouts,
+    timeouts: HttpLimits,
     control: &axum_server::Control,
-) -> axum_server::Server<SocketAddr, RustlsAcceptor<SendTimeout>> {
-    http_server(listener, timeouts, control).map(|send_timeout| {
+) -> axum_server::Server<SocketAddr, RustlsAcceptor<ConnectionGate<SendTimeout>>> {
+    http_server(listener, timeouts, control).map(|gate| {
         RustlsAcceptor::new(cert.rustls_config())
             .handshake_timeout(timeouts.request.min(TLS_HANDSHAKE_TIMEOUT))
-            .acceptor(send_timeout)
+            .acceptor(gate)
     })
 }
 

@@ -103,7 +103,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
 
     #[cfg(unix)]
-    raise_open_files_limit(&config);
+    raise_open_files_limit(&mut config);
     let server = Server::bind(&config, args.admin_token.as_deref()).await?;
     #[cfg(unix)]
     for cert in [server.https_cert(), server.admin_cert()]
@@ -122,7 +122,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// default), the hard one far higher: a storm of more phones than that at
 /// once would have its transfers refused. Go's runtime does the same.
 #[cfg(unix)]
-fn raise_open_files_limit(config: &Config) {
+fn raise_open_files_limit(config: &mut Config) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
@@ -141,6 +141,7 @@ fn raise_open_files_limit(config: &Config) {
     } else {
         soft
     };
+    fit_connections_in(config, limit);
     // A transfer socket each, and as many HTTP connections again.
     let storm = 2 * config.provisioning.tftp_max_transfers as u64;
     if limit < storm {
@@ -149,6 +150,27 @@ fn raise_open_files_limit(config: &Config) {
             tftp_max_transfers = config.provisioning.tftp_max_transfers,
             "the open files limit is low for a boot storm: raise it (LimitNOFILE= in a systemd unit, ulimit -n)"
         );
+    }
+}
+
+/// Lowers each HTTP listener's connection cap so that, all full, they hold
+/// at most half of `open_files`: the rest stays for TFTP transfers and the
+/// store, and a flood of idle connections meets the cap, not the limit.
+#[cfg(unix)]
+fn fit_connections_in(config: &mut Config, open_files: u64) {
+    let listeners = 2 + u64::from(config.https.is_some());
+    let fits = usize::try_from(open_files / 2 / listeners).unwrap_or(usize::MAX);
+    let Some(fits) = std::num::NonZeroUsize::new(fits) else {
+        return;
+    };
+    if fits < config.http_max_connections {
+        tracing::info!(
+            from = config.http_max_connections,
+            to = fits,
+            open_files,
+            "connections per HTTP listener lowered to fit the open files limit"
+        );
+        config.http_max_connections = fits;
     }
 }
 

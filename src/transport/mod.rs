@@ -3,6 +3,7 @@
 //! [`Provisioner`](crate::provision::Provisioner), and writes the answer back.
 //! No provisioning logic lives here.
 
+pub mod connections;
 pub mod http;
 pub mod send_timeout;
 pub mod tftp;

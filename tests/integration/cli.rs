@@ -1031,7 +1031,11 @@ async fn a_change_and_a_sighting_survive_a_sigkill() {
 /// `deskboot serve` started with these limits on open files.
 async fn serve_with_open_files(data: &Path, soft: u64, hard: u64) -> (Child, [String; 3], Log) {
     use nix::sys::resource::{Resource, setrlimit};
+    // More connections from this one address than a NAT's default share.
+    let config = data.join("many-connections.toml");
+    std::fs::write(&config, "http_max_connections_per_source = 100000\n").unwrap();
     let mut command = serve_command(data, "info");
+    command.arg("--config").arg(&config);
     // setrlimit is async-signal-safe, as pre_exec requires.
     unsafe {
         command.pre_exec(move || Ok(setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?));
@@ -1141,5 +1145,50 @@ async fn serve_warns_while_tftp_sends_passwords_to_every_network() {
     command.arg("--config").arg(&config);
     let (server, _, log) = start_logged(command).await;
     assert!(!log.lock().unwrap().contains(warning));
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_a_flood_of_addresses_give_way_to_phones() {
+    use nix::sys::resource::{Resource, setrlimit};
+    let data = tempfile::tempdir().unwrap();
+    // Idle connections would be kept a minute: a phone answered well
+    // before that was answered thanks to the caps, not to the timeout.
+    let config = data.path().join("deskboot.toml");
+    std::fs::write(&config, "http_request_timeout_secs = 60\n").unwrap();
+    let mut command = serve_command(data.path(), "info");
+    command.arg("--config").arg(&config);
+    // A low open-files limit, as a shell or systemd may give.
+    unsafe {
+        command.pre_exec(|| Ok(setrlimit(Resource::RLIMIT_NOFILE, 1024, 1024)?));
+    }
+    let (server, [http, _, _], log) = start_logged(command).await;
+    assert!(
+        log.lock()
+            .unwrap()
+            .contains("connections per HTTP listener lowered"),
+        "the cap fits the limit"
+    );
+    let http: std::net::SocketAddr = http.parse().unwrap();
+    // 2,000 connections that say nothing, from eight addresses.
+    let mut idle = Vec::new();
+    for n in 0..2000u32 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        let source = std::net::Ipv4Addr::new(127, 0, 9, 1 + (n % 8) as u8);
+        socket.bind((source, 0).into()).unwrap();
+        idle.push(socket.connect(http).await.unwrap());
+    }
+    deskboot::tls::install_crypto_provider();
+    let phone = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let answer = phone
+        .get(format!("http://{http}/y000000000066.cfg"))
+        .send()
+        .await
+        .expect("answered while the idle connections are held");
+    assert_eq!(answer.status(), 200);
+    drop(idle);
     stop(server).await;
 }
