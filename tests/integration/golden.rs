@@ -108,7 +108,7 @@ async fn each_family_renders_its_golden_files_over_http_and_tftp() {
 
 /// XML must parse; a `key = value` file must not set a key twice (the
 /// phone would silently keep one of them).
-fn check_well_formed(family: &str, file: &str, body: &[u8]) {
+pub(crate) fn check_well_formed(family: &str, file: &str, body: &[u8]) {
     let text =
         std::str::from_utf8(body).unwrap_or_else(|_| panic!("{family}: {file} is not UTF-8"));
     if text.trim_start().starts_with('<') {
