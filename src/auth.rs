@@ -1,7 +1,7 @@
 //! Admin authentication: bearer tokens, kept only as hashes.
 //!
 //! The bootstrap token (actor `admin`, scope write) is `DESKBOOT_ADMIN_TOKEN`
-//! when set. Otherwise one is made at first start: its SHA-256 goes in the
+//! when set, and then at least [`MIN_BOOTSTRAP_TOKEN_CHARS`] long. Otherwise one is made at first start: its SHA-256 goes in the
 //! store and the token itself in `<data>/admin.token` (mode 0600), where the
 //! CLI finds it. A hash of a 256-bit random token needs no slow password
 //! hash, and checking it on every API call costs microseconds.
@@ -31,12 +31,27 @@ use crate::store::{Store, StoreError};
 pub const TOKEN_FILE: &str = "admin.token";
 const TOKEN_HASH_KEY: &str = "admin_token_sha256";
 
+/// The shortest bootstrap token accepted from the environment: it is
+/// checked as a plain SHA-256, so its length is all that keeps it from
+/// being guessed.
+pub const MIN_BOOTSTRAP_TOKEN_CHARS: usize = 16;
+
 /// Why the admin token could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The bootstrap token given is too short to resist guessing.
+    #[error(
+        "the admin token (DESKBOOT_ADMIN_TOKEN or --admin-token) is too short \
+         ({chars} characters): it needs at least {MIN_BOOTSTRAP_TOKEN_CHARS}; leave it unset to have one generated \
+         into <data>/admin.token"
+    )]
+    ShortToken {
+        /// How many characters it has.
+        chars: usize,
+    },
     /// Hashing a new token's secret failed.
     #[error("cannot hash a token: {0}")]
     Hash(String),
@@ -63,14 +78,20 @@ impl std::fmt::Debug for AdminToken {
 }
 
 impl AdminToken {
-    /// The token from the environment if given, else the stored one, else a
-    /// new one written to `<data_dir>/admin.token`.
+    /// The token from the environment if given (refused when shorter than
+    /// [`MIN_BOOTSTRAP_TOKEN_CHARS`]), else the stored one, else a new one
+    /// written to `<data_dir>/admin.token`.
     pub fn setup(
         store: &Store,
         data_dir: &Path,
         from_env: Option<&str>,
     ) -> Result<AdminToken, AuthError> {
-        if let Some(token) = from_env.filter(|t| !t.is_empty()) {
+        // Presented tokens are trimmed, so the stored one must be too.
+        if let Some(token) = from_env.map(str::trim).filter(|t| !t.is_empty()) {
+            let chars = token.chars().count();
+            if chars < MIN_BOOTSTRAP_TOKEN_CHARS {
+                return Err(AuthError::ShortToken { chars });
+            }
             return Ok(AdminToken::of(token));
         }
         if let Some(hash) = store.meta(TOKEN_HASH_KEY)?
@@ -226,5 +247,20 @@ mod tests {
         // The next start keeps the same token.
         let again = AdminToken::setup(&store, dir.path(), None).unwrap();
         assert!(again.accepts(token.trim()));
+    }
+
+    #[test]
+    fn a_bootstrap_token_from_the_environment_has_at_least_16_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        for short in ["a", "fifteen-chars-x", " padded-to-16  "] {
+            let refused = AdminToken::setup(&store, dir.path(), Some(short));
+            assert!(
+                matches!(refused, Err(AuthError::ShortToken { .. })),
+                "{short:?}"
+            );
+        }
+        let admin = AdminToken::setup(&store, dir.path(), Some("sixteen-chars-xy")).unwrap();
+        assert!(admin.accepts("sixteen-chars-xy"));
     }
 }

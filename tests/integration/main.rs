@@ -4,6 +4,7 @@
 mod common;
 
 mod admin_api;
+mod admin_auth;
 mod cli;
 mod connections;
 mod firmware;
