@@ -7,7 +7,7 @@
 //! finds it. A hash of a 256-bit random token needs no slow password hash,
 //! and checking it on every API call costs microseconds.
 //!
-//! Named tokens (`<name>.<secret>`, scope read or write) are made and
+//! Named tokens (`<name>.<secret>`, a [`Scope`]) are made and
 //! revoked through the API; the store keeps an argon2 hash of each secret.
 //! A token that passed argon2 once is remembered by its SHA-256, so only
 //! the first call of a token pays for argon2; a revoked token is refused at

@@ -160,14 +160,19 @@ async fn require_token(
         Err(refusal) => return ApiError::from(refusal).into_response(),
     };
     let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-    if caller.scope == Scope::Read && !reads {
+    if !caller.scope.may_write() && !reads {
         return ApiError::Forbidden(format!("token {} may only read", caller.name)).into_response();
     }
+    request.extensions_mut().insert(caller.scope);
     request.extensions_mut().insert(Actor(caller.name));
     next.run(request).await
 }
 
 type Who = axum::Extension<Actor>;
+
+/// The caller's token's scope: a handler that answers with secrets shows
+/// them as [`Scope::sees_secrets`] says.
+type Seen = axum::Extension<Scope>;
 
 /// An API failure; [`IntoResponse`] maps each kind to its status.
 #[derive(Debug)]
