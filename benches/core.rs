@@ -374,6 +374,7 @@ fn bench_render(c: &mut Criterion) {
             origin: Some("http://prov.example.com:8080".into()),
             firmware: catalog.identify_user_agent(user_agent).firmware,
             without_secrets: false,
+            masked: false,
         };
         let render = || {
             site.provisioner

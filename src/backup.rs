@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
-use crate::model::{Device, Invalid, Settings, User};
+use crate::model::{Device, HoldsSecrets, Invalid, Settings, User};
 use crate::store::{Change, SCHEMA_VERSION, Store, StoreError, TemplateHistory, unix_now};
 
 /// The `format` field of every backup.
@@ -38,6 +38,17 @@ pub struct Backup {
     /// Uploaded templates by key, with their history.
     #[serde(default)]
     pub templates: BTreeMap<String, TemplateHistory>,
+}
+
+impl HoldsSecrets for Backup {
+    fn masked(mut self) -> Backup {
+        self.users = self.users.into_iter().map(User::masked).collect();
+        self.devices = self.devices.into_iter().map(Device::masked).collect();
+        for settings in self.settings.values_mut() {
+            *settings = std::mem::take(settings).masked();
+        }
+        self
+    }
 }
 
 /// Why a restore was refused.

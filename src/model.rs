@@ -168,6 +168,7 @@ impl User {
         if self.sip.password.is_empty() {
             return Err(Invalid::new("sip.password", "must not be empty"));
         }
+        check_not_mask("sip.password", &self.sip.password)?;
         let caller_id = [
             ("caller_id.internal_name", &self.caller_id.internal_name),
             ("caller_id.internal_number", &self.caller_id.internal_number),
@@ -185,6 +186,7 @@ impl User {
             check_token("voicemail.mailbox", &vm.mailbox)?;
             if let Some(pin) = &vm.pin {
                 check_token("voicemail.pin", pin)?;
+                check_not_mask("voicemail.pin", pin)?;
             }
         }
         Ok(())
@@ -480,6 +482,9 @@ impl Settings {
                 check_token(field, value)?;
             }
         }
+        if let Some(password) = &self.admin_password {
+            check_not_mask("settings.admin_password", password)?;
+        }
         for (field, url) in [
             ("settings.provisioning_url", &self.provisioning_url),
             ("settings.firmware_url", &self.firmware_url),
@@ -615,6 +620,13 @@ pub struct EffectiveSettings {
     pub feature_codes: FeatureCodes,
 }
 
+impl EffectiveSettings {
+    /// Shows the admin password, when set, as [`SECRET_MASK`].
+    pub fn mask_secrets(&mut self) {
+        mask(&mut self.admin_password);
+    }
+}
+
 /// PBX feature codes the phones dial.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FeatureCodes {
@@ -667,10 +679,125 @@ impl UtcOffset {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
-    /// Only read (GET).
+    /// Only read (GET), every secret shown as [`SECRET_MASK`].
     Read,
-    /// Read and change everything.
+    /// Only read (GET), secrets included.
+    Secrets,
+    /// Read, secrets included, and change everything.
     Write,
+}
+
+impl Scope {
+    /// Whether the token may change anything.
+    pub fn may_write(self) -> bool {
+        self == Scope::Write
+    }
+
+    /// Whether the token sees secrets rather than [`SECRET_MASK`].
+    pub fn sees_secrets(self) -> bool {
+        matches!(self, Scope::Secrets | Scope::Write)
+    }
+}
+
+/// What a secret (a SIP password, a voicemail PIN, a phone's admin
+/// password) shows as to a token that may not see it. It can never be a
+/// secret itself: the checks refuse it.
+pub const SECRET_MASK: &str = "(hidden)";
+
+/// A record with secrets in it, as the API shows it.
+pub trait HoldsSecrets: Sized {
+    /// The record with each secret that is set shown as [`SECRET_MASK`].
+    fn masked(self) -> Self;
+
+    /// The record as a token of `scope` may see it.
+    fn shown_to(self, scope: Scope) -> Self {
+        if scope.sees_secrets() {
+            self
+        } else {
+            self.masked()
+        }
+    }
+}
+
+impl HoldsSecrets for User {
+    fn masked(mut self) -> User {
+        self.sip.password = SECRET_MASK.into();
+        if let Some(voicemail) = &mut self.voicemail {
+            mask(&mut voicemail.pin);
+        }
+        self
+    }
+}
+
+impl HoldsSecrets for Settings {
+    fn masked(mut self) -> Settings {
+        mask(&mut self.admin_password);
+        self
+    }
+}
+
+impl HoldsSecrets for Device {
+    fn masked(mut self) -> Device {
+        self.settings = self.settings.masked();
+        self
+    }
+}
+
+impl User {
+    /// Puts `stored`'s secrets back wherever this user has the mask
+    /// instead: what a masked user sent back in a PATCH means.
+    pub fn unmask_from(&mut self, stored: &User) {
+        if self.sip.password == SECRET_MASK {
+            self.sip.password.clone_from(&stored.sip.password);
+        }
+        if let (Some(voicemail), Some(stored)) = (&mut self.voicemail, &stored.voicemail) {
+            unmask(&mut voicemail.pin, &stored.pin);
+        }
+    }
+}
+
+impl Settings {
+    /// Puts `stored`'s admin password back if this one is the mask.
+    pub fn unmask_from(&mut self, stored: &Settings) {
+        unmask(&mut self.admin_password, &stored.admin_password);
+    }
+}
+
+impl Device {
+    /// Puts `stored`'s secrets back wherever this device has the mask.
+    pub fn unmask_from(&mut self, stored: &Device) {
+        self.settings.unmask_from(&stored.settings);
+    }
+}
+
+/// Shows a secret that is set as [`SECRET_MASK`].
+fn mask(secret: &mut Option<String>) {
+    if secret.is_some() {
+        *secret = Some(SECRET_MASK.into());
+    }
+}
+
+/// Puts `stored` back for a mask, when there is a stored secret; with none,
+/// the mask stays, for the checks to refuse.
+fn unmask(secret: &mut Option<String>, stored: &Option<String>) {
+    if secret.as_deref() == Some(SECRET_MASK) && stored.is_some() {
+        secret.clone_from(stored);
+    }
+}
+
+/// Refuses [`SECRET_MASK`] as a secret's value: it comes from a masked
+/// record, and storing it would lose the real secret.
+fn check_not_mask(field: &str, secret: &str) -> Result<(), Invalid> {
+    if secret == SECRET_MASK {
+        return Err(Invalid::new(
+            field,
+            format!(
+                "'{SECRET_MASK}' is how a token without the secrets scope sees a secret, \
+                 not a secret: give the real one"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A named admin token. Only an argon2 hash of its secret is kept.
@@ -816,6 +943,55 @@ mod tests {
         assert_eq!(s.ntp_server, "ntp2");
         assert_eq!(s.sip_port, 5060);
         assert_eq!(s.feature_codes.voicemail, "*97");
+    }
+
+    #[test]
+    fn a_masked_secret_sent_back_keeps_the_stored_one_and_is_never_stored() {
+        let stored = User {
+            id: 1,
+            extension: "101".into(),
+            first_name: String::new(),
+            last_name: String::new(),
+            email: None,
+            sip: SipAccount {
+                username: "101".into(),
+                auth_name: "101".into(),
+                password: "Pw-101-secret".into(),
+            },
+            caller_id: CallerId::default(),
+            voicemail: Some(Voicemail {
+                mailbox: "101".into(),
+                pin: Some("4711".into()),
+            }),
+            language: None,
+            mobile: None,
+            dnd: false,
+            call_waiting: true,
+            in_directory: true,
+        };
+        let shown = stored.clone().shown_to(Scope::Read);
+        assert_eq!(shown.sip.password, SECRET_MASK);
+        assert_eq!(
+            shown.voicemail.as_ref().unwrap().pin.as_deref(),
+            Some(SECRET_MASK)
+        );
+        assert_eq!(stored.clone().shown_to(Scope::Secrets), stored);
+
+        let mut sent_back = shown.clone();
+        sent_back.unmask_from(&stored);
+        assert_eq!(sent_back, stored);
+        assert_eq!(shown.validate().unwrap_err().field, "sip.password");
+
+        let settings = Settings {
+            admin_password: Some(SECRET_MASK.into()),
+            ..Settings::default()
+        };
+        let mut unset = settings.clone();
+        unset.unmask_from(&Settings::default());
+        assert_eq!(
+            unset.validate().unwrap_err().field,
+            "settings.admin_password"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::client_cert::ClientCert;
 use crate::firmware::{FirmwareDir, FirmwareImage};
 use crate::mac::Mac;
 use crate::metrics::{Metrics, Outcome};
-use crate::model::{Device, Discovered, LastGood, Settings, Sighting, User, UserId};
+use crate::model::{Device, Discovered, HoldsSecrets, LastGood, Settings, Sighting, User, UserId};
 use crate::phone_auth::PhoneAuth;
 use crate::policy::Policy;
 use crate::render::{FileView, RenderError, Renderer, directory};
@@ -278,6 +278,22 @@ pub struct Requester {
     pub firmware: Option<String>,
     /// Leave SIP and admin passwords out (clear-text TFTP, by policy).
     pub without_secrets: bool,
+    /// Show every password as [`crate::model::SECRET_MASK`], in common
+    /// files too (see [`Requester::masked_preview`]).
+    pub masked: bool,
+}
+
+impl Requester {
+    /// An administrator's preview for a token that may not see secrets:
+    /// every password shows as the mask, and the file, being without
+    /// secrets, is never kept as a phone's last good one nor replaced by it.
+    pub fn masked_preview() -> Requester {
+        Requester {
+            without_secrets: true,
+            masked: true,
+            ..Requester::default()
+        }
+    }
 }
 
 /// Answers phones' requests; shared by every transport.
@@ -499,6 +515,7 @@ impl Provisioner {
             origin: request.origin(),
             firmware: identity.firmware.clone(),
             without_secrets: !self.policy.secrets_for(request.transport, request.peer),
+            masked: false,
         };
         if let Some(mac) = found.mac {
             self.check_client(mac, request, &identity)?;
@@ -746,6 +763,9 @@ impl Provisioner {
             &self.store.settings(&model_scope(&model.id))?,
         ]);
         settings.provisioning_url = settings.provisioning_url.or(requester.origin.clone());
+        if requester.masked {
+            settings.mask_secrets();
+        }
         let view = FileView::common(model, &settings, requester.firmware.as_deref());
         let template = renderer.pick(
             &[&templates::model_key(&model.id, &file.name)],
@@ -850,7 +870,11 @@ impl Provisioner {
         ]);
         settings.provisioning_url = settings.provisioning_url.or(requester.origin.clone());
         let stripped: Vec<User>;
-        let users = if requester.without_secrets {
+        let users = if requester.masked {
+            settings.mask_secrets();
+            stripped = users.iter().cloned().map(HoldsSecrets::masked).collect();
+            &stripped
+        } else if requester.without_secrets {
             settings.admin_password = None;
             stripped = users.iter().cloned().map(User::without_password).collect();
             &stripped

@@ -211,7 +211,7 @@ impl Server {
             store: store.clone(),
             catalog,
             provisioner: provisioner.clone(),
-            auth: Authenticator::new(token),
+            auth: Authenticator::new(token)?,
             tftp: tftp_state.clone(),
         });
         Ok(Server {
@@ -276,7 +276,9 @@ impl Server {
                 .into_make_service_with_connect_info::<SocketAddr>();
             tokio::spawn(tls_server(listener, &cert, timeouts, &control).serve(app))
         });
-        let admin_app = api::router(self.admin_state.clone()).into_make_service();
+        // Wrong admin tokens are counted by address.
+        let admin_app = api::router(self.admin_state.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
         let admin_task = match &self.admin_cert {
             Some(cert) => {
                 tokio::spawn(tls_server(self.admin, cert, timeouts, &control).serve(admin_app))

@@ -13,9 +13,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::devices::reload_templates;
-use super::{Actor, AdminState, ApiError, ApiResult, Shared, Who};
+use super::{Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who};
 use crate::backup::{self, Backup, RestoreError};
 use crate::import::{self, ImportError, MAX_CSV_BYTES};
+use crate::model::HoldsSecrets;
 use crate::progress::{self, Line, NDJSON, Report};
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,9 +145,11 @@ fn ndjson(line: &Line) -> Bytes {
     Bytes::from(bytes)
 }
 
-/// `GET /export`: everything, as a backup document.
-pub(super) async fn export(state: Shared) -> ApiResult<Json<Backup>> {
-    Ok(Json(backup::export(&state.store)?))
+/// `GET /export`: everything, as a backup document; with its secrets
+/// masked for a token that may not see them (such a backup does not
+/// restore: the mask is refused as a secret).
+pub(super) async fn export(state: Shared, Extension(scope): Seen) -> ApiResult<Json<Backup>> {
+    Ok(Json(backup::export(&state.store)?.shown_to(scope)))
 }
 
 #[derive(Debug, Default, Deserialize)]

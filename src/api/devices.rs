@@ -12,25 +12,31 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Actor, AdminState, ApiError, ApiResult, Shared, Who, from_json, merge_patch, parse_body,
+    Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who, from_json, merge_patch, parse_body,
     parse_patch,
 };
 use crate::mac::Mac;
-use crate::model::{Device, Invalid};
+use crate::model::{Device, HoldsSecrets, Invalid};
 use crate::phone_auth::AuthMode;
 use crate::provision::Requester;
 use crate::store::{Change, Store, StoreError};
 use crate::templates;
 
-pub(super) async fn list(state: Shared) -> ApiResult<Json<Vec<Device>>> {
-    Ok(Json(state.store.devices()?))
+pub(super) async fn list(state: Shared, Extension(scope): Seen) -> ApiResult<Json<Vec<Device>>> {
+    let devices = state.store.devices()?;
+    Ok(Json(
+        devices.into_iter().map(|d| d.shown_to(scope)).collect(),
+    ))
 }
 
-pub(super) async fn show(state: Shared, Path(mac): Path<String>) -> ApiResult<Json<Device>> {
+pub(super) async fn show(
+    state: Shared,
+    Extension(scope): Seen,
+    Path(mac): Path<String>,
+) -> ApiResult<Json<Device>> {
     let mac = parse_mac(&mac)?;
-    Ok(Json(
-        state.store.device(mac)?.ok_or_else(|| not_found(mac))?,
-    ))
+    let device = state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
+    Ok(Json(device.shown_to(scope)))
 }
 
 pub(super) async fn create(
@@ -99,7 +105,8 @@ pub(super) async fn update(
         let mut value = serde_json::to_value(&current).unwrap_or_default();
         merge_patch(&mut value, patch);
         value["mac"] = json!(mac);
-        let device: Device = from_json(value)?;
+        let mut device: Device = from_json(value)?;
+        device.unmask_from(&current);
         check(&state, store, &device)?;
         Ok::<_, ApiError>((
             vec![Change::PutDevice {
@@ -129,15 +136,20 @@ pub(super) async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The file the phone would get, rendered now, without counting as a request.
+/// The file the phone would get, rendered now, without counting as a
+/// request; with its passwords masked for a token that may not see them.
 pub(super) async fn file(
     state: Shared,
+    Extension(scope): Seen,
     Path((mac, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let mac = parse_mac(&mac)?;
-    let file = state
-        .provisioner
-        .preview(mac, &name, &Requester::default())?;
+    let requester = if scope.sees_secrets() {
+        Requester::default()
+    } else {
+        Requester::masked_preview()
+    };
+    let file = state.provisioner.preview(mac, &name, &requester)?;
     Ok((
         [(header::CONTENT_TYPE, file.content_type.clone())],
         Body::from(file.body.clone()),
@@ -382,6 +394,7 @@ fn device_status(state: &AdminState, device: &Device) -> ApiResult<Value> {
                 origin: seen.origin.clone(),
                 firmware: seen.firmware.clone(),
                 without_secrets: seen.without_secrets,
+                masked: false,
             },
         )
         .ok()

@@ -17,11 +17,13 @@ mod templates;
 mod tokens;
 mod users;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +31,7 @@ use axum::routing::get;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Refusal};
 use crate::catalog::Catalog;
 use crate::model::{Invalid, Scope};
 use crate::provision::{NotServed, Provisioner};
@@ -137,26 +139,40 @@ pub fn router(state: Arc<AdminState>) -> Router {
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
 
-async fn require_token(State(state): Shared, mut request: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let caller = match presented.map(|token| state.auth.identify(&state.store, token.trim())) {
-        Some(Ok(Some(caller))) => caller,
-        Some(Err(e)) => return ApiError::from(e).into_response(),
-        _ => return ApiError::Unauthorized.into_response(),
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let caller = match state
+        .auth
+        .identify(&state.store, peer.ip(), presented)
+        .await
+    {
+        Ok(caller) => caller,
+        Err(refusal) => return ApiError::from(refusal).into_response(),
     };
     let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-    if caller.scope == Scope::Read && !reads {
+    if !caller.scope.may_write() && !reads {
         return ApiError::Forbidden(format!("token {} may only read", caller.name)).into_response();
     }
+    request.extensions_mut().insert(caller.scope);
     request.extensions_mut().insert(Actor(caller.name));
     next.run(request).await
 }
 
 type Who = axum::Extension<Actor>;
+
+/// The caller's token's scope: a handler that answers with secrets shows
+/// them as [`Scope::sees_secrets`] says.
+type Seen = axum::Extension<Scope>;
 
 /// An API failure; [`IntoResponse`] maps each kind to its status.
 #[derive(Debug)]
@@ -173,6 +189,9 @@ pub enum ApiError {
     InUse(String),
     /// No or wrong token (401).
     Unauthorized,
+    /// Too many wrong tokens from the caller's address (429); it may try
+    /// again after the given time.
+    Banned(Duration),
     /// The token may not do this (403).
     Forbidden(String),
     /// Our fault (500); the message is logged, not shown.
@@ -192,13 +211,21 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let challenge = matches!(self, ApiError::Unauthorized);
+        let extra_header = match &self {
+            ApiError::Unauthorized => {
+                Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
+            }
+            ApiError::Banned(left) => {
+                Some((header::RETRY_AFTER, HeaderValue::from(seconds(*left))))
+            }
+            _ => None,
+        };
         let (status, body) = self.status_and_body();
-        if challenge {
-            let bearer = [(header::WWW_AUTHENTICATE, "Bearer")];
-            return (status, bearer, axum::Json(body)).into_response();
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some((name, value)) = extra_header {
+            response.headers_mut().insert(name, value);
         }
-        (status, axum::Json(body)).into_response()
+        response
     }
 }
 
@@ -222,6 +249,13 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 json!({"error": "missing or wrong admin token (Authorization: Bearer <token>)"}),
             ),
+            ApiError::Banned(left) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"error": format!(
+                    "too many wrong admin tokens from this address: try again in {} s",
+                    seconds(left)
+                )}),
+            ),
             ApiError::Template {
                 message,
                 line,
@@ -238,6 +272,21 @@ impl ApiError {
                     json!({"error": "internal error; see the server log"}),
                 )
             }
+        }
+    }
+}
+
+/// Whole seconds, rounded up: a client told 0 would try again at once.
+fn seconds(time: Duration) -> u64 {
+    time.as_secs() + u64::from(time.subsec_nanos() > 0)
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Banned(left) => ApiError::Banned(left),
+            Refusal::Store(e) => e.into(),
+            Refusal::Missing | Refusal::Wrong => ApiError::Unauthorized,
         }
     }
 }

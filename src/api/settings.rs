@@ -9,14 +9,14 @@ use axum::{Extension, Json};
 use serde_json::Value;
 
 use super::{
-    Actor, ApiError, ApiResult, Shared, Who, from_json, merge_patch, parse_body, parse_patch,
+    Actor, ApiError, ApiResult, Seen, Shared, Who, from_json, merge_patch, parse_body, parse_patch,
 };
-use crate::model::Settings;
+use crate::model::{HoldsSecrets, Settings};
 use crate::provision::model_scope;
 use crate::store::{Change, GLOBAL_SCOPE};
 
-pub(super) async fn show_global(state: Shared) -> ApiResult<Json<Settings>> {
-    Ok(Json(state.store.settings(GLOBAL_SCOPE)?))
+pub(super) async fn show_global(state: Shared, Extension(seen): Seen) -> ApiResult<Json<Settings>> {
+    Ok(Json(state.store.settings(GLOBAL_SCOPE)?.shown_to(seen)))
 }
 
 pub(super) async fn replace_global(
@@ -36,9 +36,13 @@ pub(super) async fn patch_global(
     patch(&state, &actor, GLOBAL_SCOPE, &body).await
 }
 
-pub(super) async fn show_model(state: Shared, Path(id): Path<String>) -> ApiResult<Json<Settings>> {
+pub(super) async fn show_model(
+    state: Shared,
+    Extension(seen): Seen,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Settings>> {
     let scope = known_model_scope(&state, &id)?;
-    Ok(Json(state.store.settings(&scope)?))
+    Ok(Json(state.store.settings(&scope)?.shown_to(seen)))
 }
 
 pub(super) async fn replace_model(
@@ -92,7 +96,8 @@ async fn put(
 ) -> ApiResult<Json<Settings>> {
     let settings = state.store.change(actor, |store| {
         let old = store.settings(scope)?;
-        let new = make(&old)?;
+        let mut new = make(&old)?;
+        new.unmask_from(&old);
         new.validate()?;
         let change = Change::PutSettings {
             scope: scope.to_string(),

@@ -1,5 +1,5 @@
-//! `/api/v1/tokens`: named admin tokens with a scope (`read` or `write`),
-//! shown once when made, revocable at once.
+//! `/api/v1/tokens`: named admin tokens with a scope (`read`, `secrets` or
+//! `write`), shown once when made, revocable at once.
 
 use axum::body::Bytes;
 use axum::extract::Path;

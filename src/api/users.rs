@@ -6,21 +6,27 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::{Value, json};
 
-use super::{Actor, ApiError, ApiResult, Shared, Who, from_json, merge_patch, parse_patch};
+use super::{Actor, ApiError, ApiResult, Seen, Shared, Who, from_json, merge_patch, parse_patch};
 use crate::auth::random_secret;
-use crate::model::{Invalid, User, UserId};
+use crate::model::{HoldsSecrets, Invalid, User, UserId};
 use crate::store::{Change, StoreError};
 
 /// Length of a generated SIP password: about 117 bits.
 const GENERATED_PASSWORD_LEN: usize = 20;
 
-pub(super) async fn list(state: Shared) -> ApiResult<Json<Vec<User>>> {
-    Ok(Json(state.store.users()?))
+pub(super) async fn list(state: Shared, Extension(scope): Seen) -> ApiResult<Json<Vec<User>>> {
+    let users = state.store.users()?;
+    Ok(Json(users.into_iter().map(|u| u.shown_to(scope)).collect()))
 }
 
-pub(super) async fn show(state: Shared, Path(id): Path<String>) -> ApiResult<Json<User>> {
+pub(super) async fn show(
+    state: Shared,
+    Extension(scope): Seen,
+    Path(id): Path<String>,
+) -> ApiResult<Json<User>> {
     let id = parse_id(&id)?;
-    Ok(Json(state.store.user(id)?.ok_or_else(|| not_found(id))?))
+    let user = state.store.user(id)?.ok_or_else(|| not_found(id))?;
+    Ok(Json(user.shown_to(scope)))
 }
 
 pub(super) async fn create(
@@ -68,7 +74,8 @@ pub(super) async fn update(
         let current = store.user(id)?.ok_or_else(|| not_found(id))?;
         let mut value = serde_json::to_value(&current).unwrap_or_default();
         merge_patch(&mut value, patch);
-        let user: User = from_json(value)?;
+        let mut user: User = from_json(value)?;
+        user.unmask_from(&current);
         user.validate()?;
         Ok::<_, ApiError>((
             vec![Change::PutUser {

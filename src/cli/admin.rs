@@ -275,9 +275,10 @@ pub enum TokenCommand {
         connection: Connection,
         /// Its name (lower-case letters, digits, '-'): the audit log's actor.
         name: String,
-        /// Let it only read (GET), e.g. for monitoring.
-        #[arg(long)]
-        read_only: bool,
+        /// What it may do: `read` (GET, secrets masked, e.g. for
+        /// monitoring), `secrets` (GET, secrets shown) or `write` (everything).
+        #[arg(long, default_value = "write", value_parser = ["read", "secrets", "write"])]
+        scope: String,
     },
     /// List the tokens (names and scopes, never secrets).
     List {
@@ -298,9 +299,8 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         TokenCommand::Add {
             connection,
             name,
-            read_only,
+            scope,
         } => {
-            let scope = if read_only { "read" } else { "write" };
             let body = json!({"name": name, "scope": scope});
             (
                 connection,

@@ -67,7 +67,7 @@ enum Command {
     /// Manage uploaded templates.
     #[command(subcommand)]
     Template(admin::TemplateCommand),
-    /// Manage named admin tokens (scope read or write).
+    /// Manage named admin tokens (scope read, secrets or write).
     #[command(subcommand)]
     Token(admin::TokenCommand),
     /// List phones that asked for their files unprovisioned, and adopt them.
