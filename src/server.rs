@@ -407,7 +407,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Every [`SIGHTING_FLUSH_INTERVAL`]: writes the buffered sightings, and
 /// flushes the store to disk, which sled no longer does on its own
-/// ([`Store::open`]); administrators' changes are flushed when made.
+/// ([`Store::open`]); administrators' changes are flushed by the store as
+/// they are made ([`Store::change`]).
 async fn flush_sightings_until(
     provisioner: Arc<Provisioner>,
     store: Arc<Store>,

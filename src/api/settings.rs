@@ -90,18 +90,20 @@ async fn put(
     scope: &str,
     make: impl FnOnce(&Settings) -> ApiResult<Settings>,
 ) -> ApiResult<Json<Settings>> {
-    let settings = state.store.change(actor, |store| {
-        let old = store.settings(scope)?;
-        let new = make(&old)?;
-        new.validate()?;
-        let change = Change::PutSettings {
-            scope: scope.to_string(),
-            new: new.clone(),
-            old,
-        };
-        Ok::<_, ApiError>((vec![change], new))
-    })?;
-    state.store.flush().await?;
+    let settings = state
+        .store
+        .change(actor, |store| {
+            let old = store.settings(scope)?;
+            let new = make(&old)?;
+            new.validate()?;
+            let change = Change::PutSettings {
+                scope: scope.to_string(),
+                new: new.clone(),
+                old,
+            };
+            Ok::<_, ApiError>((vec![change], new))
+        })
+        .await?;
     tracing::info!(scope, "settings changed");
     Ok(Json(settings))
 }

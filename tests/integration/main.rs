@@ -6,6 +6,7 @@ mod common;
 mod admin_api;
 mod cli;
 mod connections;
+mod data_at_rest;
 mod firmware;
 mod golden;
 mod https;
