@@ -1,7 +1,9 @@
 //! Data at rest, with `deskboot serve` as a real process: every change an
 //! administrator is told of survives a SIGKILL the moment the answer
-//! arrives.
+//! arrives, and the data directory is readable by the server's user alone,
+//! whatever umask it was started with.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use reqwest::{Method, RequestBuilder};
@@ -73,6 +75,13 @@ impl Served {
         let text = answer.text().await.unwrap_or_default();
         assert_eq!(answered, status, "{method} {path}: {text}");
         *self = Served::start(&self.data).await;
+    }
+
+    /// Creates Ada (extension 101): a user, with a SIP password.
+    async fn add_ada(&self) {
+        let ada = user_json("101", "Ada", "Lovelace");
+        let created = self.request(Method::POST, "/api/v1/users").json(&ada);
+        assert_eq!(created.send().await.unwrap().status(), 201);
     }
 
     /// What `GET path` answers, at a JSON pointer (null when absent).
@@ -209,5 +218,86 @@ async fn every_acknowledged_change_survives_a_sigkill_right_after_its_answer() {
         .await;
     let lifts = "/api/v1/audit?target=ban/192.0.2.7";
     assert_eq!(server.shows(lifts, "/0/action").await, "ban.lift");
+    stop(server.child).await;
+}
+
+/// `dir` and every file and directory under it.
+fn everything_in(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+        found.push(path);
+    }
+    found
+}
+
+/// The paths in [`everything_in`] `dir` that group or others may use, with their modes.
+fn open_to_others(dir: &Path) -> Vec<(PathBuf, u32)> {
+    everything_in(dir)
+        .into_iter()
+        .map(|path| {
+            let mode = std::fs::symlink_metadata(&path)
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            (path, mode)
+        })
+        .filter(|(_, mode)| mode & 0o077 != 0)
+        .collect()
+}
+
+/// The data directory's own mode.
+fn mode_of(dir: &Path) -> u32 {
+    std::fs::metadata(dir).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_umask_022_the_data_directory_is_still_private() {
+    use nix::sys::stat::{Mode, umask};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut command = serve_command(&data, "info");
+    // umask is async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(|| {
+            umask(Mode::S_IWGRP | Mode::S_IWOTH);
+            Ok(())
+        });
+    }
+    let (server, _) = Served::start_command(&data, command).await;
+    server.add_ada().await;
+    stop(server.child).await;
+
+    assert_eq!(mode_of(&data), 0o700);
+    assert!(data.join("store").is_dir(), "the store is in the walk");
+    assert_eq!(open_to_others(&data), Vec::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_open_to_others_is_closed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Served::start(&data).await;
+    server.add_ada().await;
+    stop(server.child).await;
+    // As an older deskboot left it, started under umask 022.
+    for path in everything_in(&data) {
+        let loose = if path.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).unwrap();
+    }
+    assert!(!open_to_others(&data).is_empty());
+
+    let (server, log) = Served::start_command(&data, serve_command(&data, "info")).await;
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.contains("the data directory was open to other users"),
+        "{log}"
+    );
+    assert_eq!(mode_of(&data), 0o700);
+    assert_eq!(open_to_others(&data), Vec::new());
     stop(server.child).await;
 }
