@@ -214,7 +214,11 @@ fn site() -> Site {
 
 fn put(store: &Store, changes: Vec<Change>) {
     store
-        .change("bench", |_| Ok::<_, StoreError>((changes, ())))
+        .change_blocking(
+            "bench",
+            |_| Ok::<_, StoreError>((changes, ())),
+            &deskboot::progress::silent,
+        )
         .expect("store change");
 }
 
@@ -410,9 +414,11 @@ fn bench_store(c: &mut Criterion) {
         ));
     }
     let summary = store
-        .change("bench", |store| {
-            import::plan(&text, store, &catalog, &deskboot::progress::silent)
-        })
+        .change_blocking(
+            "bench",
+            |store| import::plan(&text, store, &catalog, &deskboot::progress::silent),
+            &deskboot::progress::silent,
+        )
         .expect("import");
     assert_eq!(summary.users, STORE_SIZE);
     assert_eq!(store.device_count(), STORE_SIZE);

@@ -1,10 +1,12 @@
 //! CSV import of 2,000 users (half with a phone) into a real sled store, in
 //! one transaction, against the reference of writing the same users one
 //! transaction each (what a script calling the API per user would cost).
+//! Each change is flushed to disk before it returns, as the API's are.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use deskboot::catalog::Catalog;
 use deskboot::import;
+use deskboot::progress::silent;
 use deskboot::store::{Change, Store, StoreError};
 
 const ROWS: usize = 2000;
@@ -38,9 +40,11 @@ fn bench_import(c: &mut Criterion) {
             |dir| {
                 let store = Store::open(dir.path()).expect("store");
                 let summary = store
-                    .change("bench", |store| {
-                        import::plan(&text, store, &catalog, &deskboot::progress::silent)
-                    })
+                    .change_blocking(
+                        "bench",
+                        |store| import::plan(&text, store, &catalog, &silent),
+                        &silent,
+                    )
                     .expect("import");
                 assert_eq!(summary.users, ROWS);
             },
@@ -52,9 +56,7 @@ fn bench_import(c: &mut Criterion) {
             || {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let store = Store::open(dir.path()).expect("store");
-                let (changes, _) =
-                    import::plan(&text, &store, &catalog, &deskboot::progress::silent)
-                        .expect("plan");
+                let (changes, _) = import::plan(&text, &store, &catalog, &silent).expect("plan");
                 (dir, changes)
             },
             |(dir, changes)| {
@@ -64,7 +66,11 @@ fn bench_import(c: &mut Criterion) {
                     .filter(|c| matches!(c, Change::PutUser { .. }))
                 {
                     store
-                        .change("bench", |_| Ok::<_, StoreError>((vec![change], ())))
+                        .change_blocking(
+                            "bench",
+                            |_| Ok::<_, StoreError>((vec![change], ())),
+                            &silent,
+                        )
                         .expect("write");
                 }
             },

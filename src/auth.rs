@@ -399,6 +399,7 @@ mod tests {
         let put = vec![Change::PutToken(record.clone())];
         store
             .change("test", |_| Ok::<_, StoreError>((put, ())))
+            .await
             .unwrap();
         let auth = Authenticator::new(AdminToken::of("bootstrap-token-for-tests")).unwrap();
         assert_eq!(parameters(&auth.decoy_hash), parameters(&record.hash));

@@ -23,7 +23,8 @@
 //! - [`render`]: Tera templates (`templates/`) and the view they see;
 //!   [`time_zone`] puts the site's daylight-saving rule in that view.
 //! - [`store`]: sled, behind a narrow typed API; [`model`] holds the domain
-//!   types it stores (users, devices, keys, settings).
+//!   types it stores (users, devices, keys, settings). It lives in the
+//!   [`data_dir`], which only the server's user may read.
 //!
 //! Administrators use the [`api`] (JSON under `/api/v1/`, guarded by
 //! [`auth`]) on a separate listener; the `deskboot` CLI is a client of it.
@@ -47,6 +48,7 @@ pub mod cache;
 pub mod catalog;
 pub mod client_cert;
 pub mod config;
+pub mod data_dir;
 pub mod firmware;
 pub mod import;
 pub mod mac;

@@ -21,6 +21,7 @@ use crate::api::{self, AdminState};
 use crate::auth::{AdminToken, AuthError, Authenticator};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{ClientCertMode, Config};
+use crate::data_dir::{self, DataDirError};
 use crate::firmware::FirmwareDir;
 use crate::phone_auth::{AuthSettings, PhoneAuth, PhoneAuthError};
 use crate::provision::{Provisioner, SIGHTING_FLUSH_INTERVAL};
@@ -45,14 +46,9 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The data directory cannot be created.
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        /// The file.
-        path: String,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    /// The data directory cannot be created or made private.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     /// The store cannot be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -123,14 +119,12 @@ pub struct Addresses {
 }
 
 impl Server {
-    /// Opens the store, loads models and templates, and binds the listeners.
+    /// Makes the data directory private, opens the store, loads models and
+    /// templates, and binds the listeners.
     /// `admin_token` is the token from the environment, if any.
     pub async fn bind(config: &Config, admin_token: Option<&str>) -> Result<Server, ServerError> {
         tls::install_crypto_provider();
-        std::fs::create_dir_all(&config.data).map_err(|source| ServerError::DataDir {
-            path: config.data.display().to_string(),
-            source,
-        })?;
+        data_dir::make_private(&config.data)?;
         let store = Arc::new(Store::open(&config.store_dir())?);
         let catalog = Arc::new(Catalog::load(config.models_dir.as_deref())?);
         let renderer = with_stored_uploads(
@@ -434,7 +428,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Every [`SIGHTING_FLUSH_INTERVAL`]: writes the buffered sightings, and
 /// flushes the store to disk, which sled no longer does on its own
-/// ([`Store::open`]); administrators' changes are flushed when made.
+/// ([`Store::open`]); administrators' changes are flushed by the store as
+/// they are made ([`Store::change`]).
 async fn flush_sightings_until(
     provisioner: Arc<Provisioner>,
     store: Arc<Store>,

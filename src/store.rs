@@ -5,7 +5,11 @@
 //! transaction, so a crash leaves either all of it or none. Changes also go
 //! through one writer lock: administrators write rarely, and serialising them
 //! lets a check ("is this user on a device?") and the write that depends on it
-//! see the same data. Phones only read.
+//! see the same data. A change is on disk before [`Store::change`] returns,
+//! so no answer to an administrator tells of a change a crash can still take
+//! back. Phones only read; what the server notes about them (sightings,
+//! discovered MACs, last good files) is written in batches and reaches the
+//! disk with the server's next flush tick.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -237,6 +241,13 @@ fn verb(kind: &str, existed: bool) -> String {
     format!("{kind}.{}", if existed { "update" } else { "create" })
 }
 
+/// A change applied by [`Store::apply_plan`]: the plan's result, and whether
+/// any record changed (a plan may find nothing to do: a dry run).
+struct Planned<T> {
+    result: T,
+    applied: bool,
+}
+
 /// Serialising for audit diffs without naming every type.
 mod erased {
     pub trait Json {
@@ -300,9 +311,9 @@ impl Store {
         // No background flusher: once a store of thousands of devices has
         // been reopened, sled's flusher spends every idle moment after the
         // first write rewriting pages, about 1.2 MB/s for as long as the
-        // server runs, without making the file any smaller. The server
-        // flushes itself instead: each change as it is made, sightings
-        // every tick (BENCHMARKS.md, "sled's flusher").
+        // server runs, without making the file any smaller. We flush instead:
+        // the store each change as it is made (`Store::change`), the server
+        // the sightings every tick (BENCHMARKS.md, "sled's flusher").
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(8 << 20)
@@ -354,7 +365,8 @@ impl Store {
         Ok(())
     }
 
-    /// Writes everything to disk; call after an administrator's change.
+    /// Writes everything to disk, on sled's own threads: an async worker
+    /// does not wait on the disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
@@ -366,31 +378,54 @@ impl Store {
         Ok(())
     }
 
-    /// Makes a change: `plan` reads the store (no other change can run
-    /// meanwhile) and returns the record changes plus a result; they are
-    /// applied in one transaction together with their audit entries.
-    pub fn change<T, E: From<StoreError>>(
+    /// Makes a change and writes it to disk: `plan` reads the store (no
+    /// other change can run meanwhile) and returns the record changes plus
+    /// a result; they are applied in one transaction together with their
+    /// audit entries, and flushed ([`Store::flush`]) before the result is
+    /// returned.
+    pub async fn change<T, E: From<StoreError>>(
         &self,
         actor: &str,
         plan: impl FnOnce(&Store) -> Result<(Vec<Change>, T), E>,
     ) -> Result<T, E> {
-        self.change_reporting(actor, plan, &progress::silent)
+        let Planned { result, applied } = self.apply_plan(actor, plan, &progress::silent)?;
+        if applied {
+            self.flush().await?;
+        }
+        Ok(result)
     }
 
-    /// [`Store::change`], reporting each record change as it is applied.
-    pub fn change_reporting<T, E: From<StoreError>>(
+    /// [`Store::change`] on a blocking thread (an import, a restore),
+    /// reporting each record change as it is applied.
+    pub fn change_blocking<T, E: From<StoreError>>(
         &self,
         actor: &str,
         plan: impl FnOnce(&Store) -> Result<(Vec<Change>, T), E>,
         report: Report<'_>,
     ) -> Result<T, E> {
+        let Planned { result, applied } = self.apply_plan(actor, plan, report)?;
+        if applied {
+            self.flush_blocking()?;
+        }
+        Ok(result)
+    }
+
+    /// Plans and applies a change under the writer lock, not yet flushed:
+    /// the flush waits on the disk, and another change need not wait for it.
+    fn apply_plan<T, E: From<StoreError>>(
+        &self,
+        actor: &str,
+        plan: impl FnOnce(&Store) -> Result<(Vec<Change>, T), E>,
+        report: Report<'_>,
+    ) -> Result<Planned<T>, E> {
         let _guard = self.lock_writer();
         let (changes, result) = plan(self)?;
-        if !changes.is_empty() {
+        let applied = !changes.is_empty();
+        if applied {
             self.apply(actor, &changes, report).map_err(E::from)?;
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
-        Ok(result)
+        Ok(Planned { result, applied })
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, ()> {
@@ -645,8 +680,9 @@ impl Store {
 
     // ---- audit ----
 
-    /// Records an admin action that changes no record (lifting a ban).
-    pub fn record_action(
+    /// Records an admin action that changes no record (lifting a ban), on
+    /// disk before it returns, as a [`Store::change`] is.
+    pub async fn record_action(
         &self,
         actor: &str,
         action: &str,
@@ -655,7 +691,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let entry = self.audit_entry(actor, action.to_string(), target, changes)?;
         self.audit.insert(entry.id.to_be_bytes(), encode(&entry))?;
-        Ok(())
+        self.flush().await
     }
 
     /// A new audit entry, stamped now.
@@ -943,8 +979,16 @@ mod tests {
         }
     }
 
+    /// [`Store::change_blocking`], unwatched: a unit test has no runtime.
+    fn change<T>(
+        store: &Store,
+        plan: impl FnOnce(&Store) -> Result<(Vec<Change>, T), StoreError>,
+    ) -> Result<T, StoreError> {
+        store.change_blocking("test", plan, &progress::silent)
+    }
+
     fn create(store: &Store, mut user: User) -> Result<User, StoreError> {
-        store.change("test", |store| {
+        change(store, |store| {
             user.id = store.next_user_id()?;
             Ok::<_, StoreError>((
                 vec![Change::PutUser {
@@ -972,17 +1016,16 @@ mod tests {
         moved.extension = "101".into();
         moved.sip.username = "u101".into();
         moved.email = None;
-        store
-            .change("test", |_| {
-                Ok::<_, StoreError>((
-                    vec![Change::PutUser {
-                        new: moved.clone(),
-                        old: Some(ada),
-                    }],
-                    (),
-                ))
-            })
-            .unwrap();
+        change(&store, |_| {
+            Ok::<_, StoreError>((
+                vec![Change::PutUser {
+                    new: moved.clone(),
+                    old: Some(ada),
+                }],
+                (),
+            ))
+        })
+        .unwrap();
         assert!(store.user_by_extension("100").unwrap().is_none());
         assert_eq!(
             store.user_by_extension("101").unwrap().unwrap().id,
@@ -1001,7 +1044,7 @@ mod tests {
     fn a_refused_batch_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let result = store.change("test", |store| {
+        let result = change(&store, |store| {
             let mut a = user("200");
             a.id = store.next_user_id()?;
             let mut b = user("200");
@@ -1031,9 +1074,7 @@ mod tests {
                 new: device.clone(),
                 old: None,
             };
-            store
-                .change("test", |_| Ok::<_, StoreError>((vec![put], ())))
-                .unwrap();
+            change(&store, |_| Ok::<_, StoreError>((vec![put], ()))).unwrap();
         }
         let good = LastGood {
             users: vec![1],
@@ -1047,9 +1088,7 @@ mod tests {
         store.record_last_good(&files(kept.mac)).unwrap();
 
         let delete = Change::DeleteDevice(gone.clone());
-        store
-            .change("test", |_| Ok::<_, StoreError>((vec![delete], ())))
-            .unwrap();
+        change(&store, |_| Ok::<_, StoreError>((vec![delete], ()))).unwrap();
         assert_eq!(store.last_good(gone.mac, "001565aabbcc.cfg").unwrap(), None);
         assert_eq!(
             store.last_good(gone.mac, "y000000000066.cfg").unwrap(),
@@ -1098,11 +1137,8 @@ mod tests {
     fn counts_follow_what_is_really_added_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let apply = |changes: Vec<Change>| {
-            store
-                .change("test", |_| Ok::<_, StoreError>((changes, ())))
-                .unwrap()
-        };
+        let apply =
+            |changes: Vec<Change>| change(&store, |_| Ok::<_, StoreError>((changes, ()))).unwrap();
         let ada = create(&store, user("101")).unwrap();
         create(&store, user("102")).unwrap();
         let put = |mac: &str| Change::PutDevice {
@@ -1136,9 +1172,7 @@ mod tests {
                 new: device("001565aabbcc"),
                 old: None,
             };
-            store
-                .change("test", |_| Ok::<_, StoreError>((vec![put], ())))
-                .unwrap();
+            change(&store, |_| Ok::<_, StoreError>((vec![put], ()))).unwrap();
             for key in [USER_COUNT_KEY, DEVICE_COUNT_KEY] {
                 store.meta.remove(key).unwrap();
             }

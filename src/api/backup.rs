@@ -55,7 +55,7 @@ fn import_csv(
     report: Report<'_>,
 ) -> Outcome {
     let text = text.trim_start_matches('\u{feff}');
-    let result = state.store.change_reporting(
+    let result = state.store.change_blocking(
         actor,
         |store| {
             let (changes, summary) = import::plan(text, store, &state.catalog, report)?;
@@ -79,7 +79,6 @@ fn import_csv(
     let status = if options.dry_run {
         StatusCode::OK
     } else {
-        state.store.flush_blocking()?;
         tracing::info!(users = summary.users, devices = summary.devices, "import");
         StatusCode::CREATED
     };
@@ -194,7 +193,7 @@ fn restore_backup(
     let (users, devices) = (backup.users.len(), backup.devices.len());
     state
         .store
-        .change_reporting(
+        .change_blocking(
             actor,
             |store| {
                 let changes = backup::plan_restore(backup, store, &state.catalog, options.replace)?;
@@ -208,7 +207,6 @@ fn restore_backup(
             RestoreError::Store(e) => e.into(),
         })?;
     reload_templates(state)?;
-    state.store.flush_blocking()?;
     tracing::info!(users, devices, "restore");
     Ok((StatusCode::OK, json!({"users": users, "devices": devices})))
 }

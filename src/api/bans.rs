@@ -31,12 +31,15 @@ pub(super) async fn lift(
         .parse()
         .map_err(|_| Invalid::new("address", format!("'{address}' is not an IP address")))?;
     let lifted = state.provisioner.lift_bans(address);
-    state.store.record_action(
-        &actor,
-        "ban.lift",
-        format!("ban/{address}"),
-        json!({"lifted": lifted}),
-    )?;
+    state
+        .store
+        .record_action(
+            &actor,
+            "ban.lift",
+            format!("ban/{address}"),
+            json!({"lifted": lifted}),
+        )
+        .await?;
     tracing::info!(%address, lifted, "bans lifted");
     Ok(Json(json!({"address": address, "lifted": lifted})))
 }

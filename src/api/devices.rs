@@ -45,23 +45,25 @@ pub(super) async fn create(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let device: Device = parse_body(&body)?;
-    state.store.change(&actor, |store| {
-        check(&state, store, &device)?;
-        if store.device(device.mac)?.is_some() {
-            return Err(ApiError::Conflict(Invalid::new(
-                "mac",
-                format!("device {} already exists", device.mac),
-            )));
-        }
-        Ok((
-            vec![Change::PutDevice {
-                new: device.clone(),
-                old: None,
-            }],
-            (),
-        ))
-    })?;
-    state.store.flush().await?;
+    state
+        .store
+        .change(&actor, |store| {
+            check(&state, store, &device)?;
+            if store.device(device.mac)?.is_some() {
+                return Err(ApiError::Conflict(Invalid::new(
+                    "mac",
+                    format!("device {} already exists", device.mac),
+                )));
+            }
+            Ok((
+                vec![Change::PutDevice {
+                    new: device.clone(),
+                    old: None,
+                }],
+                (),
+            ))
+        })
+        .await?;
     tracing::info!(mac = %device.mac, model = %device.model, "device created");
     Ok((
         StatusCode::CREATED,
@@ -100,23 +102,25 @@ pub(super) async fn update(
             return Err(Invalid::new("mac", "cannot be changed; clone the device instead").into());
         }
     }
-    let device = state.store.change(&actor, |store| {
-        let current = store.device(mac)?.ok_or_else(|| not_found(mac))?;
-        let mut value = serde_json::to_value(&current).unwrap_or_default();
-        merge_patch(&mut value, patch);
-        value["mac"] = json!(mac);
-        let mut device: Device = from_json(value)?;
-        device.unmask_from(&current);
-        check(&state, store, &device)?;
-        Ok::<_, ApiError>((
-            vec![Change::PutDevice {
-                new: device.clone(),
-                old: Some(current),
-            }],
-            device,
-        ))
-    })?;
-    state.store.flush().await?;
+    let device = state
+        .store
+        .change(&actor, |store| {
+            let current = store.device(mac)?.ok_or_else(|| not_found(mac))?;
+            let mut value = serde_json::to_value(&current).unwrap_or_default();
+            merge_patch(&mut value, patch);
+            value["mac"] = json!(mac);
+            let mut device: Device = from_json(value)?;
+            device.unmask_from(&current);
+            check(&state, store, &device)?;
+            Ok::<_, ApiError>((
+                vec![Change::PutDevice {
+                    new: device.clone(),
+                    old: Some(current),
+                }],
+                device,
+            ))
+        })
+        .await?;
     tracing::info!(%mac, "device updated");
     Ok(Json(device))
 }
@@ -127,11 +131,13 @@ pub(super) async fn remove(
     Path(mac): Path<String>,
 ) -> ApiResult<StatusCode> {
     let mac = parse_mac(&mac)?;
-    state.store.change(&actor, |store| {
-        let device = store.device(mac)?.ok_or_else(|| not_found(mac))?;
-        Ok::<_, ApiError>((delete_device_changes(store, device)?, ()))
-    })?;
-    state.store.flush().await?;
+    state
+        .store
+        .change(&actor, |store| {
+            let device = store.device(mac)?.ok_or_else(|| not_found(mac))?;
+            Ok::<_, ApiError>((delete_device_changes(store, device)?, ()))
+        })
+        .await?;
     tracing::info!(%mac, "device deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -248,77 +254,79 @@ pub(super) async fn clone(
     if to == from {
         return Err(Invalid::new("to", "is the same phone").into());
     }
-    let device = state.store.change(&actor, |store| {
-        let source = store.device(from)?.ok_or_else(|| not_found(from))?;
-        let existing = store.device(to)?;
-        if existing.is_some() && !request.overwrite {
-            return Err(ApiError::Conflict(Invalid::new(
-                "to",
-                format!("device {to} already exists; pass \"overwrite\": true to replace it"),
-            )));
-        }
-        let model = request
-            .model
-            .clone()
-            .or_else(|| existing.as_ref().map(|d| d.model.clone()))
-            .unwrap_or_else(|| source.model.clone());
-        let compatible = model == source.model
-            || state
-                .catalog
-                .model(&source.model)
-                .is_some_and(|m| m.compatible.contains(&model));
-        if !compatible {
-            return Err(ApiError::Conflict(Invalid::new(
-                "model",
-                format!(
-                    "a {} configuration cannot go to a {model}: the models are not compatible",
-                    source.model
-                ),
-            )));
-        }
-        let copy = Device {
-            mac: to,
-            model,
-            ..source.clone()
-        };
-        check(&state, store, &copy)?;
-        let mut changes = Vec::new();
-        if let Some(existing) = &existing {
-            changes.extend(
-                delete_device_changes(store, existing.clone())?
-                    .into_iter()
-                    .filter(|c| !matches!(c, Change::DeleteDevice(_))),
-            );
-        }
-        let target_files: Vec<String> = state
-            .catalog
-            .model(&copy.model)
-            .map(|m| m.files.iter().map(|f| f.name.clone()).collect())
-            .unwrap_or_default();
-        let source_prefix = format!("device/{from}/");
-        for (key, history) in store.templates()? {
-            if let Some(file) = key.strip_prefix(&source_prefix)
-                && target_files.iter().any(|f| f == file)
-            {
-                changes.push(Change::PutTemplate {
-                    key: templates::device_key(to, file),
-                    new: history,
-                    old: None,
-                });
+    let device = state
+        .store
+        .change(&actor, |store| {
+            let source = store.device(from)?.ok_or_else(|| not_found(from))?;
+            let existing = store.device(to)?;
+            if existing.is_some() && !request.overwrite {
+                return Err(ApiError::Conflict(Invalid::new(
+                    "to",
+                    format!("device {to} already exists; pass \"overwrite\": true to replace it"),
+                )));
             }
-        }
-        changes.push(Change::PutDevice {
-            new: copy.clone(),
-            old: existing,
-        });
-        if request.mode == CloneMode::Replace {
-            changes.extend(delete_device_changes(store, source)?);
-        }
-        Ok((changes, copy))
-    })?;
+            let model = request
+                .model
+                .clone()
+                .or_else(|| existing.as_ref().map(|d| d.model.clone()))
+                .unwrap_or_else(|| source.model.clone());
+            let compatible = model == source.model
+                || state
+                    .catalog
+                    .model(&source.model)
+                    .is_some_and(|m| m.compatible.contains(&model));
+            if !compatible {
+                return Err(ApiError::Conflict(Invalid::new(
+                    "model",
+                    format!(
+                        "a {} configuration cannot go to a {model}: the models are not compatible",
+                        source.model
+                    ),
+                )));
+            }
+            let copy = Device {
+                mac: to,
+                model,
+                ..source.clone()
+            };
+            check(&state, store, &copy)?;
+            let mut changes = Vec::new();
+            if let Some(existing) = &existing {
+                changes.extend(
+                    delete_device_changes(store, existing.clone())?
+                        .into_iter()
+                        .filter(|c| !matches!(c, Change::DeleteDevice(_))),
+                );
+            }
+            let target_files: Vec<String> = state
+                .catalog
+                .model(&copy.model)
+                .map(|m| m.files.iter().map(|f| f.name.clone()).collect())
+                .unwrap_or_default();
+            let source_prefix = format!("device/{from}/");
+            for (key, history) in store.templates()? {
+                if let Some(file) = key.strip_prefix(&source_prefix)
+                    && target_files.iter().any(|f| f == file)
+                {
+                    changes.push(Change::PutTemplate {
+                        key: templates::device_key(to, file),
+                        new: history,
+                        old: None,
+                    });
+                }
+            }
+            changes.push(Change::PutDevice {
+                new: copy.clone(),
+                old: existing,
+            });
+            if request.mode == CloneMode::Replace {
+                changes.extend(delete_device_changes(store, source)?);
+            }
+            Ok((changes, copy))
+        })
+        .await?;
     // Uploads moved with the phone: put the stored set in force.
     reload_templates(&state)?;
-    state.store.flush().await?;
     tracing::info!(%from, %to, mode = ?request.mode, "device cloned");
     Ok((
         StatusCode::CREATED,

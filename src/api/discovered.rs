@@ -47,43 +47,44 @@ pub(super) async fn adopt(
         parse_body(&body)?
     };
     state.provisioner.flush_sightings()?;
-    let device = state.store.change(&actor, |store| {
-        let found = store
-            .discovered_mac(mac)?
-            .ok_or_else(|| ApiError::NotFound(format!("{mac} has not been discovered")))?;
-        let model =
-            request.model.clone().or(found.model).ok_or_else(|| {
+    let device = state
+        .store
+        .change(&actor, |store| {
+            let found = store
+                .discovered_mac(mac)?
+                .ok_or_else(|| ApiError::NotFound(format!("{mac} has not been discovered")))?;
+            let model = request.model.clone().or(found.model).ok_or_else(|| {
                 Invalid::new("model", "the phone did not say its model: give one")
             })?;
-        let device = Device {
-            mac,
-            model,
-            description: None,
-            lines: request
-                .user
-                .map(|user| vec![LineAssignment { user, label: None }])
-                .unwrap_or_default(),
-            keys: Vec::new(),
-            modules: Vec::new(),
-            settings: Default::default(),
-        };
-        check(&state, store, &device)?;
-        if store.device(mac)?.is_some() {
-            return Err(ApiError::Conflict(Invalid::new(
-                "mac",
-                format!("device {mac} already exists"),
-            )));
-        }
-        let changes = vec![
-            Change::PutDevice {
-                new: device.clone(),
-                old: None,
-            },
-            Change::DeleteDiscovered(mac),
-        ];
-        Ok((changes, device))
-    })?;
-    state.store.flush().await?;
+            let device = Device {
+                mac,
+                model,
+                description: None,
+                lines: request
+                    .user
+                    .map(|user| vec![LineAssignment { user, label: None }])
+                    .unwrap_or_default(),
+                keys: Vec::new(),
+                modules: Vec::new(),
+                settings: Default::default(),
+            };
+            check(&state, store, &device)?;
+            if store.device(mac)?.is_some() {
+                return Err(ApiError::Conflict(Invalid::new(
+                    "mac",
+                    format!("device {mac} already exists"),
+                )));
+            }
+            let changes = vec![
+                Change::PutDevice {
+                    new: device.clone(),
+                    old: None,
+                },
+                Change::DeleteDiscovered(mac),
+            ];
+            Ok((changes, device))
+        })
+        .await?;
     tracing::info!(%mac, model = %device.model, "discovered phone adopted");
     Ok((
         StatusCode::CREATED,

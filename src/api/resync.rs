@@ -118,12 +118,15 @@ pub(super) async fn all(
         Some(model) => format!("resync/model:{model}"),
         None => "resync/all".to_string(),
     };
-    state.store.record_action(
-        &actor,
-        "resync.bulk",
-        target,
-        json!({"queued": plan.queued, "per_second": per_second}),
-    )?;
+    state
+        .store
+        .record_action(
+            &actor,
+            "resync.bulk",
+            target,
+            json!({"queued": plan.queued, "per_second": per_second}),
+        )
+        .await?;
     tokio::spawn(send_paced(notices, per_second));
     Ok((StatusCode::ACCEPTED, Json(plan)))
 }

@@ -94,19 +94,21 @@ async fn put(
     scope: &str,
     make: impl FnOnce(&Settings) -> ApiResult<Settings>,
 ) -> ApiResult<Json<Settings>> {
-    let settings = state.store.change(actor, |store| {
-        let old = store.settings(scope)?;
-        let mut new = make(&old)?;
-        new.unmask_from(&old);
-        new.validate()?;
-        let change = Change::PutSettings {
-            scope: scope.to_string(),
-            new: new.clone(),
-            old,
-        };
-        Ok::<_, ApiError>((vec![change], new))
-    })?;
-    state.store.flush().await?;
+    let settings = state
+        .store
+        .change(actor, |store| {
+            let old = store.settings(scope)?;
+            let mut new = make(&old)?;
+            new.unmask_from(&old);
+            new.validate()?;
+            let change = Change::PutSettings {
+                scope: scope.to_string(),
+                new: new.clone(),
+                old,
+            };
+            Ok::<_, ApiError>((vec![change], new))
+        })
+        .await?;
     tracing::info!(scope, "settings changed");
     Ok(Json(settings))
 }

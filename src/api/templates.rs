@@ -141,7 +141,7 @@ pub(super) async fn upload(
     }
     let source = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::BadRequest("a template is UTF-8 text".into()))?;
-    let version = put_version(&state, &actor, &slot, source, None)?;
+    let version = put_version(&state, &actor, &slot, source, None).await?;
     tracing::info!(template = %slot.key, version, "template uploaded");
     Ok((
         StatusCode::CREATED,
@@ -155,26 +155,30 @@ pub(super) async fn remove(
     Path((scope, target, file)): Params,
 ) -> ApiResult<StatusCode> {
     let slot = resolve(&state, &scope, &target, &file)?;
-    let renderer = state.store.change(&actor, |store| {
-        let old = store
-            .template(&slot.key)?
-            .filter(|h| h.active)
-            .ok_or_else(|| ApiError::NotFound(format!("no uploaded template for {}", slot.key)))?;
-        let new = TemplateHistory {
-            active: false,
-            ..old.clone()
-        };
-        let candidate = candidate(&state, store, &slot.key, None)?;
-        check_renders(&state, store, &candidate, &slot)?;
-        let change = Change::PutTemplate {
-            key: slot.key.clone(),
-            new,
-            old: Some(old),
-        };
-        Ok::<_, ApiError>((vec![change], candidate))
-    })?;
+    let renderer = state
+        .store
+        .change(&actor, |store| {
+            let old = store
+                .template(&slot.key)?
+                .filter(|h| h.active)
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!("no uploaded template for {}", slot.key))
+                })?;
+            let new = TemplateHistory {
+                active: false,
+                ..old.clone()
+            };
+            let candidate = candidate(&state, store, &slot.key, None)?;
+            check_renders(&state, store, &candidate, &slot)?;
+            let change = Change::PutTemplate {
+                key: slot.key.clone(),
+                new,
+                old: Some(old),
+            };
+            Ok::<_, ApiError>((vec![change], candidate))
+        })
+        .await?;
     state.provisioner.set_renderer(renderer);
-    state.store.flush().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -239,7 +243,8 @@ pub(super) async fn rollback(
         &slot,
         source,
         Some(format!("rollback to {wanted}")),
-    )?;
+    )
+    .await?;
     tracing::info!(template = %slot.key, version, "template rolled back");
     Ok(Json(json!({"file": slot.file.name, "version": version})))
 }
@@ -252,39 +257,42 @@ fn stored_history(store: &Store, slot: &Slot) -> ApiResult<TemplateHistory> {
 
 /// Checks `source` and, if it compiles and renders, stores it as the next
 /// version and puts it in force. Returns the version number.
-fn put_version(
+async fn put_version(
     state: &AdminState,
     actor: &str,
     slot: &Slot,
     source: String,
     note: Option<String>,
 ) -> ApiResult<u32> {
-    let (renderer, version) = state.store.change(actor, |store| {
-        let old = store.template(&slot.key)?;
-        let mut new = old.clone().unwrap_or(TemplateHistory {
-            active: true,
-            versions: Vec::new(),
-        });
-        let version = new.versions.last().map_or(1, |v| v.version + 1);
-        let candidate = candidate(state, store, &slot.key, Some(&source))?;
-        check_renders(state, store, &candidate, slot)?;
-        new.active = true;
-        new.versions.push(TemplateVersion {
-            version,
-            source: source.clone(),
-            author: actor.to_string(),
-            at: unix_now(),
-            note: note.clone(),
-        });
-        let excess = new.versions.len().saturating_sub(MAX_VERSIONS);
-        new.versions.drain(..excess);
-        let change = Change::PutTemplate {
-            key: slot.key.clone(),
-            new,
-            old,
-        };
-        Ok::<_, ApiError>((vec![change], (candidate, version)))
-    })?;
+    let (renderer, version) = state
+        .store
+        .change(actor, |store| {
+            let old = store.template(&slot.key)?;
+            let mut new = old.clone().unwrap_or(TemplateHistory {
+                active: true,
+                versions: Vec::new(),
+            });
+            let version = new.versions.last().map_or(1, |v| v.version + 1);
+            let candidate = candidate(state, store, &slot.key, Some(&source))?;
+            check_renders(state, store, &candidate, slot)?;
+            new.active = true;
+            new.versions.push(TemplateVersion {
+                version,
+                source: source.clone(),
+                author: actor.to_string(),
+                at: unix_now(),
+                note: note.clone(),
+            });
+            let excess = new.versions.len().saturating_sub(MAX_VERSIONS);
+            new.versions.drain(..excess);
+            let change = Change::PutTemplate {
+                key: slot.key.clone(),
+                new,
+                old,
+            };
+            Ok::<_, ApiError>((vec![change], (candidate, version)))
+        })
+        .await?;
     state.provisioner.set_renderer(renderer);
     Ok(version)
 }

@@ -52,16 +52,18 @@ pub(super) async fn create(
     ApiToken::check_name(&wanted.name)?;
     let (record, token) = new_named_token(&wanted.name, wanted.scope)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    state.store.change(&actor, |store| {
-        if store.token(&wanted.name)?.is_some() {
-            return Err(ApiError::Conflict(crate::model::Invalid::new(
-                "name",
-                format!("token {} already exists", wanted.name),
-            )));
-        }
-        Ok((vec![Change::PutToken(record.clone())], ()))
-    })?;
-    state.store.flush().await?;
+    state
+        .store
+        .change(&actor, |store| {
+            if store.token(&wanted.name)?.is_some() {
+                return Err(ApiError::Conflict(crate::model::Invalid::new(
+                    "name",
+                    format!("token {} already exists", wanted.name),
+                )));
+            }
+            Ok((vec![Change::PutToken(record.clone())], ()))
+        })
+        .await?;
     tracing::info!(name = %record.name, scope = ?record.scope, "token created");
     Ok((
         StatusCode::CREATED,
@@ -75,13 +77,15 @@ pub(super) async fn revoke(
     Extension(super::Actor(actor)): Who,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.store.change(&actor, |store| {
-        let token = store
-            .token(&name)?
-            .ok_or_else(|| StoreError::NotFound(format!("token {name}")))?;
-        Ok::<_, ApiError>((vec![Change::DeleteToken(token)], ()))
-    })?;
-    state.store.flush().await?;
+    state
+        .store
+        .change(&actor, |store| {
+            let token = store
+                .token(&name)?
+                .ok_or_else(|| StoreError::NotFound(format!("token {name}")))?;
+            Ok::<_, ApiError>((vec![Change::DeleteToken(token)], ()))
+        })
+        .await?;
     tracing::info!(%name, "token revoked");
     Ok(StatusCode::NO_CONTENT)
 }

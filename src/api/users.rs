@@ -44,17 +44,19 @@ pub(super) async fn create(
     fill_sip_defaults(&mut value);
     let mut user: User = from_json(value)?;
     user.validate()?;
-    let user = state.store.change(&actor, |store| {
-        user.id = store.next_user_id()?;
-        Ok::<_, ApiError>((
-            vec![Change::PutUser {
-                new: user.clone(),
-                old: None,
-            }],
-            user,
-        ))
-    })?;
-    state.store.flush().await?;
+    let user = state
+        .store
+        .change(&actor, |store| {
+            user.id = store.next_user_id()?;
+            Ok::<_, ApiError>((
+                vec![Change::PutUser {
+                    new: user.clone(),
+                    old: None,
+                }],
+                user,
+            ))
+        })
+        .await?;
     tracing::info!(user = user.id, extension = %user.extension, "user created");
     Ok((StatusCode::CREATED, Json(user)))
 }
@@ -70,22 +72,24 @@ pub(super) async fn update(
     if patch.get("id").is_some_and(|v| v != &json!(id)) {
         return Err(Invalid::new("id", "cannot be changed").into());
     }
-    let user = state.store.change(&actor, |store| {
-        let current = store.user(id)?.ok_or_else(|| not_found(id))?;
-        let mut value = serde_json::to_value(&current).unwrap_or_default();
-        merge_patch(&mut value, patch);
-        let mut user: User = from_json(value)?;
-        user.unmask_from(&current);
-        user.validate()?;
-        Ok::<_, ApiError>((
-            vec![Change::PutUser {
-                new: user.clone(),
-                old: Some(current),
-            }],
-            user,
-        ))
-    })?;
-    state.store.flush().await?;
+    let user = state
+        .store
+        .change(&actor, |store| {
+            let current = store.user(id)?.ok_or_else(|| not_found(id))?;
+            let mut value = serde_json::to_value(&current).unwrap_or_default();
+            merge_patch(&mut value, patch);
+            let mut user: User = from_json(value)?;
+            user.unmask_from(&current);
+            user.validate()?;
+            Ok::<_, ApiError>((
+                vec![Change::PutUser {
+                    new: user.clone(),
+                    old: Some(current),
+                }],
+                user,
+            ))
+        })
+        .await?;
     tracing::info!(user = id, "user updated");
     Ok(Json(user))
 }
@@ -96,17 +100,19 @@ pub(super) async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
-    state.store.change(&actor, |store| {
-        let user = store.user(id)?.ok_or_else(|| not_found(id))?;
-        if let Some(device) = store.device_of_user(id)? {
-            return Err(ApiError::InUse(format!(
-                "user {id} is on device {}; remove the line first",
-                device.mac
-            )));
-        }
-        Ok((vec![Change::DeleteUser(user)], ()))
-    })?;
-    state.store.flush().await?;
+    state
+        .store
+        .change(&actor, |store| {
+            let user = store.user(id)?.ok_or_else(|| not_found(id))?;
+            if let Some(device) = store.device_of_user(id)? {
+                return Err(ApiError::InUse(format!(
+                    "user {id} is on device {}; remove the line first",
+                    device.mac
+                )));
+            }
+            Ok((vec![Change::DeleteUser(user)], ()))
+        })
+        .await?;
     tracing::info!(user = id, "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -55,6 +55,8 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    #[cfg(unix)]
+    keep_new_files_private();
     let log = LogBuffer::start();
     tracing_subscriber::fmt()
         .with_ansi(std::io::stdout().is_terminal())
@@ -114,6 +116,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     server.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Has every file and directory the server creates readable by its user
+/// alone, whatever umask it was started with (under 022 the store's files
+/// would be 0644, and they hold SIP passwords). sled creates files long
+/// after start (its snapshots), which no chmod at start would reach.
+#[cfg(unix)]
+fn keep_new_files_private() {
+    use nix::sys::stat::{Mode, umask};
+    umask(Mode::S_IRWXG | Mode::S_IRWXO);
 }
 
 /// Lets the server hold as many sockets as the system allows. Each TFTP

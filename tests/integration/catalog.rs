@@ -34,10 +34,7 @@ async fn every_model_renders_every_file_it_asks_for() {
     // No provisioning_url: files must render without one (the phone's own
     // request implies it; a preview has none).
     let mut settings = site_settings();
-    settings
-        .as_object_mut()
-        .unwrap()
-        .remove("provisioning_url");
+    settings.as_object_mut().unwrap().remove("provisioning_url");
     let (status, _) = server
         .api(reqwest::Method::PUT, "/api/v1/settings", Some(settings))
         .await;

@@ -19,7 +19,7 @@ async fn spawn_serve(data: &Path) -> (Child, [String; 3]) {
 }
 
 /// Everything a server process has written, stdout and stderr.
-type Log = Arc<Mutex<String>>;
+pub(super) type Log = Arc<Mutex<String>>;
 
 /// Like [`spawn_serve`], at a log level, keeping everything it writes.
 async fn spawn_serve_logged(data: &Path, level: &str) -> (Child, [String; 3], Log) {
@@ -27,7 +27,7 @@ async fn spawn_serve_logged(data: &Path, level: &str) -> (Child, [String; 3], Lo
 }
 
 /// The command line of `deskboot serve` on ephemeral loopback ports.
-fn serve_command(data: &Path, level: &str) -> Command {
+pub(super) fn serve_command(data: &Path, level: &str) -> Command {
     let mut command = Command::new(BIN);
     command
         .args(["serve", "--data"])
@@ -51,7 +51,7 @@ fn serve_command(data: &Path, level: &str) -> Command {
 
 /// Starts `command`, a `deskboot serve`, and waits until it listens;
 /// returns the child, its HTTP, TFTP and admin addresses, and its log.
-async fn start_logged(mut command: Command) -> (Child, [String; 3], Log) {
+pub(super) async fn start_logged(mut command: Command) -> (Child, [String; 3], Log) {
     let mut child = command.spawn().expect("deskboot serve starts");
     let log: Log = Arc::default();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -102,7 +102,7 @@ async fn cli(admin: &str, data: &Path, args: &[&str]) -> std::process::Output {
         .expect("deskboot runs")
 }
 
-async fn stop(mut child: Child) {
+pub(super) async fn stop(mut child: Child) {
     let pid = child.id().expect("running").to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])

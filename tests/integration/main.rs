@@ -8,6 +8,7 @@ mod admin_auth;
 mod catalog;
 mod cli;
 mod connections;
+mod data_at_rest;
 mod digest;
 mod firmware;
 mod golden;
