@@ -109,6 +109,8 @@ struct ModelSpec {
     max_modules: u8,
     #[serde(default)]
     compatible: Vec<String>,
+    #[serde(default)]
+    unverified: Option<String>,
 }
 
 /// A phone vendor: how its phones are recognised and what its key codes are.
@@ -166,6 +168,10 @@ pub struct PhoneModel {
     pub resync_event: Option<String>,
     /// Other models that can take over a phone's configuration (clone).
     pub compatible: Vec<String>,
+    /// What no source at hand confirms about it, when something is
+    /// unconfirmed (its files follow its family's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unverified: Option<String>,
     /// The files it asks for.
     pub files: Vec<ModelFile>,
     #[serde(skip)]
@@ -571,6 +577,7 @@ fn build_model(
         max_modules: spec.max_modules,
         resync_event: vendor.resync_event.clone(),
         compatible: spec.compatible.clone(),
+        unverified: spec.unverified.clone(),
         files,
         vendor_index,
         user_agent_names,

@@ -458,6 +458,60 @@ pub struct Settings {
     /// Feature code to park a call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub park_code: Option<String>,
+    /// What phones dial at once, as digit-map rules joined by `|` (see
+    /// [`DialPlan`]); unset: [`DialPlan::DEFAULT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dial_plan: Option<String>,
+}
+
+/// A site's dial plan in one neutral form, which each family's templates
+/// write in their phones' syntax: rules in the digit-map syntax Cisco,
+/// Poly and Grandstream share (RFC 3435's, without timers): digits, `*`,
+/// `#` and `+` as themselves, `x` for any digit, `[1-5]` or `[135]` for
+/// one of those digits, and `.` for any number (zero or more) of what
+/// precedes it. A phone dials as soon as what was typed matches a rule
+/// that cannot grow; an open rule (ending in `.`) dials after the phone's
+/// inter-digit timeout, which each family writes its own way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DialPlan {
+    /// The rules, in order.
+    pub rules: Vec<String>,
+}
+
+impl DialPlan {
+    /// Feature codes (`*97`, `#21`), international numbers (`+...`), and
+    /// any other digits: nothing a user dials is refused.
+    pub const DEFAULT: &'static str = "[*#]x.|+x.|x.";
+    /// The most rules a plan may have: phones keep a few dozen at most.
+    const MAX_RULES: usize = 50;
+
+    /// Reads `rules` joined by `|`.
+    pub fn parse(text: &str) -> Result<DialPlan, String> {
+        if text.chars().any(char::is_control) {
+            return Err("must not contain line breaks or control characters".into());
+        }
+        let rules: Vec<String> = text.split('|').map(|r| r.trim().to_string()).collect();
+        if rules.len() > Self::MAX_RULES {
+            return Err(format!("at most {} rules", Self::MAX_RULES));
+        }
+        for rule in &rules {
+            if rule.is_empty() {
+                return Err("a rule is empty (two | in a row?)".into());
+            }
+            if let Some(bad) = rule
+                .chars()
+                .find(|c| !(c.is_ascii_digit() || "xX*#+.[]-".contains(*c)))
+            {
+                return Err(format!(
+                    "'{bad}' in rule '{rule}': rules use digits, * # +, x, [1-5] and ."
+                ));
+            }
+            if rule.matches('[').count() != rule.matches(']').count() {
+                return Err(format!("rule '{rule}' has an unclosed ["));
+            }
+        }
+        Ok(DialPlan { rules })
+    }
 }
 
 impl Settings {
@@ -516,6 +570,9 @@ impl Settings {
         if self.sip_port == Some(0) {
             return Err(Invalid::new("settings.sip_port", "must be 1 to 65535"));
         }
+        if let Some(plan) = &self.dial_plan {
+            DialPlan::parse(plan).map_err(|m| Invalid::new("settings.dial_plan", m))?;
+        }
         if let Some(vlan) = self.vlan_id
             && !(1..=4094).contains(&vlan)
         {
@@ -572,6 +629,13 @@ impl Settings {
                 directed_pickup: s.directed_pickup_code.unwrap_or_else(|| "**".into()),
                 park: s.park_code.unwrap_or_else(|| "*70".into()),
             },
+            dial_plan: s
+                .dial_plan
+                .as_deref()
+                .and_then(|plan| DialPlan::parse(plan).ok())
+                .unwrap_or_else(|| DialPlan {
+                    rules: DialPlan::DEFAULT.split('|').map(str::to_string).collect(),
+                }),
         }
     }
 }
@@ -618,6 +682,8 @@ pub struct EffectiveSettings {
     pub vlan_id: Option<u16>,
     /// Feature codes.
     pub feature_codes: FeatureCodes,
+    /// What phones dial at once.
+    pub dial_plan: DialPlan,
 }
 
 impl EffectiveSettings {
@@ -916,6 +982,18 @@ pub fn check_token(field: &str, value: &str) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dial_plan_is_digit_map_rules_and_nothing_else() {
+        let plan = DialPlan::parse("1xx | *x. |[2-9]xxxxxx|+x.").unwrap();
+        assert_eq!(plan.rules, ["1xx", "*x.", "[2-9]xxxxxx", "+x."]);
+        for bad in ["1xx||2xx", "1xxT", "x.;reboot", "[2-9xx", "1xx\n"] {
+            assert!(DialPlan::parse(bad).is_err(), "{bad:?}");
+        }
+        let layers = [&Settings::default()];
+        let default = Settings::effective(&layers).dial_plan;
+        assert_eq!(default.rules, ["[*#]x.", "+x.", "x."]);
+    }
 
     #[test]
     fn offsets_parse_and_refuse() {

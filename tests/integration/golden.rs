@@ -37,40 +37,58 @@ fn families() -> Vec<(PathBuf, Value)> {
         .collect()
 }
 
+/// The golden site: its settings, and the users its phones name.
+struct GoldenSite {
+    server: TestServer,
+    lines: [Value; 2],
+}
+
+impl GoldenSite {
+    async fn start() -> GoldenSite {
+        let server = TestServer::start().await;
+        server.put_site_settings().await;
+        let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
+        let mut bob = user_json("102", "Bob", "O'Brien & <Sons>");
+        bob["caller_id"] = json!({"internal_name": "Bob \"The Builder\""});
+        bob["mobile"] = json!("+15550102");
+        let bob = server.add_user(bob).await;
+        let mut hidden = user_json("190", "Hidden", "Fax");
+        hidden["in_directory"] = json!(false);
+        server.add_user(hidden).await;
+        let lines = [
+            json!({"user": ada["id"]}),
+            json!({"user": bob["id"], "label": "Bob"}),
+        ];
+        GoldenSite { server, lines }
+    }
+
+    /// Adds a family's golden phone, as its `device.json` describes it.
+    async fn add_device(&self, spec: &Value) {
+        // Two lines unless the family's golden phone has a single account.
+        let line_count = spec.get("lines").and_then(Value::as_u64).unwrap_or(2) as usize;
+        self.server
+            .add_device(json!({
+                "mac": spec["mac"],
+                "model": spec["model"],
+                "lines": self.lines.iter().take(line_count).collect::<Vec<_>>(),
+                "keys": spec.get("keys").cloned().unwrap_or(json!([])),
+                "modules": spec.get("modules").cloned().unwrap_or(json!([])),
+            }))
+            .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_family_renders_its_golden_files_over_http_and_tftp() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let server = TestServer::start().await;
-    server.put_site_settings().await;
-    let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
-    let mut bob = user_json("102", "Bob", "O'Brien & <Sons>");
-    bob["caller_id"] = json!({"internal_name": "Bob \"The Builder\""});
-    bob["mobile"] = json!("+15550102");
-    let bob = server.add_user(bob).await;
-    let mut hidden = user_json("190", "Hidden", "Fax");
-    hidden["in_directory"] = json!(false);
-    server.add_user(hidden).await;
-
-    let two_lines = [
-        json!({"user": ada["id"]}),
-        json!({"user": bob["id"], "label": "Bob"}),
-    ];
+    let site = GoldenSite::start().await;
+    let server = &site.server;
     let mut failures = Vec::new();
     let families = families();
     assert!(!families.is_empty());
     for (dir, spec) in families {
         let family = dir.file_name().unwrap().to_string_lossy().into_owned();
-        // Two lines unless the family's golden phone has a single account.
-        let line_count = spec.get("lines").and_then(Value::as_u64).unwrap_or(2) as usize;
-        server
-            .add_device(json!({
-                "mac": spec["mac"],
-                "model": spec["model"],
-                "lines": two_lines.iter().take(line_count).collect::<Vec<_>>(),
-                "keys": spec.get("keys").cloned().unwrap_or(json!([])),
-                "modules": spec.get("modules").cloned().unwrap_or(json!([])),
-            }))
-            .await;
+        site.add_device(&spec).await;
         for file in spec["files"].as_array().expect("files") {
             let file = file.as_str().expect("file name");
             let (status, body) = server.phone_get(&format!("/{file}"), None).await;
@@ -103,7 +121,7 @@ async fn each_family_renders_its_golden_files_over_http_and_tftp() {
         "golden mismatches (review, then UPDATE_GOLDEN=1):\n{}",
         failures.join("\n")
     );
-    server.stop().await;
+    site.server.stop().await;
 }
 
 /// XML must parse; a `key = value` file must not set a key twice (the
@@ -204,4 +222,169 @@ fn each_familys_user_agents_and_paths_are_recognised() {
         }
     }
     assert!(checked > 0);
+}
+
+/// What every family's reference table checks, or says does not apply to
+/// its phones (and why).
+const FEATURES: &[&str] = &[
+    "registration server",
+    "registration port",
+    "transport",
+    "outbound proxy",
+    "registration expiry",
+    "blf",
+    "speed dial",
+    "blf speed dial",
+    "directed pickup",
+    "group pickup",
+    "park",
+    "voicemail",
+    "dnd",
+    "forward",
+    "intercom",
+    "ntp",
+    "time zone",
+    "daylight saving",
+    "half-hour zone",
+    "southern hemisphere",
+    "dial plan",
+    "language",
+    "phonebook",
+    "provisioning url",
+    "provisioning polling",
+    "firmware url",
+];
+
+/// A family's reference table, `tests/reference/<name>.toml`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReferenceTable {
+    #[serde(default)]
+    check: Vec<Check>,
+    /// Features its phones do not have, with why.
+    #[serde(default)]
+    not_applicable: std::collections::BTreeMap<String, String>,
+}
+
+/// One parameter in the form a phone acts on.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Check {
+    /// Which of [`FEATURES`].
+    feature: String,
+    /// The golden file it is in (`{mac}` for the device's MAC).
+    file: String,
+    /// A regular expression (multi-line: `^` and `$` are a line's ends).
+    pattern: String,
+    /// Where the form comes from: two independent references.
+    sources: Vec<String>,
+    /// Site settings laid over the golden site's for this check.
+    #[serde(default)]
+    settings: serde_json::Map<String, Value>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_familys_files_meet_its_reference_table() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
+    let site = GoldenSite::start().await;
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (dir, spec) in families() {
+        let Some(name) = spec.get("reference").and_then(Value::as_str) else {
+            continue;
+        };
+        let path = root.join(format!("{name}.toml"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let table: ReferenceTable =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        failures.extend(coverage_gaps(name, &table));
+        site.add_device(&spec).await;
+        let mac = spec["mac"].as_str().expect("mac");
+        let family = dir.file_name().unwrap().to_string_lossy().into_owned();
+        for check in &table.check {
+            let file = check.file.replace("{mac}", mac);
+            let body = site.preview(mac, &file, &check.settings).await;
+            let found = regex::RegexBuilder::new(&check.pattern)
+                .multi_line(true)
+                .build()
+                .unwrap_or_else(|e| panic!("{name}: {}: {e}", check.feature))
+                .is_match(&body);
+            if !found {
+                failures.push(format!(
+                    "{family} ({name}): {}: /{}/ not in {file}",
+                    check.feature, check.pattern
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "reference checks fail:\n{}",
+        failures.join("\n")
+    );
+    assert!(checked > 0, "no family has a reference table");
+    site.server.stop().await;
+}
+
+/// Features a table neither checks nor excludes, checks with fewer than two
+/// sources, and names that are no feature.
+fn coverage_gaps(name: &str, table: &ReferenceTable) -> Vec<String> {
+    let mut gaps = Vec::new();
+    for feature in FEATURES {
+        let checked = table.check.iter().any(|c| c.feature == *feature);
+        if !checked && !table.not_applicable.contains_key(*feature) {
+            gaps.push(format!("{name}: nothing checks \"{feature}\""));
+        }
+    }
+    let named = table
+        .check
+        .iter()
+        .map(|c| &c.feature)
+        .chain(table.not_applicable.keys());
+    for feature in named {
+        if !FEATURES.contains(&feature.as_str()) {
+            gaps.push(format!("{name}: \"{feature}\" is not a feature"));
+        }
+    }
+    for check in &table.check {
+        if check.sources.len() < 2 {
+            gaps.push(format!(
+                "{name}: {} has {} source(s), not two",
+                check.feature,
+                check.sources.len()
+            ));
+        }
+    }
+    gaps
+}
+
+impl GoldenSite {
+    /// A file of the device as the admin preview renders it, with
+    /// `settings` laid over the site's for the while.
+    async fn preview(
+        &self,
+        mac: &str,
+        file: &str,
+        settings: &serde_json::Map<String, Value>,
+    ) -> String {
+        let server = &self.server;
+        if !settings.is_empty() {
+            let mut laid = crate::common::site_settings();
+            laid.as_object_mut().unwrap().extend(settings.clone());
+            let (status, body) = server
+                .api(reqwest::Method::PUT, "/api/v1/settings", Some(laid))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let (status, body) = server
+            .admin_text(&format!("/api/v1/devices/{mac}/files/{file}"))
+            .await;
+        if !settings.is_empty() {
+            server.put_site_settings().await;
+        }
+        assert_eq!(status, 200, "{file}: {body}");
+        body
+    }
 }

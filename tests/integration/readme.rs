@@ -11,7 +11,7 @@ const END: &str = "<!-- models:end -->";
 fn models_table() -> String {
     let catalog = Catalog::builtin().expect("built-in catalog");
     let mut table = String::from(
-        "| vendor | model | id | SIP accounts | line keys | files |\n|---|---|---|---|---|---|\n",
+        "| vendor | model | id | SIP accounts | line keys | files | verified |\n|---|---|---|---|---|---|---|\n",
     );
     for model in catalog.models() {
         let files: Vec<String> = model
@@ -19,8 +19,12 @@ fn models_table() -> String {
             .iter()
             .map(|f| format!("`{}`", f.name))
             .collect();
+        let verified = match &model.unverified {
+            Some(unknown) => format!("no: {unknown}"),
+            None => "yes".to_string(),
+        };
         table.push_str(&format!(
-            "| {} | {} | `{}` | {} | {} | {} |\n",
+            "| {} | {} | `{}` | {} | {} | {} | {verified} |\n",
             model.vendor,
             model.name,
             model.id,

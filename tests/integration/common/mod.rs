@@ -201,6 +201,19 @@ impl TestServer {
         )
     }
 
+    /// An admin GET whose answer is a file, not JSON: status and text.
+    pub async fn admin_text(&self, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(self.admin_url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("admin API answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
     /// A long admin operation asking for its progress: the NDJSON lines.
     pub async fn api_streamed(&self, path: &str, body: &str) -> Vec<Value> {
         let response = self
