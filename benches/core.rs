@@ -25,6 +25,7 @@ use deskboot::policy::Policy;
 use deskboot::provision::{Provisioner, Request, Requester, Transport, model_scope};
 use deskboot::render::Renderer;
 use deskboot::render_pool::RenderPool;
+use deskboot::sandbox::Sandbox;
 use deskboot::store::{Change, GLOBAL_SCOPE, Store, StoreError};
 use serde_json::{Value, json};
 
@@ -186,7 +187,8 @@ fn site() -> Site {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
     let catalog = Arc::new(Catalog::builtin().expect("catalog"));
-    let renderer = Renderer::load(&catalog, None).expect("templates");
+    let sandbox = Sandbox::new(env!("CARGO_BIN_EXE_deskboot"));
+    let renderer = Renderer::load(&catalog, None, sandbox).expect("templates");
     let policy = Policy::default();
     let phone_auth = PhoneAuth::load(dir.path(), policy.http_auth, None, None).expect("phone auth");
     let provisioner = Provisioner::new(

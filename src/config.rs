@@ -59,6 +59,11 @@ pub struct Config {
     /// Seconds an HTTP, HTTPS or admin client may leave its answer unread
     /// before its connection is closed.
     pub http_send_timeout_secs: NonZeroU64,
+    /// The deskboot binary that renders uploaded templates as a child
+    /// process; the running one when unset. Not a config-file key: a
+    /// program that runs the server as a library (a test) sets it.
+    #[serde(skip)]
+    pub render_worker: Option<PathBuf>,
 }
 
 /// A certificate chain (PEM, leaf first) and its private key (PEM).
@@ -126,6 +131,7 @@ impl Default for Config {
             admin_tls: None,
             http_request_timeout_secs: DEFAULT_HTTP_REQUEST_TIMEOUT_SECS,
             http_send_timeout_secs: DEFAULT_HTTP_SEND_TIMEOUT_SECS,
+            render_worker: None,
         }
     }
 }
