@@ -12,6 +12,7 @@ mod https;
 mod operations;
 mod provisioning;
 mod readme;
+mod render_budget;
 mod resync;
 mod security;
 mod templates;
