@@ -51,8 +51,8 @@ pub const WORKER_MEMORY: u64 = 256 << 20;
 pub const WORKER_COMMAND: &str = "render-worker";
 
 /// How long a worker may take to start and compile the templates in force:
-/// far more than it needs (a fraction of a second, unoptimised), since
-/// compiling is bounded and the parent compiled the same set already.
+/// far more than it needs, since compiling is bounded and the server has
+/// compiled the same set already.
 const LOAD_TIME: Duration = Duration::from_secs(30);
 
 /// How often a worker checks that its render has not outlived the budget
@@ -270,6 +270,7 @@ impl Worker {
         Ok((kind, body))
     }
 
+    /// Whether the worker has not ended.
     fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -416,7 +417,9 @@ pub fn serve_worker() -> ExitCode {
                 rendering.store(IDLE, Ordering::Relaxed);
                 rendered
             }
-            Frame::Done | Frame::Failed => Err(RenderError::Other("a worker takes jobs".into())),
+            Frame::Done | Frame::Failed => Err(RenderError::Other(
+                "a worker answers, it is not answered".into(),
+            )),
         };
         let sent = match answer {
             Ok(body) => write_frame(&mut output, Frame::Done, &body),
