@@ -25,7 +25,9 @@ use deskboot::policy::Policy;
 use deskboot::provision::{Provisioner, Request, Requester, Transport, model_scope};
 use deskboot::render::Renderer;
 use deskboot::render_pool::RenderPool;
+use deskboot::sandbox::Sandbox;
 use deskboot::store::{Change, GLOBAL_SCOPE, Store, StoreError};
+use deskboot::templates::model_key;
 use serde_json::{Value, json};
 
 /// Users and devices in the store of the lookup benches.
@@ -186,7 +188,8 @@ fn site() -> Site {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
     let catalog = Arc::new(Catalog::builtin().expect("catalog"));
-    let renderer = Renderer::load(&catalog, None).expect("templates");
+    let sandbox = Sandbox::new(env!("CARGO_BIN_EXE_deskboot"));
+    let renderer = Renderer::load(&catalog, None, sandbox).expect("templates");
     let policy = Policy::default();
     let phone_auth = PhoneAuth::load(
         dir.path(),
@@ -303,8 +306,11 @@ fn golden_site() -> Site {
 /// of an unrelated model, outside the timing) before each request makes the
 /// cached file stale, so it loads device, users and settings and renders, as
 /// on every phone's first boot after a change. `render_device_only`: the
-/// template part of that, with device and users already loaded. Reference:
-/// `cached`, the same request answered from the render cache.
+/// template part of that, with device and users already loaded;
+/// `render_upload_only`: the same with the built-in template uploaded for
+/// the model, so it renders in a sandbox worker within the render budget
+/// (the same bytes). Reference: `cached`, the same request answered from
+/// the render cache.
 fn bench_render(c: &mut Criterion) {
     let site = golden_site();
     let unrelated = model_scope("snom-d785");
@@ -387,6 +393,25 @@ fn bench_render(c: &mut Criterion) {
         };
         assert_eq!(String::from_utf8_lossy(&render()), golden(family, file));
         group.bench_function(format!("{family}_render_device_only"), |b| b.iter(render));
+        let source = renderer
+            .builtin_source(&model_file.template)
+            .expect("built-in source");
+        let key = model_key(&model.id, &model_file.name);
+        let uploaded = renderer
+            .with_uploads([(key.as_str(), source)])
+            .expect("the built-in compiles as an upload");
+        let render_upload = || {
+            site.provisioner
+                .render_device(&uploaded, model, model_file, &device, &users, &requester)
+                .expect("rendered")
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&render_upload()),
+            golden(family, file)
+        );
+        group.bench_function(format!("{family}_render_upload_only"), |b| {
+            b.iter(render_upload)
+        });
         site.provisioner.handle(&request).expect("served");
         group.bench_function(format!("{family}_cached"), |b| {
             b.iter(|| site.provisioner.handle(&request).expect("served"))

@@ -66,6 +66,11 @@ pub struct Config {
     /// The most connections one address holds on a listener (the phones
     /// behind a NAT share theirs); more are closed at once.
     pub http_max_connections_per_source: NonZeroUsize,
+    /// The deskboot binary that renders uploaded templates as a child
+    /// process; the running one when unset. Not a config-file key: a
+    /// program that runs the server as a library (a test) sets it.
+    #[serde(skip)]
+    pub render_worker: Option<PathBuf>,
 }
 
 /// A certificate chain (PEM, leaf first) and its private key (PEM).
@@ -142,6 +147,7 @@ impl Default for Config {
             http_send_timeout_secs: DEFAULT_HTTP_SEND_TIMEOUT_SECS,
             http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
             http_max_connections_per_source: DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE,
+            render_worker: None,
         }
     }
 }

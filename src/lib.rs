@@ -22,6 +22,8 @@
 //!   User-Agent recognition.
 //! - [`render`]: Tera templates (`templates/`) and the view they see;
 //!   [`time_zone`] puts the site's daylight-saving rule in that view.
+//!   Uploaded templates render in [`sandbox`] workers, child processes
+//!   stopped past their render budget.
 //! - [`store`]: sled, behind a narrow typed API; [`model`] holds the domain
 //!   types it stores (users, devices, keys, settings). It lives in the
 //!   [`data_dir`], which only the server's user may read.
@@ -62,6 +64,7 @@ pub mod provision;
 pub mod render;
 pub mod render_pool;
 pub mod resync;
+pub mod sandbox;
 pub mod scan;
 pub mod server;
 pub mod store;

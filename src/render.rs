@@ -4,11 +4,40 @@
 //! The view ([`FileView`]) is the contract with template authors, documented
 //! in `docs/phone-models.md`. Templates are Tera 2: they have no access to
 //! files or the environment, and a template named `*.xml` is escaped for XML.
+//!
+//! # The render budget
+//!
+//! An uploaded template is code from whoever holds a write token, so each of
+//! its renders has a budget: [`RENDER_TIME`] of time, [`WORKER_MEMORY`] of
+//! memory and [`MAX_OUTPUT`] of output. A render over it is stopped and fails
+//! with [`RenderError::OverBudget`]: an upload or a restore is refused, a
+//! phone gets its last good file.
+//!
+//! Tera 2.4 cannot keep such a budget by itself. Its bytecode VM has no
+//! fuel, step or instruction limit and calls no hook between instructions;
+//! it bounds one `range()` to 100,000 items, component recursion to 20
+//! levels and refuses include cycles, and our writer caps the output. A
+//! loop with an empty body runs none of our code, so two nested loops of
+//! 100,000 spin inside Tera where no check can reach them, and a thread
+//! cannot be stopped from outside. Rewriting templates to call a budget
+//! function in every loop body would still leave straight-line code
+//! unbounded: a chain of `~` over a large string, or `set` doubling one,
+//! takes minutes and gigabytes between two loop iterations. So uploads
+//! render in a child process, a [`sandbox`] worker: the server kills it
+//! past its time, the kernel caps its memory, and the thread that waited
+//! for it is free at once. The built-in templates and those of
+//! `--templates-dir`, installed with the binary by the operator, render in
+//! the server's own threads, as cheaply as before: their loops run over a
+//! phone's data, which the store bounds.
+//!
+//! [`sandbox`]: crate::sandbox
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use include_dir::{Dir, include_dir};
 use serde::Serialize;
@@ -17,13 +46,15 @@ use tera::{Context, Kwargs, State, Tera, TeraResult};
 use crate::catalog::{Catalog, ModuleSpec, PhoneModel, Vendor};
 use crate::mac::Mac;
 use crate::model::{Device, EffectiveSettings, KeyType, User};
+use crate::sandbox::{RENDER_TIME, Sandbox, WORKER_MEMORY, WorkerError};
 use crate::time_zone::{self, DaylightSaving};
 
 /// The templates built into the binary.
 static BUILTIN_TEMPLATES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
-/// A template that cannot be loaded or rendered.
-#[derive(Debug, thiserror::Error)]
+/// A template that cannot be loaded or rendered. A render worker sends it
+/// to the server as JSON (all but the server's own failures).
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum RenderError {
     /// A syntax or render error, with where it happened.
     #[error("{template}:{line}:{column}: {message}")]
@@ -42,12 +73,55 @@ pub enum RenderError {
     Other(String),
     /// A template directory could not be read.
     #[error("cannot read {path}: {source}")]
+    #[serde(skip)]
     Io {
         /// The file.
         path: String,
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The template was stopped: it went past its render budget.
+    #[error("{}: exceeded the render budget: {limit}", shown_name(template))]
+    OverBudget {
+        /// The template's name.
+        template: String,
+        /// The part of the budget it went past.
+        limit: Limit,
+    },
+    /// The worker that renders uploads failed, through no fault of the template.
+    #[error(transparent)]
+    #[serde(skip)]
+    Worker(#[from] WorkerError),
+}
+
+/// A part of the render budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Limit {
+    /// [`RENDER_TIME`].
+    Time,
+    /// [`WORKER_MEMORY`]: the worker ran out of it, or died otherwise.
+    Memory,
+    /// [`MAX_OUTPUT`].
+    Output,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Time => write!(f, "it ran for more than {}", seconds(RENDER_TIME)),
+            Limit::Memory => write!(f, "it needed more than {} MiB", WORKER_MEMORY >> 20),
+            Limit::Output => write!(f, "it wrote more than {} MiB", MAX_OUTPUT >> 20),
+        }
+    }
+}
+
+fn seconds(time: Duration) -> String {
+    format!("{} s", time.as_secs_f64())
+}
+
+/// How administrators know a template: an upload by its store key.
+fn shown_name(template: &str) -> &str {
+    template.strip_prefix(UPLOAD_PREFIX).unwrap_or(template)
 }
 
 impl From<tera::Error> for RenderError {
@@ -112,27 +186,69 @@ pub const MAX_OUTPUT: usize = 1 << 20;
 pub struct Renderer {
     /// Built-in (and `--templates-dir`) templates only.
     base: Arc<Tera>,
-    /// Their sources, to show administrators what an upload replaces.
-    sources: Arc<BTreeMap<String, String>>,
-    /// `base` plus every active upload, named `upload/<key>`.
+    /// `base` plus every active upload, named `upload/<key>`: uploads are
+    /// compiled here, to check them and see what they use, but rendered by
+    /// a worker compiling `set`.
     tera: Tera,
+    /// The store keys of the active uploads.
     uploads: HashSet<String>,
+    /// Every template's source, uploads included.
+    set: TemplateSet,
+    /// Where uploads render.
+    sandbox: Sandbox,
     /// Templates that use the company directory: only they pay for loading it.
     directory_templates: HashSet<String>,
 }
 
+/// The sources of every template in force, for a worker to compile. Its id
+/// is new with every set of uploads, so a worker knows when to load again.
+#[derive(Debug, Clone)]
+pub(crate) struct TemplateSet {
+    id: u64,
+    /// Built-in (and `--templates-dir`) templates: also what an upload replaces.
+    base: Arc<BTreeMap<String, String>>,
+    /// The active uploads, by Tera name.
+    uploads: Arc<Vec<(String, String)>>,
+}
+
+impl TemplateSet {
+    fn new(base: Arc<BTreeMap<String, String>>, uploads: Vec<(String, String)>) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        TemplateSet {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            base,
+            uploads: Arc::new(uploads),
+        }
+    }
+
+    /// Which set this is.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Every template, by name and source.
+    pub(crate) fn sources(&self) -> impl Iterator<Item = (&str, &str)> {
+        let base = self.base.iter().map(|(n, s)| (n.as_str(), s.as_str()));
+        base.chain(self.uploads.iter().map(|(n, s)| (n.as_str(), s.as_str())))
+    }
+}
+
 impl Renderer {
     /// The built-in templates, plus (replacing same-named ones) the files
-    /// under `extra_dir`. Fails if a template does not compile or if a model
-    /// names a template that does not exist.
-    pub fn load(catalog: &Catalog, extra_dir: Option<&Path>) -> Result<Renderer, RenderError> {
+    /// under `extra_dir`; uploads will render with `sandbox`'s workers.
+    /// Fails if a template does not compile or if a model names a template
+    /// that does not exist.
+    pub fn load(
+        catalog: &Catalog,
+        extra_dir: Option<&Path>,
+        sandbox: Sandbox,
+    ) -> Result<Renderer, RenderError> {
         let mut sources: Vec<(String, String)> = Vec::new();
         collect_builtin(&BUILTIN_TEMPLATES, &mut sources);
         if let Some(dir) = extra_dir {
             collect_dir(dir, dir, &mut sources)?;
         }
-        let mut tera = new_tera();
-        tera.add_raw_templates(sources.clone())?;
+        let tera = compile(sources.clone())?;
         for name in catalog.template_names() {
             if !tera.contains_template(name) {
                 return Err(RenderError::Other(format!(
@@ -142,7 +258,8 @@ impl Renderer {
         }
         let renderer = Renderer {
             base: Arc::new(tera.clone()),
-            sources: Arc::new(sources.into_iter().collect()),
+            set: TemplateSet::new(Arc::new(sources.into_iter().collect()), Vec::new()),
+            sandbox,
             directory_templates: directory_templates(&tera),
             tera,
             uploads: HashSet::new(),
@@ -164,10 +281,11 @@ impl Renderer {
             keys.insert(key.to_string());
             named.push((upload_name(key), source.to_string()));
         }
-        tera.add_raw_templates(named)?;
+        tera.add_raw_templates(named.clone())?;
         Ok(Renderer {
             base: self.base.clone(),
-            sources: self.sources.clone(),
+            set: TemplateSet::new(self.set.base.clone(), named),
+            sandbox: self.sandbox.clone(),
             directory_templates: directory_templates(&tera),
             tera,
             uploads: keys,
@@ -185,7 +303,7 @@ impl Renderer {
 
     /// The source of a built-in template.
     pub fn builtin_source(&self, name: &str) -> Option<&str> {
-        self.sources.get(name).map(String::as_str)
+        self.set.base.get(name).map(String::as_str)
     }
 
     /// Whether a template lists the company directory.
@@ -193,28 +311,55 @@ impl Renderer {
         self.directory_templates.contains(template)
     }
 
-    /// Renders `template` for `view`, at most [`MAX_OUTPUT`] bytes.
+    /// Renders `template` for `view`, within the render budget for an
+    /// upload (which renders in a [`Sandbox`] worker), at most
+    /// [`MAX_OUTPUT`] bytes for any template. Blocks for as long as the
+    /// render takes: call it off the async workers.
     pub fn render(&self, template: &str, view: &FileView<'_>) -> Result<Vec<u8>, RenderError> {
-        let context = Context::from_serialize(view)?;
-        let mut out = Capped(Vec::with_capacity(4096));
-        match self.tera.render_to(template, &context, &mut out) {
-            Ok(()) => {
-                // Rendered files live on in the cache: keep only their bytes.
-                out.0.shrink_to_fit();
-                Ok(out.0)
-            }
-            Err(_) if out.0.len() >= MAX_OUTPUT => Err(RenderError::Other(format!(
-                "{template} writes more than {MAX_OUTPUT} bytes"
-            ))),
-            Err(e) => Err(e.into()),
+        if template.starts_with(UPLOAD_PREFIX) {
+            return self.sandbox.render(&self.set, template, view);
         }
+        render_with(&self.tera, template, &Context::from_serialize(view)?)
     }
 }
+
+/// Where uploads are among Tera's templates: no built-in name starts so.
+const UPLOAD_PREFIX: &str = "upload/";
 
 /// The Tera name of an uploaded template: its store key keeps the file's
 /// extension, so XML uploads are escaped like built-in XML templates.
 fn upload_name(key: &str) -> String {
-    format!("upload/{key}")
+    format!("{UPLOAD_PREFIX}{key}")
+}
+
+/// Compiles templates (name, source) with our filters and escaping.
+pub(crate) fn compile(
+    sources: impl IntoIterator<Item = (String, String)>,
+) -> Result<Tera, RenderError> {
+    let mut tera = new_tera();
+    tera.add_raw_templates(sources)?;
+    Ok(tera)
+}
+
+/// Renders `template` of `tera`, at most [`MAX_OUTPUT`] bytes.
+pub(crate) fn render_with(
+    tera: &Tera,
+    template: &str,
+    context: &Context,
+) -> Result<Vec<u8>, RenderError> {
+    let mut out = Capped(Vec::with_capacity(4096));
+    match tera.render_to(template, context, &mut out) {
+        Ok(()) => {
+            // Rendered files live on in the cache: keep only their bytes.
+            out.0.shrink_to_fit();
+            Ok(out.0)
+        }
+        Err(_) if out.0.len() >= MAX_OUTPUT => Err(RenderError::OverBudget {
+            template: template.to_string(),
+            limit: Limit::Output,
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn directory_templates(tera: &Tera) -> HashSet<String> {
@@ -669,6 +814,31 @@ mod tests {
     #[test]
     fn builtin_templates_all_compile() {
         let catalog = Catalog::builtin().unwrap();
-        Renderer::load(&catalog, None).unwrap();
+        Renderer::load(&catalog, None, Sandbox::this_binary()).unwrap();
+    }
+
+    #[test]
+    fn output_past_the_cap_is_over_budget() {
+        let tera = compile([(
+            "loud.txt".to_string(),
+            "{% for i in range(end=100000) %}{% for j in range(end=100) %}x{% endfor %}{% endfor %}"
+                .to_string(),
+        )])
+        .unwrap();
+        let error = render_with(&tera, "loud.txt", &Context::new()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                RenderError::OverBudget {
+                    limit: Limit::Output,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "loud.txt: exceeded the render budget: it wrote more than 1 MiB"
+        );
     }
 }

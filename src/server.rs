@@ -27,6 +27,7 @@ use crate::phone_auth::{AuthSettings, PhoneAuth, PhoneAuthError};
 use crate::provision::{Provisioner, SIGHTING_FLUSH_INTERVAL};
 use crate::render::{RenderError, Renderer};
 use crate::render_pool::RenderPool;
+use crate::sandbox::Sandbox;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, HttpsCert, TlsError};
 use crate::transport::connections::{ConnectionGate, ConnectionLimits};
@@ -127,9 +128,13 @@ impl Server {
         data_dir::make_private(&config.data)?;
         let store = Arc::new(Store::open(&config.store_dir())?);
         let catalog = Arc::new(Catalog::load(config.models_dir.as_deref())?);
+        let sandbox = match &config.render_worker {
+            Some(program) => Sandbox::new(program),
+            None => Sandbox::this_binary(),
+        };
         let renderer = with_stored_uploads(
             &store,
-            Renderer::load(&catalog, config.templates_dir.as_deref())?,
+            Renderer::load(&catalog, config.templates_dir.as_deref(), sandbox)?,
         )?;
         let token = AdminToken::setup(&store, &config.data, admin_token)?;
         let policy = config.provisioning.clone().resolved(

@@ -28,6 +28,39 @@ pub fn device_key(mac: Mac, file_name: &str) -> String {
     format!("device/{mac}/{file_name}")
 }
 
+/// Whom an upload's store key says it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadFor<'k> {
+    /// Every phone of a model ([`model_key`]).
+    Model {
+        /// The model's id.
+        model: &'k str,
+        /// The file, as the descriptor names it.
+        file: &'k str,
+    },
+    /// One phone ([`device_key`]).
+    Device {
+        /// The phone's MAC.
+        mac: Mac,
+        /// The file, as the descriptor names it.
+        file: &'k str,
+    },
+}
+
+/// Reads a key made by [`model_key`] or [`device_key`] (a file name may
+/// hold slashes; a model id and a MAC do not).
+pub fn upload_for(key: &str) -> Option<UploadFor<'_>> {
+    let mut parts = key.splitn(3, '/');
+    match (parts.next()?, parts.next()?, parts.next()?) {
+        ("model", model, file) => Some(UploadFor::Model { model, file }),
+        ("device", mac, file) => Some(UploadFor::Device {
+            mac: mac.parse().ok()?,
+            file,
+        }),
+        _ => None,
+    }
+}
+
 /// The file of `model` that `name` means: the name as the descriptor writes
 /// it (`{mac}.cfg`), or a name a phone of that model would ask for.
 pub fn resolve_file<'m>(

@@ -13,11 +13,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::devices::reload_templates;
+use super::templates::check_restore;
 use super::{Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who};
 use crate::backup::{self, Backup, RestoreError};
 use crate::import::{self, ImportError, MAX_CSV_BYTES};
 use crate::model::HoldsSecrets;
 use crate::progress::{self, Line, NDJSON, Report};
+use crate::render::Renderer;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,18 +169,19 @@ pub(super) async fn restore(
     body: Bytes,
 ) -> ApiResult<Response> {
     let backup: Backup = super::parse_body(&body)?;
-    // Uploaded templates must compile with this deskboot's built-ins.
+    // Uploaded templates must compile with this deskboot's built-ins, and
+    // render within budget (checked with the rest, off the async workers).
     let uploads: Vec<(String, String)> = backup
         .templates
         .iter()
         .filter_map(|(k, h)| h.current().map(|v| (k.clone(), v.source.clone())))
         .collect();
-    state
+    let candidate = state
         .provisioner
         .renderer()
         .with_uploads(uploads.iter().map(|(k, s)| (k.as_str(), s.as_str())))?;
     Ok(long_operation(&headers, move |report| {
-        restore_backup(&state, &actor, options, backup, report)
+        restore_backup(&state, &actor, options, backup, &candidate, report)
     })
     .await)
 }
@@ -188,8 +191,10 @@ fn restore_backup(
     actor: &str,
     options: RestoreOptions,
     backup: Backup,
+    candidate: &Renderer,
     report: Report<'_>,
 ) -> Outcome {
+    check_restore(state, candidate, &backup)?;
     let (users, devices) = (backup.users.len(), backup.devices.len());
     state
         .store

@@ -11,6 +11,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::templates::blocking;
 use super::{
     Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who, from_json, merge_patch, parse_body,
     parse_patch,
@@ -155,7 +156,8 @@ pub(super) async fn file(
     } else {
         Requester::masked_preview()
     };
-    let file = state.provisioner.preview(mac, &name, &requester)?;
+    let provisioner = Arc::clone(&state.provisioner);
+    let file = blocking(move || Ok(provisioner.preview(mac, &name, &requester)?)).await?;
     Ok((
         [(header::CONTENT_TYPE, file.content_type.clone())],
         Body::from(file.body.clone()),
@@ -351,7 +353,10 @@ pub(super) async fn status(state: Shared, Path(mac): Path<String>) -> ApiResult<
     let mac = parse_mac(&mac)?;
     let device = state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
     state.provisioner.flush_sightings()?;
-    Ok(Json(device_status(&state, &device)?))
+    let state = Arc::clone(&state);
+    Ok(Json(
+        blocking(move || device_status(&state, &device)).await?,
+    ))
 }
 
 /// Which phones `GET /status` lists.

@@ -4,6 +4,9 @@
 //! `{file}` is the file as the descriptor names it (`{mac}.cfg`) or as a
 //! phone of that model asks for it (`001565aabbcc.cfg`).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -12,13 +15,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Actor, AdminState, ApiError, ApiResult, Shared, Who, parse_body};
-use crate::catalog::ModelFile;
+use crate::backup::Backup;
+use crate::catalog::{ModelFile, PhoneModel};
 use crate::mac::Mac;
-use crate::model::{Device, Invalid};
+use crate::model::{Device, Invalid, LineAssignment, User, UserId};
+use crate::progress;
 use crate::provision::Requester;
 use crate::render::Renderer;
 use crate::store::{Change, Store, TemplateHistory, TemplateVersion, unix_now};
-use crate::templates::{self, MAX_TEMPLATE_BYTES, MAX_VERSIONS};
+use crate::templates::{self, MAX_TEMPLATE_BYTES, MAX_VERSIONS, UploadFor};
 
 /// What a template URL points at.
 struct Slot {
@@ -141,11 +146,14 @@ pub(super) async fn upload(
     }
     let source = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::BadRequest("a template is UTF-8 text".into()))?;
-    let version = put_version(&state, &actor, &slot, source, None).await?;
-    tracing::info!(template = %slot.key, version, "template uploaded");
+    let shared = Arc::clone(&state);
+    let key = slot.key.clone();
+    let file = slot.file.name.clone();
+    let version = blocking(move || put_version(&shared, &actor, &slot, source, None)).await?;
+    tracing::info!(template = %key, version, "template uploaded");
     Ok((
         StatusCode::CREATED,
-        Json(json!({"file": slot.file.name, "version": version})),
+        Json(json!({"file": file, "version": version})),
     ))
 }
 
@@ -155,9 +163,17 @@ pub(super) async fn remove(
     Path((scope, target, file)): Params,
 ) -> ApiResult<StatusCode> {
     let slot = resolve(&state, &scope, &target, &file)?;
-    let renderer = state
-        .store
-        .change(&actor, |store| {
+    let shared = Arc::clone(&state);
+    blocking(move || deactivate(&shared, &actor, &slot)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Checks what phones would get without the slot's upload and, if it
+/// renders, returns them to the model's upload or the built-in template.
+fn deactivate(state: &AdminState, actor: &str, slot: &Slot) -> ApiResult<()> {
+    let renderer = state.store.change_blocking(
+        actor,
+        |store| {
             let old = store
                 .template(&slot.key)?
                 .filter(|h| h.active)
@@ -168,18 +184,30 @@ pub(super) async fn remove(
                 active: false,
                 ..old.clone()
             };
-            let candidate = candidate(&state, store, &slot.key, None)?;
-            check_renders(&state, store, &candidate, &slot)?;
+            let candidate = candidate(state, store, &slot.key, None)?;
+            check_renders(state, store, &candidate, slot)?;
             let change = Change::PutTemplate {
                 key: slot.key.clone(),
                 new,
                 old: Some(old),
             };
             Ok::<_, ApiError>((vec![change], candidate))
-        })
-        .await?;
+        },
+        &progress::silent,
+    )?;
     state.provisioner.set_renderer(renderer);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
+}
+
+/// Runs an administrator's change that renders on a blocking thread: a
+/// render may take its whole budget, which the async workers phones share
+/// must not spend.
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::Internal(e.to_string())))
 }
 
 pub(super) async fn history(
@@ -237,16 +265,13 @@ pub(super) async fn rollback(
         .find(|v| v.version == wanted)
         .map(|v| v.source.clone())
         .ok_or_else(|| Invalid::new("version", format!("there is no version {wanted}")))?;
-    let version = put_version(
-        &state,
-        &actor,
-        &slot,
-        source,
-        Some(format!("rollback to {wanted}")),
-    )
-    .await?;
-    tracing::info!(template = %slot.key, version, "template rolled back");
-    Ok(Json(json!({"file": slot.file.name, "version": version})))
+    let shared = Arc::clone(&state);
+    let key = slot.key.clone();
+    let file = slot.file.name.clone();
+    let note = Some(format!("rollback to {wanted}"));
+    let version = blocking(move || put_version(&shared, &actor, &slot, source, note)).await?;
+    tracing::info!(template = %key, version, "template rolled back");
+    Ok(Json(json!({"file": file, "version": version})))
 }
 
 fn stored_history(store: &Store, slot: &Slot) -> ApiResult<TemplateHistory> {
@@ -257,16 +282,16 @@ fn stored_history(store: &Store, slot: &Slot) -> ApiResult<TemplateHistory> {
 
 /// Checks `source` and, if it compiles and renders, stores it as the next
 /// version and puts it in force. Returns the version number.
-async fn put_version(
+fn put_version(
     state: &AdminState,
     actor: &str,
     slot: &Slot,
     source: String,
     note: Option<String>,
 ) -> ApiResult<u32> {
-    let (renderer, version) = state
-        .store
-        .change(actor, |store| {
+    let (renderer, version) = state.store.change_blocking(
+        actor,
+        |store| {
             let old = store.template(&slot.key)?;
             let mut new = old.clone().unwrap_or(TemplateHistory {
                 active: true,
@@ -291,8 +316,9 @@ async fn put_version(
                 old,
             };
             Ok::<_, ApiError>((vec![change], (candidate, version)))
-        })
-        .await?;
+        },
+        &progress::silent,
+    )?;
     state.provisioner.set_renderer(renderer);
     Ok(version)
 }
@@ -351,20 +377,101 @@ fn check_renders(
     }
     for device in devices {
         let users = provisioner.device_users(&device)?;
-        provisioner
-            .render_device(candidate, model, &slot.file, &device, &users, &requester)
-            .map_err(|e| match ApiError::from(e) {
-                ApiError::Template {
-                    message,
-                    line,
-                    column,
-                } => ApiError::Template {
-                    message: format!("for device {}: {message}", device.mac),
-                    line,
-                    column,
-                },
-                other => other,
-            })?;
+        check_device(state, candidate, model, &slot.file, &device, &users)?;
+    }
+    Ok(())
+}
+
+/// Renders one real phone's file with the candidate templates; an error
+/// names the phone.
+fn check_device(
+    state: &AdminState,
+    candidate: &Renderer,
+    model: &PhoneModel,
+    file: &ModelFile,
+    device: &Device,
+    users: &[User],
+) -> ApiResult<()> {
+    let requester = Requester::default();
+    state
+        .provisioner
+        .render_device(candidate, model, file, device, users, &requester)
+        .map(drop)
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::Template {
+                message,
+                line,
+                column,
+            } => ApiError::Template {
+                message: format!("for device {}: {message}", device.mac),
+                line,
+                column,
+            },
+            other => other,
+        })
+}
+
+/// Renders what a backup's uploads serve with `candidate` (its templates
+/// with this deskboot's built-ins), before the restore writes anything: a
+/// sample phone for each model-wide upload, and each of the backup's phones
+/// for every file an upload serves it. The first failure refuses the
+/// restore. Settings are the store's: the backup's are not in force yet.
+pub(super) fn check_restore(
+    state: &AdminState,
+    candidate: &Renderer,
+    backup: &Backup,
+) -> ApiResult<()> {
+    let requester = Requester::default();
+    let by_id: HashMap<UserId, &User> = backup.users.iter().map(|u| (u.id, u)).collect();
+    let users = |device: &Device| -> Option<Vec<User>> {
+        let user = |line: &LineAssignment| by_id.get(&line.user).map(|u| (*u).clone());
+        device.lines.iter().map(user).collect()
+    };
+    let uploads = backup
+        .templates
+        .iter()
+        .filter(|(_, h)| h.current().is_some());
+    for (key, _) in uploads {
+        let (model_id, file_name, only) = match templates::upload_for(key) {
+            Some(UploadFor::Model { model, file }) => (model.to_string(), file, None),
+            Some(UploadFor::Device { mac, file }) => {
+                match backup.devices.iter().find(|d| d.mac == mac) {
+                    Some(device) => (device.model.clone(), file, Some(mac)),
+                    // Serves no phone: nothing to check.
+                    None => continue,
+                }
+            }
+            None => continue,
+        };
+        let Some(model) = state.catalog.model(&model_id) else {
+            continue;
+        };
+        let Some(file) = model.files.iter().find(|f| f.name == file_name) else {
+            continue;
+        };
+        if !file.per_device {
+            state
+                .provisioner
+                .render_common(candidate, model, file, &requester)?;
+            continue;
+        }
+        if only.is_none() {
+            let (sample, users) = templates::sample_device(model);
+            state
+                .provisioner
+                .render_device(candidate, model, file, &sample, &users, &requester)?;
+        }
+        let phones = backup
+            .devices
+            .iter()
+            .filter(|d| d.model == model.id && only.is_none_or(|mac| d.mac == mac));
+        for device in phones {
+            // A phone whose users are not in the backup is refused by the
+            // restore itself, with a better reason.
+            if let Some(users) = users(device) {
+                check_device(state, candidate, model, file, device, &users)?;
+            }
+        }
     }
     Ok(())
 }

@@ -79,6 +79,9 @@ enum Command {
     /// Make TLS certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Render uploaded templates for the server that started it (never by hand).
+    #[command(name = deskboot::sandbox::WORKER_COMMAND, hide = true)]
+    RenderWorker,
 }
 
 /// How admin commands reach the server.
@@ -101,6 +104,10 @@ pub struct Connection {
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // A render worker needs no runtime: it renders on its main thread.
+    if let Command::RenderWorker = cli.command {
+        return Ok(deskboot::sandbox::serve_worker());
+    }
     // Before any reqwest client exists: whenever reqwest is built with
     // rustls (as in the test build), it needs a provider installed.
     deskboot::tls::install_crypto_provider();
@@ -138,6 +145,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Command::Discovered(command) => admin::discovered(command).await,
             Command::Ban(command) => admin::ban(command).await,
             Command::Cert(command) => cert::run(command),
+            Command::RenderWorker => Ok(deskboot::sandbox::serve_worker()),
         }
     })
 }

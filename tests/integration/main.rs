@@ -16,6 +16,7 @@ mod https;
 mod operations;
 mod provisioning;
 mod readme;
+mod render_budget;
 mod resync;
 mod scanning;
 mod security;

@@ -88,6 +88,8 @@ impl TestServer {
             http: loopback,
             tftp: loopback,
             admin: loopback,
+            // Uploads render in deskboot's own binary, not in this harness.
+            render_worker: Some(env!("CARGO_BIN_EXE_deskboot").into()),
             ..Config::default()
         };
         adjust(&mut config);
