@@ -763,6 +763,10 @@ impl Provisioner {
             &self.store.settings(&model_scope(&model.id))?,
         ]);
         settings.provisioning_url = settings.provisioning_url.or(requester.origin.clone());
+        // Anyone may fetch a common file, no MAC needed; the phone's admin
+        // password (its web page exports the SIP password) goes only in
+        // per-device files, which every family's phones also read.
+        settings.admin_password = None;
         if requester.masked {
             settings.mask_secrets();
         }

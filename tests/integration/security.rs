@@ -112,3 +112,27 @@ async fn tftp_gives_no_password_away_when_http_asks_phones_for_credentials() {
     assert!(over_tftp.contains(PASSWORD), "a network named on purpose");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn common_files_never_carry_the_phones_admin_password() {
+    let server = office(Policy::default()).await;
+    let (status, _) = server
+        .api(
+            Method::PUT,
+            "/api/v1/settings",
+            Some(json!({"sip_server": "pbx.example.com", "admin_password": "Admin-secret-9"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Anyone can ask for a common file: no MAC, no credentials.
+    let (status, common) = server.phone_get("/y000000000066.cfg", None).await;
+    assert_eq!(status, 200);
+    assert!(!String::from_utf8_lossy(&common).contains("Admin-secret-9"));
+    let (status, own) = server.phone_get(FILE, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&own).contains("Admin-secret-9"),
+        "the phone's own file sets it"
+    );
+    server.stop().await;
+}
