@@ -3,9 +3,10 @@
 //!
 //! [`Server::bind`] binds everything (port 0 works: tests read the real
 //! addresses back) and [`Server::run`] serves until the shutdown future
-//! completes, then stops in order: no new TFTP transfers, running ones
-//! finish, HTTP and HTTPS connections drain, buffered sightings and the
-//! store are flushed.
+//! completes, then stops in order: no new TFTP transfers, running ones and
+//! HTTP and HTTPS connections drain (a few seconds at most), buffered
+//! sightings and the store are flushed, and it returns once the store is
+//! closed, so another process (or test) can open it at once.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,11 +35,15 @@ use crate::transport::connections::{ConnectionGate, ConnectionLimits};
 use crate::transport::send_timeout::SendTimeout;
 use crate::transport::{http, tftp};
 
-/// How long running TFTP transfers get to finish at shutdown.
-const TFTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long running TFTP transfers and open HTTP, HTTPS and admin
+/// connections get to finish at shutdown: a service manager waits a few
+/// seconds before it kills, and a phone cut off retries (and resumes a
+/// firmware download with `Range`).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How long open HTTP, HTTPS and admin connections get to finish at shutdown.
-const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long, after the drain, renders still in flight get to let go of the
+/// store, so that the next process can open it.
+const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a TLS handshake may take: a client that never finishes one
 /// must not hold a socket (boot storms, slowloris).
@@ -296,14 +301,17 @@ impl Server {
 
         shutdown.await;
         tracing::info!("shutting down");
+        // Both transports drain at once, within one deadline.
         self.tftp_state.close();
-        let drain_deadline = tokio::time::Instant::now() + TFTP_DRAIN_TIMEOUT;
+        control.graceful_shutdown(Some(DRAIN_TIMEOUT));
+        let drain_deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         while self.tftp_state.active() > 0 && tokio::time::Instant::now() < drain_deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tftp_task.abort();
+        // An aborted task lets go of what it holds once it is dropped.
+        let _ = tftp_task.await;
         let _ = stop_flusher.send(());
-        control.graceful_shutdown(Some(HTTP_DRAIN_TIMEOUT));
         let http_result = http_task.await;
         let https_result = match https_task {
             Some(task) => task.await,
@@ -315,6 +323,15 @@ impl Server {
             tracing::error!(error = %e, "could not save the last sightings");
         }
         self.store.flush().await?;
+        let Server {
+            store,
+            provisioner,
+            admin_state,
+            tftp_state,
+            ..
+        } = self;
+        drop((provisioner, admin_state, tftp_state));
+        close_store(store).await;
         tracing::info!("stopped");
         let results = [
             ("HTTP", http_result),
@@ -349,6 +366,23 @@ struct HttpLimits {
     request: Duration,
     send: Duration,
     connections: ConnectionLimits,
+}
+
+/// Waits until `store` is the last handle on the store, then drops it,
+/// which unlocks its files for the next process; gives up (and says so)
+/// after [`STORE_CLOSE_TIMEOUT`].
+async fn close_store(store: Arc<Store>) {
+    let deadline = tokio::time::Instant::now() + STORE_CLOSE_TIMEOUT;
+    while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let others = Arc::strong_count(&store) - 1;
+    if others > 0 {
+        tracing::warn!(
+            handles = others,
+            "the store is still in use at exit: it is flushed, but stays locked until they end"
+        );
+    }
 }
 
 /// An axum-server on a bound listener, stopped through `control`, speaking

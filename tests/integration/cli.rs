@@ -1192,3 +1192,35 @@ async fn idle_connections_from_a_flood_of_addresses_give_way_to_phones() {
     drop(idle);
     stop(server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_serve_within_seconds_and_leaves_the_store_openable() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, [http, tftp, _], _) = start_logged(serve_command(data.path(), "info")).await;
+    // What a drain waits for: a connection kept open and silent, and a
+    // TFTP transfer whose client never acknowledges.
+    let _idle = tokio::net::TcpStream::connect(&http).await.unwrap();
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    silent
+        .send_to(b"\x00\x01y000000000066.cfg\x00octet\x00", &tftp)
+        .await
+        .unwrap();
+    let mut first = [0u8; 600];
+    silent.recv_from(&mut first).await.unwrap();
+
+    let pid = server.id().expect("running").to_string();
+    let signalled = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), server.wait())
+        .await
+        .expect("serve stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "serve exited with {status}");
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(8), "SIGTERM took {took:?}");
+    deskboot::store::Store::open(&data.path().join("store")).expect("the store is closed");
+}
