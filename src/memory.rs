@@ -8,18 +8,26 @@
 //! drops what the storm left, it asks every such thread to give its free
 //! memory back: each one does, the next time it goes idle.
 //!
+//! Administrators' bulk work (an import, an export, a restore) frees
+//! hundreds of megabytes on threads that may then stay idle for hours: it
+//! is noted ([`note_bulk_work`]), and the next sweep asks every thread to
+//! give it back too.
+//!
 //! The library does not know which allocator the binary chose: the binary
 //! installs the call that gives one thread's free memory back
 //! ([`set_release`]). Without one, asking does nothing.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static RELEASE: OnceLock<fn()> = OnceLock::new();
 
 /// How many times a release was asked for.
 static ASKED: AtomicU64 = AtomicU64::new(0);
+
+/// Whether bulk work ended since the last sweep.
+static BULK_WORK: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// The last request this thread answered.
@@ -37,6 +45,19 @@ pub fn set_release(release: fn()) {
 pub fn ask_release() {
     ASKED.fetch_add(1, Ordering::Relaxed);
     release_if_asked();
+}
+
+/// Notes that an administrator's bulk work ended: the next sweep asks
+/// every thread to give back what it freed. The thread that did the work
+/// gives its own back at once.
+pub fn note_bulk_work() {
+    BULK_WORK.store(true, Ordering::Relaxed);
+    ask_release();
+}
+
+/// Whether bulk work ended since the last call.
+pub fn take_bulk_work() -> bool {
+    BULK_WORK.swap(false, Ordering::Relaxed)
 }
 
 /// Gives this thread's free memory back if a release was asked for since

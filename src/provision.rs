@@ -952,9 +952,11 @@ impl Provisioner {
 
     /// Drops the rendered files nobody asked for since the previous call,
     /// so memory a boot storm took comes back once it is over: when it
-    /// dropped any, every thread is asked to give its free memory back.
+    /// dropped any, or an administrator's bulk work ended meanwhile, every
+    /// thread is asked to give its free memory back.
     pub fn sweep_render_cache(&self) {
-        if self.cache.sweep_idle() > 0 {
+        let dropped = self.cache.sweep_idle();
+        if crate::memory::take_bulk_work() || dropped > 0 {
             crate::memory::ask_release();
         }
     }

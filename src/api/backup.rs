@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -17,6 +18,7 @@ use super::templates::check_restore;
 use super::{Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who};
 use crate::backup::{self, Backup, RestoreError};
 use crate::import::{self, ImportError, MAX_CSV_BYTES};
+use crate::memory;
 use crate::model::HoldsSecrets;
 use crate::progress::{self, Line, NDJSON, Report};
 use crate::render::Renderer;
@@ -110,9 +112,13 @@ async fn long_operation(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains(NDJSON));
     if !streamed {
-        let outcome = tokio::task::spawn_blocking(move || work(&progress::silent))
-            .await
-            .unwrap_or_else(|e| Err(ApiError::Internal(e.to_string())));
+        let outcome = tokio::task::spawn_blocking(move || {
+            let outcome = work(&progress::silent);
+            memory::note_bulk_work();
+            outcome
+        })
+        .await
+        .unwrap_or_else(|e| Err(ApiError::Internal(e.to_string())));
         return match outcome {
             Ok((status, body)) => (status, Json(body)).into_response(),
             Err(e) => e.into_response(),
@@ -130,6 +136,7 @@ async fn long_operation(
             }
         };
         let (status, answer) = work(&report).unwrap_or_else(ApiError::status_and_body);
+        memory::note_bulk_work();
         let status = status.as_u16();
         let _ = lines.blocking_send(ndjson(&Line::Answer { status, answer }));
     });
@@ -150,7 +157,16 @@ fn ndjson(line: &Line) -> Bytes {
 /// masked for a token that may not see them (such a backup does not
 /// restore: the mask is refused as a secret).
 pub(super) async fn export(state: Shared, Extension(scope): Seen) -> ApiResult<Json<Backup>> {
-    Ok(Json(backup::export(&state.store)?.shown_to(scope)))
+    // Reading every record takes a while: not on the workers phones share.
+    let store = Arc::clone(&state.store);
+    let exported = tokio::task::spawn_blocking(move || {
+        let exported = backup::export(&store);
+        memory::note_bulk_work();
+        exported
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(exported.shown_to(scope)))
 }
 
 #[derive(Debug, Default, Deserialize)]
