@@ -125,14 +125,16 @@ async fn a_guesser_gets_429_after_the_limit_and_other_addresses_still_get_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phones_and_healthz_answer_while_wrong_tokens_flood_the_admin_api() {
-    const ATTACKERS: usize = 8;
+    // 256 argon2 checks on one blocking thread take seconds: far longer
+    // than a phone's request, even on a loaded machine.
+    const ATTACKERS: usize = 32;
     const CONNECTIONS_EACH: usize = 8;
     let server = TestServer::start().await;
     server.put_site_settings().await;
     server.ada_with_a_t46s().await;
     named_token(&server, "ops", "write").await;
 
-    // 64 connections at once, each a wrong secret of a real name or an
+    // 256 connections at once, each a wrong secret of a real name or an
     // unknown name (both cost argon2); too few per address for a ban, so
     // the flood lasts.
     let attacks = (0..ATTACKERS * CONNECTIONS_EACH)
@@ -189,11 +191,20 @@ fn flood(
             .build()
             .unwrap();
         runtime.block_on(async move {
+            // One client per address, made before any request: making one
+            // takes long enough on a loaded machine to hold up the rest.
+            let mut clients = std::collections::HashMap::new();
+            for (address, _) in &attacks {
+                clients
+                    .entry(address.clone())
+                    .or_insert_with(|| client_from(address));
+            }
             let mut requests = JoinSet::new();
             for (address, token) in attacks {
                 let (url, answered) = (url.clone(), answered.clone());
+                let client = clients[&address].clone();
                 requests.spawn(async move {
-                    let (status, _, _) = get_as(&client_from(&address), &url, &token).await;
+                    let (status, _, _) = get_as(&client, &url, &token).await;
                     let _ = answered.send(status);
                 });
             }
