@@ -251,6 +251,16 @@ impl NotServed {
     }
 }
 
+/// What a device's file whose render fails is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnRenderFailure {
+    /// The last file the phone was served, when its lines are the same:
+    /// a phone keeps working through a bad change.
+    LastGood,
+    /// The error (an administrator's preview).
+    Error,
+}
+
 /// Where a render may happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Renders {
@@ -582,7 +592,13 @@ impl Provisioner {
                 let result = match cached {
                     Some(file) => Ok(file),
                     None => self
-                        .serve_device(mac, file_name, &found, &requester)
+                        .serve_device(
+                            mac,
+                            file_name,
+                            &found,
+                            &requester,
+                            OnRenderFailure::LastGood,
+                        )
                         .map(|(file, used)| self.keep(key, stamp, file, used)),
                 };
                 match &result {
@@ -685,8 +701,9 @@ impl Provisioner {
             .match_file(file_name)
             .ok_or(NotServed::UnknownFile)?;
         match found.mac {
+            // An administrator is shown what fails, not what hides it.
             Some(file_mac) if file_mac == mac => self
-                .serve_device(mac, file_name, &found, requester)
+                .serve_device(mac, file_name, &found, requester, OnRenderFailure::Error)
                 .map(|(file, _)| file),
             Some(_) => Err(NotServed::BadPath("the file names another MAC")),
             None => {
@@ -784,6 +801,7 @@ impl Provisioner {
         file_name: &str,
         found: &FileMatch<'_>,
         requester: &Requester,
+        on_failure: OnRenderFailure,
     ) -> Result<(ServedFile, InputsUsed), NotServed> {
         let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
         let Some(&(model, file)) = found.candidates.iter().find(|(m, _)| m.id == device.model)
@@ -818,7 +836,11 @@ impl Provisioner {
                     None => self.store.last_good(mac, &key.1)?,
                 };
                 match good {
-                    Some(good) if good.users == accounts && !requester.without_secrets => {
+                    Some(good)
+                        if on_failure == OnRenderFailure::LastGood
+                            && good.users == accounts
+                            && !requester.without_secrets =>
+                    {
                         tracing::error!(%mac, file = file_name, error = %failure, "render failed: serving the last good file");
                         let file = served(good.body.into_bytes(), model, file, Some(mac));
                         // Kept for this very request only.
