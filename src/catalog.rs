@@ -56,6 +56,8 @@ struct VendorFile {
     key_codes: BTreeMap<KeyType, String>,
     #[serde(default)]
     resync_event: Option<String>,
+    #[serde(default)]
+    reboot_event: Option<String>,
     files: Vec<FileSpec>,
     #[serde(default)]
     modules: Vec<ModuleSpec>,
@@ -166,6 +168,8 @@ pub struct PhoneModel {
     pub max_modules: u8,
     /// The SIP NOTIFY `Event` that makes it fetch its files again.
     pub resync_event: Option<String>,
+    /// The SIP NOTIFY `Event` that makes it reboot (and so fetch its files).
+    pub reboot_event: Option<String>,
     /// Other models that can take over a phone's configuration (clone).
     pub compatible: Vec<String>,
     /// What no source at hand confirms about it, when something is
@@ -491,6 +495,19 @@ impl Catalog {
 }
 
 fn build_vendor(spec: VendorFile) -> Result<Vendor, String> {
+    for (key, event) in [
+        ("resync_event", &spec.resync_event),
+        ("reboot_event", &spec.reboot_event),
+    ] {
+        // The event goes into a SIP header as it is: a line break there
+        // would add headers of its own.
+        if event
+            .as_deref()
+            .is_some_and(|e| e.is_empty() || e.chars().any(char::is_control))
+        {
+            return Err(format!("{key}: must be one non-empty line"));
+        }
+    }
     let user_agents = spec
         .user_agents
         .iter()
@@ -576,6 +593,7 @@ fn build_model(
         modules,
         max_modules: spec.max_modules,
         resync_event: vendor.resync_event.clone(),
+        reboot_event: vendor.reboot_event.clone(),
         compatible: spec.compatible.clone(),
         unverified: spec.unverified.clone(),
         files,
@@ -938,6 +956,27 @@ key_types = ["line"]
         let sources = BTreeMap::from([("bad.toml".to_string(), "vendor = 3".to_string())]);
         let err = Catalog::from_sources(&sources).unwrap_err().to_string();
         assert!(err.starts_with("bad.toml:"), "{err}");
+    }
+
+    #[test]
+    fn a_notify_event_must_be_one_line() {
+        let with = |event: &str| {
+            let text = format!("reboot_event = \"{event}\"\n{ACME}");
+            let sources = BTreeMap::from([("acme.toml".to_string(), text)]);
+            Catalog::from_sources(&sources)
+        };
+        let catalog = with("check-sync;reboot=true").unwrap();
+        let a1 = catalog.model("acme-a1").unwrap();
+        assert_eq!(a1.reboot_event.as_deref(), Some("check-sync;reboot=true"));
+        assert_eq!(a1.resync_event, None);
+        let err = with("check-sync\\r\\nX-Injected: 1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("reboot_event: must be one non-empty line"),
+            "{err}"
+        );
+        assert!(with("").is_err());
     }
 
     #[test]
