@@ -354,6 +354,9 @@ pub struct Identity {
     pub vendor: Option<String>,
     /// The model id, when recognised.
     pub model: Option<String>,
+    /// The model as the User-Agent names it (`T46S`), whether the catalog
+    /// knows it or not: what an unknown model of a known vendor is called.
+    pub reported_model: Option<String>,
     /// The firmware version the phone reports.
     pub firmware: Option<String>,
     /// The MAC the phone reports, or the one in the path.
@@ -513,7 +516,8 @@ impl Catalog {
             return Identity::default();
         };
         let group = |name| caps.name(name).map(|m| m.as_str().to_string());
-        let model = group("model").and_then(|name| {
+        let reported_model = group("model");
+        let model = reported_model.as_ref().and_then(|name| {
             self.user_agent_models
                 .get(&(vendor_index, name.to_ascii_lowercase()))
                 .map(|&i| &self.models[i])
@@ -521,6 +525,7 @@ impl Catalog {
         Identity {
             vendor: Some(vendor.name.clone()),
             model: model.map(|m| m.id.clone()),
+            reported_model,
             firmware: group("firmware"),
             mac: group("mac").and_then(|m| m.parse().ok()),
         }
@@ -554,6 +559,7 @@ impl Catalog {
         Identity {
             vendor: only(candidates.iter().map(|(m, _)| &m.vendor).collect()),
             model: only(candidates.iter().map(|(m, _)| &m.id).collect()),
+            reported_model: None,
             firmware: None,
             mac: found.mac,
         }
@@ -1017,6 +1023,11 @@ key_types = ["line"]
         assert_eq!(id.model.as_deref(), Some("acme-a1"));
         assert_eq!(id.firmware.as_deref(), Some("1.2.3"));
         assert_eq!(id.mac.unwrap().lower(), "aabbcc000001");
+        assert_eq!(id.reported_model.as_deref(), Some("a1"));
+        let unknown = catalog.identify_user_agent("acme A9 2.0");
+        assert_eq!(unknown.vendor.as_deref(), Some("Acme"));
+        assert_eq!(unknown.model, None);
+        assert_eq!(unknown.reported_model.as_deref(), Some("A9"));
         assert_eq!(catalog.identify_user_agent("curl/8.0"), Identity::default());
         assert_eq!(
             catalog.identify_user_agent("\u{0}\u{ff}"),

@@ -977,6 +977,10 @@ pub struct Discovered {
     pub vendor: Option<String>,
     /// The model guessed from the User-Agent.
     pub model: Option<String>,
+    /// The model as the phone's User-Agent names it, known to the catalog
+    /// or not: for an unknown model of a known vendor, the only name there is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_model: Option<String>,
     /// The last request.
     pub last: Sighting,
 }
