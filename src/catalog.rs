@@ -6,6 +6,7 @@
 //! the binary; a directory given in the config may add or replace
 //! descriptors. No vendor is named in this code.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -56,6 +57,10 @@ struct VendorFile {
     key_codes: BTreeMap<KeyType, String>,
     #[serde(default)]
     resync_event: Option<String>,
+    #[serde(default)]
+    reboot_event: Option<String>,
+    #[serde(default)]
+    firmware_numbers: Option<String>,
     files: Vec<FileSpec>,
     #[serde(default)]
     modules: Vec<ModuleSpec>,
@@ -166,6 +171,8 @@ pub struct PhoneModel {
     pub max_modules: u8,
     /// The SIP NOTIFY `Event` that makes it fetch its files again.
     pub resync_event: Option<String>,
+    /// The SIP NOTIFY `Event` that makes it reboot (and so fetch its files).
+    pub reboot_event: Option<String>,
     /// Other models that can take over a phone's configuration (clone).
     pub compatible: Vec<String>,
     /// What no source at hand confirms about it, when something is
@@ -174,6 +181,9 @@ pub struct PhoneModel {
     pub unverified: Option<String>,
     /// The files it asks for.
     pub files: Vec<ModelFile>,
+    /// How its family's firmware versions compare.
+    #[serde(skip)]
+    pub firmware_numbers: FirmwareNumbers,
     #[serde(skip)]
     vendor_index: usize,
     #[serde(skip)]
@@ -266,6 +276,77 @@ impl PhoneModel {
     }
 }
 
+/// How a family's firmware versions compare: by the numbers in them, in
+/// order, so `66.86.00.15` is `66.86.0.15`. Where a family spells one
+/// version several ways (Cisco's image `sip88xx.11-3-7MPP0001-2` for the
+/// `11.3.7` its User-Agent reports), the descriptor's `firmware_numbers`
+/// pattern picks the numbers that compare.
+#[derive(Debug, Clone, Default)]
+pub struct FirmwareNumbers(Option<Regex>);
+
+impl FirmwareNumbers {
+    /// Numbers from the capture groups of `pattern`'s first match (or the
+    /// whole match when it has no groups); without a pattern, from the
+    /// whole version.
+    fn new(pattern: Option<&str>) -> Result<FirmwareNumbers, String> {
+        pattern
+            .map(|p| {
+                RegexBuilder::new(p)
+                    .case_insensitive(true)
+                    .build()
+                    .map_err(|e| format!("firmware_numbers: {e}"))
+            })
+            .transpose()
+            .map(FirmwareNumbers)
+    }
+
+    /// The runs of digits in what the pattern picks from `version`, each
+    /// without its leading zeros.
+    fn of<'v>(&self, version: &'v str) -> Vec<&'v str> {
+        let picked: Vec<&str> = match &self.0 {
+            None => vec![version],
+            Some(pattern) => match pattern.captures(version) {
+                None => Vec::new(),
+                Some(caps) => {
+                    let skip_whole_match = usize::from(caps.len() > 1);
+                    caps.iter()
+                        .skip(skip_whole_match)
+                        .flatten()
+                        .map(|m| m.as_str())
+                        .collect()
+                }
+            },
+        };
+        picked
+            .into_iter()
+            .flat_map(|text| text.split(|c: char| !c.is_ascii_digit()))
+            .filter(|run| !run.is_empty())
+            .map(|run| run.trim_start_matches('0'))
+            .collect()
+    }
+
+    /// How the version a phone reports compares with the pinned one, on
+    /// the numbers both spell out: a phone that reports fewer (`11.3.7`
+    /// where the pin adds a build number) is on that version, since asking
+    /// it to upgrade could never make it report more. None when either has
+    /// no numbers to compare.
+    pub fn compare(&self, reported: &str, pinned: &str) -> Option<Ordering> {
+        let (reported, pinned) = (self.of(reported), self.of(pinned));
+        if reported.is_empty() || pinned.is_empty() {
+            return None;
+        }
+        // Digit runs of any length compare as numbers: longer is larger,
+        // leading zeros being gone.
+        let ordering = reported
+            .iter()
+            .zip(&pinned)
+            .map(|(r, p)| (r.len(), r).cmp(&(p.len(), p)))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal);
+        Some(ordering)
+    }
+}
+
 /// What a User-Agent or a path says about the phone behind it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Identity {
@@ -273,6 +354,9 @@ pub struct Identity {
     pub vendor: Option<String>,
     /// The model id, when recognised.
     pub model: Option<String>,
+    /// The model as the User-Agent names it (`T46S`), whether the catalog
+    /// knows it or not: what an unknown model of a known vendor is called.
+    pub reported_model: Option<String>,
     /// The firmware version the phone reports.
     pub firmware: Option<String>,
     /// The MAC the phone reports, or the one in the path.
@@ -352,8 +436,10 @@ impl Catalog {
             };
             let spec: VendorFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
             let vendor_index = vendors.len();
+            let numbers = FirmwareNumbers::new(spec.firmware_numbers.as_deref()).map_err(bad)?;
             for spec_model in &spec.models {
-                models.push(build_model(&spec, spec_model, vendor_index).map_err(bad)?);
+                let model = build_model(&spec, spec_model, vendor_index, &numbers).map_err(bad)?;
+                models.push(model);
             }
             vendors.push(build_vendor(spec).map_err(bad)?);
         }
@@ -430,7 +516,8 @@ impl Catalog {
             return Identity::default();
         };
         let group = |name| caps.name(name).map(|m| m.as_str().to_string());
-        let model = group("model").and_then(|name| {
+        let reported_model = group("model");
+        let model = reported_model.as_ref().and_then(|name| {
             self.user_agent_models
                 .get(&(vendor_index, name.to_ascii_lowercase()))
                 .map(|&i| &self.models[i])
@@ -438,6 +525,7 @@ impl Catalog {
         Identity {
             vendor: Some(vendor.name.clone()),
             model: model.map(|m| m.id.clone()),
+            reported_model,
             firmware: group("firmware"),
             mac: group("mac").and_then(|m| m.parse().ok()),
         }
@@ -471,6 +559,7 @@ impl Catalog {
         Identity {
             vendor: only(candidates.iter().map(|(m, _)| &m.vendor).collect()),
             model: only(candidates.iter().map(|(m, _)| &m.id).collect()),
+            reported_model: None,
             firmware: None,
             mac: found.mac,
         }
@@ -491,6 +580,19 @@ impl Catalog {
 }
 
 fn build_vendor(spec: VendorFile) -> Result<Vendor, String> {
+    for (key, event) in [
+        ("resync_event", &spec.resync_event),
+        ("reboot_event", &spec.reboot_event),
+    ] {
+        // The event goes into a SIP header as it is: a line break there
+        // would add headers of its own.
+        if event
+            .as_deref()
+            .is_some_and(|e| e.is_empty() || e.chars().any(char::is_control))
+        {
+            return Err(format!("{key}: must be one non-empty line"));
+        }
+    }
     let user_agents = spec
         .user_agents
         .iter()
@@ -514,6 +616,7 @@ fn build_model(
     vendor: &VendorFile,
     spec: &ModelSpec,
     vendor_index: usize,
+    firmware_numbers: &FirmwareNumbers,
 ) -> Result<PhoneModel, String> {
     let vendor_types: Vec<KeyType> = vendor.key_codes.keys().copied().collect();
     let key_types = match &spec.key_types {
@@ -576,9 +679,11 @@ fn build_model(
         modules,
         max_modules: spec.max_modules,
         resync_event: vendor.resync_event.clone(),
+        reboot_event: vendor.reboot_event.clone(),
         compatible: spec.compatible.clone(),
         unverified: spec.unverified.clone(),
         files,
+        firmware_numbers: firmware_numbers.clone(),
         vendor_index,
         user_agent_names,
     })
@@ -918,6 +1023,11 @@ key_types = ["line"]
         assert_eq!(id.model.as_deref(), Some("acme-a1"));
         assert_eq!(id.firmware.as_deref(), Some("1.2.3"));
         assert_eq!(id.mac.unwrap().lower(), "aabbcc000001");
+        assert_eq!(id.reported_model.as_deref(), Some("a1"));
+        let unknown = catalog.identify_user_agent("acme A9 2.0");
+        assert_eq!(unknown.vendor.as_deref(), Some("Acme"));
+        assert_eq!(unknown.model, None);
+        assert_eq!(unknown.reported_model.as_deref(), Some("A9"));
         assert_eq!(catalog.identify_user_agent("curl/8.0"), Identity::default());
         assert_eq!(
             catalog.identify_user_agent("\u{0}\u{ff}"),
@@ -938,6 +1048,72 @@ key_types = ["line"]
         let sources = BTreeMap::from([("bad.toml".to_string(), "vendor = 3".to_string())]);
         let err = Catalog::from_sources(&sources).unwrap_err().to_string();
         assert!(err.starts_with("bad.toml:"), "{err}");
+    }
+
+    #[test]
+    fn firmware_versions_compare_by_their_numbers() {
+        use Ordering::{Equal, Greater, Less};
+        let numbers = FirmwareNumbers::default();
+        for (reported, pinned, expected) in [
+            ("66.86.0.15", "66.86.0.15", Some(Equal)),
+            ("66.86.00.15", "66.86.0.15", Some(Equal)),
+            ("66.86.0.16", "66.86.0.15", Some(Greater)),
+            ("66.86.0.100", "66.86.0.99", Some(Greater)),
+            ("67.0.0.1", "66.86.0.15", Some(Greater)),
+            ("66.85.0.99", "66.86.0.15", Some(Less)),
+            ("9.1", "10.0", Some(Less)),
+            ("11.3.7", "11.3.7.2", Some(Equal)),
+            ("83.V2.48.0", "83.V2.11.0", Some(Greater)),
+            ("99999999999999999999999.1", "1.0", Some(Greater)),
+            ("beta", "66.86.0.15", None),
+            ("66.86.0.15", "", None),
+        ] {
+            assert_eq!(
+                numbers.compare(reported, pinned),
+                expected,
+                "{reported} vs {pinned}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_familys_pattern_picks_the_numbers_that_compare() {
+        use Ordering::{Equal, Greater, Less};
+        let cisco = FirmwareNumbers::new(Some(r"(\d+)[.-](\d+)[.-](\d+)")).unwrap();
+        let image = "sip88xx.11-3-7MPP0001-2";
+        assert_eq!(cisco.compare("11.3.7", image), Some(Equal));
+        assert_eq!(cisco.compare("12.0.1", image), Some(Greater));
+        assert_eq!(cisco.compare("11.2.3", image), Some(Less));
+        assert_eq!(cisco.compare("11", image), None, "no match, no numbers");
+        assert_eq!(
+            FirmwareNumbers::default().compare("11.3.7", image),
+            Some(Less),
+            "without the pattern the 88 of sip88xx would count"
+        );
+        let whole = FirmwareNumbers::new(Some(r"\d+\.\d+")).unwrap();
+        assert_eq!(whole.compare("v2.10 build 7", "2.10.3"), Some(Equal));
+        assert!(FirmwareNumbers::new(Some("(")).is_err());
+    }
+
+    #[test]
+    fn a_notify_event_must_be_one_line() {
+        let with = |event: &str| {
+            let text = format!("reboot_event = \"{event}\"\n{ACME}");
+            let sources = BTreeMap::from([("acme.toml".to_string(), text)]);
+            Catalog::from_sources(&sources)
+        };
+        let catalog = with("check-sync;reboot=true").unwrap();
+        let a1 = catalog.model("acme-a1").unwrap();
+        assert_eq!(a1.reboot_event.as_deref(), Some("check-sync;reboot=true"));
+        assert_eq!(a1.resync_event, None);
+        let err = with("check-sync\\r\\nX-Injected: 1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("reboot_event: must be one non-empty line"),
+            "{err}"
+        );
+        assert!(with("").is_err());
     }
 
     #[test]

@@ -434,9 +434,14 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware_url: Option<String>,
     /// The firmware version that image holds, as the phone reports it
-    /// (User-Agent): phones already on it are not pointed at the image.
+    /// (User-Agent): phones on it or on a newer one are not pointed at the
+    /// image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware_version: Option<String>,
+    /// Point phones on a newer firmware at the image too: a downgrade on
+    /// purpose, to the `firmware_version` set at the same level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_downgrade: Option<bool>,
     /// The phone's web admin password; a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_password: Option<String>,
@@ -556,6 +561,12 @@ impl Settings {
                 }
             }
         }
+        if self.firmware_downgrade == Some(true) && self.firmware_version.is_none() {
+            return Err(Invalid::new(
+                "settings.firmware_downgrade",
+                "a downgrade needs the firmware_version to go down to, set with it",
+            ));
+        }
         if let Some(offset) = &self.utc_offset {
             UtcOffset::parse(offset).map_err(|m| Invalid::new("settings.utc_offset", m))?;
         }
@@ -620,6 +631,7 @@ impl Settings {
             provisioning_url: s.provisioning_url,
             firmware_url: s.firmware_url,
             firmware_version: s.firmware_version,
+            firmware_downgrade: firmware_downgrade(layers),
             admin_password: s.admin_password,
             syslog_server: s.syslog_server,
             vlan_id: s.vlan_id,
@@ -638,6 +650,18 @@ impl Settings {
                 }),
         }
     }
+}
+
+/// Whether the `firmware_version` in force was pinned as a downgrade: a
+/// downgrade goes with the version set beside it, so a version pinned at
+/// another level (a model's, over a global downgrade) is not one.
+fn firmware_downgrade(layers: &[&Settings]) -> bool {
+    layers
+        .iter()
+        .rev()
+        .find(|layer| layer.firmware_version.is_some())
+        .and_then(|layer| layer.firmware_downgrade)
+        .unwrap_or(false)
 }
 
 /// The settings a template sees: every level merged over the defaults.
@@ -674,6 +698,8 @@ pub struct EffectiveSettings {
     pub firmware_url: Option<String>,
     /// The version in that image.
     pub firmware_version: Option<String>,
+    /// Whether phones on a newer version go down to it (false).
+    pub firmware_downgrade: bool,
     /// The phone's web admin password.
     pub admin_password: Option<String>,
     /// Syslog server.
@@ -951,6 +977,10 @@ pub struct Discovered {
     pub vendor: Option<String>,
     /// The model guessed from the User-Agent.
     pub model: Option<String>,
+    /// The model as the phone's User-Agent names it, known to the catalog
+    /// or not: for an unknown model of a known vendor, the only name there is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_model: Option<String>,
     /// The last request.
     pub last: Sighting,
 }
@@ -993,6 +1023,30 @@ mod tests {
         let layers = [&Settings::default()];
         let default = Settings::effective(&layers).dial_plan;
         assert_eq!(default.rules, ["[*#]x.", "+x.", "x."]);
+    }
+
+    #[test]
+    fn a_downgrade_goes_with_the_version_pinned_beside_it() {
+        let pin = |version: Option<&str>, downgrade: Option<bool>| Settings {
+            firmware_version: version.map(str::to_string),
+            firmware_downgrade: downgrade,
+            ..Settings::default()
+        };
+        let global = pin(Some("66.86.0.15"), Some(true));
+        assert!(Settings::effective(&[&global]).firmware_downgrade);
+        let model = pin(Some("66.86.0.20"), None);
+        assert!(
+            !Settings::effective(&[&global, &model]).firmware_downgrade,
+            "a version pinned elsewhere is not a downgrade"
+        );
+        let device = pin(None, Some(false));
+        assert!(Settings::effective(&[&global, &device]).firmware_downgrade);
+        assert!(!Settings::effective(&[]).firmware_downgrade);
+
+        let err = pin(None, Some(true)).validate().unwrap_err();
+        assert_eq!(err.field, "settings.firmware_downgrade");
+        assert!(pin(None, Some(false)).validate().is_ok());
+        assert!(global.validate().is_ok());
     }
 
     #[test]

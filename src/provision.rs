@@ -951,11 +951,13 @@ impl Provisioner {
             .or(path_identity.vendor)
             .or_else(|| self.catalog.vendor_by_oui(mac).map(|v| v.name.clone()));
         let model = identity.model.clone().or(path_identity.model);
+        let reported_model = identity.reported_model.clone();
         let mut pending = lock(&self.pending_discovered);
         if let Some(entry) = pending.get_mut(&mac) {
             entry.count += 1;
             entry.vendor = vendor.or(entry.vendor.take());
             entry.model = model.or(entry.model.take());
+            entry.reported_model = reported_model.or(entry.reported_model.take());
             entry.last = last;
         } else if pending.len() < MAX_PENDING_DISCOVERED {
             pending.insert(
@@ -966,6 +968,7 @@ impl Provisioner {
                     count: 1,
                     vendor,
                     model,
+                    reported_model,
                     last,
                 },
             );

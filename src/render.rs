@@ -32,6 +32,7 @@
 //!
 //! [`sandbox`]: crate::sandbox
 
+use std::cmp;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
@@ -490,20 +491,32 @@ pub struct FileView<'a> {
 struct FirmwareView<'a> {
     url: Option<&'a str>,
     version: Option<&'a str>,
-    /// True when an image is set and the phone does not already report its
-    /// version (or we do not know what it runs): a phone on the target
-    /// version is never sent round an upgrade loop.
+    /// True when an image is set and the phone reports an older version
+    /// than the pinned one (or a newer one, with a downgrade pinned), or we
+    /// do not know what it runs: a phone on the pinned version, however its
+    /// family spells it, is never sent round an upgrade loop.
     upgrade: bool,
 }
 
 impl<'a> FirmwareView<'a> {
-    fn new(settings: &'a EffectiveSettings, reported: Option<&str>) -> Self {
+    fn new(model: &PhoneModel, settings: &'a EffectiveSettings, reported: Option<&str>) -> Self {
         let version = settings.firmware_version.as_deref();
-        let current = matches!((version, reported), (Some(v), Some(r)) if v == r);
+        let wanted = match (version, reported) {
+            (Some(pinned), Some(reported)) => {
+                match model.firmware_numbers.compare(reported, pinned) {
+                    Some(cmp::Ordering::Less) => true,
+                    Some(cmp::Ordering::Equal) => false,
+                    Some(cmp::Ordering::Greater) => settings.firmware_downgrade,
+                    // No numbers to go by: only the same spelling is the same.
+                    None => reported != pinned,
+                }
+            }
+            _ => true,
+        };
         FirmwareView {
             url: settings.firmware_url.as_deref(),
             version,
-            upgrade: settings.firmware_url.is_some() && !current,
+            upgrade: settings.firmware_url.is_some() && wanted,
         }
     }
 }
@@ -626,7 +639,7 @@ impl<'a> FileView<'a> {
         firmware: Option<&str>,
     ) -> Self {
         FileView {
-            firmware: FirmwareView::new(settings, firmware),
+            firmware: FirmwareView::new(model, settings, firmware),
             model: ModelView {
                 id: &model.id,
                 vendor: &model.vendor,

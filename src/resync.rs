@@ -1,8 +1,9 @@
 //! Resync: an out-of-dialog SIP NOTIFY that makes a phone fetch its files
-//! again, sent over UDP to the address it last provisioned from.
+//! again, or reboot, sent over UDP to the address it last provisioned from.
 //!
-//! The event is the vendor's (`check-sync;reboot=false` for Yealink,
-//! `resync` for Cisco, ...), from its phone-model descriptor. We are not a
+//! The event is the vendor's (`check-sync;reboot=false` to resync a Yealink,
+//! `check-sync;reboot=true` to reboot it, `resync` for Cisco, ...), from its
+//! phone-model descriptor (`resync_event`, `reboot_event`). We are not a
 //! SIP stack: one request, one wait for the first answer, no retransmission
 //! or authentication. A phone that challenges the NOTIFY (401/407) is
 //! reported as such; resync it through the PBX instead.

@@ -776,6 +776,7 @@ impl Store {
                     count: old.count + found.count,
                     vendor: found.vendor.clone().or(old.vendor),
                     model: found.model.clone().or(old.model),
+                    reported_model: found.reported_model.clone().or(old.reported_model),
                     ..found.clone()
                 },
                 None => found.clone(),

@@ -1,5 +1,5 @@
 //! `/api/v1/devices/{mac}/resync` and `/api/v1/resync`: make one phone, or
-//! every seen phone (of a model), fetch its files again (see
+//! every seen phone (of a model), fetch its files again, or reboot (see
 //! [`crate::resync`]).
 
 use std::net::SocketAddr;
@@ -25,10 +25,13 @@ use crate::resync::{self, DEFAULT_SIP_PORT, ResyncOutcome};
 struct ResyncRequest {
     /// The phone's SIP port, when it is not 5060.
     port: Option<u16>,
+    /// Reboot rather than only fetch the files.
+    #[serde(default)]
+    reboot: bool,
 }
 
-/// `POST /devices/{mac}/resync`: a SIP NOTIFY with the vendor's event to the
-/// address the phone last provisioned from.
+/// `POST /devices/{mac}/resync`: a SIP NOTIFY with the vendor's resync (or
+/// reboot) event to the address the phone last provisioned from.
 pub(super) async fn one(
     state: Shared,
     Path(mac): Path<String>,
@@ -38,8 +41,11 @@ pub(super) async fn one(
     let request: ResyncRequest = optional_body(&body)?;
     let device = state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
     state.provisioner.flush_sightings()?;
-    let notice = match notice_for(&state, &device, request.port)? {
+    let notice = match notice_for(&state, &device, request.port, request.reboot)? {
         Ok(notice) => notice,
+        Err(Unreachable::CannotReboot) => {
+            return Err(Unreachable::CannotReboot.reason(&device).into());
+        }
         Err(unreachable) => return Err(ApiError::Conflict(unreachable.reason(&device))),
     };
     let outcome = notice.send().await?;
@@ -57,6 +63,9 @@ struct BulkRequest {
     /// NOTIFYs sent per second, so the fetches that follow come as a
     /// trickle rather than a storm.
     per_second: Option<u32>,
+    /// Reboot rather than only fetch the files.
+    #[serde(default)]
+    reboot: bool,
 }
 
 /// NOTIFYs per second when the request does not say.
@@ -73,7 +82,8 @@ pub(super) struct BulkPlan {
     seconds: u64,
     /// Phones left out: never seen, so no address to notify.
     never_seen: usize,
-    /// Phones left out: their model has no resync event.
+    /// Phones left out: their model has no resync event (with `reboot`:
+    /// no reboot event).
     no_event: usize,
 }
 
@@ -90,10 +100,14 @@ pub(super) async fn all(
     if !(1..=1000).contains(&per_second) {
         return Err(Invalid::new("per_second", "must be 1 to 1000").into());
     }
-    if let Some(model) = &request.model
-        && state.catalog.model(model).is_none()
-    {
-        return Err(ApiError::NotFound(format!("model {model} not found")));
+    if let Some(id) = &request.model {
+        let model = state
+            .catalog
+            .model(id)
+            .ok_or_else(|| ApiError::NotFound(format!("model {id} not found")))?;
+        if request.reboot && model.reboot_event.is_none() {
+            return Err(cannot_reboot(&model.id).into());
+        }
     }
     state.provisioner.flush_sightings()?;
     let (mut notices, mut never_seen, mut no_event) = (Vec::new(), 0, 0);
@@ -101,10 +115,10 @@ pub(super) async fn all(
         if request.model.as_ref().is_some_and(|m| *m != device.model) {
             continue;
         }
-        match notice_for(&state, &device, request.port)? {
+        match notice_for(&state, &device, request.port, request.reboot)? {
             Ok(notice) => notices.push(notice),
             Err(Unreachable::NeverSeen) => never_seen += 1,
-            Err(Unreachable::NoEvent) => no_event += 1,
+            Err(Unreachable::NoEvent | Unreachable::CannotReboot) => no_event += 1,
         }
     }
     let plan = BulkPlan {
@@ -124,7 +138,7 @@ pub(super) async fn all(
             &actor,
             "resync.bulk",
             target,
-            json!({"queued": plan.queued, "per_second": per_second}),
+            json!({"queued": plan.queued, "per_second": per_second, "reboot": request.reboot}),
         )
         .await?;
     tokio::spawn(send_paced(notices, per_second));
@@ -170,6 +184,8 @@ impl Notice {
 enum Unreachable {
     /// Its model has no resync event.
     NoEvent,
+    /// A reboot was asked for, and its model has no reboot event.
+    CannotReboot,
     /// It never fetched its files: no address.
     NeverSeen,
 }
@@ -181,6 +197,7 @@ impl Unreachable {
                 "model",
                 format!("{} phones have no resync event", device.model),
             ),
+            Unreachable::CannotReboot => cannot_reboot(&device.model),
             Unreachable::NeverSeen => Invalid::new(
                 "mac",
                 format!(
@@ -192,19 +209,39 @@ impl Unreachable {
     }
 }
 
-/// The NOTIFY for `device`: its vendor's event, to where it last provisioned
-/// from, naming its line 1's SIP user.
+/// Why `model`'s phones cannot be sent a reboot.
+fn cannot_reboot(model: &str) -> Invalid {
+    Invalid::new(
+        "reboot",
+        format!(
+            "{model} phones have no known reboot event: resync without \"reboot\", \
+             or reboot them from the PBX or their web page"
+        ),
+    )
+}
+
+/// The NOTIFY for `device`: its vendor's resync or reboot event, to where it
+/// last provisioned from, naming its line 1's SIP user.
 fn notice_for(
     state: &AdminState,
     device: &Device,
     port: Option<u16>,
+    reboot: bool,
 ) -> ApiResult<Result<Notice, Unreachable>> {
-    let Some(event) = state
-        .catalog
-        .model(&device.model)
-        .and_then(|model| model.resync_event.clone())
-    else {
-        return Ok(Err(Unreachable::NoEvent));
+    let model = state.catalog.model(&device.model);
+    let (event, missing) = if reboot {
+        (
+            model.and_then(|m| m.reboot_event.clone()),
+            Unreachable::CannotReboot,
+        )
+    } else {
+        (
+            model.and_then(|m| m.resync_event.clone()),
+            Unreachable::NoEvent,
+        )
+    };
+    let Some(event) = event else {
+        return Ok(Err(missing));
     };
     let Some(seen) = state.store.sighting(device.mac)? else {
         return Ok(Err(Unreachable::NeverSeen));

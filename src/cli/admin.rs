@@ -143,7 +143,7 @@ pub async fn clone(args: CloneArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `deskboot resync MAC [--port N]`.
+/// `deskboot resync MAC [--port N] [--reboot]`.
 #[derive(Debug, clap::Args)]
 pub struct ResyncArgs {
     #[command(flatten)]
@@ -164,6 +164,10 @@ pub struct ResyncArgs {
     /// The phones' SIP port, when it is not 5060.
     #[arg(long)]
     port: Option<u16>,
+    /// Reboot the phones rather than only have them fetch their files
+    /// (refused for a vendor with no known reboot event).
+    #[arg(long)]
+    reboot: bool,
 }
 
 pub async fn resync(args: ResyncArgs) -> anyhow::Result<ExitCode> {
@@ -172,6 +176,7 @@ pub async fn resync(args: ResyncArgs) -> anyhow::Result<ExitCode> {
         ("port", args.port.map(|p| json!(p))),
         ("model", args.model.map(|m| json!(m))),
         ("per_second", args.per_second.map(|n| json!(n))),
+        ("reboot", args.reboot.then_some(json!(true))),
     ];
     for (field, value) in fields {
         if let Some(value) = value {

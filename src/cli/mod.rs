@@ -52,8 +52,8 @@ enum Command {
     Identify(identify::IdentifyArgs),
     /// Copy (or with --replace, move) a phone's configuration to a new MAC.
     Clone(admin::CloneArgs),
-    /// Make a phone, or all of them, fetch their files again (a SIP NOTIFY
-    /// with each vendor's event).
+    /// Make a phone, or all of them, fetch their files again or reboot (a
+    /// SIP NOTIFY with each vendor's event).
     Resync(admin::ResyncArgs),
     /// Import users and phones from CSV, all or nothing.
     Import(admin::ImportArgs),

@@ -1,7 +1,10 @@
 //! Firmware images in `<data>/firmware/`: served as they are over HTTP (with
-//! `Range`) and TFTP (with blksize), never rendered, never outside the folder.
+//! `Range`) and TFTP (with blksize), never rendered, never outside the folder;
+//! and which phones their files point at the pinned image.
 
+use reqwest::Method;
 use reqwest::header::{CONTENT_RANGE, RANGE};
+use serde_json::json;
 
 use crate::common::{TestServer, run};
 
@@ -110,6 +113,139 @@ async fn nothing_outside_the_firmware_folder_is_reachable() {
     ] {
         let (opcode, code) = server.tftp_raw_rrq(name).await;
         assert_eq!((opcode, code), (5, 1), "{}", String::from_utf8_lossy(name));
+    }
+    server.stop().await;
+}
+
+/// Checks, for each (firmware, pointed) case, whether the T46S at
+/// 001565aabbcc reporting that firmware is pointed at the image in its own
+/// file.
+async fn assert_t46s_pointed(server: &TestServer, cases: &[(&str, bool)], when: &str) {
+    for &(firmware, pointed) in cases {
+        let user_agent = format!("Yealink SIP-T46S {firmware}");
+        let (status, body) = server
+            .phone_get("/001565aabbcc.cfg", Some(&user_agent))
+            .await;
+        assert_eq!(status, 200, "{user_agent}");
+        let image = "static.firmware.url = http://10.0.0.5:8080/firmware/T46S-66.86.0.15.rom";
+        assert_eq!(
+            String::from_utf8_lossy(&body).contains(image),
+            pointed,
+            "{when}, a phone reporting {firmware}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_phone_on_an_older_version_is_pointed_at_the_image() {
+    let server = TestServer::start().await;
+    server.ada_with_a_t46s().await;
+    let (status, settings) = server
+        .api(
+            Method::PUT,
+            "/api/v1/models/yealink-t46s/settings",
+            Some(json!({
+                "firmware_url": "http://10.0.0.5:8080/firmware/T46S-66.86.0.15.rom",
+                "firmware_version": "66.86.0.15",
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{settings}");
+
+    let upgrades_only = [
+        ("66.86.0.15", false),
+        ("66.86.00.15", false),
+        ("66.86.0.160", false),
+        ("66.87.0.1", false),
+        ("66.86.0.9", true),
+        ("66.85.0.99", true),
+    ];
+    assert_t46s_pointed(&server, &upgrades_only, "with 66.86.0.15 pinned").await;
+
+    // A downgrade is pinned on purpose, with the version it goes down to.
+    let device = "/api/v1/devices/001565aabbcc";
+    let (status, error) = server
+        .api(
+            Method::PATCH,
+            device,
+            Some(json!({"settings": {"firmware_downgrade": true}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["field"], "settings.firmware_downgrade");
+    let (status, error) = server
+        .api(
+            Method::PATCH,
+            device,
+            Some(json!({"settings": {"firmware_downgrade": "yes"}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    let (status, answer) = server
+        .api(
+            Method::PATCH,
+            device,
+            Some(
+                json!({"settings": {"firmware_version": "66.86.0.15", "firmware_downgrade": true}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let downgrade = [
+        ("66.87.0.1", true),
+        ("66.86.0.9", true),
+        ("66.86.00.15", false),
+    ];
+    assert_t46s_pointed(&server, &downgrade, "with a downgrade pinned").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_familys_own_spelling_of_a_version_is_the_same_version() {
+    // The built-in Cisco SPA descriptor, with a pattern that reads the
+    // numbers of an image name (`ata191.11-1-0MSR4-1`) and of what an
+    // ATA191 reports (`11-1-0-MSR4`) alike.
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let builtin = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/phone-models/cisco-spa.toml"
+    ))
+    .unwrap();
+    let pattern = r"firmware_numbers = '(\d+)-(\d+)-(\d+)'";
+    std::fs::write(
+        models.join("cisco-spa.toml"),
+        format!("{pattern}\n{builtin}"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server =
+        TestServer::start_configured(&data, |config| config.models_dir = Some(models)).await;
+    let image = "http://10.0.0.5:8080/firmware/ata191.11-1-0MSR4-1.zup";
+    let (status, answer) = server
+        .post(
+            "/api/v1/devices",
+            json!({"mac": "0002fd000191", "model": "cisco-spa-ata191", "settings": {
+                "firmware_url": image, "firmware_version": "ata191.11-1-0MSR4-1"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    for (user_agent, pointed) in [
+        ("Cisco/ATA191-MPP-11-1-0-MSR4 (FCH2443D9R4)", false),
+        ("Cisco/ATA191-MPP-11-2-1-MSR1 (FCH2443D9R4)", false),
+        ("Cisco/ATA191-MPP-11-0-9-MSR2 (FCH2443D9R4)", true),
+    ] {
+        let (status, body) = server
+            .phone_get("/0002fd000191.xml", Some(user_agent))
+            .await;
+        assert_eq!(status, 200, "{user_agent}");
+        let rule = format!("<Upgrade_Rule>{image}</Upgrade_Rule>");
+        assert_eq!(
+            String::from_utf8_lossy(&body).contains(&rule),
+            pointed,
+            "{user_agent}"
+        );
     }
     server.stop().await;
 }

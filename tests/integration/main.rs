@@ -23,3 +23,4 @@ mod security;
 mod templates;
 mod tftp;
 mod tftp_abuse;
+mod unknown_models;

@@ -200,3 +200,116 @@ async fn every_seen_phone_of_a_model_is_resynced_at_a_pace() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_is_the_vendors_reboot_event_and_refused_where_there_is_none() {
+    let server = TestServer::start().await;
+    let ada = server.add_user(user_json("101", "Ada", "Lovelace")).await;
+    for (mac, model, file) in [
+        ("001565aabbcc", "yealink-t46s", "/001565aabbcc.cfg"),
+        ("7c2f80123456", "gigaset-n510-ip-pro", "/7C2F80123456.xml"),
+    ] {
+        server
+            .add_device(json!({"mac": mac, "model": model, "lines": [{"user": ada["id"]}]}))
+            .await;
+        assert_eq!(server.phone_get(file, None).await.0, 200, "{file}");
+    }
+
+    // Through the CLI: the reboot event, and nothing else.
+    let (port, phone) = fake_phone(Some("SIP/2.0 200 OK\r\n\r\n")).await;
+    let out = server
+        .cli(&[
+            "resync",
+            "001565aabbcc",
+            "--reboot",
+            "--port",
+            &port.to_string(),
+        ])
+        .await;
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["event"], "check-sync;reboot=true", "{outcome}");
+    let received = phone.await.unwrap();
+    assert!(
+        received.contains("\r\nEvent: check-sync;reboot=true\r\n"),
+        "{received}"
+    );
+
+    // A plain resync, said out loud or not, never asks for a reboot.
+    for reboot in [None, Some(false)] {
+        let (port, phone) = fake_phone(Some("SIP/2.0 200 OK\r\n\r\n")).await;
+        let mut body = json!({"port": port});
+        if let Some(reboot) = reboot {
+            body["reboot"] = json!(reboot);
+        }
+        let (status, outcome) = server
+            .post("/api/v1/devices/001565aabbcc/resync", body)
+            .await;
+        assert_eq!(status, 200, "{outcome}");
+        assert_eq!(outcome["event"], "check-sync;reboot=false");
+        let received = phone.await.unwrap();
+        assert!(!received.contains("reboot=true"), "{received}");
+    }
+    let (status, _) = server
+        .post(
+            "/api/v1/devices/001565aabbcc/resync",
+            json!({"reboot": "yes"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+
+    // Gigaset documents no reboot its bases honour: refused, nothing sent.
+    // The plain resync that follows is the first thing the base hears.
+    let (port, base) = fake_phone(Some("SIP/2.0 200 OK\r\n\r\n")).await;
+    let (status, error) = server
+        .post(
+            "/api/v1/devices/7c2f80123456/resync",
+            json!({"port": port, "reboot": true}),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["field"], "reboot");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("gigaset-n510-ip-pro phones have no known reboot event"),
+        "{error}"
+    );
+    let (status, _) = server
+        .post("/api/v1/devices/7c2f80123456/resync", json!({"port": port}))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        base.await
+            .unwrap()
+            .contains("\r\nEvent: check-sync;reboot=false\r\n")
+    );
+
+    // In bulk: a model that cannot reboot is refused; across every model the
+    // phones that cannot are left out and counted.
+    let (status, error) = server
+        .post(
+            "/api/v1/resync",
+            json!({"model": "gigaset-n510-ip-pro", "reboot": true}),
+        )
+        .await;
+    assert_eq!(
+        (status, &error["field"]),
+        (422, &json!("reboot")),
+        "{error}"
+    );
+    let (port, phones) = fake_phones(1, None).await;
+    let (status, plan) = server
+        .post("/api/v1/resync", json!({"port": port, "reboot": true}))
+        .await;
+    assert_eq!(status, 202, "{plan}");
+    assert_eq!((&plan["queued"], &plan["no_event"]), (&json!(1), &json!(1)));
+    let received = phones.await.unwrap();
+    assert!(
+        received[0].contains("\r\nEvent: check-sync;reboot=true\r\n"),
+        "{received:?}"
+    );
+    let (_, audit) = server.get("/api/v1/audit?target=resync/all").await;
+    assert_eq!(audit[0]["changes"]["reboot"], true, "{audit}");
+    server.stop().await;
+}
