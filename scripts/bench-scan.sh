@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Can a scan for MACs slow down known phones? deskboot on its defaults
-# (anti-scanning on; the per-address TFTP cap raised for the known phones), DEVICES phones booting CONCURRENCY at once (each
+# (anti-scanning on; the per-address caps raised for the known phones), DEVICES phones booting CONCURRENCY at once (each
 # fetching its common file, then its own), over HTTP (kept-alive connections)
 # and over TFTP (blksize 1428): alone, then beside a scan guessing MAC files
 # from one address, from 200 addresses (each banned on its own), and
@@ -28,8 +28,10 @@ BASE_PORT=${BASE_PORT:-18100}
 . "$(dirname "$0")/bench-lib.sh"
 
 # The known phones boot from one address, a NAT of CONCURRENCY phones: more
-# transfers at once than the per-address cap lets one address hold.
-start_deskboot "[provisioning]
+# connections and transfers at once than the per-address caps let one
+# address hold.
+start_deskboot "http_max_connections_per_source = $CONCURRENCY
+[provisioning]
 tftp_max_transfers_per_source = $CONCURRENCY"
 "$loadgen" "${admin[@]}" --setup "$DEVICES"
 servers=(--http "127.0.0.1:$http_port" --tftp "127.0.0.1:$tftp_port")

@@ -22,7 +22,9 @@ BASE_PORT=${BASE_PORT:-18200}
 
 . "$(dirname "$0")/bench-lib.sh"
 
-start_deskboot ''
+# The known phones boot from one address, a NAT of CONCURRENCY phones: more
+# connections at once than the per-address cap lets one address hold.
+start_deskboot "http_max_connections_per_source = $CONCURRENCY"
 "$loadgen" "${admin[@]}" --setup "$DEVICES"
 curl -fsS -o /dev/null -H "Authorization: Bearer $DESKBOOT_ADMIN_TOKEN" \
     -H 'Content-Type: application/json' -d '{"name": "ops", "scope": "write"}' \

@@ -52,10 +52,11 @@ atftpd_port=$((BASE_PORT + 12))
 
 # Thousands of simulated phones from one address asking for unknown MACs is
 # exactly what anti-scanning bans (and the ban would then refuse the TFTP
-# runs' files), and a thousand transfers from one address is more than the
-# per-address cap lets one NAT hold; the static servers have no such
+# runs' files), and a thousand connections or transfers from one address
+# is more than the per-address caps let one NAT hold; the static servers have no such
 # checks, so they are off here.
-start_deskboot '[provisioning]
+start_deskboot 'http_max_connections_per_source = 1000000
+[provisioning]
 scan_unknown_macs = 1000000000
 tftp_max_transfers_per_source = 1000000'
 

@@ -127,9 +127,11 @@ const DEFAULT_HTTP_SEND_TIMEOUT_SECS: NonZeroU64 = NonZeroU64::new(60).unwrap();
 /// A storm of 1,000 phones at once holds about 1,000 (BENCHMARKS.md).
 const DEFAULT_HTTP_MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(4096).unwrap();
 
-/// A phone holds one connection; a NAT of a few hundred phones booting
-/// together rarely holds more than this at once.
-const DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE: NonZeroUsize = NonZeroUsize::new(256).unwrap();
+/// A phone holds one connection, and a site's phones may all boot at once
+/// behind one NAT address (a power cut): a quarter of the listener, so one
+/// address alone cannot take it, while a full listener's quietest
+/// connection gives way whoever holds it.
+const DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE: NonZeroUsize = NonZeroUsize::new(1024).unwrap();
 
 impl Default for Config {
     fn default() -> Self {
