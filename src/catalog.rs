@@ -61,6 +61,8 @@ struct VendorFile {
     reboot_event: Option<String>,
     #[serde(default)]
     firmware_numbers: Option<String>,
+    #[serde(default)]
+    unserved_files: Vec<String>,
     files: Vec<FileSpec>,
     #[serde(default)]
     modules: Vec<ModuleSpec>,
@@ -126,6 +128,8 @@ pub struct Vendor {
     ouis: Vec<String>,
     user_agents: Vec<Regex>,
     key_codes: BTreeMap<KeyType, String>,
+    /// Names its phones ask for that no template answers (lower case).
+    unserved_files: Vec<String>,
 }
 
 impl Vendor {
@@ -536,7 +540,7 @@ impl Catalog {
     pub fn identify_path(&self, path: &str) -> Identity {
         let file_name = path.rsplit(['/', '\\']).next().unwrap_or(path);
         let Some(found) = self.match_file(file_name) else {
-            return Identity::default();
+            return self.identify_unserved(file_name);
         };
         let only = |values: Vec<&String>| {
             let first = values.first().copied();
@@ -562,6 +566,21 @@ impl Catalog {
             reported_model: None,
             firmware: None,
             mac: found.mac,
+        }
+    }
+
+    /// The vendor whose phones ask for `file_name` though nothing serves it
+    /// (Cisco's `ITLFile.tlv`): that still tells who is asking.
+    fn identify_unserved(&self, file_name: &str) -> Identity {
+        let lower = file_name.to_ascii_lowercase();
+        let vendor = self
+            .vendors
+            .iter()
+            .find(|v| v.unserved_files.contains(&lower))
+            .map(|v| v.name.clone());
+        Identity {
+            vendor,
+            ..Identity::default()
         }
     }
 
@@ -604,11 +623,17 @@ fn build_vendor(spec: VendorFile) -> Result<Vendor, String> {
         })
         .collect::<Result<_, _>>()?;
     let ouis = spec.ouis.iter().map(|o| o.to_ascii_lowercase()).collect();
+    let unserved_files = spec
+        .unserved_files
+        .iter()
+        .map(|f| f.to_ascii_lowercase())
+        .collect();
     Ok(Vendor {
         name: spec.vendor,
         ouis,
         user_agents,
         key_codes: spec.key_codes,
+        unserved_files,
     })
 }
 
