@@ -270,6 +270,15 @@ fn is_disk_full(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
 }
 
+/// The state a store is in after the disk refused a write with `e`.
+fn state_after(e: &std::io::Error) -> StoreState {
+    if is_disk_full(e) {
+        StoreState::ReadOnly
+    } else {
+        StoreState::Failed
+    }
+}
+
 /// One record-level change; a list of them is applied atomically by
 /// [`Store::change`], each with its audit entry.
 // Changes live only between planning and applying; boxing the big variants
@@ -464,7 +473,7 @@ impl Store {
         };
         store.migrate()?;
         if let Err(e) = store.keep_space_reserve() {
-            store.enter(StoreState::ReadOnly, &e.to_string());
+            store.enter(state_after(&e), &e.to_string());
         }
         Ok(store)
     }
@@ -553,18 +562,12 @@ impl Store {
     /// After the disk refused a write: reopens the database, on the room
     /// the reserve held, and says why the write was refused.
     fn disk_refused(&self, e: &std::io::Error, opening: u64) -> StoreError {
-        let full = is_disk_full(e);
-        let state = if full {
-            StoreState::ReadOnly
-        } else {
-            StoreState::Failed
-        };
-        self.enter(state, &e.to_string());
+        self.enter(state_after(e), &e.to_string());
         let _ = std::fs::remove_file(self.dir.join(SPACE_RESERVE_FILE));
         if let Err(reopen) = self.reopen(Some(opening)) {
             self.enter(StoreState::Failed, &format!("{e}; reopening: {reopen}"));
         }
-        if full {
+        if is_disk_full(e) {
             StoreError::DiskFull
         } else {
             StoreError::Unavailable(e.to_string())
