@@ -260,6 +260,12 @@ impl Trees {
     }
 }
 
+/// The error of an operation while the database is closed (being reopened,
+/// or after a reopen failed).
+fn not_open() -> StoreError {
+    StoreError::Unavailable("the database is not open".into())
+}
+
 /// Whether sled refused to open because another handle holds its files.
 fn is_locked(e: &sled::Error) -> bool {
     e.to_string().contains("could not acquire lock")
@@ -508,9 +514,17 @@ impl Store {
     /// The open database, for one operation. Callers drop it before they
     /// return: a reopen waits for every handle on the old one.
     fn trees(&self) -> Result<Arc<Trees>, StoreError> {
-        self.trees
-            .load_full()
-            .ok_or_else(|| StoreError::Unavailable("the database is not open".into()))
+        self.trees.load_full().ok_or_else(not_open)
+    }
+
+    /// Runs a read on the open database. Phones' renders read through
+    /// here: a borrowed guard, not a counted handle, so they do not all
+    /// bump one shared reference count.
+    fn read<T>(&self, op: impl FnOnce(&Trees) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match self.trees.load().as_deref() {
+            Some(trees) => op(trees),
+            None => Err(not_open()),
+        }
     }
 
     /// Whether the store takes changes now.
@@ -929,12 +943,12 @@ impl Store {
 
     /// All users, by id.
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        scan(&self.trees()?.users, "users")
+        self.read(|trees| scan(&trees.users, "users"))
     }
 
     /// One user.
     pub fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        get(&self.trees()?.users, "users", &id.to_be_bytes())
+        self.read(|trees| get(&trees.users, "users", &id.to_be_bytes()))
     }
 
     /// The user with this extension.
@@ -945,17 +959,18 @@ impl Store {
     /// The user holding a unique value: `field` is `extension`,
     /// `sip.username` or `email`.
     pub fn user_by(&self, field: &str, value: &str) -> Result<Option<User>, StoreError> {
-        let trees = self.trees()?;
-        let index = match field {
-            "extension" => &trees.by_extension,
-            "sip.username" => &trees.by_sip_username,
-            "email" => &trees.by_email,
-            _ => return Ok(None),
-        };
-        match index.get(value.as_bytes())? {
-            None => Ok(None),
-            Some(id) => get(&trees.users, "users", &id),
-        }
+        self.read(|trees| {
+            let index = match field {
+                "extension" => &trees.by_extension,
+                "sip.username" => &trees.by_sip_username,
+                "email" => &trees.by_email,
+                _ => return Ok(None),
+            };
+            match index.get(value.as_bytes())? {
+                None => Ok(None),
+                Some(id) => get(&trees.users, "users", &id),
+            }
+        })
     }
 
     /// The first device with a line for this user.
@@ -970,36 +985,37 @@ impl Store {
 
     /// All devices, by MAC.
     pub fn devices(&self) -> Result<Vec<Device>, StoreError> {
-        scan(&self.trees()?.devices, "devices")
+        self.read(|trees| scan(&trees.devices, "devices"))
     }
 
     /// One device.
     pub fn device(&self, mac: Mac) -> Result<Option<Device>, StoreError> {
-        get(&self.trees()?.devices, "devices", &mac.bytes())
+        self.read(|trees| get(&trees.devices, "devices", &mac.bytes()))
     }
 
     // ---- settings ----
 
     /// The settings of a scope (`global`, or `model:<id>`); empty when unset.
     pub fn settings(&self, scope: &str) -> Result<Settings, StoreError> {
-        Ok(get(&self.trees()?.settings, "settings", scope.as_bytes())?.unwrap_or_default())
+        let stored = self.read(|trees| get(&trees.settings, "settings", scope.as_bytes()))?;
+        Ok(stored.unwrap_or_default())
     }
 
     /// Every scope that has settings.
     pub fn all_settings(&self) -> Result<Vec<(String, Settings)>, StoreError> {
-        scan_keyed(&self.trees()?.settings, "settings")
+        self.read(|trees| scan_keyed(&trees.settings, "settings"))
     }
 
     // ---- templates ----
 
     /// An uploaded template's history, by key (`model/<id>/<file>`, `device/<mac>/<file>`).
     pub fn template(&self, key: &str) -> Result<Option<TemplateHistory>, StoreError> {
-        get(&self.trees()?.templates, "templates", key.as_bytes())
+        self.read(|trees| get(&trees.templates, "templates", key.as_bytes()))
     }
 
     /// Every uploaded template.
     pub fn templates(&self) -> Result<Vec<(String, TemplateHistory)>, StoreError> {
-        scan_keyed(&self.trees()?.templates, "templates")
+        self.read(|trees| scan_keyed(&trees.templates, "templates"))
     }
 
     // ---- audit ----
@@ -1023,7 +1039,7 @@ impl Store {
 
     /// Audit entries from `since` (unix seconds) on, optionally for one target, oldest first.
     pub fn audit(&self, since: u64, target: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
-        let entries: Vec<AuditEntry> = scan(&self.trees()?.audit, "audit")?;
+        let entries: Vec<AuditEntry> = self.read(|trees| scan(&trees.audit, "audit"))?;
         Ok(entries
             .into_iter()
             .filter(|e| e.at >= since && target.is_none_or(|t| e.target == t))
@@ -1034,7 +1050,7 @@ impl Store {
 
     /// What the server last served a device.
     pub fn sighting(&self, mac: Mac) -> Result<Option<Sighting>, StoreError> {
-        get(&self.trees()?.sightings, "sightings", &mac.bytes())
+        self.read(|trees| get(&trees.sightings, "sightings", &mac.bytes()))
     }
 
     /// Records sightings of provisioned devices.
@@ -1051,21 +1067,18 @@ impl Store {
 
     /// A named admin token.
     pub fn token(&self, name: &str) -> Result<Option<ApiToken>, StoreError> {
-        get(&self.trees()?.tokens, "tokens", name.as_bytes())
+        self.read(|trees| get(&trees.tokens, "tokens", name.as_bytes()))
     }
 
     /// Every named admin token, by name.
     pub fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
-        scan(&self.trees()?.tokens, "tokens")
+        self.read(|trees| scan(&trees.tokens, "tokens"))
     }
 
     /// The last good render of a device's file (`file` lower-cased).
     pub fn last_good(&self, mac: Mac, file: &str) -> Result<Option<LastGood>, StoreError> {
-        get(
-            &self.trees()?.last_good,
-            "last_good",
-            &last_good_key(mac, file),
-        )
+        let key = last_good_key(mac, file);
+        self.read(|trees| get(&trees.last_good, "last_good", &key))
     }
 
     /// Keeps last good renders of phones that are still devices.
@@ -1112,12 +1125,12 @@ impl Store {
 
     /// The unknown MACs seen so far.
     pub fn discovered(&self) -> Result<Vec<Discovered>, StoreError> {
-        scan(&self.trees()?.discovered, "discovered")
+        self.read(|trees| scan(&trees.discovered, "discovered"))
     }
 
     /// One discovered MAC.
     pub fn discovered_mac(&self, mac: Mac) -> Result<Option<Discovered>, StoreError> {
-        get(&self.trees()?.discovered, "discovered", &mac.bytes())
+        self.read(|trees| get(&trees.discovered, "discovered", &mac.bytes()))
     }
 
     /// Forgets discovered MACs last seen before `cutoff` (unix seconds), and
@@ -1146,7 +1159,7 @@ impl Store {
 
     /// A value kept under a name in the meta tree (e.g. the admin token hash).
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.trees()?.meta.get(name.as_bytes())?.map(|v| v.to_vec()))
+        self.read(|trees| Ok(trees.meta.get(name.as_bytes())?.map(|v| v.to_vec())))
     }
 
     /// Sets a meta value.
