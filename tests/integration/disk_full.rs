@@ -86,23 +86,59 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Writes a file until the disk refuses more.
-fn fill(path: &Path) {
-    let mut file = std::fs::File::create(path).expect("filler");
+/// Writes a new file in `dir` until the disk refuses more.
+fn fill(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("filler directory");
+    let count = std::fs::read_dir(dir).expect("filler directory").count();
+    let mut file = std::fs::File::create(dir.join(format!("filler{count}"))).expect("filler");
     let chunk = vec![0u8; 64 << 10];
     while file.write_all(&chunk).is_ok() {}
     let _ = file.sync_all();
 }
 
-/// A CSV of `rows` users, each with a device, from extension `first` on.
-fn csv(first: usize, rows: usize) -> String {
+/// Adds users until one is refused for a full disk, filling what room the
+/// refusal gave back (the store's reserve, the refused change's log),
+/// until `/healthz` says read-only and nothing is left to recover with.
+/// Returns the extensions of the users acknowledged on the way: sled may
+/// still fit a few in the room its log already holds.
+async fn fill_until_read_only(server: &TestServer, fillers: &Path) -> Vec<String> {
+    let mut acknowledged = Vec::new();
+    for _ in 0..2_000 {
+        fill(fillers);
+        let extension = (2_000 + acknowledged.len()).to_string();
+        let user = user_json(&extension, &format!("Bea{extension}"), "Full");
+        let (status, answer) = server.post("/api/v1/users", user).await;
+        match status {
+            201 => acknowledged.push(extension),
+            507 => {
+                assert!(
+                    answer["error"].as_str().unwrap().contains("disk full"),
+                    "{answer}"
+                );
+                fill(fillers);
+                if health(server).await.1["status"] == "read_only" {
+                    return acknowledged;
+                }
+            }
+            _ => panic!("{status}: {answer}"),
+        }
+    }
+    panic!("the full disk took every change");
+}
+
+/// Users imported at once, each with a device.
+const IMPORT_ROWS: usize = 2_000;
+
+/// Imports [`IMPORT_ROWS`] users, each with a device, after the `done`
+/// imported before; the status and answer.
+async fn import(server: &TestServer, done: usize) -> (u16, Value) {
     let mut csv = String::from(CSV_HEADER);
-    for n in first..first + rows {
+    for n in 10_000 + done..10_000 + done + IMPORT_ROWS {
         csv.push_str(&format!(
             "{n},First{n},Last{n},user{n}@example.com,,,0015652{n:05x},yealink-t46s\n"
         ));
     }
-    csv
+    server.api_text(Method::POST, "/api/v1/import", &csv).await
 }
 
 /// What the server says about its health: the status and the JSON body.
@@ -215,17 +251,11 @@ async fn an_import_that_fills_the_disk_is_refused_whole_and_the_server_recovers_
     // Imports until one no longer fits: each is all or nothing.
     let mut imported = 0;
     let refusal = loop {
-        let (status, answer) = server
-            .api_text(
-                Method::POST,
-                "/api/v1/import",
-                &csv(10_000 + imported, 2_000),
-            )
-            .await;
+        let (status, answer) = import(&server, imported).await;
         if status != 201 {
             break (status, answer);
         }
-        imported += 2_000;
+        imported += IMPORT_ROWS;
         assert!(imported < 40_000, "12 MiB never filled");
     };
     assert_eq!(refusal.0, 507, "{}", refusal.1);
@@ -234,21 +264,18 @@ async fn an_import_that_fills_the_disk_is_refused_whole_and_the_server_recovers_
         "{}",
         refusal.1
     );
-    check_full_disk(&server, 1 + imported, &phone_file).await;
+    // The refused import's log is room again: something else takes it.
+    let acknowledged = fill_until_read_only(&server, &disk.mount.join("fillers")).await;
+    let users = 1 + imported + acknowledged.len();
+    check_full_disk(&server, users, &phone_file).await;
 
     disk.grow();
     until_healthy(&server).await;
-    let (status, answer) = server
-        .api_text(
-            Method::POST,
-            "/api/v1/import",
-            &csv(10_000 + imported, 2_000),
-        )
-        .await;
+    let (status, answer) = import(&server, imported).await;
     assert_eq!(status, 201, "{answer}");
-    let (status, users) = server.get("/api/v1/users").await;
+    let (status, listed) = server.get("/api/v1/users").await;
     assert_eq!(status, 200);
-    assert_eq!(users.as_array().unwrap().len(), 1 + imported + 2_000);
+    assert_eq!(listed.as_array().unwrap().len(), users + IMPORT_ROWS);
     assert_eq!(server.metric("deskboot_store_state{state=\"ok\"}").await, 1);
     server.stop().await;
 }
@@ -259,36 +286,17 @@ async fn a_filled_disk_loses_no_acknowledged_change_and_takes_changes_once_freed
         return;
     };
     let (server, phone_file) = server_with_a_phone(&disk).await;
-    let filler = disk.mount.join("filler");
-    fill(&filler);
-
-    // sled may still fit a few changes in the room its log already holds:
-    // every one acknowledged must survive, until one is refused.
-    let mut acknowledged = Vec::new();
-    let refused = loop {
-        let extension = (2_000 + acknowledged.len()).to_string();
-        let (status, answer) = server
-            .post("/api/v1/users", user_json(&extension, "Bea", "Full"))
-            .await;
-        if status != 201 {
-            break (status, answer, extension);
-        }
-        acknowledged.push(extension);
-        assert!(
-            acknowledged.len() < 2_000,
-            "the full disk took every change"
-        );
-    };
-    assert_eq!(refused.0, 507, "{}", refused.1);
+    let fillers = disk.mount.join("fillers");
+    let mut acknowledged = fill_until_read_only(&server, &fillers).await;
     check_full_disk(&server, 1 + acknowledged.len(), &phone_file).await;
 
-    std::fs::remove_file(&filler).expect("filler removed");
+    std::fs::remove_dir_all(&fillers).expect("fillers removed");
     until_healthy(&server).await;
     let (status, user) = server
-        .post("/api/v1/users", user_json(&refused.2, "Bea", "Again"))
+        .post("/api/v1/users", user_json("999", "Refused", "User"))
         .await;
     assert_eq!(status, 201, "{user}");
-    acknowledged.push(refused.2);
+    acknowledged.push("999".into());
     server.stop().await;
 
     // After a restart, every acknowledged change is on the disk.
