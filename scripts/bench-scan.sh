@@ -32,7 +32,7 @@ BASE_PORT=${BASE_PORT:-18100}
 # address hold.
 start_deskboot "http_max_connections_per_source = $CONCURRENCY
 [provisioning]
-tftp_max_transfers_per_source = $CONCURRENCY"
+tftp_max_transfers_per_source = 1000000"
 "$loadgen" "${admin[@]}" --setup "$DEVICES"
 servers=(--http "127.0.0.1:$http_port" --tftp "127.0.0.1:$tftp_port")
 

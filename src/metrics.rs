@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::provision::Transport;
+use crate::store::StoreState;
 
 /// What became of a request.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +71,8 @@ pub struct Gauges {
     pub store_bytes: u64,
     /// The rendered files the cache holds, in bytes.
     pub render_cache_bytes: usize,
+    /// Whether the store takes changes.
+    pub store_state: StoreState,
 }
 
 fn transport_slot(transport: Transport) -> usize {
@@ -273,6 +276,18 @@ impl Metrics {
             "Rendered files held by the render cache, in bytes.",
             gauges.render_cache_bytes,
         );
+        out.push_str(
+            "# HELP deskboot_store_state The store's state (1 for the one it is in): ok, read_only (disk full), failed.\n",
+        );
+        out.push_str("# TYPE deskboot_store_state gauge\n");
+        for state in StoreState::ALL {
+            let current = u8::from(state == gauges.store_state);
+            let _ = writeln!(
+                out,
+                "deskboot_store_state{{state=\"{}\"}} {current}",
+                state.name()
+            );
+        }
         out
     }
 }

@@ -29,7 +29,7 @@ use crate::provision::{Provisioner, SIGHTING_FLUSH_INTERVAL};
 use crate::render::{RenderError, Renderer};
 use crate::render_pool::RenderPool;
 use crate::sandbox::Sandbox;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreState};
 use crate::tls::{self, HttpsCert, TlsError};
 use crate::transport::connections::{ConnectionGate, ConnectionLimits};
 use crate::transport::send_timeout::SendTimeout;
@@ -468,7 +468,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Every [`SIGHTING_FLUSH_INTERVAL`]: writes the buffered sightings, and
 /// flushes the store to disk, which sled no longer does on its own
 /// ([`Store::open`]); administrators' changes are flushed by the store as
-/// they are made ([`Store::change`]).
+/// they are made ([`Store::change`]). While the store takes no changes (a
+/// full disk), each tick asks it to recover instead ([`Store::recover`]).
 async fn flush_sightings_until(
     provisioner: Arc<Provisioner>,
     store: Arc<Store>,
@@ -488,10 +489,18 @@ async fn flush_sightings_until(
                 let provisioner = provisioner.clone();
                 let store = store.clone();
                 let result = tokio::task::spawn_blocking(move || {
-                    provisioner.flush_sightings()?;
-                    if ticks.is_multiple_of(PRUNE_EVERY) {
-                        provisioner.prune_discovered()?;
+                    let prune = ticks.is_multiple_of(PRUNE_EVERY);
+                    if prune {
                         provisioner.sweep_render_cache();
+                    }
+                    // While the store takes no changes, sightings wait in
+                    // memory (one per phone) for the disk to have room.
+                    if store.recover() != StoreState::Ok {
+                        return Ok(());
+                    }
+                    provisioner.flush_sightings()?;
+                    if prune {
+                        provisioner.prune_discovered()?;
                     }
                     store.flush_blocking()
                 })

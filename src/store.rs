@@ -10,10 +10,20 @@
 //! back. Phones only read; what the server notes about them (sightings,
 //! discovered MACs, last good files) is written in batches and reaches the
 //! disk with the server's next flush tick.
+//!
+//! A write the disk refuses (full, or failing) is refused to its caller
+//! too, and leaves sled refusing everything after it, reads included: the
+//! store then reopens the database (with the room it set aside for that,
+//! [`SPACE_RESERVE_BYTES`]), takes no more changes ([`StoreState`]), and
+//! takes them again once [`Store::recover`] finds room on the disk.
 
-use std::path::Path;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -50,6 +60,17 @@ pub const GLOBAL_SCOPE: &str = "global";
 /// about 20 MiB of RSS for good.
 const RECORDS_PER_BATCH: usize = 256;
 
+/// Room kept on the disk, in a file beside sled's, for the moment the disk
+/// fills: sled reopens only by writing (a snapshot, a fresh log segment of
+/// 512 KiB), so the file is deleted to make that room. Creating it again is
+/// how [`Store::recover`] learns that space is back.
+pub const SPACE_RESERVE_BYTES: usize = 2 << 20;
+/// The file holding [`SPACE_RESERVE_BYTES`], in the store's directory.
+const SPACE_RESERVE_FILE: &str = "space_reserve";
+/// How long a reopen waits for the last requests on the old handles, and
+/// sled's own threads, to let go of the database's file lock.
+const REOPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What went wrong with a store operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -83,6 +104,54 @@ pub enum StoreError {
     /// The record is still used by another one.
     #[error("{0}")]
     InUse(String),
+    /// The disk holding the data directory is full: the change was not saved.
+    #[error(
+        "disk full: the data directory's disk has no space left, so the change was not saved; free space there and the server takes changes again by itself"
+    )]
+    DiskFull,
+    /// The store cannot take changes (or answer at all) after a disk failure.
+    #[error("the store is unavailable after a disk failure ({0}); see the server log")]
+    Unavailable(String),
+}
+
+/// Whether the store can take changes, as `/healthz` and `/metrics` tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreState {
+    /// Reads and changes work.
+    #[default]
+    Ok,
+    /// The disk is full: reads work, changes are refused until space is back.
+    ReadOnly,
+    /// The disk failed otherwise, or sled would not reopen: changes are
+    /// refused, and reads may fail.
+    Failed,
+}
+
+impl StoreState {
+    /// Every state, in the order `/metrics` lists them.
+    pub const ALL: [StoreState; 3] = [StoreState::Ok, StoreState::ReadOnly, StoreState::Failed];
+
+    /// The state's name in `/healthz` and `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreState::Ok => "ok",
+            StoreState::ReadOnly => "read_only",
+            StoreState::Failed => "failed",
+        }
+    }
+
+    /// What an operator should do about the state.
+    pub fn advice(self) -> &'static str {
+        match self {
+            StoreState::Ok => "the store takes changes",
+            StoreState::ReadOnly => {
+                "the data directory's disk is full: phones are served and the API reads, but changes are refused; free space on that disk and the server takes changes again by itself within seconds"
+            }
+            StoreState::Failed => {
+                "the data directory's disk failed: changes are refused and reads may fail; see the server log for the error, check the disk, and the server retries by itself every few seconds"
+            }
+        }
+    }
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -102,6 +171,28 @@ impl From<TransactionError<StoreError>> for StoreError {
 
 /// The store. Cheap to share behind an `Arc`.
 pub struct Store {
+    /// Where sled keeps its files, for a reopen.
+    dir: PathBuf,
+    /// The open database; none while it is being reopened, or when a
+    /// reopen failed.
+    trees: ArcSwapOption<Trees>,
+    /// Changed only by [`Store::enter`], which logs each change once.
+    state: Mutex<StoreState>,
+    /// One reopen at a time: two writes failing together reopen once.
+    reopening: Mutex<()>,
+    /// How many times the database was opened: which opening a failed
+    /// write used, so a reopen after it is not done twice.
+    openings: AtomicU64,
+    writer: Mutex<()>,
+    /// Bumped after every applied change: caches compare it.
+    generation: AtomicU64,
+}
+
+/// One opening of the database: its handles, swapped whole for fresh ones
+/// when a failed write has left sled refusing them.
+struct Trees {
+    /// Which opening this is ([`Store::openings`]).
+    opening: u64,
     db: sled::Db,
     users: sled::Tree,
     devices: sled::Tree,
@@ -116,9 +207,82 @@ pub struct Store {
     discovered: sled::Tree,
     last_good: sled::Tree,
     tokens: sled::Tree,
-    writer: Mutex<()>,
-    /// Bumped after every applied change: caches compare it.
-    generation: AtomicU64,
+}
+
+impl Trees {
+    fn open(dir: &Path, opening: u64) -> Result<Trees, sled::Error> {
+        // Hot files are served from the render cache, so sled's page cache
+        // only speeds up renders: 8 MiB renders a cold 10,000-phone storm as
+        // fast as 32 MiB did, and keeps 24 MiB less after it (BENCHMARKS.md).
+        //
+        // No background flusher: once a store of thousands of devices has
+        // been reopened, sled's flusher spends every idle moment after the
+        // first write rewriting pages, about 1.2 MB/s for as long as the
+        // server runs, without making the file any smaller. We flush instead:
+        // the store each change as it is made (`Store::change`), the server
+        // the sightings every tick (BENCHMARKS.md, "sled's flusher").
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(8 << 20)
+            .flush_every_ms(None)
+            .open()?;
+        Ok(Trees {
+            opening,
+            users: db.open_tree("users")?,
+            devices: db.open_tree("devices")?,
+            settings: db.open_tree("settings")?,
+            by_extension: db.open_tree("idx_extension")?,
+            by_sip_username: db.open_tree("idx_sip_username")?,
+            by_email: db.open_tree("idx_email")?,
+            templates: db.open_tree("templates")?,
+            audit: db.open_tree("audit")?,
+            meta: db.open_tree("meta")?,
+            sightings: db.open_tree("sightings")?,
+            discovered: db.open_tree("discovered")?,
+            last_good: db.open_tree("last_good")?,
+            tokens: db.open_tree("tokens")?,
+            db,
+        })
+    }
+
+    /// Opens the database, waiting up to [`REOPEN_TIMEOUT`] for handles
+    /// just dropped to let go of its file lock.
+    fn reopen(dir: &Path, opening: u64) -> Result<Trees, sled::Error> {
+        let deadline = Instant::now() + REOPEN_TIMEOUT;
+        loop {
+            match Trees::open(dir, opening) {
+                Err(e) if is_locked(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                opened => return opened,
+            }
+        }
+    }
+}
+
+/// The error of an operation while the database is closed (being reopened,
+/// or after a reopen failed).
+fn not_open() -> StoreError {
+    StoreError::Unavailable("the database is not open".into())
+}
+
+/// Whether sled refused to open because another handle holds its files.
+fn is_locked(e: &sled::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+}
+
+/// The state a store is in after the disk refused a write with `e`.
+fn state_after(e: &std::io::Error) -> StoreState {
+    if is_disk_full(e) {
+        StoreState::ReadOnly
+    } else {
+        StoreState::Failed
+    }
 }
 
 /// One record-level change; a list of them is applied atomically by
@@ -304,45 +468,24 @@ pub fn unix_now() -> u64 {
 impl Store {
     /// Opens (or creates) the store in `dir`, and migrates it if needed.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        // Hot files are served from the render cache, so sled's page cache
-        // only speeds up renders: 8 MiB renders a cold 10,000-phone storm as
-        // fast as 32 MiB did, and keeps 24 MiB less after it (BENCHMARKS.md).
-        //
-        // No background flusher: once a store of thousands of devices has
-        // been reopened, sled's flusher spends every idle moment after the
-        // first write rewriting pages, about 1.2 MB/s for as long as the
-        // server runs, without making the file any smaller. We flush instead:
-        // the store each change as it is made (`Store::change`), the server
-        // the sightings every tick (BENCHMARKS.md, "sled's flusher").
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(8 << 20)
-            .flush_every_ms(None)
-            .open()?;
         let store = Store {
-            users: db.open_tree("users")?,
-            devices: db.open_tree("devices")?,
-            settings: db.open_tree("settings")?,
-            by_extension: db.open_tree("idx_extension")?,
-            by_sip_username: db.open_tree("idx_sip_username")?,
-            by_email: db.open_tree("idx_email")?,
-            templates: db.open_tree("templates")?,
-            audit: db.open_tree("audit")?,
-            meta: db.open_tree("meta")?,
-            sightings: db.open_tree("sightings")?,
-            discovered: db.open_tree("discovered")?,
-            last_good: db.open_tree("last_good")?,
-            tokens: db.open_tree("tokens")?,
-            db,
+            dir: dir.to_path_buf(),
+            trees: ArcSwapOption::from_pointee(Trees::open(dir, 0)?),
+            state: Mutex::new(StoreState::Ok),
+            reopening: Mutex::new(()),
+            openings: AtomicU64::new(0),
             writer: Mutex::new(()),
             generation: AtomicU64::new(0),
         };
         store.migrate()?;
+        if let Err(e) = store.keep_space_reserve() {
+            store.enter(state_after(&e), &e.to_string());
+        }
         Ok(store)
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
-        let found = match self.meta.get(SCHEMA_KEY)? {
+        let found = match self.trees()?.meta.get(SCHEMA_KEY)? {
             None => 0,
             Some(bytes) => decode::<u32>("meta", &bytes)?,
         };
@@ -354,28 +497,201 @@ impl Store {
         }
         // Version 0 is an empty, new store; version 1 kept no counts.
         if found < SCHEMA_VERSION {
-            let mut batch = sled::Batch::default();
-            let count = |tree: &sled::Tree| (tree.len() as u64).to_be_bytes().to_vec();
-            batch.insert(USER_COUNT_KEY, count(&self.users));
-            batch.insert(DEVICE_COUNT_KEY, count(&self.devices));
-            batch.insert(SCHEMA_KEY, encode(&SCHEMA_VERSION));
-            self.meta.apply_batch(batch)?;
-            self.db.flush()?;
+            self.write(|trees| {
+                let mut batch = sled::Batch::default();
+                let count = |tree: &sled::Tree| (tree.len() as u64).to_be_bytes().to_vec();
+                batch.insert(USER_COUNT_KEY, count(&trees.users));
+                batch.insert(DEVICE_COUNT_KEY, count(&trees.devices));
+                batch.insert(SCHEMA_KEY, encode(&SCHEMA_VERSION));
+                trees.meta.apply_batch(batch)?;
+                trees.db.flush()?;
+                Ok(())
+            })?;
         }
         Ok(())
     }
 
-    /// Writes everything to disk, on sled's own threads: an async worker
-    /// does not wait on the disk.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+    /// The open database, for one operation. Callers drop it before they
+    /// return: a reopen waits for every handle on the old one.
+    fn trees(&self) -> Result<Arc<Trees>, StoreError> {
+        self.trees.load_full().ok_or_else(not_open)
+    }
+
+    /// Runs a read on the open database. Phones' renders read through
+    /// here: a borrowed guard, not a counted handle, so they do not all
+    /// bump one shared reference count.
+    fn read<T>(&self, op: impl FnOnce(&Trees) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match self.trees.load().as_deref() {
+            Some(trees) => op(trees),
+            None => Err(not_open()),
+        }
+    }
+
+    /// Whether the store takes changes now.
+    pub fn state(&self) -> StoreState {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves to `state`, logging the move (once: a state entered again says nothing).
+    fn enter(&self, state: StoreState, cause: &str) {
+        let mut current = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *current == state {
+            return;
+        }
+        *current = state;
+        let advice = state.advice();
+        match state {
+            StoreState::Ok => tracing::info!(state = state.name(), "{advice}"),
+            StoreState::ReadOnly => tracing::warn!(state = state.name(), cause, "{advice}"),
+            StoreState::Failed => tracing::error!(state = state.name(), cause, "{advice}"),
+        }
+    }
+
+    /// Runs a write on the open database, if the store takes changes. A
+    /// write the disk refuses leaves sled refusing everything after it: the
+    /// database is reopened before the refusal is returned, so reads go on.
+    fn write<T>(&self, op: impl FnOnce(&Trees) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.refuse_unless_ok()?;
+        let trees = self.trees()?;
+        let opening = trees.opening;
+        let result = op(&trees);
+        drop(trees);
+        match result {
+            Err(StoreError::Sled(sled::Error::Io(e))) => Err(self.disk_refused(&e, opening)),
+            other => other,
+        }
+    }
+
+    /// The refusal a change gets when the store does not take changes.
+    fn refuse_unless_ok(&self) -> Result<(), StoreError> {
+        match self.state() {
+            StoreState::Ok => Ok(()),
+            StoreState::ReadOnly => Err(StoreError::DiskFull),
+            StoreState::Failed => Err(StoreError::Unavailable(
+                "changes are refused until the disk works again".into(),
+            )),
+        }
+    }
+
+    /// After the disk refused a write: reopens the database, on the room
+    /// the reserve held, and says why the write was refused.
+    fn disk_refused(&self, e: &std::io::Error, opening: u64) -> StoreError {
+        self.enter(state_after(e), &e.to_string());
+        let _ = std::fs::remove_file(self.dir.join(SPACE_RESERVE_FILE));
+        if let Err(reopen) = self.reopen(Some(opening)) {
+            self.enter(StoreState::Failed, &format!("{e}; reopening: {reopen}"));
+        }
+        if is_disk_full(e) {
+            StoreError::DiskFull
+        } else {
+            StoreError::Unavailable(e.to_string())
+        }
+    }
+
+    /// Swaps the database's handles for fresh ones, unless the opening a
+    /// write `failed` on was swapped already. What the old handles held and
+    /// the disk did not is gone, so every cache starts again. Changes need
+    /// not stop meanwhile: the store's state already refuses them.
+    fn reopen(&self, failed: Option<u64>) -> Result<(), StoreError> {
+        let _reopening = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(failed), Some(current)) = (failed, self.trees.load().as_ref())
+            && current.opening != failed
+        {
+            return Ok(());
+        }
+        self.trees.store(None);
+        let opening = self.openings.fetch_add(1, Ordering::SeqCst) + 1;
+        let trees = Trees::reopen(&self.dir, opening)?;
+        self.trees.store(Some(Arc::new(trees)));
+        self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Creates the space reserve if it is missing, written through to the
+    /// disk: it fails when the disk is full.
+    fn keep_space_reserve(&self) -> std::io::Result<()> {
+        let path = self.dir.join(SPACE_RESERVE_FILE);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == SPACE_RESERVE_BYTES as u64) {
+            return Ok(());
+        }
+        let written = std::fs::File::create(&path).and_then(|mut file| {
+            file.write_all(&vec![0; SPACE_RESERVE_BYTES])?;
+            file.sync_all()
+        });
+        if written.is_err() {
+            // A part of the reserve would only take room sled needs.
+            let _ = std::fs::remove_file(&path);
+        }
+        written
+    }
+
+    /// Takes changes again once the disk has room (the space reserve can be
+    /// created again) and the database is open (reopening it if a reopen
+    /// failed). Called every few seconds by the server; returns the state
+    /// it leaves the store in.
+    pub fn recover(&self) -> StoreState {
+        let state = self.state();
+        if state == StoreState::Ok {
+            return state;
+        }
+        if let Err(e) = self.keep_space_reserve() {
+            let still = if is_disk_full(&e) {
+                state
+            } else {
+                StoreState::Failed
+            };
+            self.enter(still, &e.to_string());
+            return still;
+        }
+        if self.trees.load().is_none()
+            && let Err(e) = self.reopen(None)
+        {
+            self.enter(StoreState::Failed, &format!("reopening: {e}"));
+            return StoreState::Failed;
+        }
+        self.enter(StoreState::Ok, "space is back");
+        StoreState::Ok
+    }
+
+    /// Writes everything to disk, on sled's own threads: an async worker
+    /// does not wait on the disk. Nothing is pending while the store takes
+    /// no changes: the writes were refused, and the database reopened.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        if self.state() != StoreState::Ok {
+            return Ok(());
+        }
+        self.flush_change().await
+    }
+
+    /// Writes an applied change to disk; refused if the store stopped
+    /// taking changes since it was applied (it may not be on the disk).
+    async fn flush_change(&self) -> Result<(), StoreError> {
+        self.refuse_unless_ok()?;
+        let trees = self.trees()?;
+        let opening = trees.opening;
+        let flushed = trees.db.flush_async().await;
+        drop(trees);
+        match flushed {
+            Ok(_) => Ok(()),
+            Err(sled::Error::Io(e)) => Err(self.disk_refused(&e, opening)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// [`Store::flush`], for a blocking thread.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        if self.state() != StoreState::Ok {
+            return Ok(());
+        }
+        self.flush_change_blocking()
+    }
+
+    /// [`Store::flush_change`], for a blocking thread.
+    fn flush_change_blocking(&self) -> Result<(), StoreError> {
+        self.write(|trees| {
+            trees.db.flush()?;
+            Ok(())
+        })
     }
 
     /// Makes a change and writes it to disk: `plan` reads the store (no
@@ -390,7 +706,7 @@ impl Store {
     ) -> Result<T, E> {
         let Planned { result, applied } = self.apply_plan(actor, plan, &progress::silent)?;
         if applied {
-            self.flush().await?;
+            self.flush_change().await?;
         }
         Ok(result)
     }
@@ -405,7 +721,7 @@ impl Store {
     ) -> Result<T, E> {
         let Planned { result, applied } = self.apply_plan(actor, plan, report)?;
         if applied {
-            self.flush_blocking()?;
+            self.flush_change_blocking()?;
         }
         Ok(result)
     }
@@ -422,7 +738,8 @@ impl Store {
         let (changes, result) = plan(self)?;
         let applied = !changes.is_empty();
         if applied {
-            self.apply(actor, &changes, report).map_err(E::from)?;
+            self.write(|trees| apply(trees, actor, &changes, report))
+                .map_err(E::from)?;
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
         Ok(Planned { result, applied })
@@ -441,17 +758,20 @@ impl Store {
     /// `write` adds one record's writes to its chunk's batch.
     fn write_in_batches<T>(
         &self,
-        tree: &sled::Tree,
+        tree: fn(&Trees) -> &sled::Tree,
         records: &[T],
-        mut write: impl FnMut(&T, &mut sled::Batch) -> Result<(), StoreError>,
+        mut write: impl FnMut(&Trees, &T, &mut sled::Batch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         for chunk in records.chunks(RECORDS_PER_BATCH) {
             let _guard = self.lock_writer();
-            let mut batch = sled::Batch::default();
-            for record in chunk {
-                write(record, &mut batch)?;
-            }
-            tree.apply_batch(batch)?;
+            self.write(|trees| {
+                let mut batch = sled::Batch::default();
+                for record in chunk {
+                    write(trees, record, &mut batch)?;
+                }
+                tree(trees).apply_batch(batch)?;
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -464,124 +784,134 @@ impl Store {
     /// A fresh id for a new user. Restored users keep their ids, so the
     /// counter may trail them: skip ids in use.
     pub fn next_user_id(&self) -> Result<UserId, StoreError> {
-        loop {
-            let counter = self.meta.update_and_fetch(USER_COUNTER_KEY, |old| {
-                let last = decode_count(old);
-                Some((last + 1).to_be_bytes().to_vec())
-            })?;
-            let id = counter
-                .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-                .map_or(1, u64::from_be_bytes);
-            if !self.users.contains_key(id.to_be_bytes())? {
-                return Ok(id);
-            }
-        }
-    }
-
-    fn apply(&self, actor: &str, changes: &[Change], report: Report<'_>) -> Result<(), StoreError> {
-        let entries = changes
-            .iter()
-            .map(|change| {
-                let (action, target, changes) = change.describe();
-                self.audit_entry(actor, action, target, changes)
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        // A deleted phone's last good files hold its SIP passwords: they go
-        // with it. Transactions cannot scan, so the keys are listed first
-        // (under the writer lock, so no other transaction runs meanwhile).
-        let forgotten_files = changes
-            .iter()
-            .filter_map(|change| match change {
-                Change::DeleteDevice(device) => Some(device.mac),
-                _ => None,
-            })
-            .flat_map(|mac| self.last_good.scan_prefix(mac.bytes()).keys())
-            .collect::<Result<Vec<_>, _>>()?;
-        let trees = [
-            &self.users,
-            &self.by_extension,
-            &self.by_sip_username,
-            &self.by_email,
-            &self.devices,
-            &self.sightings,
-            &self.settings,
-            &self.templates,
-            &self.audit,
-            &self.discovered,
-            &self.tokens,
-            &self.last_good,
-            &self.meta,
-        ];
-        trees.as_slice().transaction(|t| {
-            let (users, indexes, devices, sightings) = (&t[0], &t[1..4], &t[4], &t[5]);
-            let (settings, templates, audit, discovered) = (&t[6], &t[7], &t[8], &t[9]);
-            let (tokens, last_good, meta) = (&t[10], &t[11], &t[12]);
-            // What was really there, not what the plan thought: the counts
-            // cannot drift.
-            let (mut users_added, mut devices_added) = (0i64, 0i64);
-            for (applied, change) in changes.iter().enumerate() {
-                report(Stage::Writing, applied + 1, changes.len());
-                match change {
-                    Change::PutUser { new, old } => {
-                        write_user_indexes(indexes, new, old.as_ref())?;
-                        if users.insert(&new.id.to_be_bytes(), encode(new))?.is_none() {
-                            users_added += 1;
-                        }
-                    }
-                    Change::DeleteUser(user) => {
-                        for (index, key) in indexes.iter().zip(unique_keys(user)) {
-                            if let Some(key) = key {
-                                index.remove(key.as_bytes())?;
-                            }
-                        }
-                        if users.remove(&user.id.to_be_bytes())?.is_some() {
-                            users_added -= 1;
-                        }
-                    }
-                    Change::PutDevice { new, .. } => {
-                        if devices.insert(&new.mac.bytes(), encode(new))?.is_none() {
-                            devices_added += 1;
-                        }
-                    }
-                    Change::DeleteDevice(device) => {
-                        if devices.remove(&device.mac.bytes())?.is_some() {
-                            devices_added -= 1;
-                        }
-                        sightings.remove(&device.mac.bytes())?;
-                    }
-                    Change::PutSettings { scope, new, .. } => {
-                        settings.insert(scope.as_bytes(), encode(new))?;
-                    }
-                    Change::PutTemplate { key, new, .. } => {
-                        templates.insert(key.as_bytes(), encode(new))?;
-                    }
-                    Change::DeleteTemplate { key, .. } => {
-                        templates.remove(key.as_bytes())?;
-                    }
-                    Change::DeleteDiscovered(mac) => {
-                        discovered.remove(&mac.bytes())?;
-                    }
-                    Change::PutToken(token) => {
-                        tokens.insert(token.name.as_bytes(), encode(token))?;
-                    }
-                    Change::DeleteToken(token) => {
-                        tokens.remove(token.name.as_bytes())?;
-                    }
+        self.write(|trees| {
+            loop {
+                let counter = trees.meta.update_and_fetch(USER_COUNTER_KEY, |old| {
+                    let last = decode_count(old);
+                    Some((last + 1).to_be_bytes().to_vec())
+                })?;
+                let id = counter
+                    .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+                    .map_or(1, u64::from_be_bytes);
+                if !trees.users.contains_key(id.to_be_bytes())? {
+                    return Ok(id);
                 }
             }
-            for key in &forgotten_files {
-                last_good.remove(key)?;
-            }
-            add_to_count(meta, USER_COUNT_KEY, users_added)?;
-            add_to_count(meta, DEVICE_COUNT_KEY, devices_added)?;
-            for entry in &entries {
-                audit.insert(&entry.id.to_be_bytes(), encode(entry))?;
-            }
-            Ok(())
-        })?;
-        Ok(())
+        })
     }
+}
 
+/// Applies `changes` in one transaction, with their audit entries.
+fn apply(
+    trees: &Trees,
+    actor: &str,
+    changes: &[Change],
+    report: Report<'_>,
+) -> Result<(), StoreError> {
+    let entries = changes
+        .iter()
+        .map(|change| {
+            let (action, target, changes) = change.describe();
+            audit_entry(&trees.db, actor, action, target, changes)
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // A deleted phone's last good files hold its SIP passwords: they go
+    // with it. Transactions cannot scan, so the keys are listed first
+    // (under the writer lock, so no other transaction runs meanwhile).
+    let forgotten_files = changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::DeleteDevice(device) => Some(device.mac),
+            _ => None,
+        })
+        .flat_map(|mac| trees.last_good.scan_prefix(mac.bytes()).keys())
+        .collect::<Result<Vec<_>, _>>()?;
+    let trees = [
+        &trees.users,
+        &trees.by_extension,
+        &trees.by_sip_username,
+        &trees.by_email,
+        &trees.devices,
+        &trees.sightings,
+        &trees.settings,
+        &trees.templates,
+        &trees.audit,
+        &trees.discovered,
+        &trees.tokens,
+        &trees.last_good,
+        &trees.meta,
+    ];
+    trees.as_slice().transaction(|t| {
+        let (users, indexes, devices, sightings) = (&t[0], &t[1..4], &t[4], &t[5]);
+        let (settings, templates, audit, discovered) = (&t[6], &t[7], &t[8], &t[9]);
+        let (tokens, last_good, meta) = (&t[10], &t[11], &t[12]);
+        // What was really there, not what the plan thought: the counts
+        // cannot drift.
+        let (mut users_added, mut devices_added) = (0i64, 0i64);
+        for (applied, change) in changes.iter().enumerate() {
+            report(Stage::Writing, applied + 1, changes.len());
+            match change {
+                Change::PutUser { new, old } => {
+                    write_user_indexes(indexes, new, old.as_ref())?;
+                    if users.insert(&new.id.to_be_bytes(), encode(new))?.is_none() {
+                        users_added += 1;
+                    }
+                }
+                Change::DeleteUser(user) => {
+                    for (index, key) in indexes.iter().zip(unique_keys(user)) {
+                        if let Some(key) = key {
+                            index.remove(key.as_bytes())?;
+                        }
+                    }
+                    if users.remove(&user.id.to_be_bytes())?.is_some() {
+                        users_added -= 1;
+                    }
+                }
+                Change::PutDevice { new, .. } => {
+                    if devices.insert(&new.mac.bytes(), encode(new))?.is_none() {
+                        devices_added += 1;
+                    }
+                }
+                Change::DeleteDevice(device) => {
+                    if devices.remove(&device.mac.bytes())?.is_some() {
+                        devices_added -= 1;
+                    }
+                    sightings.remove(&device.mac.bytes())?;
+                }
+                Change::PutSettings { scope, new, .. } => {
+                    settings.insert(scope.as_bytes(), encode(new))?;
+                }
+                Change::PutTemplate { key, new, .. } => {
+                    templates.insert(key.as_bytes(), encode(new))?;
+                }
+                Change::DeleteTemplate { key, .. } => {
+                    templates.remove(key.as_bytes())?;
+                }
+                Change::DeleteDiscovered(mac) => {
+                    discovered.remove(&mac.bytes())?;
+                }
+                Change::PutToken(token) => {
+                    tokens.insert(token.name.as_bytes(), encode(token))?;
+                }
+                Change::DeleteToken(token) => {
+                    tokens.remove(token.name.as_bytes())?;
+                }
+            }
+        }
+        for key in &forgotten_files {
+            last_good.remove(key)?;
+        }
+        add_to_count(meta, USER_COUNT_KEY, users_added)?;
+        add_to_count(meta, DEVICE_COUNT_KEY, devices_added)?;
+        for entry in &entries {
+            audit.insert(&entry.id.to_be_bytes(), encode(entry))?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+impl Store {
     // ---- users ----
 
     /// How many users there are, without reading them.
@@ -591,7 +921,10 @@ impl Store {
 
     /// The store's files on disk, in bytes (0 if sled cannot tell).
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.trees()
+            .ok()
+            .and_then(|trees| trees.db.size_on_disk().ok())
+            .unwrap_or(0)
     }
 
     /// How many devices there are, without reading them.
@@ -601,17 +934,21 @@ impl Store {
 
     /// A count kept in the meta tree (0 if it cannot be read: it only feeds metrics).
     fn count(&self, key: &[u8]) -> usize {
-        decode_count(self.meta.get(key).ok().flatten().as_deref()) as usize
+        let stored = self
+            .trees()
+            .ok()
+            .and_then(|trees| trees.meta.get(key).ok().flatten());
+        decode_count(stored.as_deref()) as usize
     }
 
     /// All users, by id.
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        scan(&self.users, "users")
+        self.read(|trees| scan(&trees.users, "users"))
     }
 
     /// One user.
     pub fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        get(&self.users, "users", &id.to_be_bytes())
+        self.read(|trees| get(&trees.users, "users", &id.to_be_bytes()))
     }
 
     /// The user with this extension.
@@ -622,16 +959,18 @@ impl Store {
     /// The user holding a unique value: `field` is `extension`,
     /// `sip.username` or `email`.
     pub fn user_by(&self, field: &str, value: &str) -> Result<Option<User>, StoreError> {
-        let index = match field {
-            "extension" => &self.by_extension,
-            "sip.username" => &self.by_sip_username,
-            "email" => &self.by_email,
-            _ => return Ok(None),
-        };
-        match index.get(value.as_bytes())? {
-            None => Ok(None),
-            Some(id) => get(&self.users, "users", &id),
-        }
+        self.read(|trees| {
+            let index = match field {
+                "extension" => &trees.by_extension,
+                "sip.username" => &trees.by_sip_username,
+                "email" => &trees.by_email,
+                _ => return Ok(None),
+            };
+            match index.get(value.as_bytes())? {
+                None => Ok(None),
+                Some(id) => get(&trees.users, "users", &id),
+            }
+        })
     }
 
     /// The first device with a line for this user.
@@ -646,36 +985,37 @@ impl Store {
 
     /// All devices, by MAC.
     pub fn devices(&self) -> Result<Vec<Device>, StoreError> {
-        scan(&self.devices, "devices")
+        self.read(|trees| scan(&trees.devices, "devices"))
     }
 
     /// One device.
     pub fn device(&self, mac: Mac) -> Result<Option<Device>, StoreError> {
-        get(&self.devices, "devices", &mac.bytes())
+        self.read(|trees| get(&trees.devices, "devices", &mac.bytes()))
     }
 
     // ---- settings ----
 
     /// The settings of a scope (`global`, or `model:<id>`); empty when unset.
     pub fn settings(&self, scope: &str) -> Result<Settings, StoreError> {
-        Ok(get(&self.settings, "settings", scope.as_bytes())?.unwrap_or_default())
+        let stored = self.read(|trees| get(&trees.settings, "settings", scope.as_bytes()))?;
+        Ok(stored.unwrap_or_default())
     }
 
     /// Every scope that has settings.
     pub fn all_settings(&self) -> Result<Vec<(String, Settings)>, StoreError> {
-        scan_keyed(&self.settings, "settings")
+        self.read(|trees| scan_keyed(&trees.settings, "settings"))
     }
 
     // ---- templates ----
 
     /// An uploaded template's history, by key (`model/<id>/<file>`, `device/<mac>/<file>`).
     pub fn template(&self, key: &str) -> Result<Option<TemplateHistory>, StoreError> {
-        get(&self.templates, "templates", key.as_bytes())
+        self.read(|trees| get(&trees.templates, "templates", key.as_bytes()))
     }
 
     /// Every uploaded template.
     pub fn templates(&self) -> Result<Vec<(String, TemplateHistory)>, StoreError> {
-        scan_keyed(&self.templates, "templates")
+        self.read(|trees| scan_keyed(&trees.templates, "templates"))
     }
 
     // ---- audit ----
@@ -689,32 +1029,17 @@ impl Store {
         target: String,
         changes: Value,
     ) -> Result<(), StoreError> {
-        let entry = self.audit_entry(actor, action.to_string(), target, changes)?;
-        self.audit.insert(entry.id.to_be_bytes(), encode(&entry))?;
-        self.flush().await
-    }
-
-    /// A new audit entry, stamped now.
-    fn audit_entry(
-        &self,
-        actor: &str,
-        action: String,
-        target: String,
-        changes: Value,
-    ) -> Result<AuditEntry, StoreError> {
-        Ok(AuditEntry {
-            id: self.db.generate_id()?,
-            at: unix_now(),
-            actor: actor.to_string(),
-            action,
-            target,
-            changes,
-        })
+        self.write(|trees| {
+            let entry = audit_entry(&trees.db, actor, action.to_string(), target, changes)?;
+            trees.audit.insert(entry.id.to_be_bytes(), encode(&entry))?;
+            Ok(())
+        })?;
+        self.flush_change().await
     }
 
     /// Audit entries from `since` (unix seconds) on, optionally for one target, oldest first.
     pub fn audit(&self, since: u64, target: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
-        let entries: Vec<AuditEntry> = scan(&self.audit, "audit")?;
+        let entries: Vec<AuditEntry> = self.read(|trees| scan(&trees.audit, "audit"))?;
         Ok(entries
             .into_iter()
             .filter(|e| e.at >= since && target.is_none_or(|t| e.target == t))
@@ -725,75 +1050,88 @@ impl Store {
 
     /// What the server last served a device.
     pub fn sighting(&self, mac: Mac) -> Result<Option<Sighting>, StoreError> {
-        get(&self.sightings, "sightings", &mac.bytes())
+        self.read(|trees| get(&trees.sightings, "sightings", &mac.bytes()))
     }
 
     /// Records sightings of provisioned devices.
     pub fn record_sightings(&self, sightings: &[(Mac, Sighting)]) -> Result<(), StoreError> {
-        self.write_in_batches(&self.sightings, sightings, |(mac, sighting), batch| {
-            batch.insert(&mac.bytes(), encode(sighting));
-            Ok(())
-        })
+        self.write_in_batches(
+            |trees| &trees.sightings,
+            sightings,
+            |_, (mac, sighting), batch| {
+                batch.insert(&mac.bytes(), encode(sighting));
+                Ok(())
+            },
+        )
     }
 
     /// A named admin token.
     pub fn token(&self, name: &str) -> Result<Option<ApiToken>, StoreError> {
-        get(&self.tokens, "tokens", name.as_bytes())
+        self.read(|trees| get(&trees.tokens, "tokens", name.as_bytes()))
     }
 
     /// Every named admin token, by name.
     pub fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
-        scan(&self.tokens, "tokens")
+        self.read(|trees| scan(&trees.tokens, "tokens"))
     }
 
     /// The last good render of a device's file (`file` lower-cased).
     pub fn last_good(&self, mac: Mac, file: &str) -> Result<Option<LastGood>, StoreError> {
-        get(&self.last_good, "last_good", &last_good_key(mac, file))
+        let key = last_good_key(mac, file);
+        self.read(|trees| get(&trees.last_good, "last_good", &key))
     }
 
     /// Keeps last good renders of phones that are still devices.
     pub fn record_last_good(&self, files: &[((Mac, String), LastGood)]) -> Result<(), StoreError> {
-        self.write_in_batches(&self.last_good, files, |((mac, file), good), batch| {
-            // Deleted since it was rendered: its passwords are not kept.
-            if self.devices.contains_key(mac.bytes())? {
-                batch.insert(last_good_key(*mac, file), encode(good));
-            }
-            Ok(())
-        })
+        self.write_in_batches(
+            |trees| &trees.last_good,
+            files,
+            |trees, ((mac, file), good), batch| {
+                // Deleted since it was rendered: its passwords are not kept.
+                if trees.devices.contains_key(mac.bytes())? {
+                    batch.insert(last_good_key(*mac, file), encode(good));
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Records requests from unknown MACs, merging with what is known.
     pub fn record_discovered(&self, found: &[Discovered]) -> Result<(), StoreError> {
-        self.write_in_batches(&self.discovered, found, |found, batch| {
-            let key = found.mac.bytes();
-            // Adopted since it knocked: it is a device now.
-            if self.devices.contains_key(key)? {
-                return Ok(());
-            }
-            let merged = match get::<Discovered>(&self.discovered, "discovered", &key)? {
-                Some(old) => Discovered {
-                    first_seen: old.first_seen,
-                    count: old.count + found.count,
-                    vendor: found.vendor.clone().or(old.vendor),
-                    model: found.model.clone().or(old.model),
-                    reported_model: found.reported_model.clone().or(old.reported_model),
-                    ..found.clone()
-                },
-                None => found.clone(),
-            };
-            batch.insert(&key, encode(&merged));
-            Ok(())
-        })
+        self.write_in_batches(
+            |trees| &trees.discovered,
+            found,
+            |trees, found, batch| {
+                let key = found.mac.bytes();
+                // Adopted since it knocked: it is a device now.
+                if trees.devices.contains_key(key)? {
+                    return Ok(());
+                }
+                let merged = match get::<Discovered>(&trees.discovered, "discovered", &key)? {
+                    Some(old) => Discovered {
+                        first_seen: old.first_seen,
+                        count: old.count + found.count,
+                        vendor: found.vendor.clone().or(old.vendor),
+                        model: found.model.clone().or(old.model),
+                        reported_model: found.reported_model.clone().or(old.reported_model),
+                        ..found.clone()
+                    },
+                    None => found.clone(),
+                };
+                batch.insert(&key, encode(&merged));
+                Ok(())
+            },
+        )
     }
 
     /// The unknown MACs seen so far.
     pub fn discovered(&self) -> Result<Vec<Discovered>, StoreError> {
-        scan(&self.discovered, "discovered")
+        self.read(|trees| scan(&trees.discovered, "discovered"))
     }
 
     /// One discovered MAC.
     pub fn discovered_mac(&self, mac: Mac) -> Result<Option<Discovered>, StoreError> {
-        get(&self.discovered, "discovered", &mac.bytes())
+        self.read(|trees| get(&trees.discovered, "discovered", &mac.bytes()))
     }
 
     /// Forgets discovered MACs last seen before `cutoff` (unix seconds), and
@@ -807,10 +1145,14 @@ impl Store {
             .filter(|(rank, found)| found.last.at < cutoff || *rank >= keep)
             .map(|(_, found)| found.mac)
             .collect();
-        self.write_in_batches(&self.discovered, &forgotten, |mac, batch| {
-            batch.remove(&mac.bytes());
-            Ok(())
-        })?;
+        self.write_in_batches(
+            |trees| &trees.discovered,
+            &forgotten,
+            |_, mac, batch| {
+                batch.remove(&mac.bytes());
+                Ok(())
+            },
+        )?;
         Ok(forgotten.len())
     }
 
@@ -818,15 +1160,35 @@ impl Store {
 
     /// A value kept under a name in the meta tree (e.g. the admin token hash).
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.meta.get(name.as_bytes())?.map(|v| v.to_vec()))
+        self.read(|trees| Ok(trees.meta.get(name.as_bytes())?.map(|v| v.to_vec())))
     }
 
     /// Sets a meta value.
     pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(name.as_bytes(), value)?;
-        self.db.flush()?;
-        Ok(())
+        self.write(|trees| {
+            trees.meta.insert(name.as_bytes(), value)?;
+            trees.db.flush()?;
+            Ok(())
+        })
     }
+}
+
+/// A new audit entry, stamped now.
+fn audit_entry(
+    db: &sled::Db,
+    actor: &str,
+    action: String,
+    target: String,
+    changes: Value,
+) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        id: db.generate_id()?,
+        at: unix_now(),
+        actor: actor.to_string(),
+        action,
+        target,
+        changes,
+    })
 }
 
 /// The unique keys of a user, in index order: extension, SIP username, e-mail.
@@ -1131,7 +1493,7 @@ mod tests {
         for (mac, sighting) in [&sightings[0], &sightings[count / 2], &sightings[count - 1]] {
             assert_eq!(store.sighting(*mac).unwrap().as_ref(), Some(sighting));
         }
-        assert_eq!(store.sightings.len(), count);
+        assert_eq!(store.trees().unwrap().sightings.len(), count);
     }
 
     #[test]
@@ -1174,11 +1536,12 @@ mod tests {
                 old: None,
             };
             change(&store, |_| Ok::<_, StoreError>((vec![put], ()))).unwrap();
+            let trees = store.trees().unwrap();
             for key in [USER_COUNT_KEY, DEVICE_COUNT_KEY] {
-                store.meta.remove(key).unwrap();
+                trees.meta.remove(key).unwrap();
             }
-            store.meta.insert(SCHEMA_KEY, encode(&1u32)).unwrap();
-            store.db.flush().unwrap();
+            trees.meta.insert(SCHEMA_KEY, encode(&1u32)).unwrap();
+            trees.db.flush().unwrap();
         }
         let store = reopen(dir.path()).unwrap();
         assert_eq!((store.user_count(), store.device_count()), (1, 1));
@@ -1204,8 +1567,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            store.meta.insert(SCHEMA_KEY, encode(&99u32)).unwrap();
-            store.db.flush().unwrap();
+            let trees = store.trees().unwrap();
+            trees.meta.insert(SCHEMA_KEY, encode(&99u32)).unwrap();
+            trees.db.flush().unwrap();
         }
         let err = reopen(dir.path()).err().unwrap();
         assert!(

@@ -53,6 +53,7 @@ pub(super) async fn metrics(state: Shared) -> impl IntoResponse {
         users: state.store.user_count(),
         store_bytes: state.store.size_on_disk(),
         render_cache_bytes: provisioner.render_cache_bytes(),
+        store_state: state.store.state(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -36,7 +36,7 @@ use crate::catalog::Catalog;
 use crate::model::{Invalid, Scope};
 use crate::provision::{NotServed, Provisioner};
 use crate::render::RenderError;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreState};
 use crate::transport::tftp::TftpState;
 
 /// The largest body the API reads (a CSV import or a backup can be large).
@@ -130,9 +130,21 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .layer(from_fn(refuse_oversized_bodies));
     Router::new()
         .nest("/api/v1", api)
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(bans::metrics))
         .with_state(state)
+}
+
+/// Whether the server can do its work: 200 only while the store takes
+/// changes, with the store's state and what to do about it.
+async fn healthz(State(state): Shared) -> Response {
+    let store = state.store.state();
+    let status = match store {
+        StoreState::Ok => StatusCode::OK,
+        StoreState::ReadOnly | StoreState::Failed => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = json!({"status": store.name(), "store": store.advice()});
+    (status, axum::Json(body)).into_response()
 }
 
 /// Who is making an API call: recorded in the audit log.
@@ -207,6 +219,10 @@ pub enum ApiError {
     },
     /// The body is over a size limit (413).
     TooLarge(String),
+    /// The disk is full: the change was not saved (507).
+    DiskFull(String),
+    /// The store cannot do this now, after a disk failure (503).
+    Unavailable(String),
 }
 
 impl IntoResponse for ApiError {
@@ -265,6 +281,8 @@ impl ApiError {
                 json!({"error": message, "field": "template", "line": line, "column": column}),
             ),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": m})),
+            ApiError::DiskFull(m) => (StatusCode::INSUFFICIENT_STORAGE, json!({"error": m})),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({"error": m})),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "admin API failure");
                 (
@@ -303,6 +321,8 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(i) => ApiError::Conflict(i),
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             StoreError::InUse(m) => ApiError::InUse(m),
+            full @ StoreError::DiskFull => ApiError::DiskFull(full.to_string()),
+            down @ StoreError::Unavailable(_) => ApiError::Unavailable(down.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -10,6 +10,7 @@ mod cli;
 mod connections;
 mod data_at_rest;
 mod digest;
+mod disk_full;
 mod firmware;
 mod golden;
 mod https;
