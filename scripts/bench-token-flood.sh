@@ -35,13 +35,16 @@ known=(--http "127.0.0.1:$http_port" --mode http-keepalive --phones "$DEVICES"
 # flood: every source address sends FLOOD_REQUESTS wrong tokens, and the
 # status codes it got back go to $work/flood.codes.
 flood() {
-    local url="http://127.0.0.1:$admin_port/api/v1/users" s name
+    local url="http://127.0.0.1:$admin_port/api/v1/users" s name urls=()
+    # curl takes one -o per URL.
+    for _ in $(seq "$FLOOD_REQUESTS"); do
+        urls+=(-o /dev/null "$url")
+    done
     for s in $(seq 1 "$FLOOD_SOURCES"); do
         name=$([ $((s % 2)) = 0 ] && echo ops || echo nobody)
-        # shellcheck disable=SC2046
-        curl -s -o /dev/null -w '%{http_code}\n' -Z --parallel-max "$FLOOD_CONCURRENCY" \
+        curl -s -w '%{http_code}\n' -Z --parallel-max "$FLOOD_CONCURRENCY" \
             --interface "127.0.77.$s" -H "Authorization: Bearer $name.wrong-secret-$s" \
-            $(yes "$url" | head -n "$FLOOD_REQUESTS") >>"$work/flood.codes" &
+            "${urls[@]}" >>"$work/flood.codes" &
     done
     wait
 }
