@@ -5,7 +5,8 @@
 //!
 //! - [`transport`]: `http` and `tftp` turn bytes into a [`provision::Request`]
 //!   and write the answer back; nothing else (`send_timeout` gives up on
-//!   HTTP clients that stop reading).
+//!   HTTP clients that stop reading, `connections` caps what a listener
+//!   and one address hold).
 //! - [`provision`]: the one request handler. It asks the [`catalog`] which
 //!   phone model and file the path means (and for which [`mac`]), loads the
 //!   device and its users from the [`store`], and has [`render`] produce the
@@ -15,7 +16,8 @@
 //!   swept, [`memory`] has each thread give back what the storm took.
 //!   Unknown MACs are recorded as discovered. Before any of that, the
 //!   [`policy`] decides who may fetch what: allow-lists, [`phone_auth`]
-//!   (HTTP Digest), and [`scan`] (anti-scanning bans). Firmware images
+//!   (HTTP Digest), and [`scan`] (anti-scanning bans, one guard per
+//!   transport, by address and by network). Firmware images
 //!   ([`firmware`]) are served as they are, never rendered. [`metrics`]
 //!   counts it all for `/metrics`.
 //! - [`catalog`]: phone models as data (`phone-models/*.toml`), path and
