@@ -96,15 +96,11 @@ impl CacheKey {
     }
 
     /// The keys an entry for this request may be under, those that ignore
-    /// the most first.
-    fn candidates(&self) -> [CacheKey; 4] {
-        let used = |origin, firmware| InputsUsed { origin, firmware };
-        [
-            self.clone().keeping(used(false, false)),
-            self.clone().keeping(used(false, true)),
-            self.clone().keeping(used(true, false)),
-            self.clone(),
-        ]
+    /// the most first; each is made only when the one before missed.
+    fn candidates(&self) -> impl Iterator<Item = CacheKey> + '_ {
+        [(false, false), (false, true), (true, false), (true, true)]
+            .into_iter()
+            .map(|(origin, firmware)| self.clone().keeping(InputsUsed { origin, firmware }))
     }
 }
 
@@ -239,18 +235,15 @@ impl RenderCache {
     /// it was rendered from the state `stamp` names, with or without
     /// looking at those inputs.
     pub fn get(&self, key: &CacheKey, stamp: Stamp) -> Option<ServedFile> {
-        let candidates = key.candidates();
         let mut entries = self.lock();
         let sweeps = entries.sweeps;
-        let entry = candidates
-            .iter()
-            .find(|candidate| {
-                entries
-                    .files
-                    .get(*candidate)
-                    .is_some_and(|e| e.stamp == stamp)
-            })
-            .and_then(|found| entries.files.get_mut(found))?;
+        let found = key.candidates().find(|candidate| {
+            entries
+                .files
+                .get(candidate)
+                .is_some_and(|e| e.stamp == stamp)
+        })?;
+        let entry = entries.files.get_mut(&found)?;
         entry.used_in_sweep = sweeps;
         Some(entry.file.clone())
     }
