@@ -539,3 +539,21 @@ async fn named_tokens_have_scopes_and_are_revoked_at_once() {
     assert_eq!(revoked.status(), 401, "revoked at once");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_dial_plan_is_refused_and_changes_nothing() {
+    let server = TestServer::start().await;
+    server.put_site_settings().await;
+    let before = server.get("/api/v1/settings").await.1;
+    for bad in ["1xx||2xx", "1xxT", "x.;reboot", "[2-9xx"] {
+        let mut settings = crate::common::site_settings();
+        settings["dial_plan"] = json!(bad);
+        let (status, error) = server
+            .api(Method::PUT, "/api/v1/settings", Some(settings))
+            .await;
+        assert_eq!(status, 422, "{bad}: {error}");
+        assert_eq!(error["field"], "settings.dial_plan", "{error}");
+        assert_eq!(server.get("/api/v1/settings").await.1, before, "{bad}");
+    }
+    server.stop().await;
+}
