@@ -14,20 +14,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use deskboot::access::client_cert::ClientCert;
+use deskboot::access::phone_auth::{AuthSettings, PhoneAuth};
+use deskboot::access::policy::Policy;
+use deskboot::admin::import;
 use deskboot::catalog::Catalog;
-use deskboot::client_cert::ClientCert;
-use deskboot::firmware::FirmwareDir;
-use deskboot::import;
-use deskboot::mac::Mac;
-use deskboot::model::{Device, Settings, User};
-use deskboot::phone_auth::{AuthSettings, PhoneAuth};
-use deskboot::policy::Policy;
-use deskboot::provision::{Provisioner, Request, Requester, Transport, model_scope};
+use deskboot::domain::mac::Mac;
+use deskboot::domain::records::{Device, Settings, User};
+use deskboot::domain::transport::Transport;
+use deskboot::provision::firmware::FirmwareDir;
+use deskboot::provision::request::Request;
+use deskboot::provision::{Provisioner, Requester, model_scope};
 use deskboot::render::Renderer;
-use deskboot::render_pool::RenderPool;
-use deskboot::sandbox::Sandbox;
+use deskboot::render::pool::RenderPool;
+use deskboot::render::sandbox::Sandbox;
+use deskboot::render::uploaded::model_key;
 use deskboot::store::{Change, GLOBAL_SCOPE, Store, StoreError};
-use deskboot::templates::model_key;
 use serde_json::{Value, json};
 
 /// Users and devices in the store of the lookup benches.
@@ -220,7 +222,7 @@ fn put(store: &Store, changes: Vec<Change>) {
         .change_blocking(
             "bench",
             |_| Ok::<_, StoreError>((changes, ())),
-            &deskboot::progress::silent,
+            &deskboot::domain::progress::silent,
         )
         .expect("store change");
 }
@@ -441,8 +443,8 @@ fn bench_store(c: &mut Criterion) {
     let summary = store
         .change_blocking(
             "bench",
-            |store| import::plan(&text, store, &catalog, &deskboot::progress::silent),
-            &deskboot::progress::silent,
+            |store| import::plan(&text, store, &catalog, &deskboot::domain::progress::silent),
+            &deskboot::domain::progress::silent,
         )
         .expect("import");
     assert_eq!(summary.users, STORE_SIZE);

@@ -4,9 +4,9 @@
 //! Each change is flushed to disk before it returns, as the API's are.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use deskboot::admin::import;
 use deskboot::catalog::Catalog;
-use deskboot::import;
-use deskboot::progress::silent;
+use deskboot::domain::progress::silent;
 use deskboot::store::{Change, Store, StoreError};
 
 const ROWS: usize = 2000;

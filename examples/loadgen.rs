@@ -150,7 +150,7 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     // reqwest speaks TLS through rustls, whose crypto provider is chosen once.
-    deskboot::tls::install_crypto_provider();
+    deskboot::transport::tls::install_crypto_provider();
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -16,8 +16,8 @@ use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, meta};
 use serde::{Deserialize, Serialize};
 
-use crate::mac::Mac;
-use crate::model::{Device, Invalid, KeyType};
+use crate::domain::mac::Mac;
+use crate::domain::records::{Device, Invalid, KeyType};
 
 /// The descriptors built into the binary.
 static BUILTIN_MODELS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/phone-models");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::policy::Policy;
+use crate::access::policy::Policy;
 
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]

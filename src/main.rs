@@ -30,8 +30,8 @@ fn main() -> ExitCode {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     // mimalloc returns the pages a thread freed only as that thread goes on
     // allocating; threads gone quiet after a storm never do. Asked once the
-    // storm is over (deskboot::memory), each collects its heap instead.
-    deskboot::memory::set_release(collect_this_thread);
+    // storm is over (deskboot::render::memory), each collects its heap instead.
+    deskboot::render::memory::set_release(collect_this_thread);
     match cli::run() {
         Ok(code) => code,
         Err(e) => {

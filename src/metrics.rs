@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::provision::Transport;
+use crate::domain::transport::Transport;
 use crate::store::StoreState;
 
 /// What became of a request.

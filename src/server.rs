@@ -18,21 +18,21 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::api::{self, AdminState};
-use crate::auth::{AdminToken, AuthError, Authenticator};
+use crate::access::phone_auth::{AuthSettings, PhoneAuth, PhoneAuthError};
+use crate::admin::api::{self, AdminState};
+use crate::admin::auth::{AdminToken, AuthError, Authenticator};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{ClientCertMode, Config};
-use crate::data_dir::{self, DataDirError};
-use crate::firmware::FirmwareDir;
-use crate::phone_auth::{AuthSettings, PhoneAuth, PhoneAuthError};
+use crate::provision::firmware::FirmwareDir;
 use crate::provision::{Provisioner, SIGHTING_FLUSH_INTERVAL};
+use crate::render::pool::RenderPool;
+use crate::render::sandbox::Sandbox;
 use crate::render::{RenderError, Renderer};
-use crate::render_pool::RenderPool;
-use crate::sandbox::Sandbox;
+use crate::store::data_dir::{self, DataDirError};
 use crate::store::{Store, StoreError, StoreState};
-use crate::tls::{self, HttpsCert, TlsError};
 use crate::transport::connections::{ConnectionGate, ConnectionLimits};
 use crate::transport::send_timeout::SendTimeout;
+use crate::transport::tls::{self, HttpsCert, TlsError};
 use crate::transport::{http, tftp};
 
 /// How long running TFTP transfers and open HTTP, HTTPS and admin

@@ -25,7 +25,7 @@ pub struct TemplateSlot {
 
 impl TemplateSlot {
     fn path(&self, suffix: &str) -> String {
-        let scope = if self.target.parse::<deskboot::mac::Mac>().is_ok() {
+        let scope = if self.target.parse::<deskboot::domain::mac::Mac>().is_ok() {
             "devices"
         } else {
             "models"

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use deskboot::tls::{self, CERT_FILE, KEY_FILE};
+use deskboot::transport::tls::{self, CERT_FILE, KEY_FILE};
 
 /// Certificate commands.
 #[derive(Debug, clap::Subcommand)]

@@ -7,8 +7,8 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
 use super::Connection;
-use deskboot::auth::TOKEN_FILE;
-use deskboot::progress::{Line, NDJSON, Stage};
+use deskboot::admin::auth::TOKEN_FILE;
+use deskboot::domain::progress::{Line, NDJSON, Stage};
 
 /// Talks to the admin API with the admin token.
 pub struct AdminClient {

@@ -80,7 +80,7 @@ enum Command {
     #[command(subcommand)]
     Cert(cert::CertCommand),
     /// Render uploaded templates for the server that started it (never by hand).
-    #[command(name = deskboot::sandbox::WORKER_COMMAND, hide = true)]
+    #[command(name = deskboot::render::sandbox::WORKER_COMMAND, hide = true)]
     RenderWorker,
 }
 
@@ -106,15 +106,15 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     // A render worker needs no runtime: it renders on its main thread.
     if let Command::RenderWorker = cli.command {
-        return Ok(deskboot::sandbox::serve_worker());
+        return Ok(deskboot::render::sandbox::serve_worker());
     }
     // Before any reqwest client exists: whenever reqwest is built with
     // rustls (as in the test build), it needs a provider installed.
-    deskboot::tls::install_crypto_provider();
+    deskboot::transport::tls::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // An async worker gives back what a storm freed when it next idles.
-        .on_thread_park(deskboot::memory::release_if_asked)
+        .on_thread_park(deskboot::render::memory::release_if_asked)
         .build()?;
     runtime.block_on(async move {
         match cli.command {
@@ -145,7 +145,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Command::Discovered(command) => admin::discovered(command).await,
             Command::Ban(command) => admin::ban(command).await,
             Command::Cert(command) => cert::run(command),
-            Command::RenderWorker => Ok(deskboot::sandbox::serve_worker()),
+            Command::RenderWorker => Ok(deskboot::render::sandbox::serve_worker()),
         }
     })
 }

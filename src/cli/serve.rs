@@ -112,7 +112,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .flatten()
     {
-        tokio::spawn(deskboot::tls::reload_on_sighup(cert));
+        tokio::spawn(deskboot::transport::tls::reload_on_sighup(cert));
     }
     server.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

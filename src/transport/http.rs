@@ -22,12 +22,14 @@ use percent_encoding::percent_decode_str;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use crate::client_cert::ClientCert;
-use crate::firmware::FirmwareImage;
-use crate::mac::Mac;
+use crate::access::client_cert::ClientCert;
+use crate::access::phone_auth::{Attempt, Verdict};
+use crate::domain::mac::Mac;
+use crate::domain::transport::Transport;
 use crate::metrics::Outcome;
-use crate::phone_auth::{Attempt, Verdict};
-use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware, log_request};
+use crate::provision::firmware::FirmwareImage;
+use crate::provision::request::{NotServed, Request};
+use crate::provision::{Provisioner, log_firmware, log_request};
 
 /// How long a client suspected of scanning waits for each per-device answer.
 const THROTTLE_DELAY: Duration = Duration::from_millis(500);

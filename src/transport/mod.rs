@@ -1,9 +1,10 @@
 //! Transports: each turns its protocol's bytes into a
-//! [`provision::Request`](crate::provision::Request), calls the one
+//! [`provision::Request`](crate::provision::request::Request), calls the one
 //! [`Provisioner`](crate::provision::Provisioner), and writes the answer back.
 //! No provisioning logic lives here.
 
-pub mod connections;
-pub mod http;
-pub mod send_timeout;
-pub mod tftp;
+pub(crate) mod connections;
+pub(crate) mod http;
+pub(crate) mod send_timeout;
+pub(crate) mod tftp;
+pub mod tls;

@@ -686,7 +686,7 @@ async fn secrets_never_reach_the_logs_the_audit_or_errors() {
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
     let token = token.trim().to_string();
     // No server in this process has installed the TLS provider reqwest needs.
-    deskboot::tls::install_crypto_provider();
+    deskboot::transport::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let call = |method: reqwest::Method, path: &str, body: Option<&str>| {
         let request = client
@@ -981,7 +981,7 @@ async fn a_change_and_a_sighting_survive_a_sigkill() {
         "the import survived"
     );
     // No server in this process has installed the TLS provider reqwest needs.
-    deskboot::tls::install_crypto_provider();
+    deskboot::transport::tls::install_crypto_provider();
     let fetched = reqwest::get(format!("http://{http}/001565000001.cfg"))
         .await
         .unwrap();
@@ -1178,7 +1178,7 @@ async fn idle_connections_from_a_flood_of_addresses_give_way_to_phones() {
         socket.bind((source, 0).into()).unwrap();
         idle.push(socket.connect(http).await.unwrap());
     }
-    deskboot::tls::install_crypto_provider();
+    deskboot::transport::tls::install_crypto_provider();
     let phone = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

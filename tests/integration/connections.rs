@@ -22,7 +22,7 @@ const PATIENCE: Duration = Duration::from_secs(6);
 /// certificate for 127.0.0.1 in `dir/tls/cert.pem`.
 async fn impatient_server(dir: &tempfile::TempDir) -> TestServer {
     let names = ["127.0.0.1".to_string()];
-    let (cert, key) = deskboot::tls::write_self_signed(&dir.path().join("tls"), &names)
+    let (cert, key) = deskboot::transport::tls::write_self_signed(&dir.path().join("tls"), &names)
         .expect("certificate written");
     TestServer::start_configured(&dir.path().join("data"), |config| {
         let timeout = NonZeroU64::new(TIMEOUT.as_secs()).expect("non-zero");

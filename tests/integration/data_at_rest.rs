@@ -38,7 +38,7 @@ impl Served {
         let (child, [http, _, admin], log) = start_logged(command).await;
         let token = std::fs::read_to_string(data.join("admin.token")).expect("admin.token");
         // No server in this process has installed the TLS provider reqwest needs.
-        deskboot::tls::install_crypto_provider();
+        deskboot::transport::tls::install_crypto_provider();
         let served = Served {
             data: data.to_path_buf(),
             child,

@@ -1,6 +1,6 @@
 //! Phones' HTTPS: the same files as HTTP over rustls, TLS 1.2 at the
 //! oldest, and a certificate replaced on SIGHUP while the server runs.
-//! Certificates come from `deskboot::tls::write_self_signed`, the code
+//! Certificates come from `deskboot::transport::tls::write_self_signed`, the code
 //! behind `deskboot cert self-signed`. Phones' client certificates, and the
 //! CAs that sign them, are made here with rcgen, like vendors' factory ones.
 
@@ -24,12 +24,12 @@ const PASSWORD: &str = "Pw-101-secret";
 /// A fresh self-signed certificate for localhost and 127.0.0.1 in `dir`.
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     let names = ["localhost".to_string(), "127.0.0.1".to_string()];
-    deskboot::tls::write_self_signed(dir, &names).expect("certificate written")
+    deskboot::transport::tls::write_self_signed(dir, &names).expect("certificate written")
 }
 
 /// A client that trusts only `cert` (PEM file) and reaches `localhost` at `addr`.
 fn client_trusting(cert: &Path, addr: SocketAddr) -> reqwest::Client {
-    deskboot::tls::install_crypto_provider();
+    deskboot::transport::tls::install_crypto_provider();
     let pem = std::fs::read(cert).expect("certificate readable");
     reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("PEM certificate")])
@@ -41,7 +41,7 @@ fn client_trusting(cert: &Path, addr: SocketAddr) -> reqwest::Client {
 /// A client that trusts only `cert` and presents the phone certificate
 /// `identity` (PEM certificate and key).
 fn client_presenting(cert: &Path, addr: SocketAddr, identity: &PhoneCert) -> reqwest::Client {
-    deskboot::tls::install_crypto_provider();
+    deskboot::transport::tls::install_crypto_provider();
     let pem = std::fs::read(cert).expect("certificate readable");
     let identity = format!("{}{}", identity.key_pem, identity.cert_pem);
     reqwest::Client::builder()
@@ -632,7 +632,7 @@ async fn basic_credentials_count_over_https_only() {
     };
     let server = TestServer::start_configured(&dir.path().join("data"), |c| {
         c.https = Some(https);
-        c.provisioning.http_auth = deskboot::phone_auth::AuthMode::Device;
+        c.provisioning.http_auth = deskboot::access::phone_auth::AuthMode::Device;
     })
     .await;
     let device = server.ada_with_a_t46s().await;

@@ -96,7 +96,7 @@ async fn copy_keeps_both_phones_and_replace_retires_the_old_one() {
 }
 
 fn bulk_csv(rows: usize) -> String {
-    let mut csv = String::from(deskboot::import::header());
+    let mut csv = String::from(deskboot::admin::import::header());
     csv.push('\n');
     for i in 0..rows {
         let ext = 2000 + i;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use deskboot::mac::Mac;
+use deskboot::domain::mac::Mac;
 use deskboot::store::Store;
 use reqwest::Method;
 use serde_json::json;

@@ -14,7 +14,7 @@ use crate::common::TestServer;
 
 const MODEL_SLOT: &str = "/api/v1/templates/models/yealink-t46s/%7Bmac%7D.cfg";
 
-/// The render budget's time (`deskboot::sandbox::RENDER_TIME`).
+/// The render budget's time (`deskboot::render::sandbox::RENDER_TIME`).
 const BUDGET: Duration = Duration::from_secs(1);
 
 /// Templates that never end or grow without bound, each refused for going

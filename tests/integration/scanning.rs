@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use deskboot::policy::Policy;
+use deskboot::access::policy::Policy;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;

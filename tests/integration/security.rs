@@ -3,7 +3,7 @@
 //! a plain not-found. Anti-scanning is in `scanning.rs`, HTTP Digest in
 //! `digest.rs`.
 
-use deskboot::policy::Policy;
+use deskboot::access::policy::Policy;
 use reqwest::Method;
 use serde_json::json;
 

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use deskboot::policy::Policy;
+use deskboot::access::policy::Policy;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 

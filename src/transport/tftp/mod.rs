@@ -31,8 +31,10 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
+use crate::domain::transport::Transport;
 use crate::metrics::Outcome;
-use crate::provision::{NotServed, Provisioner, Request, Transport, log_firmware, log_request};
+use crate::provision::request::{NotServed, Request};
+use crate::provision::{Provisioner, log_firmware, log_request};
 use packet::{ErrorCode, ReadRequest, RequestError};
 use sources::Sources;
 use transfer::{Agreement, Source, Transfer, TransferError};

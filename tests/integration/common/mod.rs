@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use deskboot::access::policy::Policy;
 use deskboot::config::{ClientCertMode, Config, HttpsConfig};
-use deskboot::policy::Policy;
 use deskboot::server::{Addresses, Server};
-use deskboot::tls::HttpsCert;
+use deskboot::transport::tls::HttpsCert;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;

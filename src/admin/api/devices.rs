@@ -1,0 +1,426 @@
+//! `/api/v1/devices`: phones by MAC, their lines and keys, a preview of
+//! the files they get, and whether they have them (`/api/v1/status`).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::templates::blocking;
+use super::{
+    Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who, from_json, merge_patch, parse_body,
+    parse_patch,
+};
+use crate::access::phone_auth::AuthMode;
+use crate::domain::mac::Mac;
+use crate::domain::records::{Device, HoldsSecrets, Invalid};
+use crate::provision::Requester;
+use crate::render::uploaded;
+use crate::store::{Change, Store, StoreError};
+
+pub(super) async fn list(state: Shared, Extension(scope): Seen) -> ApiResult<Json<Vec<Device>>> {
+    let devices = state.store.devices()?;
+    Ok(Json(
+        devices.into_iter().map(|d| d.shown_to(scope)).collect(),
+    ))
+}
+
+pub(super) async fn show(
+    state: Shared,
+    Extension(scope): Seen,
+    Path(mac): Path<String>,
+) -> ApiResult<Json<Device>> {
+    let mac = parse_mac(&mac)?;
+    let device = state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
+    Ok(Json(device.shown_to(scope)))
+}
+
+pub(super) async fn create(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let device: Device = parse_body(&body)?;
+    state
+        .store
+        .change(&actor, |store| {
+            check(&state, store, &device)?;
+            if store.device(device.mac)?.is_some() {
+                return Err(ApiError::Conflict(Invalid::new(
+                    "mac",
+                    format!("device {} already exists", device.mac),
+                )));
+            }
+            Ok((
+                vec![Change::PutDevice {
+                    new: device.clone(),
+                    old: None,
+                }],
+                (),
+            ))
+        })
+        .await?;
+    tracing::info!(mac = %device.mac, model = %device.model, "device created");
+    Ok((
+        StatusCode::CREATED,
+        Json(with_http_credentials(&state, &device)),
+    ))
+}
+
+/// The device as JSON, with the HTTP credentials its phone must present
+/// when the policy wants per-device authentication: shown here, once.
+pub(super) fn with_http_credentials(state: &AdminState, device: &Device) -> Value {
+    let mut answer = serde_json::to_value(device).unwrap_or(Value::Null);
+    let policy = state.provisioner.policy();
+    if policy.http_auth == AuthMode::Device {
+        answer["http_auth"] = json!({
+            "username": device.mac.lower(),
+            "password": state.provisioner.phone_auth().device_password(device.mac),
+        });
+    }
+    answer
+}
+
+pub(super) async fn update(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    Path(mac): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Device>> {
+    let mac = parse_mac(&mac)?;
+    let patch = parse_patch(&body)?;
+    if let Some(new_mac) = patch.get("mac") {
+        let same = new_mac
+            .as_str()
+            .and_then(|m| m.parse::<Mac>().ok())
+            .is_some_and(|m| m == mac);
+        if !same {
+            return Err(Invalid::new("mac", "cannot be changed; clone the device instead").into());
+        }
+    }
+    let device = state
+        .store
+        .change(&actor, |store| {
+            let current = store.device(mac)?.ok_or_else(|| not_found(mac))?;
+            let mut value = serde_json::to_value(&current).unwrap_or_default();
+            merge_patch(&mut value, patch);
+            value["mac"] = json!(mac);
+            let mut device: Device = from_json(value)?;
+            device.unmask_from(&current);
+            check(&state, store, &device)?;
+            Ok::<_, ApiError>((
+                vec![Change::PutDevice {
+                    new: device.clone(),
+                    old: Some(current),
+                }],
+                device,
+            ))
+        })
+        .await?;
+    tracing::info!(%mac, "device updated");
+    Ok(Json(device))
+}
+
+pub(super) async fn remove(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    Path(mac): Path<String>,
+) -> ApiResult<StatusCode> {
+    let mac = parse_mac(&mac)?;
+    state
+        .store
+        .change(&actor, |store| {
+            let device = store.device(mac)?.ok_or_else(|| not_found(mac))?;
+            Ok::<_, ApiError>((delete_device_changes(store, device)?, ()))
+        })
+        .await?;
+    tracing::info!(%mac, "device deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The file the phone would get, rendered now, without counting as a
+/// request; with its passwords masked for a token that may not see them.
+pub(super) async fn file(
+    state: Shared,
+    Extension(scope): Seen,
+    Path((mac, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let mac = parse_mac(&mac)?;
+    let requester = if scope.sees_secrets() {
+        Requester::default()
+    } else {
+        Requester::masked_preview()
+    };
+    let provisioner = Arc::clone(&state.provisioner);
+    let file = blocking(move || Ok(provisioner.preview(mac, &name, &requester)?)).await?;
+    Ok((
+        [(header::CONTENT_TYPE, file.content_type.clone())],
+        Body::from(file.body.clone()),
+    )
+        .into_response())
+}
+
+/// Everything a device must satisfy before it is stored: its own fields,
+/// its model's limits, and users that exist.
+pub(super) fn check(state: &AdminState, store: &Store, device: &Device) -> Result<(), ApiError> {
+    device.validate()?;
+    let model = state.catalog.model(&device.model).ok_or_else(|| {
+        Invalid::new(
+            "model",
+            format!("unknown model '{}' (see GET /api/v1/models)", device.model),
+        )
+    })?;
+    model.check_device(device)?;
+    for (i, line) in device.lines.iter().enumerate() {
+        if store.user(line.user)?.is_none() {
+            return Err(ApiError::Conflict(Invalid::new(
+                format!("lines[{i}].user"),
+                format!("there is no user {}", line.user),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Deleting a device takes its uploaded templates with it.
+pub(super) fn delete_device_changes(
+    store: &Store,
+    device: Device,
+) -> Result<Vec<Change>, StoreError> {
+    let prefix = format!("device/{}/", device.mac);
+    let mut changes: Vec<Change> = store
+        .templates()?
+        .into_iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .map(|(key, old)| Change::DeleteTemplate { key, old })
+        .collect();
+    changes.push(Change::DeleteDevice(device));
+    Ok(changes)
+}
+
+pub(super) fn parse_mac(mac: &str) -> ApiResult<Mac> {
+    mac.parse()
+        .map_err(|e| Invalid::new("mac", format!("'{mac}': {e}")).into())
+}
+
+pub(super) fn not_found(mac: Mac) -> StoreError {
+    StoreError::NotFound(format!("device {mac}"))
+}
+
+/// How a clone treats the source phone.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CloneMode {
+    /// Both phones keep working.
+    #[default]
+    Copy,
+    /// The new phone takes over; the old one gets nothing any more.
+    Replace,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CloneRequest {
+    /// The new phone's MAC.
+    to: String,
+    #[serde(default)]
+    mode: CloneMode,
+    /// Replace an existing device at `to`.
+    #[serde(default)]
+    overwrite: bool,
+    /// The new phone's model, when it differs (it must be compatible).
+    #[serde(default)]
+    model: Option<String>,
+}
+
+/// `POST /devices/{mac}/clone`: copy a phone's whole configuration (lines,
+/// keys, modules, settings, uploaded templates) to another MAC, or move it
+/// there, in one transaction.
+pub(super) async fn clone(
+    state: Shared,
+    Extension(Actor(actor)): Who,
+    Path(mac): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let from = parse_mac(&mac)?;
+    let request: CloneRequest = parse_body(&body)?;
+    let to: Mac = request
+        .to
+        .parse()
+        .map_err(|e| Invalid::new("to", format!("'{}': {e}", request.to)))?;
+    if to == from {
+        return Err(Invalid::new("to", "is the same phone").into());
+    }
+    let device = state
+        .store
+        .change(&actor, |store| {
+            let source = store.device(from)?.ok_or_else(|| not_found(from))?;
+            let existing = store.device(to)?;
+            if existing.is_some() && !request.overwrite {
+                return Err(ApiError::Conflict(Invalid::new(
+                    "to",
+                    format!("device {to} already exists; pass \"overwrite\": true to replace it"),
+                )));
+            }
+            let model = request
+                .model
+                .clone()
+                .or_else(|| existing.as_ref().map(|d| d.model.clone()))
+                .unwrap_or_else(|| source.model.clone());
+            let compatible = model == source.model
+                || state
+                    .catalog
+                    .model(&source.model)
+                    .is_some_and(|m| m.compatible.contains(&model));
+            if !compatible {
+                return Err(ApiError::Conflict(Invalid::new(
+                    "model",
+                    format!(
+                        "a {} configuration cannot go to a {model}: the models are not compatible",
+                        source.model
+                    ),
+                )));
+            }
+            let copy = Device {
+                mac: to,
+                model,
+                ..source.clone()
+            };
+            check(&state, store, &copy)?;
+            let mut changes = Vec::new();
+            if let Some(existing) = &existing {
+                changes.extend(
+                    delete_device_changes(store, existing.clone())?
+                        .into_iter()
+                        .filter(|c| !matches!(c, Change::DeleteDevice(_))),
+                );
+            }
+            let target_files: Vec<String> = state
+                .catalog
+                .model(&copy.model)
+                .map(|m| m.files.iter().map(|f| f.name.clone()).collect())
+                .unwrap_or_default();
+            let source_prefix = format!("device/{from}/");
+            for (key, history) in store.templates()? {
+                if let Some(file) = key.strip_prefix(&source_prefix)
+                    && target_files.iter().any(|f| f == file)
+                {
+                    changes.push(Change::PutTemplate {
+                        key: uploaded::device_key(to, file),
+                        new: history,
+                        old: None,
+                    });
+                }
+            }
+            changes.push(Change::PutDevice {
+                new: copy.clone(),
+                old: existing,
+            });
+            if request.mode == CloneMode::Replace {
+                changes.extend(delete_device_changes(store, source)?);
+            }
+            Ok((changes, copy))
+        })
+        .await?;
+    // Uploads moved with the phone: put the stored set in force.
+    reload_templates(&state)?;
+    tracing::info!(%from, %to, mode = ?request.mode, "device cloned");
+    Ok((
+        StatusCode::CREATED,
+        Json(with_http_credentials(&state, &device)),
+    ))
+}
+
+/// Puts the stored uploads in force again after a change that moved some.
+pub(super) fn reload_templates(state: &AdminState) -> ApiResult<()> {
+    let stored = state.store.templates()?;
+    let uploads = stored
+        .iter()
+        .filter_map(|(key, h)| h.current().map(|v| (key.as_str(), v.source.as_str())));
+    let renderer = state.provisioner.renderer().with_uploads(uploads)?;
+    state.provisioner.set_renderer(renderer);
+    Ok(())
+}
+
+/// `GET /devices/{mac}/status`: what the server last saw of the phone, and
+/// whether what it last got is what it would get now.
+pub(super) async fn status(state: Shared, Path(mac): Path<String>) -> ApiResult<Json<Value>> {
+    let mac = parse_mac(&mac)?;
+    let device = state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
+    state.provisioner.flush_sightings()?;
+    let state = Arc::clone(&state);
+    Ok(Json(
+        blocking(move || device_status(&state, &device)).await?,
+    ))
+}
+
+/// Which phones `GET /status` lists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StatusFilter {
+    /// Only the phones of this model.
+    model: Option<String>,
+}
+
+/// `GET /status[?model=ID]`: every phone's status, to find the ones that
+/// have not fetched their current files yet.
+pub(super) async fn fleet_status(
+    state: Shared,
+    Query(filter): Query<StatusFilter>,
+) -> ApiResult<Json<Vec<Value>>> {
+    state.provisioner.flush_sightings()?;
+    let state = Arc::clone(&state);
+    // One render per phone seen: off the async workers phones share.
+    let statuses = tokio::task::spawn_blocking(move || {
+        state
+            .store
+            .devices()?
+            .iter()
+            .filter(|device| filter.model.as_ref().is_none_or(|m| *m == device.model))
+            .map(|device| device_status(&state, device))
+            .collect::<ApiResult<Vec<Value>>>()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(statuses))
+}
+
+/// When a phone was last seen, from where, with what, and whether the file
+/// it got then is the one it would get now (null: never seen, or no longer
+/// renders).
+fn device_status(state: &AdminState, device: &Device) -> ApiResult<Value> {
+    let mac = device.mac;
+    let Some(seen) = state.store.sighting(mac)? else {
+        return Ok(json!({"mac": mac, "model": device.model, "last_seen": null, "current": null}));
+    };
+    let current = state
+        .provisioner
+        .preview(
+            mac,
+            &seen.file,
+            &Requester {
+                origin: seen.origin.clone(),
+                firmware: seen.firmware.clone(),
+                without_secrets: seen.without_secrets,
+                masked: false,
+            },
+        )
+        .ok()
+        .map(|now| Some(now.etag) == seen.etag);
+    Ok(json!({
+        "mac": mac,
+        "model": device.model,
+        "last_seen": seen.at,
+        "ip": seen.ip,
+        "user_agent": seen.user_agent,
+        "firmware": seen.firmware,
+        "file": seen.file,
+        "transport": seen.transport,
+        "current": current,
+    }))
+}

@@ -1,0 +1,91 @@
+//! `/api/v1/tokens`: named admin tokens with a scope (`read`, `secrets` or
+//! `write`), shown once when made, revocable at once.
+
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, Shared, Who, parse_body};
+use crate::admin::auth::new_named_token;
+use crate::domain::records::{ApiToken, Scope};
+use crate::store::{Change, StoreError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    scope: Scope,
+}
+
+/// A token as listed: never its hash.
+#[derive(Debug, Serialize)]
+pub(super) struct TokenView {
+    name: String,
+    scope: Scope,
+    created: u64,
+}
+
+pub(super) async fn list(state: Shared) -> ApiResult<Json<Vec<TokenView>>> {
+    let tokens = state.store.tokens()?;
+    Ok(Json(
+        tokens
+            .into_iter()
+            .map(|t| TokenView {
+                name: t.name,
+                scope: t.scope,
+                created: t.created,
+            })
+            .collect(),
+    ))
+}
+
+/// `POST /tokens {"name", "scope"}`: the answer holds the token, once.
+pub(super) async fn create(
+    state: Shared,
+    Extension(super::Actor(actor)): Who,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let wanted: NewToken = parse_body(&body)?;
+    ApiToken::check_name(&wanted.name)?;
+    let (record, token) = new_named_token(&wanted.name, wanted.scope)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    state
+        .store
+        .change(&actor, |store| {
+            if store.token(&wanted.name)?.is_some() {
+                return Err(ApiError::Conflict(crate::domain::records::Invalid::new(
+                    "name",
+                    format!("token {} already exists", wanted.name),
+                )));
+            }
+            Ok((vec![Change::PutToken(record.clone())], ()))
+        })
+        .await?;
+    tracing::info!(name = %record.name, scope = ?record.scope, "token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": record.name, "scope": record.scope, "token": token})),
+    ))
+}
+
+/// `DELETE /tokens/{name}`.
+pub(super) async fn revoke(
+    state: Shared,
+    Extension(super::Actor(actor)): Who,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .store
+        .change(&actor, |store| {
+            let token = store
+                .token(&name)?
+                .ok_or_else(|| StoreError::NotFound(format!("token {name}")))?;
+            Ok::<_, ApiError>((vec![Change::DeleteToken(token)], ()))
+        })
+        .await?;
+    tracing::info!(%name, "token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,1044 @@
+//! The provisioning core: one function that both transports call.
+//!
+//! A [`Request`] (path, User-Agent, peer) becomes a rendered file or a plain
+//! not-found. A phone cannot read error messages, so every refusal looks the
+//! same to it; the reason goes to the log instead. What phones do (which
+//! device fetched what, which unknown MACs knocked) is buffered in memory
+//! and written to the store in batches: a boot storm must not become a storm
+//! of disk writes.
+
+pub mod firmware;
+pub mod request;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::access::client_cert::ClientCert;
+use crate::access::phone_auth::PhoneAuth;
+use crate::access::policy::Policy;
+use crate::access::scan::{BanView, ScanGuard, ScanLimits};
+use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
+use crate::domain::clock::unix_now;
+use crate::domain::mac::Mac;
+use crate::domain::records::{
+    Device, Discovered, HoldsSecrets, LastGood, Settings, Sighting, User, UserId,
+};
+use crate::domain::transport::Transport;
+use crate::metrics::{Metrics, Outcome};
+use crate::provision::firmware::{FirmwareDir, FirmwareImage};
+use crate::render::cache::{self, CacheKey, Input, InputsUsed, RenderCache, Stamp};
+use crate::render::pool::RenderPool;
+use crate::render::served::ServedFile;
+use crate::render::uploaded;
+use crate::render::{FileView, RenderError, Renderer, directory};
+use crate::store::{GLOBAL_SCOPE, Store, StoreError};
+use request::{NotServed, OwnedRequest, Request};
+
+/// The longest file name a phone may ask for. Real names are under 64
+/// characters; anything far longer is a probe.
+pub const MAX_PATH_LEN: usize = 255;
+
+/// Rendered files kept for repeat requests: about 16,000 files of 1.5 KB,
+/// so a site of 10,000 phones fetching over HTTP and TFTP mostly hits.
+const RENDER_CACHE_BYTES: usize = 32 << 20;
+
+/// How many unknown MACs may wait in memory for the next batch write: a
+/// scanner walking a vendor's MAC range must not grow memory without bound.
+const MAX_PENDING_DISCOVERED: usize = 10_000;
+
+/// What a device's file whose render fails is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnRenderFailure {
+    /// The last file the phone was served, when its lines are the same:
+    /// a phone keeps working through a bad change.
+    LastGood,
+    /// The error (an administrator's preview).
+    Error,
+}
+
+/// Where a render may happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renders {
+    /// On this thread.
+    Here,
+    /// Not on this thread: the caller renders on the render pool.
+    Elsewhere,
+}
+
+/// A request checked and understood, ready to be answered.
+struct Prepared<'r> {
+    file_name: &'r str,
+    found: FileMatch<'r>,
+    identity: Identity,
+    requester: Requester,
+    key: CacheKey,
+}
+
+/// What the request says about the phone beyond its file name.
+#[derive(Debug, Default)]
+pub struct Requester {
+    /// `http://<Host>`, the provisioning URL when none is configured.
+    pub origin: Option<String>,
+    /// The firmware its User-Agent reports.
+    pub firmware: Option<String>,
+    /// Leave SIP and admin passwords out (clear-text TFTP, by policy).
+    pub without_secrets: bool,
+    /// Show every password as [`crate::domain::records::SECRET_MASK`], in common
+    /// files too (see [`Requester::masked_preview`]).
+    pub masked: bool,
+}
+
+impl Requester {
+    /// An administrator's preview for a token that may not see secrets:
+    /// every password shows as the mask, and the file, being without
+    /// secrets, is never kept as a phone's last good one nor replaced by it.
+    pub fn masked_preview() -> Requester {
+        Requester {
+            without_secrets: true,
+            masked: true,
+            ..Requester::default()
+        }
+    }
+}
+
+/// Answers phones' requests; shared by every transport.
+pub struct Provisioner {
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    renderer: ArcSwap<Renderer>,
+    cache: RenderCache,
+    pending_sightings: Mutex<HashMap<Mac, Sighting>>,
+    pending_discovered: Mutex<HashMap<Mac, Discovered>>,
+    pending_last_good: Mutex<HashMap<(Mac, String), LastGood>>,
+    /// A fingerprint of each last good file written, pending or found
+    /// unchanged in the store, so a file rendered again unchanged (after a
+    /// cache eviction or a restart) is not copied and written again.
+    last_good_kept: Mutex<KeptFiles>,
+    firmware: FirmwareDir,
+    policy: Policy,
+    phone_auth: PhoneAuth,
+    /// Anti-scanning, per transport: what forged UDP sources do must not
+    /// ban anyone over HTTP.
+    scan_http: ScanGuard,
+    scan_tftp: ScanGuard,
+    metrics: Metrics,
+    /// The threads renders run on, off the async workers.
+    renders: RenderPool,
+}
+
+impl Provisioner {
+    /// A provisioner over a store, a catalog and its templates.
+    pub fn new(
+        store: Arc<Store>,
+        catalog: Arc<Catalog>,
+        renderer: Renderer,
+        firmware: FirmwareDir,
+        policy: Policy,
+        phone_auth: PhoneAuth,
+        renders: RenderPool,
+    ) -> Self {
+        let limits = ScanLimits {
+            unknown_macs: policy.scan_unknown_macs,
+            window: Duration::from_secs(policy.scan_window_secs),
+            ban: Duration::from_secs(policy.ban_secs),
+        };
+        Provisioner {
+            firmware,
+            phone_auth,
+            scan_http: ScanGuard::new(Transport::Http, limits),
+            scan_tftp: ScanGuard::new(Transport::Tftp, limits),
+            policy,
+            metrics: Metrics::new(catalog.models().iter().map(|m| m.vendor.as_str())),
+            store,
+            catalog,
+            renderer: ArcSwap::from_pointee(renderer),
+            cache: RenderCache::new(RENDER_CACHE_BYTES),
+            pending_sightings: Mutex::new(HashMap::new()),
+            pending_discovered: Mutex::new(HashMap::new()),
+            pending_last_good: Mutex::new(HashMap::new()),
+            last_good_kept: Mutex::new(KeptFiles::default()),
+            renders,
+        }
+    }
+
+    /// The access policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// HTTP authentication of phones.
+    pub fn phone_auth(&self) -> &PhoneAuth {
+        &self.phone_auth
+    }
+
+    /// The MAC a path's per-device file is for; None for common files and
+    /// anything that is no phone's file.
+    pub fn device_file_mac(&self, path: &str) -> Option<Mac> {
+        let name = file_name(path).ok()?;
+        self.catalog.match_file(name)?.mac
+    }
+
+    /// The anti-scanning guard of a transport.
+    pub fn scan_guard(&self, transport: Transport) -> &ScanGuard {
+        match transport {
+            Transport::Http => &self.scan_http,
+            Transport::Tftp => &self.scan_tftp,
+        }
+    }
+
+    /// Every transport's bans in force.
+    pub fn bans(&self) -> Vec<BanView> {
+        let mut bans = self.scan_http.bans();
+        bans.extend(self.scan_tftp.bans());
+        bans
+    }
+
+    /// Lifts every ban covering `address`, on every transport; says how
+    /// many there were.
+    pub fn lift_bans(&self, address: IpAddr) -> usize {
+        self.scan_http.lift(address) + self.scan_tftp.lift(address)
+    }
+
+    /// The counters behind `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The catalog the provisioner matches requests against.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The templates in force.
+    pub fn renderer(&self) -> Arc<Renderer> {
+        self.renderer.load_full()
+    }
+
+    /// Puts a new set of templates in force (after an upload was checked).
+    pub fn set_renderer(&self, renderer: Renderer) {
+        self.renderer.store(Arc::new(renderer));
+        self.cache.templates_changed();
+    }
+
+    /// The firmware image a request names: `/firmware/<name>`, or a bare
+    /// name that is not a provisioning file. Images are served as they are.
+    pub fn firmware(&self, request: &Request<'_>) -> Option<FirmwareImage> {
+        if !self.policy.allows(request.transport, request.peer) {
+            return None;
+        }
+        let bare = request.path.trim_start_matches('/');
+        let bare_names = !bare.contains('/') && self.catalog.match_file(bare).is_none();
+        self.firmware.find(request.path, bare_names)
+    }
+
+    /// Answers one request. Synchronous and fast (a few store reads and one
+    /// render), so TFTP can call it inside its serialized open.
+    pub fn handle(&self, request: &Request<'_>) -> Result<ServedFile, NotServed> {
+        // With `Here` there is always an answer.
+        let result = self.answer(request, Renders::Here);
+        self.count(request, result.unwrap_or(Err(NotServed::UnknownFile)))
+    }
+
+    /// Answers one request from an async task: cache hits, refusals and
+    /// unknown files are answered at once; a render, which costs a hundred
+    /// microseconds or more, runs on the render pool so a boot storm's
+    /// first requests do not hold up the async workers.
+    pub async fn handle_async(
+        self: &Arc<Self>,
+        request: &Request<'_>,
+    ) -> Result<ServedFile, NotServed> {
+        if let Some(result) = self.answer(request, Renders::Elsewhere) {
+            return self.count(request, result);
+        }
+        let owned = OwnedRequest::of(request);
+        let provisioner = Arc::clone(self);
+        match self
+            .renders
+            .run(move || provisioner.handle(&owned.request()))
+            .await
+        {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "a render task failed");
+                self.count(
+                    request,
+                    Err(NotServed::Render(RenderError::Other(e.to_string()))),
+                )
+            }
+        }
+    }
+
+    /// Counts an answer in the metrics.
+    fn count(
+        &self,
+        request: &Request<'_>,
+        result: Result<ServedFile, NotServed>,
+    ) -> Result<ServedFile, NotServed> {
+        if let Ok(file) = &result
+            && let Some(model) = self.catalog.model(&file.model)
+        {
+            self.metrics.served(request.transport, &model.vendor);
+        }
+        let outcome = match &result {
+            Ok(_) => Outcome::Served,
+            Err(reason) if reason.is_refusal() => Outcome::Refused,
+            Err(_) => Outcome::NotFound,
+        };
+        self.metrics.request(request.transport, outcome);
+        result
+    }
+
+    /// The answer to a request; None when it needs a render and `renders`
+    /// says not here.
+    fn answer(
+        &self,
+        request: &Request<'_>,
+        renders: Renders,
+    ) -> Option<Result<ServedFile, NotServed>> {
+        match self.prepare(request) {
+            Ok(prepared) => self.respond(request, prepared, renders),
+            Err(refused) => Some(Err(refused)),
+        }
+    }
+
+    /// Everything about a request short of rendering: the policy's checks,
+    /// the file it means, who asks, and the cache key.
+    fn prepare<'r>(&'r self, request: &'r Request<'_>) -> Result<Prepared<'r>, NotServed> {
+        if !self.policy.allows(request.transport, request.peer) {
+            return Err(NotServed::NotAllowed);
+        }
+        let file_name = file_name(request.path)?;
+        let found = self
+            .catalog
+            .match_file(file_name)
+            .ok_or(NotServed::UnknownFile)?;
+        let identity = request
+            .user_agent
+            .map(|ua| self.catalog.identify_user_agent(ua))
+            .unwrap_or_default();
+        let requester = Requester {
+            origin: request.origin(),
+            firmware: identity.firmware.clone(),
+            without_secrets: !self.policy.secrets_for(request.transport, request.peer),
+            masked: false,
+        };
+        if let Some(mac) = found.mac {
+            self.check_client(mac, request, &identity)?;
+        }
+        let key = CacheKey {
+            file: file_name.to_ascii_lowercase(),
+            // The device's record names its model: a User-Agent's word
+            // changes nothing there.
+            model: match found.mac {
+                Some(_) => None,
+                None => common_model(&found, identity.model.as_deref()).map(|(m, _)| m.id.clone()),
+            },
+            origin: Input::Given(requester.origin.clone()),
+            firmware: Input::Given(requester.firmware.clone()),
+            without_secrets: requester.without_secrets,
+        };
+        Ok(Prepared {
+            file_name,
+            found,
+            identity,
+            requester,
+            key,
+        })
+    }
+
+    fn respond(
+        &self,
+        request: &Request<'_>,
+        prepared: Prepared<'_>,
+        renders: Renders,
+    ) -> Option<Result<ServedFile, NotServed>> {
+        let Prepared {
+            file_name,
+            found,
+            identity,
+            requester,
+            key,
+        } = prepared;
+        let stamp = (
+            self.store.generation(),
+            self.cache.template_generation(),
+            cache::quarter_hour(),
+        );
+        let cached = self.cache.get(&key, stamp);
+        // A miss is counted where the render happens, not twice.
+        let would_render = cached.is_none()
+            && match found.mac {
+                None => true,
+                // An unknown MAC needs no render: answer it here.
+                Some(mac) => !matches!(self.store.device(mac), Ok(None)),
+            };
+        if would_render && renders == Renders::Elsewhere {
+            return None;
+        }
+        self.metrics.cache(cached.is_some());
+        Some(match found.mac {
+            None => match cached {
+                Some(file) => Ok(file),
+                None => self
+                    .serve_common(&found, identity.model.as_deref(), &requester)
+                    .map(|(file, used)| self.keep(key, stamp, file, used)),
+            },
+            Some(mac) => {
+                let result = match cached {
+                    Some(file) => Ok(file),
+                    None => self
+                        .serve_device(
+                            mac,
+                            file_name,
+                            &found,
+                            &requester,
+                            OnRenderFailure::LastGood,
+                        )
+                        .map(|(file, used)| self.keep(key, stamp, file, used)),
+                };
+                match &result {
+                    Ok(file) => {
+                        let seen = Sighting {
+                            etag: Some(file.etag.clone()),
+                            origin: requester.origin,
+                            without_secrets: requester.without_secrets,
+                            ..sighting(file_name, request, &identity)
+                        };
+                        lock(&self.pending_sightings).insert(mac, seen);
+                    }
+                    Err(NotServed::UnknownMac(_)) => {
+                        self.metrics.unknown_mac();
+                        self.scan_guard(request.transport)
+                            .note_unknown(request.peer, mac);
+                        self.note_discovered(mac, file_name, request, &identity)
+                    }
+                    Err(_) => {}
+                }
+                result
+            }
+        })
+    }
+
+    /// Refuses a per-device file to a client the policy keeps out: one whose
+    /// client certificate does not name the file's MAC (or that has none
+    /// where one is required), one whose User-Agent names another MAC, or
+    /// one banned for scanning (see [`Provisioner::is_banned_from`]).
+    fn check_client(
+        &self,
+        mac: Mac,
+        request: &Request<'_>,
+        identity: &Identity,
+    ) -> Result<(), NotServed> {
+        // First: a certificate is stronger evidence than a User-Agent, so a
+        // matching User-Agent must not get past it.
+        if !request.client_cert.vouches_for(mac) {
+            return Err(NotServed::ClientCert(request.client_cert));
+        }
+        // Where HTTPS requires certificates, plain HTTP must not hand out
+        // what HTTPS guards.
+        let plain_http = request.transport == Transport::Http && !request.https;
+        if plain_http && self.policy.client_certs_required && !request.authenticated {
+            return Err(NotServed::ClientCert(ClientCert::Missing));
+        }
+        match identity.mac {
+            Some(own) if own != mac && self.policy.match_user_agent_mac => {
+                Err(NotServed::OtherMac(own))
+            }
+            _ if self.is_banned_from(request, mac) => Err(NotServed::Banned),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a ban for scanning keeps `request` from `mac`'s file.
+    ///
+    /// A User-Agent proves nothing (a scanner puts the MAC it guesses
+    /// there), so only a request that proved itself gets past a ban: HTTP
+    /// credentials, or a verified client certificate naming the MAC. Over
+    /// TFTP, whose sources anyone can forge, a ban must not lock a known
+    /// phone out of its own file: the phone last served from the very
+    /// address asking still gets it.
+    pub fn is_banned_from(&self, request: &Request<'_>, mac: Mac) -> bool {
+        if request.authenticated || request.client_cert == ClientCert::Verified(Some(mac)) {
+            return false;
+        }
+        if !self.scan_guard(request.transport).is_banned(request.peer) {
+            return false;
+        }
+        request.transport == Transport::Http || self.last_seen_at(mac) != Some(request.peer)
+    }
+
+    /// The address a device was last served from, if it ever was.
+    fn last_seen_at(&self, mac: Mac) -> Option<IpAddr> {
+        if let Some(pending) = lock(&self.pending_sightings).get(&mac) {
+            return Some(pending.ip);
+        }
+        match self.store.sighting(mac) {
+            Ok(sighting) => sighting.map(|s| s.ip),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a sighting");
+                None
+            }
+        }
+    }
+
+    /// Renders a device's file the way a phone asking as `requester` would
+    /// get it, without counting it as a request (for administrators'
+    /// previews, and to tell whether a phone has its current file).
+    pub fn preview(
+        &self,
+        mac: Mac,
+        file_name: &str,
+        requester: &Requester,
+    ) -> Result<ServedFile, NotServed> {
+        let file_name = file_name_only(file_name)?;
+        let found = self
+            .catalog
+            .match_file(file_name)
+            .ok_or(NotServed::UnknownFile)?;
+        match found.mac {
+            // An administrator is shown what fails, not what hides it.
+            Some(file_mac) if file_mac == mac => self
+                .serve_device(mac, file_name, &found, requester, OnRenderFailure::Error)
+                .map(|(file, _)| file),
+            Some(_) => Err(NotServed::BadPath("the file names another MAC")),
+            None => {
+                let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
+                let found = FileMatch {
+                    candidates: found
+                        .candidates
+                        .into_iter()
+                        .filter(|(m, _)| m.id == device.model)
+                        .collect(),
+                    mac: None,
+                };
+                if found.candidates.is_empty() {
+                    return Err(NotServed::WrongModel {
+                        mac,
+                        model: device.model,
+                    });
+                }
+                self.serve_common(&found, None, requester)
+                    .map(|(file, _)| file)
+            }
+        }
+    }
+
+    /// Keeps a rendered file in the cache, under a key that ignores what
+    /// the render did not use; gives the file back.
+    fn keep(&self, key: CacheKey, stamp: Stamp, file: ServedFile, used: InputsUsed) -> ServedFile {
+        self.cache.put(key.keeping(used), stamp, &file);
+        file
+    }
+
+    /// Which request inputs a file of `model` (for `device`) depends on,
+    /// from the settings its render reads.
+    fn inputs_used(
+        &self,
+        model: &PhoneModel,
+        device: Option<&Device>,
+    ) -> Result<InputsUsed, NotServed> {
+        let global = self.store.settings(GLOBAL_SCOPE)?;
+        let of_model = self.store.settings(&model_scope(&model.id))?;
+        let no_settings = Settings::default();
+        let of_device = device.map_or(&no_settings, |d| &d.settings);
+        let settings = Settings::effective(&[&global, &of_model, of_device]);
+        Ok(InputsUsed {
+            origin: settings.provisioning_url.is_none(),
+            firmware: settings.firmware_url.is_some(),
+        })
+    }
+
+    fn serve_common(
+        &self,
+        found: &FileMatch<'_>,
+        model_hint: Option<&str>,
+        requester: &Requester,
+    ) -> Result<(ServedFile, InputsUsed), NotServed> {
+        let (model, file) = common_model(found, model_hint).ok_or(NotServed::UnknownFile)?;
+        let used = self.inputs_used(model, None)?;
+        let started = Instant::now();
+        let body = self.render_common(&self.renderer(), model, file, requester)?;
+        self.metrics.render(started.elapsed());
+        Ok((ServedFile::new(body, model, file, None), used))
+    }
+
+    /// Renders a common file of a model with the given templates.
+    pub fn render_common(
+        &self,
+        renderer: &Renderer,
+        model: &PhoneModel,
+        file: &ModelFile,
+        requester: &Requester,
+    ) -> Result<Vec<u8>, NotServed> {
+        let mut settings = Settings::effective(&[
+            &self.store.settings(GLOBAL_SCOPE)?,
+            &self.store.settings(&model_scope(&model.id))?,
+        ]);
+        settings.provisioning_url = settings.provisioning_url.or(requester.origin.clone());
+        // Anyone may fetch a common file, no MAC needed; the phone's admin
+        // password (its web page exports the SIP password) goes only in
+        // per-device files, which every family's phones also read.
+        settings.admin_password = None;
+        if requester.masked {
+            settings.mask_secrets();
+        }
+        let view = FileView::common(model, &settings, requester.firmware.as_deref());
+        let template = renderer.pick(
+            &[&uploaded::model_key(&model.id, &file.name)],
+            &file.template,
+        );
+        Ok(renderer.render(&template, &view)?)
+    }
+
+    fn serve_device(
+        &self,
+        mac: Mac,
+        file_name: &str,
+        found: &FileMatch<'_>,
+        requester: &Requester,
+        on_failure: OnRenderFailure,
+    ) -> Result<(ServedFile, InputsUsed), NotServed> {
+        let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
+        let Some(&(model, file)) = found.candidates.iter().find(|(m, _)| m.id == device.model)
+        else {
+            let model = device.model.clone();
+            return Err(match self.catalog.model(&model) {
+                Some(_) => NotServed::WrongModel { mac, model },
+                None => NotServed::MissingModel { mac, model },
+            });
+        };
+        tracing::trace!(%mac, file = file_name, "rendering");
+        let used = self.inputs_used(model, Some(&device))?;
+        let users = self.device_users(&device)?;
+        let started = Instant::now();
+        let rendered =
+            self.render_device(&self.renderer(), model, file, &device, &users, requester);
+        self.metrics.render(started.elapsed());
+        let key = (mac, file_name.to_ascii_lowercase());
+        let accounts: Vec<UserId> = device.lines.iter().map(|line| line.user).collect();
+        match rendered {
+            Ok(body) => {
+                if !requester.without_secrets {
+                    self.keep_last_good(key, accounts, &body);
+                }
+                Ok((ServedFile::new(body, model, file, Some(mac)), used))
+            }
+            Err(failure @ (NotServed::Render(_) | NotServed::Invalid(_))) => {
+                self.metrics.render_failure();
+                let pending = lock(&self.pending_last_good).get(&key).cloned();
+                let good = match pending {
+                    Some(good) => Some(good),
+                    None => self.store.last_good(mac, &key.1)?,
+                };
+                match good {
+                    Some(good)
+                        if on_failure == OnRenderFailure::LastGood
+                            && good.users == accounts
+                            && !requester.without_secrets =>
+                    {
+                        tracing::error!(%mac, file = file_name, error = %failure, "render failed: serving the last good file");
+                        let file = ServedFile::new(good.body.into_bytes(), model, file, Some(mac));
+                        // Kept for this very request only.
+                        let all = InputsUsed {
+                            origin: true,
+                            firmware: true,
+                        };
+                        Ok((file, all))
+                    }
+                    _ => {
+                        tracing::error!(%mac, file = file_name, error = %failure, "render failed and there is no good file to fall back on");
+                        Err(failure)
+                    }
+                }
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The users of a device's lines, in line order.
+    pub fn device_users(&self, device: &Device) -> Result<Vec<User>, NotServed> {
+        device
+            .lines
+            .iter()
+            .map(|line| self.store.user(line.user))
+            .collect::<Result<Option<Vec<User>>, _>>()?
+            .ok_or(NotServed::Store(StoreError::NotFound(
+                "a user on this device's lines".into(),
+            )))
+    }
+
+    /// Renders a device's file with the given templates; `users` are the
+    /// users of its lines, in order.
+    pub fn render_device(
+        &self,
+        renderer: &Renderer,
+        model: &PhoneModel,
+        file: &ModelFile,
+        device: &Device,
+        users: &[User],
+        requester: &Requester,
+    ) -> Result<Vec<u8>, NotServed> {
+        // Line 1's user picks the language, unless the phone itself names one.
+        let owner = Settings {
+            language: users.first().and_then(|user| user.language.clone()),
+            ..Settings::default()
+        };
+        let mut settings = Settings::effective(&[
+            &self.store.settings(GLOBAL_SCOPE)?,
+            &self.store.settings(&model_scope(&model.id))?,
+            &owner,
+            &device.settings,
+        ]);
+        settings.provisioning_url = settings.provisioning_url.or(requester.origin.clone());
+        let stripped: Vec<User>;
+        let users = if requester.masked {
+            settings.mask_secrets();
+            stripped = users.iter().cloned().map(HoldsSecrets::masked).collect();
+            &stripped
+        } else if requester.without_secrets {
+            settings.admin_password = None;
+            stripped = users.iter().cloned().map(User::without_password).collect();
+            &stripped
+        } else {
+            users
+        };
+        let vendor = self.catalog.vendor_of(model);
+        let modules = model
+            .device_modules(device)
+            .map_err(|e| NotServed::Invalid(e.to_string()))?;
+        // Over TFTP there is no User-Agent: the last one seen tells the firmware.
+        let firmware = match &requester.firmware {
+            Some(reported) => Some(reported.clone()),
+            None => self.store.sighting(device.mac)?.and_then(|s| s.firmware),
+        };
+        let view = FileView::device(
+            model,
+            vendor,
+            &settings,
+            device,
+            users,
+            &modules,
+            firmware.as_deref(),
+        );
+        let template = renderer.pick(
+            &[
+                &uploaded::device_key(device.mac, &file.name),
+                &uploaded::model_key(&model.id, &file.name),
+            ],
+            &file.template,
+        );
+        let everyone;
+        let view = if renderer.uses_directory(&template) {
+            everyone = self.store.users()?;
+            view.with_directory(directory(&everyone))
+        } else {
+            view
+        };
+        Ok(renderer.render(&template, &view)?)
+    }
+
+    fn note_discovered(&self, mac: Mac, file: &str, request: &Request<'_>, identity: &Identity) {
+        let last = sighting(file, request, identity);
+        let path_identity = self.catalog.identify_path(file);
+        let vendor = identity
+            .vendor
+            .clone()
+            .or(path_identity.vendor)
+            .or_else(|| self.catalog.vendor_by_oui(mac).map(|v| v.name.clone()));
+        let model = identity.model.clone().or(path_identity.model);
+        let reported_model = identity.reported_model.clone();
+        let mut pending = lock(&self.pending_discovered);
+        if let Some(entry) = pending.get_mut(&mac) {
+            entry.count += 1;
+            entry.vendor = vendor.or(entry.vendor.take());
+            entry.model = model.or(entry.model.take());
+            entry.reported_model = reported_model.or(entry.reported_model.take());
+            entry.last = last;
+        } else if pending.len() < MAX_PENDING_DISCOVERED {
+            pending.insert(
+                mac,
+                Discovered {
+                    mac,
+                    first_seen: last.at,
+                    count: 1,
+                    vendor,
+                    model,
+                    reported_model,
+                    last,
+                },
+            );
+        }
+    }
+
+    /// Drops the rendered files nobody asked for since the previous call,
+    /// so memory a boot storm took comes back once it is over: when it
+    /// dropped any, or an administrator's bulk work ended meanwhile, every
+    /// thread is asked to give its free memory back.
+    pub fn sweep_render_cache(&self) {
+        let dropped = self.cache.sweep_idle();
+        if crate::render::memory::take_bulk_work() || dropped > 0 {
+            crate::render::memory::ask_release();
+        }
+    }
+
+    /// The bytes the render cache holds.
+    pub fn render_cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// Forgets discovered MACs past [`DISCOVERED_TTL`] and beyond [`MAX_DISCOVERED`].
+    pub fn prune_discovered(&self) -> Result<usize, StoreError> {
+        let cutoff = unix_now().saturating_sub(DISCOVERED_TTL.as_secs());
+        self.store.prune_discovered(cutoff, MAX_DISCOVERED)
+    }
+
+    /// Queues a device's freshly rendered file as its last good one, unless
+    /// the same file for the same accounts is already kept.
+    fn keep_last_good(&self, key: (Mac, String), users: Vec<UserId>, body: &[u8]) {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (&users, body).hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        // Bound first, so the lock is not held while the store is read.
+        let kept =
+            lock(&self.last_good_kept).insert(self.store.generation(), key.clone(), fingerprint);
+        match kept {
+            Some(kept) if kept == fingerprint => return,
+            Some(_) => {}
+            // First render since the server started: the first storm after
+            // a restart would otherwise write every file again, unchanged
+            // (30 MB for 10,000 phones). A failed read only costs that write.
+            None => {
+                let stored = self.store.last_good(key.0, &key.1).ok().flatten();
+                if stored.is_some_and(|good| good.users == users && good.body.as_bytes() == body) {
+                    return;
+                }
+            }
+        }
+        let good = LastGood {
+            users,
+            body: String::from_utf8_lossy(body).into_owned(),
+        };
+        lock(&self.pending_last_good).insert(key, good);
+    }
+
+    /// Writes the buffered sightings and discovered MACs to the store.
+    pub fn flush_sightings(&self) -> Result<(), StoreError> {
+        let sightings: Vec<(Mac, Sighting)> = std::mem::take(&mut *lock(&self.pending_sightings))
+            .into_iter()
+            .collect();
+        let discovered: Vec<Discovered> = std::mem::take(&mut *lock(&self.pending_discovered))
+            .into_values()
+            .collect();
+        if !sightings.is_empty() {
+            self.store.record_sightings(&sightings)?;
+        }
+        if !discovered.is_empty() {
+            self.store.record_discovered(&discovered)?;
+        }
+        let last_good: Vec<((Mac, String), LastGood)> =
+            std::mem::take(&mut *lock(&self.pending_last_good))
+                .into_iter()
+                .collect();
+        if !last_good.is_empty() {
+            self.store.record_last_good(&last_good)?;
+        }
+        Ok(())
+    }
+}
+
+/// Fingerprints of the last good files known to be in the store, as of one
+/// store generation: any change may have deleted some (with their device),
+/// so a new generation starts again from the store.
+#[derive(Debug, Default)]
+struct KeptFiles {
+    generation: u64,
+    fingerprints: HashMap<(Mac, String), u64>,
+}
+
+impl KeptFiles {
+    /// Records a file's fingerprint; returns the one known before, if any.
+    fn insert(&mut self, generation: u64, key: (Mac, String), fingerprint: u64) -> Option<u64> {
+        if generation != self.generation {
+            self.fingerprints.clear();
+            self.generation = generation;
+        }
+        self.fingerprints.insert(key, fingerprint)
+    }
+}
+
+/// How often buffered sightings are written to the store.
+pub const SIGHTING_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long an unknown MAC stays listed after its last request.
+pub const DISCOVERED_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The most unknown MACs kept: the newest win, so a scanner walking a MAC
+/// range cannot fill the disk.
+pub const MAX_DISCOVERED: usize = 10_000;
+
+/// The settings scope of a model.
+pub fn model_scope(model_id: &str) -> String {
+    format!("model:{model_id}")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn sighting(file: &str, request: &Request<'_>, identity: &Identity) -> Sighting {
+    Sighting {
+        at: unix_now(),
+        ip: request.peer,
+        user_agent: request.user_agent.map(|ua| ua.chars().take(256).collect()),
+        firmware: identity.firmware.clone(),
+        file: file.to_string(),
+        transport: request.transport.name().to_string(),
+        etag: None,
+        origin: None,
+        without_secrets: false,
+    }
+}
+
+/// The model a common file is rendered for: several models may share a
+/// common file name, and the one the User-Agent names is preferred.
+fn common_model<'f>(
+    found: &FileMatch<'f>,
+    model_hint: Option<&str>,
+) -> Option<(&'f PhoneModel, &'f ModelFile)> {
+    found
+        .candidates
+        .iter()
+        .find(|(m, _)| model_hint == Some(m.id.as_str()))
+        .or(found.candidates.first())
+        .copied()
+}
+
+/// The file name a request path asks for (its last part), after refusing
+/// anything hostile: over-long names, control characters, `.` and `..`
+/// segments anywhere in the path.
+pub fn file_name(path: &str) -> Result<&str, NotServed> {
+    if path.len() > MAX_PATH_LEN {
+        return Err(NotServed::BadPath("path too long"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(NotServed::BadPath("control character in path"));
+    }
+    let mut segments = path.split(['/', '\\']).filter(|s| !s.is_empty()).peekable();
+    let mut last = None;
+    while let Some(segment) = segments.next() {
+        if segment == ".." || segment == "." {
+            return Err(NotServed::BadPath("relative path segment"));
+        }
+        if segments.peek().is_none() {
+            last = Some(segment);
+        }
+    }
+    last.ok_or(NotServed::BadPath("no file name"))
+}
+
+/// Like [`file_name`], for a name that must not have directories at all.
+fn file_name_only(name: &str) -> Result<&str, NotServed> {
+    let file = file_name(name)?;
+    if file != name {
+        return Err(NotServed::BadPath("a file name, not a path"));
+    }
+    Ok(file)
+}
+
+/// The log line of a firmware transfer, with the same fields as the others.
+pub fn log_firmware(request: &Request<'_>, image: &FirmwareImage, bytes: u64, elapsed: Duration) {
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    tracing::info!(
+        transport = request.transport.name(),
+        peer = %request.peer,
+        file = %image.name.escape_debug(),
+        status = "firmware",
+        bytes,
+        micros,
+        "provision"
+    );
+}
+
+/// One log line per provisioning request; the same fields for every transport.
+pub fn log_request(
+    request: &Request<'_>,
+    result: &Result<ServedFile, NotServed>,
+    bytes: usize,
+    elapsed: Duration,
+) {
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    let path: String = request.path.chars().take(80).collect();
+    match result {
+        Ok(file) => tracing::info!(
+            transport = request.transport.name(),
+            peer = %request.peer,
+            file = %path.escape_debug(),
+            mac = %file.mac.map(|m| m.to_string()).unwrap_or_default(),
+            model = %file.model,
+            status = "served",
+            bytes,
+            micros,
+            "provision"
+        ),
+        Err(reason) => tracing::info!(
+            transport = request.transport.name(),
+            peer = %request.peer,
+            file = %path.escape_debug(),
+            mac = %reason.mac().map(|m| m.to_string()).unwrap_or_default(),
+            status = "not-found",
+            reason = %reason,
+            micros,
+            "provision"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Hostile or random paths never panic, and what passes is one plain
+        /// name: no separator, no dot segment, no control character.
+        #[test]
+        fn any_path_is_refused_or_reduced_to_a_plain_name(path in "\\PC{0,40}|[./\\\\%a-f0-9]{0,40}") {
+            if let Ok(name) = file_name(&path) {
+                prop_assert!(!name.is_empty());
+                prop_assert!(!name.contains(['/', '\\']));
+                prop_assert!(name != "." && name != "..");
+                prop_assert!(!name.chars().any(char::is_control));
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        for path in [
+            "../../etc/passwd",
+            "/cfg/../001565aabbcc.cfg",
+            "..\\..\\windows\\win.ini",
+            "001565aabbcc.cfg\0",
+            "a\nb.cfg",
+            "/",
+            "",
+            "./001565aabbcc.cfg",
+        ] {
+            assert!(file_name(path).is_err(), "{path:?} should be refused");
+        }
+        assert!(file_name(&"a".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn the_file_name_is_the_last_segment() {
+        assert_eq!(file_name("/001565aabbcc.cfg").unwrap(), "001565aabbcc.cfg");
+        assert_eq!(file_name("prov/Cisco/x.xml").unwrap(), "x.xml");
+        assert_eq!(file_name("C:\\tftp\\x.cfg").unwrap(), "x.cfg");
+        assert!(file_name_only("dir/x.cfg").is_err());
+    }
+}
