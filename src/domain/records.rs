@@ -985,6 +985,24 @@ pub struct Discovered {
     pub last: Sighting,
 }
 
+impl Discovered {
+    /// This sighting merged into what was known of the MAC: first seen and
+    /// counts add up, and a vendor or model once recognised is kept.
+    pub fn merged_with(&self, old: Option<Discovered>) -> Discovered {
+        match old {
+            Some(old) => Discovered {
+                first_seen: old.first_seen,
+                count: old.count + self.count,
+                vendor: self.vendor.clone().or(old.vendor),
+                model: self.model.clone().or(old.model),
+                reported_model: self.reported_model.clone().or(old.reported_model),
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
+    }
+}
+
 /// Refuses control characters: in a key=value or XML file a line break
 /// would let a value inject settings of its own.
 pub fn check_text(field: &str, value: &str) -> Result<(), Invalid> {
