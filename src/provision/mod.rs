@@ -7,6 +7,7 @@
 //! and written to the store in batches: a boot storm must not become a storm
 //! of disk writes.
 
+pub(crate) mod admission;
 pub mod firmware;
 pub mod request;
 
@@ -427,7 +428,7 @@ impl Provisioner {
     /// Refuses a per-device file to a client the policy keeps out: one whose
     /// client certificate does not name the file's MAC (or that has none
     /// where one is required), one whose User-Agent names another MAC, or
-    /// one banned for scanning (see [`Provisioner::is_banned_from`]).
+    /// one banned for scanning (see `Provisioner::is_banned_from`).
     fn check_client(
         &self,
         mac: Mac,
@@ -451,38 +452,6 @@ impl Provisioner {
             }
             _ if self.is_banned_from(request, mac) => Err(NotServed::Banned),
             _ => Ok(()),
-        }
-    }
-
-    /// Whether a ban for scanning keeps `request` from `mac`'s file.
-    ///
-    /// A User-Agent proves nothing (a scanner puts the MAC it guesses
-    /// there), so only a request that proved itself gets past a ban: HTTP
-    /// credentials, or a verified client certificate naming the MAC. Over
-    /// TFTP, whose sources anyone can forge, a ban must not lock a known
-    /// phone out of its own file: the phone last served from the very
-    /// address asking still gets it.
-    pub fn is_banned_from(&self, request: &Request<'_>, mac: Mac) -> bool {
-        if request.authenticated || request.client_cert == ClientCert::Verified(Some(mac)) {
-            return false;
-        }
-        if !self.scan_guard(request.transport).is_banned(request.peer) {
-            return false;
-        }
-        request.transport == Transport::Http || self.last_seen_at(mac) != Some(request.peer)
-    }
-
-    /// The address a device was last served from, if it ever was.
-    fn last_seen_at(&self, mac: Mac) -> Option<IpAddr> {
-        if let Some(pending) = lock(&self.pending_sightings).get(&mac) {
-            return Some(pending.ip);
-        }
-        match self.store.sighting(mac) {
-            Ok(sighting) => sighting.map(|s| s.ip),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read a sighting");
-                None
-            }
         }
     }
 

@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Extension;
 use axum::Router;
@@ -23,16 +23,14 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use crate::access::client_cert::ClientCert;
-use crate::access::phone_auth::{Attempt, Verdict};
-use crate::domain::mac::Mac;
+use crate::access::phone_auth::Attempt;
 use crate::domain::transport::Transport;
 use crate::metrics::Outcome;
+use crate::provision::admission::Admission;
 use crate::provision::firmware::FirmwareImage;
 use crate::provision::request::{NotServed, Request};
 use crate::provision::{Provisioner, log_firmware, log_request};
-
-/// How long a client suspected of scanning waits for each per-device answer.
-const THROTTLE_DELAY: Duration = Duration::from_millis(500);
+use crate::render::served::ServedFile;
 
 /// The most header bytes a phone's request may carry.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -53,6 +51,7 @@ pub fn https_router(provisioner: Arc<Provisioner>, client_cert_required: bool) -
     router(provisioner).layer(Extension(ClientCertRequired(client_cert_required)))
 }
 
+/// Every phone request: translated, admitted, handled, answered.
 async fn provision(
     State(provisioner): State<Arc<Provisioner>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -63,12 +62,72 @@ async fn provision(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(refusal) = refuse_malformed(&method, &headers) {
+        return refusal;
+    }
+    let started = Instant::now();
+    // Decode %2e%2e and friends before the path checks see it; a path that
+    // is not UTF-8 once decoded is refused like any other bad path.
+    let decoded = percent_decode_str(uri.path()).decode_utf8();
+    let path = decoded.as_deref().unwrap_or("\u{0}");
+    let tls = tls.as_ref().map(|Extension(info)| info.as_ref());
+    let mut request = phone_request(path, peer, tls, cert_required, &uri, &headers);
+    if let Some(image) = provisioner.firmware(&request) {
+        provisioner
+            .metrics()
+            .request(Transport::Http, Outcome::Firmware);
+        let response = serve_firmware(&image, method, uri.clone(), &headers).await;
+        let bytes = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        log_firmware(&request, &image, bytes, started.elapsed());
+        return response;
+    }
+    let attempt = Attempt {
+        method: method.as_str(),
+        target: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
+        peer: request.peer,
+        over_tls: request.https,
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    };
+    match provisioner.admit_http(&request, &attempt).await {
+        Admission::Handle { authenticated } => request.authenticated = authenticated,
+        Admission::Challenge { stale } => {
+            log_request(
+                &request,
+                &Err(NotServed::Unauthorized),
+                0,
+                started.elapsed(),
+            );
+            return challenge(&provisioner, request.peer, stale);
+        }
+        Admission::Ignore => return StatusCode::NOT_FOUND.into_response(),
+    }
+    let result = provisioner.handle_async(&request).await;
+    let response = file_response(&result, &headers);
+    let bytes = match (&result, method == Method::HEAD) {
+        (Ok(file), false) if response.status() == StatusCode::OK => file.body.len(),
+        _ => 0,
+    };
+    log_request(&request, &result, bytes, started.elapsed());
+    response
+}
+
+/// The answer to a request no phone sends: a method other than GET and
+/// HEAD, or far more header bytes than a phone's.
+fn refuse_malformed(method: &Method, headers: &HeaderMap) -> Option<Response> {
     if method != Method::GET && method != Method::HEAD {
-        return (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "GET, HEAD")],
-        )
-            .into_response();
+        return Some(
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, "GET, HEAD")],
+            )
+                .into_response(),
+        );
     }
     // Phones send a few hundred bytes of headers; hyper alone would accept
     // about 400 KB per request.
@@ -77,26 +136,35 @@ async fn provision(
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if header_bytes > MAX_HEADER_BYTES {
-        return StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.into_response();
+        return Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.into_response());
     }
-    let started = Instant::now();
-    // Decode %2e%2e and friends before the path checks see it; a path that
-    // is not UTF-8 once decoded is refused like any other bad path.
-    let decoded = percent_decode_str(uri.path()).decode_utf8();
-    let path = decoded.as_deref().unwrap_or("\u{0}");
+    None
+}
+
+/// The request as the handler sees it: the path already decoded and
+/// checked, the peer as IPv4 where it is, the Host, and what the client
+/// certificate (HTTPS) says.
+fn phone_request<'a>(
+    path: &'a str,
+    peer: SocketAddr,
+    tls: Option<&TlsInfo>,
+    cert_required: Option<Extension<ClientCertRequired>>,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+) -> Request<'a> {
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
     // rustls put the peer's certificates here only once they verified
     // against the client CA bundle; without one it asks for none.
-    let client_cert = match &tls {
-        Some(Extension(info)) => ClientCert::from_peer(
+    let client_cert = match tls {
+        Some(info) => ClientCert::from_peer(
             &info.peer_certificates,
             cert_required.is_some_and(|Extension(ClientCertRequired(required))| required),
         ),
         None => ClientCert::Unchecked,
     };
-    let mut request = Request {
+    Request {
         path,
         user_agent,
         // A dual-stack listener sees IPv4 phones as ::ffff:a.b.c.d; logs,
@@ -111,61 +179,13 @@ async fn provision(
         https: tls.is_some(),
         client_cert,
         authenticated: false,
-    };
-    if let Some(image) = provisioner.firmware(&request) {
-        provisioner
-            .metrics()
-            .request(Transport::Http, Outcome::Firmware);
-        let response = serve_firmware(&image, method, uri.clone(), &headers).await;
-        let bytes = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0);
-        log_firmware(&request, &image, bytes, started.elapsed());
-        return response;
     }
-    // Which MAC the file is for matters only to authentication and to a
-    // client suspected of scanning: most requests skip the lookup here.
-    let suspect = provisioner
-        .scan_guard(Transport::Http)
-        .is_suspect(request.peer);
-    let device_mac = if suspect || provisioner.phone_auth().required() {
-        provisioner.device_file_mac(request.path)
-    } else {
-        None
-    };
-    if let Some(mac) = device_mac {
-        // Every per-device answer to a suspect waits, found or not, banned
-        // or not, whatever its User-Agent says: the timing tells nothing.
-        if suspect {
-            throttle(&provisioner).await;
-        }
-        let attempt = Attempt {
-            method: method.as_str(),
-            target: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
-            peer: request.peer,
-            over_tls: request.https,
-            authorization: headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok()),
-        };
-        match credentials(&provisioner, &attempt, mac) {
-            Some(Verdict::Accepted) => request.authenticated = true,
-            Some(verdict) => {
-                log_request(
-                    &request,
-                    &Err(NotServed::Unauthorized),
-                    0,
-                    started.elapsed(),
-                );
-                return challenge(&provisioner, request.peer, verdict == Verdict::Stale);
-            }
-            None => {}
-        }
-    }
-    let result = provisioner.handle_async(&request).await;
-    let response = match &result {
+}
+
+/// The answer to a handled request: the file (or 304 when the phone
+/// holds it already, by ETag), or the same not-found for every refusal.
+fn file_response(result: &Result<ServedFile, NotServed>, headers: &HeaderMap) -> Response {
+    match result {
         Ok(file) => {
             let fresh = headers
                 .get(header::IF_NONE_MATCH)
@@ -191,22 +211,7 @@ async fn provision(
             StatusCode::NOT_FOUND.into_response()
         }
         Err(_) => StatusCode::NOT_FOUND.into_response(),
-    };
-    let bytes = match (&result, method == Method::HEAD) {
-        (Ok(file), false) if response.status() == StatusCode::OK => file.body.len(),
-        _ => 0,
-    };
-    log_request(&request, &result, bytes, started.elapsed());
-    response
-}
-
-/// What a per-device request's credentials are worth; None when phones
-/// need none, or the client's network is refused anyway (it then gets the
-/// same not-found as everything else).
-fn credentials(provisioner: &Provisioner, attempt: &Attempt<'_>, mac: Mac) -> Option<Verdict> {
-    let auth = provisioner.phone_auth();
-    let allowed = provisioner.policy().allows(Transport::Http, attempt.peer);
-    (allowed && auth.required()).then(|| auth.check(attempt, mac))
+    }
 }
 
 /// A 401 asking for credentials. Any MAC-shaped name is challenged alike: it
@@ -224,12 +229,6 @@ fn challenge(provisioner: &Provisioner, peer: IpAddr, stale: bool) -> Response {
         }
     }
     response
-}
-
-/// Holds back an answer to a client suspected of scanning, and counts it.
-async fn throttle(provisioner: &Provisioner) {
-    provisioner.metrics().http_throttled();
-    tokio::time::sleep(THROTTLE_DELAY).await;
 }
 
 /// Streams a firmware image, honouring `Range`, `If-Range` and `HEAD`.

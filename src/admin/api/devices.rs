@@ -11,10 +11,9 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::templates::blocking;
 use super::{
-    Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who, from_json, merge_patch, parse_body,
-    parse_patch,
+    Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who, blocking, from_json, merge_patch,
+    parse_body, parse_patch,
 };
 use crate::access::phone_auth::AuthMode;
 use crate::domain::mac::Mac;
@@ -352,11 +351,12 @@ pub(super) fn reload_templates(state: &AdminState) -> ApiResult<()> {
 pub(super) async fn status(state: Shared, Path(mac): Path<String>) -> ApiResult<Json<Value>> {
     let mac = parse_mac(&mac)?;
     let device = state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
-    state.provisioner.flush_sightings()?;
     let state = Arc::clone(&state);
-    Ok(Json(
-        blocking(move || device_status(&state, &device)).await?,
-    ))
+    let status = blocking(move || {
+        state.provisioner.flush_sightings()?;
+        device_status(&state, &device)
+    });
+    Ok(Json(status.await?))
 }
 
 /// Which phones `GET /status` lists.
@@ -373,10 +373,10 @@ pub(super) async fn fleet_status(
     state: Shared,
     Query(filter): Query<StatusFilter>,
 ) -> ApiResult<Json<Vec<Value>>> {
-    state.provisioner.flush_sightings()?;
     let state = Arc::clone(&state);
-    // One render per phone seen: off the async workers phones share.
-    let statuses = tokio::task::spawn_blocking(move || {
+    // One render per phone seen.
+    let statuses = blocking(move || {
+        state.provisioner.flush_sightings()?;
         state
             .store
             .devices()?
@@ -385,8 +385,7 @@ pub(super) async fn fleet_status(
             .map(|device| device_status(&state, device))
             .collect::<ApiResult<Vec<Value>>>()
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    .await?;
     Ok(Json(statuses))
 }
 

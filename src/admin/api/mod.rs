@@ -452,6 +452,18 @@ fn parse_patch(body: &Bytes) -> ApiResult<Value> {
     Ok(patch)
 }
 
+/// Runs an administrator's work that renders, checks, reads many records
+/// or waits on the disk, on a blocking thread: a render may take its whole
+/// budget, which the async workers phones share must not spend. Every
+/// handler that does such work goes through here.
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::Internal(e.to_string())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

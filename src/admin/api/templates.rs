@@ -14,7 +14,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Actor, AdminState, ApiError, ApiResult, Shared, Who, parse_body};
+use super::{Actor, AdminState, ApiError, ApiResult, Shared, Who, blocking, parse_body};
 use crate::admin::backup::Backup;
 use crate::catalog::{ModelFile, PhoneModel};
 use crate::domain::clock::unix_now;
@@ -198,17 +198,6 @@ fn deactivate(state: &AdminState, actor: &str, slot: &Slot) -> ApiResult<()> {
     )?;
     state.provisioner.set_renderer(renderer);
     Ok(())
-}
-
-/// Runs an administrator's change that renders on a blocking thread: a
-/// render may take its whole budget, which the async workers phones share
-/// must not spend.
-pub(super) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| Err(ApiError::Internal(e.to_string())))
 }
 
 pub(super) async fn history(

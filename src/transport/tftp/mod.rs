@@ -33,6 +33,7 @@ use tokio::net::UdpSocket;
 
 use crate::domain::transport::Transport;
 use crate::metrics::Outcome;
+use crate::provision::admission::Admission;
 use crate::provision::request::{NotServed, Request};
 use crate::provision::{Provisioner, log_firmware, log_request};
 use packet::{ErrorCode, ReadRequest, RequestError};
@@ -188,7 +189,8 @@ impl Shared {
         if self.state.closing.load(Ordering::SeqCst) {
             return self.answer(peer, local, ErrorCode::Other, "server shutting down");
         }
-        if self.is_banned_from(peer, &read.name) {
+        let request = Request::tftp(&read.name, peer.ip());
+        if self.provisioner.admit_tftp(&request) == Admission::Ignore {
             return;
         }
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
@@ -208,24 +210,6 @@ impl Shared {
             return;
         }
         self.start(&mut clients, peer, local, read);
-    }
-
-    /// Whether `peer` is banned for scanning from `name`, a per-device
-    /// file. Such a request gets no answer at all: a scanner then waits out
-    /// its timeout before every next guess, as HTTP makes it wait, instead
-    /// of taking CPU that known phones need (BENCHMARKS.md).
-    fn is_banned_from(&self, peer: SocketAddr, name: &str) -> bool {
-        let provisioner = &self.provisioner;
-        let banned = provisioner
-            .device_file_mac(name)
-            .is_some_and(|mac| provisioner.is_banned_from(&Request::tftp(name, peer.ip()), mac));
-        if banned {
-            provisioner
-                .metrics()
-                .request(Transport::Tftp, Outcome::Refused);
-            tracing::debug!(peer = %peer, "TFTP request from a banned scanner, not answered");
-        }
-        banned
     }
 
     /// A request that looked like a resend of `current`'s: started unless
