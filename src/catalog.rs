@@ -535,11 +535,25 @@ impl Catalog {
         }
     }
 
+    /// What a requested path means: its longest tail that is a file
+    /// pattern, and that tail. A pattern may put `{mac}` in a folder
+    /// (`gs-phonebook/{mac}/phonebook.xml`) for phones that are given a
+    /// folder and add the file name themselves.
+    pub fn match_path<'p>(&self, path: &'p str) -> Option<(&'p str, FileMatch<'_>)> {
+        let path = path.trim_end_matches(['/', '\\']);
+        path.rmatch_indices(['/', '\\'])
+            .map(|(at, _)| &path[at + 1..])
+            .chain(std::iter::once(path))
+            .take(self.file_names.depth)
+            .filter_map(|tail| Some((tail, self.match_file(tail)?)))
+            .last()
+    }
+
     /// What a requested path says: the MAC in it, and the vendor and model
     /// when only one could ask for it.
     pub fn identify_path(&self, path: &str) -> Identity {
-        let file_name = path.rsplit(['/', '\\']).next().unwrap_or(path);
-        let Some(found) = self.match_file(file_name) else {
+        let Some((_, found)) = self.match_path(path) else {
+            let file_name = path.rsplit(['/', '\\']).next().unwrap_or(path);
             return self.identify_unserved(file_name);
         };
         let only = |values: Vec<&String>| {
@@ -812,6 +826,8 @@ struct FileNames {
     around_mac: HashMap<String, Vec<(String, usize)>>,
     /// The (model, file) pairs each pattern stands for.
     owners: Vec<Vec<(usize, usize)>>,
+    /// The most path segments a pattern has (1 when all are file names).
+    depth: usize,
 }
 
 impl FileNames {
@@ -834,8 +850,10 @@ impl FileNames {
             fixed: HashMap::new(),
             around_mac: HashMap::new(),
             owners: Vec::with_capacity(by_name.len()),
+            depth: 1,
         };
         for (pattern, (name, owners)) in by_name.into_iter().enumerate() {
+            names.depth = names.depth.max(name.split('/').count());
             match name.split_once("{mac}") {
                 None => {
                     names.fixed.insert(name, pattern);
@@ -1139,6 +1157,33 @@ key_types = ["line"]
             "{err}"
         );
         assert!(with("").is_err());
+    }
+
+    #[test]
+    fn a_mac_in_a_folder_is_matched_on_the_paths_tail() {
+        let folder = ACME.replace(
+            "[[models]]\nid = \"acme-a1\"",
+            "[[files]]\nname = \"book/{mac}/book.xml\"\ntemplate = \"book.xml\"\n[[models]]\nid = \"acme-a1\"",
+        );
+        let sources = BTreeMap::from([("acme.toml".to_string(), folder)]);
+        let catalog = Catalog::from_sources(&sources).unwrap();
+        let (tail, found) = catalog
+            .match_path("/prov/Book/AABBCC000001/book.xml")
+            .unwrap();
+        assert_eq!(tail, "Book/AABBCC000001/book.xml");
+        assert_eq!(found.mac.unwrap().lower(), "aabbcc000001");
+        assert!(found.candidates[0].1.template.ends_with("book.xml"));
+        let (tail, _) = catalog.match_path("/prov/aabbcc000001.cfg/").unwrap();
+        assert_eq!(tail, "aabbcc000001.cfg", "a file name still matches alone");
+        assert!(catalog.match_path("/book.xml").is_none());
+        assert!(catalog.match_path("/book/aabbcc000001/other.xml").is_none());
+        assert_eq!(
+            catalog
+                .identify_path("/book/aabbcc000001/book.xml")
+                .vendor
+                .as_deref(),
+            Some("Acme")
+        );
     }
 
     #[test]

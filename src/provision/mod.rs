@@ -180,8 +180,8 @@ impl Provisioner {
     /// The MAC a path's per-device file is for; None for common files and
     /// anything that is no phone's file.
     pub fn device_file_mac(&self, path: &str) -> Option<Mac> {
-        let name = file_name(path).ok()?;
-        self.catalog.match_file(name)?.mac
+        file_name(path).ok()?;
+        self.catalog.match_path(path)?.1.mac
     }
 
     /// The anti-scanning guard of a transport.
@@ -313,10 +313,10 @@ impl Provisioner {
         if !self.policy.allows(request.transport, request.peer) {
             return Err(NotServed::NotAllowed);
         }
-        let file_name = file_name(request.path)?;
-        let found = self
+        file_name(request.path)?;
+        let (file_name, found) = self
             .catalog
-            .match_file(file_name)
+            .match_path(request.path)
             .ok_or(NotServed::UnknownFile)?;
         let identity = request
             .user_agent
@@ -455,6 +455,18 @@ impl Provisioner {
         }
     }
 
+    /// What a name the administrator gives means: it must be one of the
+    /// catalog's file patterns as a whole (`gs-phonebook/{mac}/phonebook.xml`
+    /// has folders), not a path that ends in one.
+    fn file_pattern(&self, name: &str) -> Result<FileMatch<'_>, NotServed> {
+        file_name(name)?;
+        match self.catalog.match_path(name) {
+            Some((pattern, found)) if pattern == name => Ok(found),
+            Some(_) => Err(NotServed::BadPath("a file name, not a path")),
+            None => Err(NotServed::UnknownFile),
+        }
+    }
+
     /// Renders a device's file the way a phone asking as `requester` would
     /// get it, without counting it as a request (for administrators'
     /// previews, and to tell whether a phone has its current file).
@@ -464,11 +476,7 @@ impl Provisioner {
         file_name: &str,
         requester: &Requester,
     ) -> Result<ServedFile, NotServed> {
-        let file_name = file_name_only(file_name)?;
-        let found = self
-            .catalog
-            .match_file(file_name)
-            .ok_or(NotServed::UnknownFile)?;
+        let found = self.file_pattern(file_name)?;
         match found.mac {
             // An administrator is shown what fails, not what hides it.
             Some(file_mac) if file_mac == mac => self
@@ -910,15 +918,6 @@ pub fn file_name(path: &str) -> Result<&str, NotServed> {
     last.ok_or(NotServed::BadPath("no file name"))
 }
 
-/// Like [`file_name`], for a name that must not have directories at all.
-fn file_name_only(name: &str) -> Result<&str, NotServed> {
-    let file = file_name(name)?;
-    if file != name {
-        return Err(NotServed::BadPath("a file name, not a path"));
-    }
-    Ok(file)
-}
-
 /// The log line of a firmware transfer, with the same fields as the others.
 pub fn log_firmware(request: &Request<'_>, image: &FirmwareImage, bytes: u64, elapsed: Duration) {
     let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -1008,6 +1007,5 @@ mod tests {
         assert_eq!(file_name("/001565aabbcc.cfg").unwrap(), "001565aabbcc.cfg");
         assert_eq!(file_name("prov/Cisco/x.xml").unwrap(), "x.xml");
         assert_eq!(file_name("C:\\tftp\\x.cfg").unwrap(), "x.cfg");
-        assert!(file_name_only("dir/x.cfg").is_err());
     }
 }

@@ -74,7 +74,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
                 .patch(devices::update)
                 .delete(devices::remove),
         )
-        .route("/devices/{mac}/files/{name}", get(devices::file))
+        .route("/devices/{mac}/files/{*name}", get(devices::file))
         .route("/devices/{mac}/clone", axum::routing::post(devices::clone))
         .route("/devices/{mac}/status", get(devices::status))
         .route("/devices/{mac}/resync", axum::routing::post(resync::one))
