@@ -1,13 +1,12 @@
 //! The threads that render: a fixed set, one per core.
 //!
-//! Renders used to run on tokio's blocking pool behind a semaphore of one
-//! permit per core. That bounded the renders running at once, but not the
-//! threads: a permit comes back before the thread that used it is idle
-//! again, so the next render often found no idle thread and started one. A
-//! 10-minute storm ran on about 30 of them, each with its own allocator heap
-//! keeping memory it had freed. A fixed set keeps the heaps few and warm.
-//! The semaphore stays in front: a request that gives up while it waits
-//! (a phone that timed out) leaves before its render is queued.
+//! Not tokio's blocking pool: it starts a thread whenever a job finds none
+//! idle, and a permit handed back before its thread is idle again makes
+//! that the common case, so a 10-minute storm ran on about 30 threads, each
+//! with an allocator heap keeping what it had freed (BENCHMARKS.md). A fixed
+//! set keeps the heaps few and warm. A semaphore stays in front: a request
+//! that gives up while it waits (a phone that timed out) leaves before its
+//! render is queued.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
