@@ -20,7 +20,9 @@ use arc_swap::ArcSwapOption;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
 
 use super::audit::AuditEntry;
 use super::{Backend, Change, Counted, SCHEMA_VERSION, StoreError, StoreState, TemplateHistory};
@@ -662,73 +664,116 @@ fn apply(
         &trees.meta,
     ];
     trees.as_slice().transaction(|t| {
-        let (users, indexes, devices, sightings) = (&t[0], &t[1..4], &t[4], &t[5]);
-        let (settings, templates, audit, discovered) = (&t[6], &t[7], &t[8], &t[9]);
-        let (tokens, last_good, meta) = (&t[10], &t[11], &t[12]);
+        let tx = InTransaction::of(t);
         // What was really there, not what the plan thought: the counts
         // cannot drift.
         let (mut users_added, mut devices_added) = (0i64, 0i64);
         for (applied, change) in changes.iter().enumerate() {
             report(Stage::Writing, applied + 1, changes.len());
-            match change {
-                Change::PutUser { new, old } => {
-                    write_user_indexes(indexes, new, old.as_ref())?;
-                    if users.insert(&new.id.to_be_bytes(), encode(new))?.is_none() {
-                        users_added += 1;
-                    }
-                }
-                Change::DeleteUser(user) => {
-                    for (index, key) in indexes.iter().zip(unique_keys(user)) {
-                        if let Some(key) = key {
-                            index.remove(key.as_bytes())?;
-                        }
-                    }
-                    if users.remove(&user.id.to_be_bytes())?.is_some() {
-                        users_added -= 1;
-                    }
-                }
-                Change::PutDevice { new, .. } => {
-                    if devices.insert(&new.mac.bytes(), encode(new))?.is_none() {
-                        devices_added += 1;
-                    }
-                }
-                Change::DeleteDevice(device) => {
-                    if devices.remove(&device.mac.bytes())?.is_some() {
-                        devices_added -= 1;
-                    }
-                    sightings.remove(&device.mac.bytes())?;
-                }
-                Change::PutSettings { scope, new, .. } => {
-                    settings.insert(scope.as_bytes(), encode(new))?;
-                }
-                Change::PutTemplate { key, new, .. } => {
-                    templates.insert(key.as_bytes(), encode(new))?;
-                }
-                Change::DeleteTemplate { key, .. } => {
-                    templates.remove(key.as_bytes())?;
-                }
-                Change::DeleteDiscovered(mac) => {
-                    discovered.remove(&mac.bytes())?;
-                }
-                Change::PutToken(token) => {
-                    tokens.insert(token.name.as_bytes(), encode(token))?;
-                }
-                Change::DeleteToken(token) => {
-                    tokens.remove(token.name.as_bytes())?;
-                }
-            }
+            let (users, devices) = tx.write(change)?;
+            users_added += users;
+            devices_added += devices;
         }
         for key in &forgotten_files {
-            last_good.remove(key)?;
+            tx.last_good.remove(key)?;
         }
-        add_to_count(meta, USER_COUNT_KEY, users_added)?;
-        add_to_count(meta, DEVICE_COUNT_KEY, devices_added)?;
+        add_to_count(tx.meta, USER_COUNT_KEY, users_added)?;
+        add_to_count(tx.meta, DEVICE_COUNT_KEY, devices_added)?;
         for entry in entries {
-            audit.insert(&entry.id.to_be_bytes(), encode(entry))?;
+            tx.audit.insert(&entry.id.to_be_bytes(), encode(entry))?;
         }
         Ok(())
     })?;
     Ok(())
+}
+
+/// The trees of one change's transaction, by name (in [`apply`]'s order).
+struct InTransaction<'t> {
+    users: &'t TransactionalTree,
+    indexes: &'t [TransactionalTree],
+    devices: &'t TransactionalTree,
+    sightings: &'t TransactionalTree,
+    settings: &'t TransactionalTree,
+    templates: &'t TransactionalTree,
+    audit: &'t TransactionalTree,
+    discovered: &'t TransactionalTree,
+    tokens: &'t TransactionalTree,
+    last_good: &'t TransactionalTree,
+    meta: &'t TransactionalTree,
+}
+
+impl<'t> InTransaction<'t> {
+    fn of(t: &'t [TransactionalTree]) -> Self {
+        InTransaction {
+            users: &t[0],
+            indexes: &t[1..4],
+            devices: &t[4],
+            sightings: &t[5],
+            settings: &t[6],
+            templates: &t[7],
+            audit: &t[8],
+            discovered: &t[9],
+            tokens: &t[10],
+            last_good: &t[11],
+            meta: &t[12],
+        }
+    }
+
+    /// Writes one change; how many users and devices it added (or, below
+    /// zero, removed).
+    fn write(&self, change: &Change) -> TxResult<(i64, i64)> {
+        let added = |existed: bool| i64::from(!existed);
+        let removed = |existed: bool| -i64::from(existed);
+        Ok(match change {
+            Change::PutUser { new, old } => {
+                write_user_indexes(self.indexes, new, old.as_ref())?;
+                let existed = self.users.insert(&new.id.to_be_bytes(), encode(new))?;
+                (added(existed.is_some()), 0)
+            }
+            Change::DeleteUser(user) => {
+                for (index, key) in self.indexes.iter().zip(unique_keys(user)) {
+                    if let Some(key) = key {
+                        index.remove(key.as_bytes())?;
+                    }
+                }
+                let existed = self.users.remove(&user.id.to_be_bytes())?;
+                (removed(existed.is_some()), 0)
+            }
+            Change::PutDevice { new, .. } => {
+                let existed = self.devices.insert(&new.mac.bytes(), encode(new))?;
+                (0, added(existed.is_some()))
+            }
+            Change::DeleteDevice(device) => {
+                let existed = self.devices.remove(&device.mac.bytes())?;
+                self.sightings.remove(&device.mac.bytes())?;
+                (0, removed(existed.is_some()))
+            }
+            Change::PutSettings { scope, new, .. } => {
+                self.settings.insert(scope.as_bytes(), encode(new))?;
+                (0, 0)
+            }
+            Change::PutTemplate { key, new, .. } => {
+                self.templates.insert(key.as_bytes(), encode(new))?;
+                (0, 0)
+            }
+            Change::DeleteTemplate { key, .. } => {
+                self.templates.remove(key.as_bytes())?;
+                (0, 0)
+            }
+            Change::DeleteDiscovered(mac) => {
+                self.discovered.remove(&mac.bytes())?;
+                (0, 0)
+            }
+            Change::PutToken(token) => {
+                self.tokens.insert(token.name.as_bytes(), encode(token))?;
+                (0, 0)
+            }
+            Change::DeleteToken(token) => {
+                self.tokens.remove(token.name.as_bytes())?;
+                (0, 0)
+            }
+        })
+    }
 }
 
 /// The unique keys of a user, in index order: extension, SIP username, e-mail.
@@ -745,7 +790,7 @@ const UNIQUE_FIELDS: [&str; 3] = ["extension", "sip.username", "email"];
 /// Moves a user's index entries from its old keys to its new ones, refusing
 /// a key another user holds.
 fn write_user_indexes(
-    indexes: &[sled::transaction::TransactionalTree],
+    indexes: &[TransactionalTree],
     user: &User,
     old: Option<&User>,
 ) -> TxResult<()> {
@@ -784,11 +829,7 @@ fn decode_count(stored: Option<&[u8]>) -> u64 {
 }
 
 /// Adds `delta` to the count under `key`, in a transaction.
-fn add_to_count(
-    meta: &sled::transaction::TransactionalTree,
-    key: &[u8],
-    delta: i64,
-) -> TxResult<()> {
+fn add_to_count(meta: &TransactionalTree, key: &[u8], delta: i64) -> TxResult<()> {
     if delta == 0 {
         return Ok(());
     }
