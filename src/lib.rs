@@ -19,7 +19,8 @@
 //!   (HTTP Digest), and [`scan`] (anti-scanning bans, one guard per
 //!   transport, by address and by network). Firmware images
 //!   ([`firmware`]) are served as they are, never rendered. [`metrics`]
-//!   counts it all for `/metrics`.
+//!   counts it all for `/metrics`. Whatever expires (bans, nonces, cache
+//!   entries) reads the time from a [`clock`], which tests move by hand.
 //! - [`catalog`]: phone models as data (`phone-models/*.toml`), path and
 //!   User-Agent recognition.
 //! - [`render`]: Tera templates (`templates/`) and the view they see;
@@ -51,6 +52,7 @@ pub mod backup;
 pub mod cache;
 pub mod catalog;
 pub mod client_cert;
+pub mod clock;
 pub mod config;
 pub mod data_dir;
 pub mod firmware;
