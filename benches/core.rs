@@ -16,6 +16,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use deskboot::catalog::Catalog;
 use deskboot::client_cert::ClientCert;
+use deskboot::clock::Clock;
 use deskboot::firmware::FirmwareDir;
 use deskboot::import;
 use deskboot::mac::Mac;
@@ -197,6 +198,7 @@ fn site() -> Site {
             mode: policy.http_auth,
             ..AuthSettings::default()
         },
+        Clock::System,
     )
     .expect("phone auth");
     let provisioner = Provisioner::new(
@@ -207,6 +209,7 @@ fn site() -> Site {
         policy,
         phone_auth,
         RenderPool::new(1).expect("render thread"),
+        Clock::System,
     );
     Site {
         _dir: dir,

@@ -17,9 +17,10 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::cache::{self, CacheKey, Input, InputsUsed, RenderCache, Stamp};
+use crate::cache::{CacheKey, Input, InputsUsed, RenderCache, Stamp};
 use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
 use crate::client_cert::ClientCert;
+use crate::clock::Clock;
 use crate::firmware::{FirmwareDir, FirmwareImage};
 use crate::mac::Mac;
 use crate::metrics::{Metrics, Outcome};
@@ -329,10 +330,15 @@ pub struct Provisioner {
     metrics: Metrics,
     /// The threads renders run on, off the async workers.
     renders: RenderPool,
+    /// The time bans, cache sweeps and TFTP's memory of addresses go by.
+    clock: Clock,
 }
 
 impl Provisioner {
-    /// A provisioner over a store, a catalog and its templates.
+    /// A provisioner over a store, a catalog and its templates, on `clock`'s time.
+    // Each argument is a part the server builds and may share; a struct
+    // of them would only repeat this list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
         catalog: Arc<Catalog>,
@@ -341,6 +347,7 @@ impl Provisioner {
         policy: Policy,
         phone_auth: PhoneAuth,
         renders: RenderPool,
+        clock: Clock,
     ) -> Self {
         let limits = ScanLimits {
             unknown_macs: policy.scan_unknown_macs,
@@ -350,20 +357,26 @@ impl Provisioner {
         Provisioner {
             firmware,
             phone_auth,
-            scan_http: ScanGuard::new(Transport::Http, limits),
-            scan_tftp: ScanGuard::new(Transport::Tftp, limits),
+            scan_http: ScanGuard::new(Transport::Http, limits, clock.clone()),
+            scan_tftp: ScanGuard::new(Transport::Tftp, limits, clock.clone()),
             policy,
             metrics: Metrics::new(catalog.models().iter().map(|m| m.vendor.as_str())),
             store,
             catalog,
             renderer: ArcSwap::from_pointee(renderer),
-            cache: RenderCache::new(RENDER_CACHE_BYTES),
+            cache: RenderCache::new(RENDER_CACHE_BYTES, clock.clone()),
             pending_sightings: Mutex::new(HashMap::new()),
             pending_discovered: Mutex::new(HashMap::new()),
             pending_last_good: Mutex::new(HashMap::new()),
             last_good_kept: Mutex::new(KeptFiles::default()),
             renders,
+            clock,
         }
+    }
+
+    /// The clock its decisions go by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The access policy.
@@ -567,7 +580,7 @@ impl Provisioner {
         let stamp = (
             self.store.generation(),
             self.cache.template_generation(),
-            cache::quarter_hour(),
+            self.cache.quarter_hour(),
         );
         let cached = self.cache.get(&key, stamp);
         // A miss is counted where the render happens, not twice.
@@ -975,12 +988,15 @@ impl Provisioner {
         }
     }
 
-    /// Drops the rendered files nobody asked for since the previous call,
-    /// so memory a boot storm took comes back once it is over: when it
-    /// dropped any, or an administrator's bulk work ended meanwhile, every
-    /// thread is asked to give its free memory back.
+    /// Drops the rendered files nobody asked for since the previous sweep,
+    /// when one is due ([`crate::cache::SWEEP_INTERVAL`]), so memory a boot
+    /// storm took comes back once it is over: when it dropped any, or an
+    /// administrator's bulk work ended meanwhile, every thread is asked to
+    /// give its free memory back.
     pub fn sweep_render_cache(&self) {
-        let dropped = self.cache.sweep_idle();
+        let Some(dropped) = self.cache.sweep_if_due() else {
+            return;
+        };
         if crate::memory::take_bulk_work() || dropped > 0 {
             crate::memory::ask_release();
         }
