@@ -313,15 +313,17 @@ impl RenderCache {
         entries.bytes += size;
     }
 
-    /// Drops the entries nobody asked for since the previous sweep, now;
-    /// returns how many bytes it dropped.
-    pub fn sweep_idle(&self) -> usize {
+    /// Drops the entries nobody asked for since the previous sweep, now,
+    /// whatever the clock says; returns how many bytes it dropped.
+    #[cfg(test)]
+    fn sweep_idle(&self) -> usize {
         self.lock().sweep_idle()
     }
 
-    /// Sweeps ([`Self::sweep_idle`]) when [`SWEEP_INTERVAL`] has passed
-    /// since the last sweep, so it gives back what a storm took once the
-    /// storm is over; the bytes it dropped, or `None` when no sweep was due.
+    /// Drops the entries nobody asked for since the previous sweep, when
+    /// [`SWEEP_INTERVAL`] has passed since it, so what a storm took is given
+    /// back once the storm is over; the bytes it dropped, or `None` when no
+    /// sweep was due.
     pub fn sweep_if_due(&self) -> Option<usize> {
         let now = self.clock.now();
         let mut entries = self.lock();

@@ -330,8 +330,6 @@ pub struct Provisioner {
     metrics: Metrics,
     /// The threads renders run on, off the async workers.
     renders: RenderPool,
-    /// The time bans, cache sweeps and TFTP's memory of addresses go by.
-    clock: Clock,
 }
 
 impl Provisioner {
@@ -364,19 +362,13 @@ impl Provisioner {
             store,
             catalog,
             renderer: ArcSwap::from_pointee(renderer),
-            cache: RenderCache::new(RENDER_CACHE_BYTES, clock.clone()),
+            cache: RenderCache::new(RENDER_CACHE_BYTES, clock),
             pending_sightings: Mutex::new(HashMap::new()),
             pending_discovered: Mutex::new(HashMap::new()),
             pending_last_good: Mutex::new(HashMap::new()),
             last_good_kept: Mutex::new(KeptFiles::default()),
             renders,
-            clock,
         }
-    }
-
-    /// The clock its decisions go by.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
     }
 
     /// The access policy.

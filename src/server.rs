@@ -155,7 +155,7 @@ impl Server {
                  to the phones' networks, or to [] and give phones HTTPS"
             );
         }
-        // Phones' time is the machine's; tests of expiry use the modules' own.
+        // The machine's time; unit tests hand these parts a manual clock.
         let clock = Clock::System;
         let phone_auth = PhoneAuth::load(
             &config.data,
