@@ -19,6 +19,7 @@ use deskboot::access::phone_auth::{AuthSettings, PhoneAuth};
 use deskboot::access::policy::Policy;
 use deskboot::admin::import;
 use deskboot::catalog::Catalog;
+use deskboot::domain::clock::Clock;
 use deskboot::domain::mac::Mac;
 use deskboot::domain::records::{Device, Settings, User};
 use deskboot::domain::transport::Transport;
@@ -199,6 +200,7 @@ fn site() -> Site {
             mode: policy.http_auth,
             ..AuthSettings::default()
         },
+        Clock::System,
     )
     .expect("phone auth");
     let provisioner = Provisioner::new(
@@ -209,6 +211,7 @@ fn site() -> Site {
         policy,
         phone_auth,
         RenderPool::new(1).expect("render thread"),
+        Clock::System,
     );
     Site {
         _dir: dir,

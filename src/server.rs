@@ -23,6 +23,7 @@ use crate::admin::api::{self, AdminState};
 use crate::admin::auth::{AdminToken, AuthError, Authenticator};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{ClientCertMode, Config};
+use crate::domain::clock::Clock;
 use crate::provision::firmware::FirmwareDir;
 use crate::provision::{Provisioner, SIGHTING_FLUSH_INTERVAL};
 use crate::render::pool::RenderPool;
@@ -154,6 +155,8 @@ impl Server {
                  to the phones' networks, or to [] and give phones HTTPS"
             );
         }
+        // The machine's time; unit tests hand these parts a manual clock.
+        let clock = Clock::System;
         let phone_auth = PhoneAuth::load(
             &config.data,
             AuthSettings {
@@ -162,6 +165,7 @@ impl Server {
                 shared_password: policy.http_auth_password.as_deref(),
                 md5: policy.http_auth_md5,
             },
+            clock.clone(),
         )?;
         let provisioner = Arc::new(Provisioner::new(
             store.clone(),
@@ -171,6 +175,7 @@ impl Server {
             policy,
             phone_auth,
             RenderPool::per_core().map_err(ServerError::RenderThreads)?,
+            clock,
         ));
 
         let bind_tcp = |what, addr| async move {
@@ -475,8 +480,9 @@ async fn flush_sightings_until(
     store: Arc<Store>,
     stop: impl Future<Output = ()>,
 ) {
-    /// Prune discovered MACs and sweep the render cache once every this
-    /// many flushes (about a minute).
+    /// Prune discovered MACs once every this many flushes (about a minute).
+    /// The render cache is asked at every flush: it sweeps when a sweep is
+    /// due by its clock.
     const PRUNE_EVERY: u32 = 30;
     let mut tick = tokio::time::interval(SIGHTING_FLUSH_INTERVAL);
     let mut ticks = 0u32;
@@ -490,9 +496,7 @@ async fn flush_sightings_until(
                 let store = store.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     let prune = ticks.is_multiple_of(PRUNE_EVERY);
-                    if prune {
-                        provisioner.sweep_render_cache();
-                    }
+                    provisioner.sweep_render_cache();
                     // While the store takes no changes, sightings wait in
                     // memory (one per phone) for the disk to have room.
                     if store.recover() != StoreState::Ok {

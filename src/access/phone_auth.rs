@@ -37,7 +37,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::domain::clock::unix_now;
+use crate::domain::clock::Clock;
 use crate::domain::mac::Mac;
 use crate::domain::secret::{hex, random_secret};
 use crate::store::data_dir::write_private;
@@ -178,6 +178,8 @@ pub struct PhoneAuth {
     shared: Option<(String, String)>,
     algorithms: Vec<Algorithm>,
     nonces: Mutex<NoncesInUse>,
+    /// Dates nonces, and tells when one is spent.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for PhoneAuth {
@@ -204,8 +206,12 @@ pub struct AuthSettings<'a> {
 
 impl PhoneAuth {
     /// Sets up authentication, creating the server key in `data` the
-    /// first time.
-    pub fn load(data: &Path, settings: AuthSettings<'_>) -> Result<PhoneAuth, PhoneAuthError> {
+    /// first time; nonces are dated by `clock`.
+    pub fn load(
+        data: &Path,
+        settings: AuthSettings<'_>,
+        clock: Clock,
+    ) -> Result<PhoneAuth, PhoneAuthError> {
         let shared = match (
             settings.mode,
             settings.shared_user,
@@ -241,6 +247,7 @@ impl PhoneAuth {
             shared,
             algorithms,
             nonces: Mutex::new(NoncesInUse::default()),
+            clock,
         })
     }
 
@@ -259,7 +266,7 @@ impl PhoneAuth {
     /// The `WWW-Authenticate` values to send to `peer`, strongest first;
     /// `stale` when its last answer was right but for a spent nonce.
     pub fn challenges(&self, peer: IpAddr, stale: bool) -> Vec<String> {
-        let nonce = self.nonce(unix_now(), peer);
+        let nonce = self.nonce(self.clock.unix_secs(), peer);
         let stale = if stale { ", stale=true" } else { "" };
         self.algorithms
             .iter()
@@ -352,7 +359,7 @@ impl PhoneAuth {
         if !right {
             return Verdict::Refused;
         }
-        let now = unix_now();
+        let now = self.clock.unix_secs();
         if now.saturating_sub(issued) > NONCE_LIFETIME || issued > now {
             return Verdict::Stale;
         }
@@ -521,6 +528,8 @@ fn parse_params(text: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::clock::ManualClock;
+    use crate::domain::clock::unix_now;
 
     const MAC: &str = "001565aabbcc";
     const TARGET: &str = "/001565aabbcc.cfg";
@@ -530,13 +539,17 @@ mod tests {
     }
 
     fn load(dir: &Path, mode: AuthMode, md5: bool) -> PhoneAuth {
+        load_on(dir, mode, md5, Clock::System)
+    }
+
+    fn load_on(dir: &Path, mode: AuthMode, md5: bool, clock: Clock) -> PhoneAuth {
         let settings = AuthSettings {
             mode,
             shared_user: Some("prov"),
             shared_password: Some("s3cret"),
             md5,
         };
-        PhoneAuth::load(dir, settings).unwrap()
+        PhoneAuth::load(dir, settings, clock).unwrap()
     }
 
     /// A phone's answer to a nonce, for `uri`, with count `nc`.
@@ -688,6 +701,26 @@ mod tests {
     }
 
     #[test]
+    fn a_nonce_lives_its_lifetime_then_goes_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let manual = ManualClock::starting_at(1_700_000_000);
+        let auth = load_on(dir.path(), AuthMode::Shared, false, manual.clock());
+        let mac: Mac = MAC.parse().unwrap();
+        let challenge = &auth.challenges(peer(), false)[0];
+        let nonce = challenge
+            .split("nonce=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a nonce in the challenge");
+        manual.advance(std::time::Duration::from_secs(NONCE_LIFETIME));
+        let last_second = answer("prov", "s3cret", Algorithm::Sha256, nonce, 1);
+        assert_eq!(auth.check(&attempt(&last_second), mac), Verdict::Accepted);
+        manual.advance(std::time::Duration::from_secs(1));
+        let too_late = answer("prov", "s3cret", Algorithm::Sha256, nonce, 2);
+        assert_eq!(auth.check(&attempt(&too_late), mac), Verdict::Stale);
+    }
+
+    #[test]
     fn basic_only_over_tls() {
         let dir = tempfile::tempdir().unwrap();
         let auth = load(dir.path(), AuthMode::Device, false);
@@ -716,7 +749,7 @@ mod tests {
             shared_user: Some("prov"),
             ..AuthSettings::default()
         };
-        assert!(PhoneAuth::load(dir.path(), missing).is_err());
+        assert!(PhoneAuth::load(dir.path(), missing, Clock::System).is_err());
     }
 
     #[test]

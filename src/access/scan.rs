@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::domain::clock::unix_now;
+use crate::domain::clock::Clock;
 use crate::domain::mac::Mac;
 use crate::domain::transport::Transport;
 
@@ -191,15 +191,17 @@ fn evict_lowest<V>(table: &mut HashMap<Source, V>, rank: impl Fn(&V) -> Instant)
 pub struct ScanGuard {
     transport: Transport,
     limits: ScanLimits,
+    clock: Clock,
     state: Mutex<State>,
 }
 
 impl ScanGuard {
-    /// A guard of `transport`'s requests with these thresholds.
-    pub fn new(transport: Transport, limits: ScanLimits) -> Self {
+    /// A guard of `transport`'s requests with these thresholds, on `clock`'s time.
+    pub fn new(transport: Transport, limits: ScanLimits, clock: Clock) -> Self {
         ScanGuard {
             transport,
             limits,
+            clock,
             state: Mutex::new(State::default()),
         }
     }
@@ -207,13 +209,13 @@ impl ScanGuard {
     /// Whether an address is banned, as a host or as part of its network.
     pub fn is_banned(&self, address: IpAddr) -> bool {
         // Asked on every per-device request: two lookups, no sweep.
-        self.lock().banned(address, Instant::now())
+        self.lock().banned(address, self.clock.now())
     }
 
     /// Whether an address is halfway to a ban, or banned: its answers for
     /// per-device files are slowed, so a scan crawls long before the ban.
     pub fn is_suspect(&self, address: IpAddr) -> bool {
-        let now = Instant::now();
+        let now = self.clock.now();
         let state = self.lock();
         if state.banned(address, now) {
             return true;
@@ -229,7 +231,7 @@ impl ScanGuard {
     /// Notes a request for a MAC that is not provisioned; bans the host or
     /// its network when it has asked for too many.
     pub fn note_unknown(&self, address: IpAddr, mac: Mac) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let window = self.limits.window;
         let mut state = self.lock();
         if state.banned(address, now) {
@@ -277,7 +279,7 @@ impl ScanGuard {
         );
         let ban = Ban {
             until: now + self.limits.ban,
-            until_unix: unix_now() + self.limits.ban.as_secs(),
+            until_unix: self.clock.unix_secs() + self.limits.ban.as_secs(),
             unknown_macs,
         };
         state.bans.insert(source, ban);
@@ -285,7 +287,7 @@ impl ScanGuard {
 
     /// The bans in force.
     pub fn bans(&self) -> Vec<BanView> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut state = self.lock();
         state.bans.retain(|_, ban| ban.holds(now));
         let mut bans: Vec<(Source, &Ban)> = state.bans.iter().map(|(s, b)| (*s, b)).collect();
@@ -331,16 +333,22 @@ fn show(source: Source) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::clock::ManualClock;
+
+    const LIMITS: ScanLimits = ScanLimits {
+        unknown_macs: 3,
+        window: Duration::from_secs(60),
+        ban: Duration::from_secs(60),
+    };
+    /// Where the manual clocks of these tests start, in Unix seconds.
+    const START: u64 = 1_700_000_000;
 
     fn guard() -> ScanGuard {
-        ScanGuard::new(
-            Transport::Http,
-            ScanLimits {
-                unknown_macs: 3,
-                window: Duration::from_secs(60),
-                ban: Duration::from_secs(60),
-            },
-        )
+        ScanGuard::new(Transport::Http, LIMITS, Clock::System)
+    }
+
+    fn guard_on(manual: &ManualClock) -> ScanGuard {
+        ScanGuard::new(Transport::Http, LIMITS, manual.clock())
     }
 
     fn mac(n: u64) -> Mac {
@@ -413,6 +421,7 @@ mod tests {
                 // Bans that would each stand for a network of the flood.
                 ban: Duration::from_secs(60),
             },
+            Clock::System,
         );
         // One guess from each of more addresses than the tables hold, one
         // per /24, so that no network reaches its limit.
@@ -426,5 +435,76 @@ mod tests {
             guard.note_unknown(scanner, mac(n));
         }
         assert!(guard.is_banned(scanner), "still followed");
+    }
+
+    #[test]
+    fn the_count_starts_over_when_the_window_ends() {
+        let manual = ManualClock::starting_at(START);
+        let guard = guard_on(&manual);
+        let host = ip("192.0.2.7");
+        for n in 0..3 {
+            guard.note_unknown(host, mac(n));
+        }
+        assert!(guard.is_suspect(host));
+        manual.advance(LIMITS.window);
+        assert!(!guard.is_suspect(host), "the window ended");
+        for n in 3..6 {
+            guard.note_unknown(host, mac(n));
+        }
+        assert!(!guard.is_banned(host), "three in each window");
+        manual.advance(LIMITS.window - Duration::from_secs(1));
+        guard.note_unknown(host, mac(6));
+        assert!(guard.is_banned(host), "the fourth within one window");
+    }
+
+    #[test]
+    fn a_ban_lasts_its_time_and_no_longer() {
+        let manual = ManualClock::starting_at(START);
+        let guard = guard_on(&manual);
+        let host = ip("192.0.2.7");
+        for n in 0..4 {
+            guard.note_unknown(host, mac(n));
+        }
+        assert_eq!(guard.bans()[0].until, START + LIMITS.ban.as_secs());
+        manual.advance(LIMITS.ban - Duration::from_millis(1));
+        assert!(guard.is_banned(host), "not over yet");
+        assert_eq!(guard.bans().len(), 1);
+        manual.advance(Duration::from_millis(1));
+        assert!(!guard.is_banned(host), "over");
+        assert!(guard.bans().is_empty());
+        guard.note_unknown(host, mac(9));
+        assert!(!guard.is_banned(host), "and its count starts over");
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_sources_least_recently_active() {
+        let manual = ManualClock::starting_at(START);
+        let guard = guard_on(&manual);
+        // Each host in its own /24, so that hosts and their networks fill
+        // the table together.
+        let host = |n: u32| {
+            let [a, b, c, _] = (0x0a00_0000 + (n << 8)).to_be_bytes();
+            ip(&format!("{a}.{b}.{c}.1"))
+        };
+        let hosts = MAX_TRACKED as u32 / 2;
+        for n in 0..hosts {
+            guard.note_unknown(host(n), mac(n.into()));
+            manual.advance(Duration::from_millis(1));
+        }
+        assert_eq!(guard.lock().trackers.len(), MAX_TRACKED);
+        guard.note_unknown(host(0), mac(0));
+        let newcomer = ip("203.0.113.9");
+        guard.note_unknown(newcomer, mac(1));
+        let state = guard.lock();
+        let tracked = |address| {
+            Source::of(address)
+                .iter()
+                .all(|source| state.trackers.contains_key(source))
+        };
+        assert!(tracked(host(0)), "the first host, active again, stays");
+        assert!(!tracked(host(1)), "the least recently active went");
+        assert!(tracked(host(hosts - 1)), "the most recent stays");
+        assert!(tracked(newcomer));
+        assert!(state.trackers.len() < MAX_TRACKED);
     }
 }

@@ -3,7 +3,7 @@
 //! settings), `time_zone` rules, the [`transport`] a request came by,
 //! [`progress`] reports of long work, the `clock`, and secrets.
 
-pub(crate) mod clock;
+pub mod clock;
 pub mod mac;
 pub mod progress;
 pub mod records;

@@ -24,7 +24,7 @@ use crate::access::phone_auth::PhoneAuth;
 use crate::access::policy::Policy;
 use crate::access::scan::{BanView, ScanGuard, ScanLimits};
 use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
-use crate::domain::clock::unix_now;
+use crate::domain::clock::{Clock, unix_now};
 use crate::domain::mac::Mac;
 use crate::domain::records::{
     Device, Discovered, HoldsSecrets, LastGood, Settings, Sighting, User, UserId,
@@ -32,7 +32,7 @@ use crate::domain::records::{
 use crate::domain::transport::Transport;
 use crate::metrics::{Metrics, Outcome};
 use crate::provision::firmware::{FirmwareDir, FirmwareImage};
-use crate::render::cache::{self, CacheKey, Input, InputsUsed, RenderCache, Stamp};
+use crate::render::cache::{CacheKey, Input, InputsUsed, RenderCache, Stamp};
 use crate::render::pool::RenderPool;
 use crate::render::served::ServedFile;
 use crate::render::uploaded;
@@ -133,7 +133,10 @@ pub struct Provisioner {
 }
 
 impl Provisioner {
-    /// A provisioner over a store, a catalog and its templates.
+    /// A provisioner over a store, a catalog and its templates, on `clock`'s time.
+    // Each argument is a part the server builds and may share; a struct
+    // of them would only repeat this list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
         catalog: Arc<Catalog>,
@@ -142,6 +145,7 @@ impl Provisioner {
         policy: Policy,
         phone_auth: PhoneAuth,
         renders: RenderPool,
+        clock: Clock,
     ) -> Self {
         let limits = ScanLimits {
             unknown_macs: policy.scan_unknown_macs,
@@ -151,14 +155,14 @@ impl Provisioner {
         Provisioner {
             firmware,
             phone_auth,
-            scan_http: ScanGuard::new(Transport::Http, limits),
-            scan_tftp: ScanGuard::new(Transport::Tftp, limits),
+            scan_http: ScanGuard::new(Transport::Http, limits, clock.clone()),
+            scan_tftp: ScanGuard::new(Transport::Tftp, limits, clock.clone()),
             policy,
             metrics: Metrics::new(catalog.models().iter().map(|m| m.vendor.as_str())),
             store,
             catalog,
             renderer: ArcSwap::from_pointee(renderer),
-            cache: RenderCache::new(RENDER_CACHE_BYTES),
+            cache: RenderCache::new(RENDER_CACHE_BYTES, clock),
             pending_sightings: Mutex::new(HashMap::new()),
             pending_discovered: Mutex::new(HashMap::new()),
             pending_last_good: Mutex::new(HashMap::new()),
@@ -368,7 +372,7 @@ impl Provisioner {
         let stamp = (
             self.store.generation(),
             self.cache.template_generation(),
-            cache::quarter_hour(),
+            self.cache.quarter_hour(),
         );
         let cached = self.cache.get(&key, stamp);
         // A miss is counted where the render happens, not twice.
@@ -752,12 +756,15 @@ impl Provisioner {
         }
     }
 
-    /// Drops the rendered files nobody asked for since the previous call,
-    /// so memory a boot storm took comes back once it is over: when it
-    /// dropped any, or an administrator's bulk work ended meanwhile, every
-    /// thread is asked to give its free memory back.
+    /// Drops the rendered files nobody asked for since the previous sweep,
+    /// when one is due ([`crate::cache::SWEEP_INTERVAL`]), so memory a boot
+    /// storm took comes back once it is over: when it dropped any, or an
+    /// administrator's bulk work ended meanwhile, every thread is asked to
+    /// give its free memory back.
     pub fn sweep_render_cache(&self) {
-        let dropped = self.cache.sweep_idle();
+        let Some(dropped) = self.cache.sweep_if_due() else {
+            return;
+        };
         if crate::render::memory::take_bulk_work() || dropped > 0 {
             crate::render::memory::ask_release();
         }

@@ -12,8 +12,8 @@
 //! then arbitrary ones down to three quarters of the budget, so a scan of
 //! many files cannot grow memory and a storm bigger than the cache still
 //! mostly hits. A storm is over in minutes, and phones then ask again only
-//! hours later: entries nobody asked for between two sweeps (a minute apart,
-//! driven by the server) are dropped, so the memory a storm took is given back.
+//! hours later: entries nobody asked for between two sweeps (a minute apart
+//! on the cache's [`Clock`]) are dropped, so the memory a storm took is given back.
 //!
 //! A file every phone of a model shares is kept at once. A per-device file
 //! is kept only when asked for again within two sweeps: a boot storm asks
@@ -27,7 +27,9 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use crate::domain::clock::Clock;
 use crate::render::served::ServedFile;
 
 /// What makes two requests get the same bytes.
@@ -105,16 +107,12 @@ impl CacheKey {
 }
 
 /// The state an entry was rendered from: (store changes, template sets,
-/// [`quarter_hour`]).
+/// [`RenderCache::quarter_hour`]).
 pub type Stamp = (u64, u64, u64);
 
-/// Quarter hours since 1970: every daylight-saving switch in the world
-/// falls on one of their boundaries.
-pub fn quarter_hour() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() / 900)
-}
+/// How long apart sweeps are: a storm is over within a few of them, and
+/// an entry asked for at least this often is never swept.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The most per-device keys remembered as asked for once, per sweep: about
 /// 2.5 MB at most, and more than a storm of 100,000 phones asks for in a minute.
@@ -128,15 +126,19 @@ pub struct RenderCache {
     /// Hashes keys for the asked-once sets (keyed at random, so requests
     /// cannot be crafted to collide).
     hasher: RandomState,
+    /// Times the sweeps and the quarter hours.
+    clock: Clock,
     inner: Mutex<Entries>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Entries {
     files: HashMap<CacheKey, Entry>,
     bytes: usize,
     /// How many sweeps have run; an entry remembers the last one it was used in.
     sweeps: u64,
+    /// When the last sweep ran, or the cache was made.
+    swept_at: Instant,
     /// Hashes of the per-device keys rendered once, not kept, since the last sweep.
     asked_once: HashSet<u64>,
     /// The same, between the two sweeps before.
@@ -196,6 +198,19 @@ impl Entries {
         true
     }
 
+    /// Drops the entries nobody asked for since the previous sweep, and
+    /// forgets the first asks of the sweep before; the bytes it dropped.
+    fn sweep_idle(&mut self) -> usize {
+        let previous = self.sweeps;
+        let before = self.bytes;
+        self.drop_where(|entry| entry.used_in_sweep < previous);
+        self.sweeps += 1;
+        self.asked_once_before = std::mem::take(&mut self.asked_once);
+        // A map keeps its table when emptied; this gives it back.
+        self.files.shrink_to_fit();
+        before - self.bytes
+    }
+
     /// Drops the entries `doomed` picks, keeping the byte count true.
     fn drop_where(&mut self, mut doomed: impl FnMut(&Entry) -> bool) {
         let mut bytes = self.bytes;
@@ -211,14 +226,30 @@ impl Entries {
 }
 
 impl RenderCache {
-    /// A cache that holds at most `budget` bytes of rendered files.
-    pub fn new(budget: usize) -> Self {
+    /// A cache that holds at most `budget` bytes of rendered files, on
+    /// `clock`'s time.
+    pub fn new(budget: usize, clock: Clock) -> Self {
+        let entries = Entries {
+            files: HashMap::new(),
+            bytes: 0,
+            sweeps: 0,
+            swept_at: clock.now(),
+            asked_once: HashSet::new(),
+            asked_once_before: HashSet::new(),
+        };
         RenderCache {
             budget,
             templates: AtomicU64::new(0),
             hasher: RandomState::new(),
-            inner: Mutex::new(Entries::default()),
+            clock,
+            inner: Mutex::new(entries),
         }
+    }
+
+    /// Quarter hours since 1970, the time part of the current stamp: every
+    /// daylight-saving switch in the world falls on one of their boundaries.
+    pub fn quarter_hour(&self) -> u64 {
+        self.clock.unix_secs() / 900
     }
 
     /// The template part of the current stamp.
@@ -282,19 +313,25 @@ impl RenderCache {
         entries.bytes += size;
     }
 
-    /// Drops the entries nobody asked for since the previous sweep; run
-    /// about once a minute, it gives back what a storm took once it is over.
-    /// Returns how many bytes it dropped.
-    pub fn sweep_idle(&self) -> usize {
+    /// Drops the entries nobody asked for since the previous sweep, now,
+    /// whatever the clock says; returns how many bytes it dropped.
+    #[cfg(test)]
+    fn sweep_idle(&self) -> usize {
+        self.lock().sweep_idle()
+    }
+
+    /// Drops the entries nobody asked for since the previous sweep, when
+    /// [`SWEEP_INTERVAL`] has passed since it, so what a storm took is given
+    /// back once the storm is over; the bytes it dropped, or `None` when no
+    /// sweep was due.
+    pub fn sweep_if_due(&self) -> Option<usize> {
+        let now = self.clock.now();
         let mut entries = self.lock();
-        let previous = entries.sweeps;
-        let before = entries.bytes;
-        entries.drop_where(|entry| entry.used_in_sweep < previous);
-        entries.sweeps += 1;
-        entries.asked_once_before = std::mem::take(&mut entries.asked_once);
-        // A map keeps its table when emptied; this gives it back.
-        entries.files.shrink_to_fit();
-        before - entries.bytes
+        if now.duration_since(entries.swept_at) < SWEEP_INTERVAL {
+            return None;
+        }
+        entries.swept_at = now;
+        Some(entries.sweep_idle())
     }
 
     /// The bytes the cache holds: its files, their keys, and an overhead per entry.
@@ -310,6 +347,7 @@ impl RenderCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::clock::ManualClock;
 
     fn file(len: usize) -> ServedFile {
         ServedFile {
@@ -350,7 +388,7 @@ mod tests {
 
     #[test]
     fn a_file_that_ignores_host_and_firmware_is_one_entry_for_all() {
-        let cache = RenderCache::new(1 << 20);
+        let cache = RenderCache::new(1 << 20, Clock::System);
         let unused = InputsUsed {
             origin: false,
             firmware: false,
@@ -366,7 +404,7 @@ mod tests {
 
     #[test]
     fn made_up_hosts_a_file_depends_on_are_not_kept() {
-        let cache = RenderCache::new(1 << 20);
+        let cache = RenderCache::new(1 << 20, Clock::System);
         let by_host = InputsUsed {
             origin: true,
             firmware: false,
@@ -386,7 +424,7 @@ mod tests {
 
     #[test]
     fn a_new_stamp_is_a_miss() {
-        let cache = RenderCache::new(1 << 20);
+        let cache = RenderCache::new(1 << 20, Clock::System);
         cache.put(key("a"), (1, 0, 0), &file(10));
         assert!(cache.get(&key("a"), (1, 0, 0)).is_some());
         assert!(cache.get(&key("a"), (2, 0, 0)).is_none());
@@ -396,7 +434,7 @@ mod tests {
     #[test]
     fn the_budget_bounds_memory_and_a_full_cache_keeps_most_entries() {
         let one = entry_size(&key("00"), &file(30));
-        let cache = RenderCache::new(one * 20);
+        let cache = RenderCache::new(one * 20, Clock::System);
         for i in 0..100 {
             cache.put(key(&format!("{i:02}")), (0, 0, 0), &file(30));
             let entries = cache.lock();
@@ -419,7 +457,7 @@ mod tests {
     #[test]
     fn stale_entries_go_first() {
         let one = entry_size(&key("00"), &file(30));
-        let cache = RenderCache::new(one * 10);
+        let cache = RenderCache::new(one * 10, Clock::System);
         for i in 0..5 {
             cache.put(key(&format!("old{i}")), (0, 0, 0), &file(30));
         }
@@ -434,7 +472,7 @@ mod tests {
 
     #[test]
     fn a_sweep_drops_what_was_not_asked_for_since_the_previous_one() {
-        let cache = RenderCache::new(1 << 20);
+        let cache = RenderCache::new(1 << 20, Clock::System);
         cache.put(key("asked"), (0, 0, 0), &file(10));
         cache.put(key("forgotten"), (0, 0, 0), &file(10));
         assert_eq!(cache.sweep_idle(), 0, "one sweep is not enough");
@@ -456,7 +494,7 @@ mod tests {
 
     #[test]
     fn a_per_device_file_is_kept_when_asked_for_again() {
-        let cache = RenderCache::new(1 << 20);
+        let cache = RenderCache::new(1 << 20, Clock::System);
         cache.put(key("mac.cfg"), (0, 0, 0), &device_file(10));
         assert!(cache.get(&key("mac.cfg"), (0, 0, 0)).is_none(), "once");
         assert_eq!(cache.bytes(), 0, "a storm's one-off files take no room");
@@ -485,7 +523,7 @@ mod tests {
 
     #[test]
     fn the_first_asks_remembered_are_capped() {
-        let cache = RenderCache::new(1 << 20);
+        let cache = RenderCache::new(1 << 20, Clock::System);
         let mut entries = cache.lock();
         for hash in 0..MAX_ASKED_ONCE as u64 + 10 {
             assert!(entries.first_ask(hash));
@@ -496,5 +534,38 @@ mod tests {
             entries.first_ask(MAX_ASKED_ONCE as u64),
             "past the cap: never kept"
         );
+    }
+
+    #[test]
+    fn an_entry_nobody_asks_for_is_swept_after_its_idle_time() {
+        let manual = ManualClock::starting_at(1_700_000_000);
+        let cache = RenderCache::new(1 << 20, manual.clock());
+        cache.put(key("asked"), (0, 0, 0), &file(10));
+        cache.put(key("idle"), (0, 0, 0), &file(10));
+        manual.advance(SWEEP_INTERVAL - Duration::from_millis(1));
+        assert_eq!(cache.sweep_if_due(), None, "no sweep before its time");
+        manual.advance(Duration::from_millis(1));
+        assert_eq!(cache.sweep_if_due(), Some(0), "both were used meanwhile");
+        manual.advance(SWEEP_INTERVAL / 2);
+        assert!(cache.get(&key("asked"), (0, 0, 0)).is_some());
+        manual.advance(SWEEP_INTERVAL / 2);
+        let one = entry_size(&key("idle"), &file(10));
+        assert_eq!(cache.sweep_if_due(), Some(one), "a whole interval idle");
+        assert!(cache.get(&key("idle"), (0, 0, 0)).is_none());
+        assert!(cache.get(&key("asked"), (0, 0, 0)).is_some());
+    }
+
+    #[test]
+    fn the_stamp_moves_with_the_quarter_hour() {
+        // 1,699,999,200 s since 1970 is a quarter hour's first second.
+        let manual = ManualClock::starting_at(1_699_999_200);
+        let cache = RenderCache::new(1 << 20, manual.clock());
+        let now = cache.quarter_hour();
+        cache.put(key("a"), (0, 0, now), &file(10));
+        manual.advance(Duration::from_secs(899));
+        assert_eq!(cache.quarter_hour(), now);
+        manual.advance(Duration::from_secs(1));
+        assert_eq!(cache.quarter_hour(), now + 1);
+        assert!(cache.get(&key("a"), (0, 0, cache.quarter_hour())).is_none());
     }
 }

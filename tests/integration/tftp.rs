@@ -134,30 +134,199 @@ async fn a_client_that_vanishes_or_errors_frees_its_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_datagrams_never_stop_the_tftp_server() {
+async fn random_datagrams_get_the_rfc_answer_and_hold_no_slot() {
     use rand::{RngExt, SeedableRng};
     let server = TestServer::start().await;
-    std::fs::create_dir_all(server.data.join("firmware")).unwrap();
-    std::fs::write(server.data.join("firmware/x.bin"), b"payload").unwrap();
+    firmware_payload(&server);
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // A fixed seed: a failure can be replayed.
     let mut rng = rand::rngs::StdRng::seed_from_u64(0xdeb007);
     for round in 0..2000 {
-        let len = rng.random_range(0..600);
-        let mut packet: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-        // Half of them look like requests, to reach the option parser.
-        if round % 2 == 0 && packet.len() >= 2 {
-            packet[0] = 0;
-            packet[1] = rng.random_range(1..=6);
-        }
+        let packet = match round % 3 {
+            0 => random_bytes(&mut rng),
+            // Past the opcode, to reach each parser.
+            1 => {
+                let mut packet = random_bytes(&mut rng);
+                if packet.len() >= 2 {
+                    packet[0] = 0;
+                    packet[1] = rng.random_range(0..=8);
+                }
+                packet
+            }
+            _ => random_read_request(&mut rng),
+        };
+        let expected = rfc_answer(&packet);
+        let context = format!("round {round}: {packet:?}, expecting {expected:?}");
         socket.send_to(&packet, server.addrs.tftp).await.unwrap();
+        if expected == Expected::Ignored {
+            // The listener answers in order: if the next answer is the
+            // probe's, this datagram got none.
+            socket.send_to(PROBE, server.addrs.tftp).await.unwrap();
+        }
+        let (answer, from) = receive(&socket)
+            .await
+            .unwrap_or_else(|| panic!("{context}: no answer"));
+        match expected {
+            Expected::Error(code) => assert_eq!(answer[..4], [0, 5, 0, code], "{context}"),
+            Expected::Ignored => assert_eq!(answer, PROBE_ANSWER, "{context}"),
+            Expected::Transfer => finish_transfer(&socket, &packet, &answer, from, &context).await,
+        }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.metric("deskboot_tftp_transfers").await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "transfer slots still held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.metric("deskboot_tftp_abandoned_total").await, 0);
     assert_eq!(
         server.tftp_curl("firmware/x.bin").await.unwrap(),
         b"payload"
     );
     server.stop().await;
+}
+
+/// A write request, which a read-only server answers "access violation" at
+/// once from its listener.
+const PROBE: &[u8] = b"\x00\x02probe\x00octet\x00";
+const PROBE_ANSWER: &[u8] = b"\x00\x05\x00\x02read-only server\x00";
+
+/// The server's one file in these rounds, `firmware/x.bin`.
+fn firmware_payload(server: &TestServer) {
+    std::fs::create_dir_all(server.data.join("firmware")).unwrap();
+    std::fs::write(server.data.join("firmware/x.bin"), b"payload").unwrap();
+}
+
+/// What RFC 1350 (with RFC 2347's options) has a server do with a datagram
+/// sent to its listening port from an address with no transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expected {
+    /// An ERROR with this code: 1 file not found, 2 access violation, 4
+    /// illegal TFTP operation.
+    Error(u8),
+    /// A transfer from a new port: an OACK, or DATA 1 when no option was taken.
+    Transfer,
+    /// No answer: DATA, ACK and OACK belong to a transfer there is not, and
+    /// an ERROR is never answered (RFC 1350 section 7).
+    Ignored,
+}
+
+/// The RFC's answer to `datagram`, when `firmware/x.bin` is the one file.
+fn rfc_answer(datagram: &[u8]) -> Expected {
+    let Some((opcode, body)) = datagram.split_first_chunk::<2>() else {
+        return Expected::Error(4);
+    };
+    match u16::from_be_bytes(*opcode) {
+        1 => read_request_answer(body),
+        2 => Expected::Error(2),
+        3..=6 => Expected::Ignored,
+        _ => Expected::Error(4),
+    }
+}
+
+/// A read request's fields each end with a NUL, the file name is text and
+/// the mode octet or netascii (RFC 1350 section 5); options follow.
+fn read_request_answer(body: &[u8]) -> Expected {
+    let Some(fields) = body.strip_suffix(&[0]) else {
+        return Expected::Error(4);
+    };
+    let mut fields = fields.split(|&b| b == 0);
+    let (Some(name), Some(mode)) = (fields.next(), fields.next()) else {
+        return Expected::Error(4);
+    };
+    let known_mode = mode.eq_ignore_ascii_case(b"octet") || mode.eq_ignore_ascii_case(b"netascii");
+    match std::str::from_utf8(name) {
+        Ok("firmware/x.bin") if known_mode => Expected::Transfer,
+        Ok(name) if known_mode && !name.is_empty() => Expected::Error(1),
+        _ => Expected::Error(4),
+    }
+}
+
+fn random_bytes(rng: &mut rand::rngs::StdRng) -> Vec<u8> {
+    use rand::RngExt;
+    let len = rng.random_range(0..600);
+    (0..len).map(|_| rng.random()).collect()
+}
+
+/// A read request with names, modes and options (RFC 2347-2349, and
+/// unknown ones) mixed at random, with values in and out of their RFC's
+/// range, cut short one time in four.
+fn random_read_request(rng: &mut rand::rngs::StdRng) -> Vec<u8> {
+    use rand::RngExt;
+    const NAMES: [&str; 3] = ["firmware/x.bin", "missing.cfg", ""];
+    const MODES: [&str; 4] = ["octet", "NetAscii", "mail", ""];
+    const OPTIONS: [&str; 6] = ["blksize", "TIMEOUT", "tsize", "windowsize", "x-unknown", ""];
+    const VALUES: [&str; 12] = [
+        "0",
+        "1",
+        "7",
+        "8",
+        "255",
+        "256",
+        "1468",
+        "65464",
+        "65465",
+        "99999999999999999999",
+        "",
+        "enable",
+    ];
+    let options = rng.random_range(0..4);
+    let mut pick = |choices: &[&'static str]| choices[rng.random_range(0..choices.len())];
+    let mut fields = vec![pick(&NAMES), pick(&MODES)];
+    for _ in 0..options {
+        fields.extend([pick(&OPTIONS), pick(&VALUES)]);
+    }
+    let mut packet = vec![0, 1];
+    for field in fields {
+        packet.extend_from_slice(field.as_bytes());
+        packet.push(0);
+    }
+    if rng.random_range(0..4) == 0 {
+        packet.truncate(rng.random_range(0..packet.len()));
+    }
+    packet
+}
+
+/// Checks the first packet of a transfer of `firmware/x.bin` and ends the
+/// transfer as a client would: DATA 1 is the whole file and is
+/// acknowledged; an OACK holds only options the request proposed (RFC
+/// 2347) and is refused with ERROR 8 (option negotiation refused).
+async fn finish_transfer(
+    socket: &UdpSocket,
+    request: &[u8],
+    first: &[u8],
+    from: SocketAddr,
+    context: &str,
+) {
+    assert_ne!(from, socket.local_addr().unwrap(), "{context}");
+    match first[..2] {
+        [0, 3] => {
+            assert_eq!(first, b"\x00\x03\x00\x01payload", "{context}");
+            socket.send_to(&ack(1), from).await.unwrap();
+        }
+        [0, 6] => {
+            let proposed: Vec<&[u8]> = request[2..].split(|&b| b == 0).skip(2).step_by(2).collect();
+            let agreed: Vec<&[u8]> = first[2..].split(|&b| b == 0).collect();
+            for pair in agreed.chunks_exact(2) {
+                let (name, value) = (pair[0], pair[1]);
+                assert!(
+                    proposed.iter().any(|p| p.eq_ignore_ascii_case(name)),
+                    "{context}: {} was not proposed",
+                    String::from_utf8_lossy(name)
+                );
+                if name == b"tsize" {
+                    assert_eq!(value, b"7", "{context}: the file's size");
+                }
+            }
+            socket
+                .send_to(b"\x00\x05\x00\x08option negotiation refused\x00", from)
+                .await
+                .unwrap();
+        }
+        _ => panic!("{context}: {first:?} starts no transfer"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

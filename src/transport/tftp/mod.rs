@@ -173,7 +173,9 @@ impl Shared {
             Ok(packet::Request::Write) => {
                 self.answer(peer, local, ErrorCode::AccessViolation, "read-only server")
             }
-            // A late ACK or ERROR of a finished transfer: nothing to say.
+            // A late ACK or ERROR of a finished transfer, or a stray DATA
+            // or OACK: nothing to say (an ERROR is never answered, RFC 1350
+            // section 7). An unknown opcode gets "illegal TFTP operation".
             Err(RequestError::NotARequest(_)) => {}
             Err(e) => {
                 tracing::debug!(peer = %peer, error = %e, "malformed TFTP request");

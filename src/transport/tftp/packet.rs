@@ -28,9 +28,13 @@ pub enum RequestError {
     /// Shorter than an opcode.
     #[error("truncated packet")]
     Truncated,
-    /// An opcode other than RRQ and WRQ.
+    /// A packet of a transfer (DATA, ACK, ERROR, OACK): one that went
+    /// astray or came late, for no transfer of the listener's.
     #[error("not a request (opcode {0})")]
     NotARequest(u16),
+    /// No TFTP opcode at all.
+    #[error("illegal TFTP operation (opcode {0})")]
+    UnknownOpcode(u16),
     /// No NUL-terminated file name and mode.
     #[error("malformed request: file name and mode must each end with a NUL")]
     Malformed,
@@ -81,7 +85,8 @@ impl Request {
         match opcode {
             RRQ => {}
             WRQ => return Ok(Request::Write),
-            other => return Err(RequestError::NotARequest(other)),
+            DATA | ACK | ERROR | OACK => return Err(RequestError::NotARequest(opcode)),
+            other => return Err(RequestError::UnknownOpcode(other)),
         }
         // Fields are NUL-terminated; a request that does not end in one
         // was cut short.
@@ -293,6 +298,10 @@ mod tests {
         assert_eq!(
             Request::parse(&[0, 4, 0, 1]),
             Err(RequestError::NotARequest(4))
+        );
+        assert_eq!(
+            Request::parse(&[0, 9, 0, 0]),
+            Err(RequestError::UnknownOpcode(9))
         );
         assert_eq!(
             Request::parse(&rrq(&["x", "octet"])[..1]),
