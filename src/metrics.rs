@@ -161,12 +161,20 @@ impl Metrics {
     /// The Prometheus text exposition of everything.
     pub fn exposition(&self, gauges: Gauges) -> String {
         let mut out = String::new();
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        self.write_requests(&mut out);
+        self.write_counters(&mut out);
+        self.write_render_seconds(&mut out);
+        write_gauges(&mut out, &gauges);
+        out
+    }
+
+    /// Requests by transport and outcome, files served by vendor and transport.
+    fn write_requests(&self, out: &mut String) {
         out.push_str("# HELP deskboot_requests_total Phone requests by transport and outcome.\n");
         out.push_str("# TYPE deskboot_requests_total counter\n");
         for (t, (_, transport)) in TRANSPORTS.iter().enumerate() {
             for (o, (_, outcome)) in OUTCOMES.iter().enumerate() {
-                let n = get(&self.requests[t][o]);
+                let n = load(&self.requests[t][o]);
                 let _ = writeln!(
                     out,
                     "deskboot_requests_total{{transport=\"{transport}\",outcome=\"{outcome}\"}} {n}"
@@ -177,119 +185,127 @@ impl Metrics {
         out.push_str("# TYPE deskboot_served_total counter\n");
         for (vendor, counts) in self.vendors.iter().zip(&self.served_by_vendor) {
             for (t, (_, transport)) in TRANSPORTS.iter().enumerate() {
-                let n = get(&counts[t]);
+                let n = load(&counts[t]);
                 let _ = writeln!(
                     out,
                     "deskboot_served_total{{transport=\"{transport}\",vendor=\"{vendor}\"}} {n}"
                 );
             }
         }
-        counter(
-            &mut out,
-            "deskboot_render_cache_hits_total",
-            "Answers served from the render cache.",
-            get(&self.cache_hits),
-        );
-        counter(
-            &mut out,
-            "deskboot_render_cache_misses_total",
-            "Answers that had to be rendered.",
-            get(&self.cache_misses),
-        );
-        counter(
-            &mut out,
-            "deskboot_unknown_mac_requests_total",
-            "Requests for MACs that are not provisioned.",
-            get(&self.unknown_macs),
-        );
-        counter(
-            &mut out,
-            "deskboot_render_failures_total",
-            "Renders that failed for a device (its last good file is served).",
-            get(&self.render_failures),
-        );
-        counter(
-            &mut out,
-            "deskboot_tftp_retransmits_total",
-            "TFTP packets (OACK or a window of DATA) resent after a timeout.",
-            get(&self.tftp_resends),
-        );
-        counter(
-            &mut out,
-            "deskboot_tftp_abandoned_total",
-            "TFTP transfers given up: the client stopped answering.",
-            get(&self.tftp_abandoned),
-        );
-        counter(
-            &mut out,
-            "deskboot_http_throttled_total",
-            "HTTP answers held back half a second: the client is suspected of scanning.",
-            get(&self.http_throttled),
-        );
+    }
+
+    /// The plain counters: name, help, value.
+    fn write_counters(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 7] = [
+            (
+                "deskboot_render_cache_hits_total",
+                "Answers served from the render cache.",
+                &self.cache_hits,
+            ),
+            (
+                "deskboot_render_cache_misses_total",
+                "Answers that had to be rendered.",
+                &self.cache_misses,
+            ),
+            (
+                "deskboot_unknown_mac_requests_total",
+                "Requests for MACs that are not provisioned.",
+                &self.unknown_macs,
+            ),
+            (
+                "deskboot_render_failures_total",
+                "Renders that failed for a device (its last good file is served).",
+                &self.render_failures,
+            ),
+            (
+                "deskboot_tftp_retransmits_total",
+                "TFTP packets (OACK or a window of DATA) resent after a timeout.",
+                &self.tftp_resends,
+            ),
+            (
+                "deskboot_tftp_abandoned_total",
+                "TFTP transfers given up: the client stopped answering.",
+                &self.tftp_abandoned,
+            ),
+            (
+                "deskboot_http_throttled_total",
+                "HTTP answers held back half a second: the client is suspected of scanning.",
+                &self.http_throttled,
+            ),
+        ];
+        for (name, help, value) in counters {
+            counter(out, name, help, load(value));
+        }
+    }
+
+    /// The render time histogram.
+    fn write_render_seconds(&self, out: &mut String) {
         out.push_str("# HELP deskboot_render_seconds Time to render one file.\n");
         out.push_str("# TYPE deskboot_render_seconds histogram\n");
         for (bound, bucket) in RENDER_BUCKETS.iter().zip(&self.render_buckets) {
             let _ = writeln!(
                 out,
                 "deskboot_render_seconds_bucket{{le=\"{bound}\"}} {}",
-                get(bucket)
+                load(bucket)
             );
         }
-        let count = get(&self.render_count);
+        let count = load(&self.render_count);
         let _ = writeln!(out, "deskboot_render_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let sum = get(&self.render_micros) as f64 / 1e6;
+        let sum = load(&self.render_micros) as f64 / 1e6;
         let _ = writeln!(out, "deskboot_render_seconds_sum {sum}");
         let _ = writeln!(out, "deskboot_render_seconds_count {count}");
-        gauge(
-            &mut out,
+    }
+}
+
+/// The gauges read at scrape time, and the store's state.
+fn write_gauges(out: &mut String, gauges: &Gauges) {
+    let values: [(&str, &str, u64); 6] = [
+        (
             "deskboot_tftp_transfers",
             "TFTP transfers in flight.",
-            gauges.tftp_transfers,
-        );
-        gauge(
-            &mut out,
+            gauges.tftp_transfers as u64,
+        ),
+        (
             "deskboot_bans",
             "Clients banned for scanning.",
-            gauges.bans,
-        );
-        gauge(
-            &mut out,
+            gauges.bans as u64,
+        ),
+        (
             "deskboot_devices",
             "Devices in the store.",
-            gauges.devices,
-        );
-        gauge(
-            &mut out,
-            "deskboot_users",
-            "Users in the store.",
-            gauges.users,
-        );
-        gauge(
-            &mut out,
+            gauges.devices as u64,
+        ),
+        ("deskboot_users", "Users in the store.", gauges.users as u64),
+        (
             "deskboot_store_bytes",
             "The store's size on disk.",
             gauges.store_bytes,
-        );
-        gauge(
-            &mut out,
+        ),
+        (
             "deskboot_render_cache_bytes",
             "Rendered files held by the render cache, in bytes.",
-            gauges.render_cache_bytes,
-        );
-        out.push_str(
-            "# HELP deskboot_store_state The store's state (1 for the one it is in): ok, read_only (disk full), failed.\n",
-        );
-        out.push_str("# TYPE deskboot_store_state gauge\n");
-        for state in StoreState::ALL {
-            let current = u8::from(state == gauges.store_state);
-            let _ = writeln!(
-                out,
-                "deskboot_store_state{{state=\"{}\"}} {current}",
-                state.name()
-            );
-        }
-        out
+            gauges.render_cache_bytes as u64,
+        ),
+    ];
+    for (name, help, value) in values {
+        gauge(out, name, help, value);
     }
+    out.push_str(
+        "# HELP deskboot_store_state The store's state (1 for the one it is in): ok, read_only (disk full), failed.\n",
+    );
+    out.push_str("# TYPE deskboot_store_state gauge\n");
+    for state in StoreState::ALL {
+        let current = u8::from(state == gauges.store_state);
+        let _ = writeln!(
+            out,
+            "deskboot_store_state{{state=\"{}\"}} {current}",
+            state.name()
+        );
+    }
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
