@@ -38,7 +38,7 @@ use crate::render::served::ServedFile;
 use crate::render::uploaded;
 use crate::render::{FileView, RenderError, Renderer, directory};
 use crate::store::{GLOBAL_SCOPE, Store, StoreError};
-use request::{NotServed, OwnedRequest, Request};
+use request::{NotServed, Request};
 
 /// The longest file name a phone may ask for. Real names are under 64
 /// characters; anything far longer is a probe.
@@ -62,13 +62,36 @@ enum OnRenderFailure {
     Error,
 }
 
-/// Where a render may happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Renders {
-    /// On this thread.
-    Here,
-    /// Not on this thread: the caller renders on the render pool.
-    Elsewhere,
+/// What a request gets once understood: a file from the cache, or a
+/// render to do.
+enum Answer {
+    /// The file, from the cache.
+    Ready(ServedFile),
+    /// A cache miss, to render here or on a render thread.
+    Render(Box<Miss>),
+}
+
+/// A cache miss, decided where the request was understood and carried
+/// whole to the thread that renders it: nothing is prepared or read twice.
+struct Miss {
+    key: CacheKey,
+    /// The store and templates the decision saw.
+    stamp: Stamp,
+    /// The model the file is rendered for, and the file's name in it.
+    model: String,
+    file: String,
+    requester: Requester,
+    /// For a phone's own file: its device, as read when the miss was decided.
+    device: Option<DeviceMiss>,
+}
+
+/// What a miss of a phone's own file carries.
+struct DeviceMiss {
+    device: Device,
+    /// The name the phone asked for.
+    file_name: String,
+    /// The sighting to record once the file is served.
+    seen: Sighting,
 }
 
 /// A request checked and understood, ready to be answered.
@@ -244,9 +267,11 @@ impl Provisioner {
     /// Answers one request. Synchronous and fast (a few store reads and one
     /// render), so TFTP can call it inside its serialized open.
     pub fn handle(&self, request: &Request<'_>) -> Result<ServedFile, NotServed> {
-        // With `Here` there is always an answer.
-        let result = self.answer(request, Renders::Here);
-        self.count(request, result.unwrap_or(Err(NotServed::UnknownFile)))
+        let result = self.answer(request).and_then(|answer| match answer {
+            Answer::Ready(file) => Ok(file),
+            Answer::Render(miss) => self.render_miss(*miss),
+        });
+        self.count(request, result)
     }
 
     /// Answers one request from an async task: cache hits, refusals and
@@ -257,25 +282,21 @@ impl Provisioner {
         self: &Arc<Self>,
         request: &Request<'_>,
     ) -> Result<ServedFile, NotServed> {
-        if let Some(result) = self.answer(request, Renders::Elsewhere) {
-            return self.count(request, result);
-        }
-        let owned = OwnedRequest::of(request);
+        let miss = match self.answer(request) {
+            Ok(Answer::Render(miss)) => miss,
+            Ok(Answer::Ready(file)) => return self.count(request, Ok(file)),
+            Err(refused) => return self.count(request, Err(refused)),
+        };
         let provisioner = Arc::clone(self);
-        match self
+        let rendered = self
             .renders
-            .run(move || provisioner.handle(&owned.request()))
+            .run(move || provisioner.render_miss(*miss))
             .await
-        {
-            Ok(result) => result,
-            Err(e) => {
+            .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "a render task failed");
-                self.count(
-                    request,
-                    Err(NotServed::Render(RenderError::Other(e.to_string()))),
-                )
-            }
-        }
+                Err(NotServed::Render(RenderError::Other(e.to_string())))
+            });
+        self.count(request, rendered)
     }
 
     /// Counts an answer in the metrics.
@@ -298,17 +319,10 @@ impl Provisioner {
         result
     }
 
-    /// The answer to a request; None when it needs a render and `renders`
-    /// says not here.
-    fn answer(
-        &self,
-        request: &Request<'_>,
-        renders: Renders,
-    ) -> Option<Result<ServedFile, NotServed>> {
-        match self.prepare(request) {
-            Ok(prepared) => self.respond(request, prepared, renders),
-            Err(refused) => Some(Err(refused)),
-        }
+    /// What a request gets: a cached file, a render to do, or a refusal.
+    fn answer(&self, request: &Request<'_>) -> Result<Answer, NotServed> {
+        let prepared = self.prepare(request)?;
+        self.respond(request, prepared)
     }
 
     /// Everything about a request short of rendering: the policy's checks,
@@ -356,12 +370,10 @@ impl Provisioner {
         })
     }
 
-    fn respond(
-        &self,
-        request: &Request<'_>,
-        prepared: Prepared<'_>,
-        renders: Renders,
-    ) -> Option<Result<ServedFile, NotServed>> {
+    /// The cached file, or the render a miss needs. The stamp is read
+    /// before the device: a change made meanwhile makes the render's cache
+    /// entry stale, never a stale file current.
+    fn respond(&self, request: &Request<'_>, prepared: Prepared<'_>) -> Result<Answer, NotServed> {
         let Prepared {
             file_name,
             found,
@@ -375,56 +387,106 @@ impl Provisioner {
             self.cache.quarter_hour(),
         );
         let cached = self.cache.get(&key, stamp);
-        // A miss is counted where the render happens, not twice.
-        let would_render = cached.is_none()
-            && match found.mac {
-                None => true,
-                // An unknown MAC needs no render: answer it here.
-                Some(mac) => !matches!(self.store.device(mac), Ok(None)),
-            };
-        if would_render && renders == Renders::Elsewhere {
-            return None;
-        }
         self.metrics.cache(cached.is_some());
-        Some(match found.mac {
-            None => match cached {
-                Some(file) => Ok(file),
-                None => self
-                    .serve_common(&found, identity.model.as_deref(), &requester)
-                    .map(|(file, used)| self.keep(key, stamp, file, used)),
-            },
-            Some(mac) => {
-                let result = match cached {
-                    Some(file) => Ok(file),
-                    None => self
-                        .serve_device(
-                            mac,
-                            file_name,
-                            &found,
-                            &requester,
-                            OnRenderFailure::LastGood,
-                        )
-                        .map(|(file, used)| self.keep(key, stamp, file, used)),
-                };
-                match &result {
-                    Ok(file) => {
-                        let seen = Sighting {
-                            etag: Some(file.etag.clone()),
-                            origin: requester.origin,
-                            without_secrets: requester.without_secrets,
-                            ..sighting(file_name, request, &identity)
-                        };
-                        lock(&self.pending_sightings).insert(mac, seen);
-                    }
-                    Err(NotServed::UnknownMac(_)) => {
-                        self.metrics.unknown_mac();
-                        self.scan_guard(request.transport)
-                            .note_unknown(request.peer, mac);
-                        self.note_discovered(mac, file_name, request, &identity)
-                    }
-                    Err(_) => {}
-                }
-                result
+        let seen = |file: &ServedFile| Sighting {
+            etag: Some(file.etag.clone()),
+            origin: requester.origin.clone(),
+            without_secrets: requester.without_secrets,
+            ..sighting(file_name, request, &identity)
+        };
+        let Some(mac) = found.mac else {
+            if let Some(file) = cached {
+                return Ok(Answer::Ready(file));
+            }
+            let (model, file) =
+                common_model(&found, identity.model.as_deref()).ok_or(NotServed::UnknownFile)?;
+            return Ok(Answer::Render(Box::new(Miss {
+                key,
+                stamp,
+                model: model.id.clone(),
+                file: file.name.clone(),
+                requester,
+                device: None,
+            })));
+        };
+        if let Some(file) = cached {
+            lock(&self.pending_sightings).insert(mac, seen(&file));
+            return Ok(Answer::Ready(file));
+        }
+        let Some(device) = self.store.device(mac)? else {
+            self.metrics.unknown_mac();
+            self.scan_guard(request.transport)
+                .note_unknown(request.peer, mac);
+            self.note_discovered(mac, file_name, request, &identity);
+            return Err(NotServed::UnknownMac(mac));
+        };
+        let (model, file) = self.device_file(&found, &device)?;
+        let seen = Sighting {
+            origin: requester.origin.clone(),
+            without_secrets: requester.without_secrets,
+            ..sighting(file_name, request, &identity)
+        };
+        Ok(Answer::Render(Box::new(Miss {
+            key,
+            stamp,
+            model: model.id.clone(),
+            file: file.name.clone(),
+            requester,
+            device: Some(DeviceMiss {
+                device,
+                file_name: file_name.to_string(),
+                seen,
+            }),
+        })))
+    }
+
+    /// Renders a miss, keeps it in the cache and, for a phone's own file,
+    /// notes that the phone got it.
+    fn render_miss(&self, miss: Miss) -> Result<ServedFile, NotServed> {
+        let model = self
+            .catalog
+            .model(&miss.model)
+            .ok_or(NotServed::UnknownFile)?;
+        let file = model
+            .files
+            .iter()
+            .find(|f| f.name == miss.file)
+            .ok_or(NotServed::UnknownFile)?;
+        let (served, used) = match &miss.device {
+            None => self.serve_common(model, file, &miss.requester)?,
+            Some(asked) => self.serve_device(
+                &asked.device,
+                model,
+                file,
+                &asked.file_name,
+                &miss.requester,
+                OnRenderFailure::LastGood,
+            )?,
+        };
+        let served = self.keep(miss.key, miss.stamp, served, used);
+        if let Some(asked) = miss.device {
+            let seen = Sighting {
+                etag: Some(served.etag.clone()),
+                ..asked.seen
+            };
+            lock(&self.pending_sightings).insert(asked.device.mac, seen);
+        }
+        Ok(served)
+    }
+
+    /// The model and file a device's record says a matched file is: the
+    /// device's model must be among the candidates.
+    fn device_file<'f>(
+        &self,
+        found: &FileMatch<'f>,
+        device: &Device,
+    ) -> Result<(&'f PhoneModel, &'f ModelFile), NotServed> {
+        let candidate = found.candidates.iter().find(|(m, _)| m.id == device.model);
+        candidate.copied().ok_or_else(|| {
+            let (mac, model) = (device.mac, device.model.clone());
+            match self.catalog.model(&model) {
+                Some(_) => NotServed::WrongModel { mac, model },
+                None => NotServed::MissingModel { mac, model },
             }
         })
     }
@@ -481,29 +543,33 @@ impl Provisioner {
         requester: &Requester,
     ) -> Result<ServedFile, NotServed> {
         let found = self.file_pattern(file_name)?;
+        let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
         match found.mac {
             // An administrator is shown what fails, not what hides it.
-            Some(file_mac) if file_mac == mac => self
-                .serve_device(mac, file_name, &found, requester, OnRenderFailure::Error)
-                .map(|(file, _)| file),
+            Some(file_mac) if file_mac == mac => {
+                let (model, file) = self.device_file(&found, &device)?;
+                self.serve_device(
+                    &device,
+                    model,
+                    file,
+                    file_name,
+                    requester,
+                    OnRenderFailure::Error,
+                )
+                .map(|(file, _)| file)
+            }
             Some(_) => Err(NotServed::BadPath("the file names another MAC")),
             None => {
-                let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
-                let found = FileMatch {
-                    candidates: found
-                        .candidates
-                        .into_iter()
-                        .filter(|(m, _)| m.id == device.model)
-                        .collect(),
-                    mac: None,
-                };
-                if found.candidates.is_empty() {
-                    return Err(NotServed::WrongModel {
+                let (model, file) = found
+                    .candidates
+                    .iter()
+                    .find(|(m, _)| m.id == device.model)
+                    .copied()
+                    .ok_or(NotServed::WrongModel {
                         mac,
                         model: device.model,
-                    });
-                }
-                self.serve_common(&found, None, requester)
+                    })?;
+                self.serve_common(model, file, requester)
                     .map(|(file, _)| file)
             }
         }
@@ -536,11 +602,10 @@ impl Provisioner {
 
     fn serve_common(
         &self,
-        found: &FileMatch<'_>,
-        model_hint: Option<&str>,
+        model: &PhoneModel,
+        file: &ModelFile,
         requester: &Requester,
     ) -> Result<(ServedFile, InputsUsed), NotServed> {
-        let (model, file) = common_model(found, model_hint).ok_or(NotServed::UnknownFile)?;
         let used = self.inputs_used(model, None)?;
         let started = Instant::now();
         let body = self.render_common(&self.renderer(), model, file, requester)?;
@@ -576,29 +641,23 @@ impl Provisioner {
         Ok(renderer.render(&template, &view)?)
     }
 
+    /// Renders a device's file, falling back on its last good render when
+    /// `on_failure` says so.
     fn serve_device(
         &self,
-        mac: Mac,
+        device: &Device,
+        model: &PhoneModel,
+        file: &ModelFile,
         file_name: &str,
-        found: &FileMatch<'_>,
         requester: &Requester,
         on_failure: OnRenderFailure,
     ) -> Result<(ServedFile, InputsUsed), NotServed> {
-        let device = self.store.device(mac)?.ok_or(NotServed::UnknownMac(mac))?;
-        let Some(&(model, file)) = found.candidates.iter().find(|(m, _)| m.id == device.model)
-        else {
-            let model = device.model.clone();
-            return Err(match self.catalog.model(&model) {
-                Some(_) => NotServed::WrongModel { mac, model },
-                None => NotServed::MissingModel { mac, model },
-            });
-        };
+        let mac = device.mac;
         tracing::trace!(%mac, file = file_name, "rendering");
-        let used = self.inputs_used(model, Some(&device))?;
-        let users = self.device_users(&device)?;
+        let used = self.inputs_used(model, Some(device))?;
+        let users = self.device_users(device)?;
         let started = Instant::now();
-        let rendered =
-            self.render_device(&self.renderer(), model, file, &device, &users, requester);
+        let rendered = self.render_device(&self.renderer(), model, file, device, &users, requester);
         self.metrics.render(started.elapsed());
         let key = (mac, file_name.to_ascii_lowercase());
         let accounts: Vec<UserId> = device.lines.iter().map(|line| line.user).collect();

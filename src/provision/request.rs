@@ -31,47 +31,6 @@ pub struct Request<'a> {
     pub authenticated: bool,
 }
 
-/// A [`Request`] that owns its text, to carry it to the render pool.
-#[derive(Debug, Clone)]
-pub(crate) struct OwnedRequest {
-    path: String,
-    user_agent: Option<String>,
-    peer: IpAddr,
-    transport: Transport,
-    host: Option<String>,
-    https: bool,
-    client_cert: ClientCert,
-    authenticated: bool,
-}
-
-impl OwnedRequest {
-    pub(crate) fn of(request: &Request<'_>) -> Self {
-        OwnedRequest {
-            path: request.path.to_string(),
-            user_agent: request.user_agent.map(str::to_string),
-            peer: request.peer,
-            transport: request.transport,
-            host: request.host.map(str::to_string),
-            https: request.https,
-            client_cert: request.client_cert,
-            authenticated: request.authenticated,
-        }
-    }
-
-    pub(crate) fn request(&self) -> Request<'_> {
-        Request {
-            path: &self.path,
-            user_agent: self.user_agent.as_deref(),
-            peer: self.peer,
-            transport: self.transport,
-            host: self.host.as_deref(),
-            https: self.https,
-            client_cert: self.client_cert,
-            authenticated: self.authenticated,
-        }
-    }
-}
-
 impl<'a> Request<'a> {
     /// A TFTP request: a file name and where it came from, nothing more.
     pub fn tftp(path: &'a str, peer: IpAddr) -> Self {
