@@ -403,6 +403,7 @@ fn place_on_device(
             description: None,
             lines: vec![line],
             keys: Vec::new(),
+            layout: None,
             modules: Vec::new(),
             settings: Default::default(),
         },

@@ -328,9 +328,13 @@ pub struct Device {
     /// The SIP accounts, line 1 first.
     #[serde(default)]
     pub lines: Vec<LineAssignment>,
-    /// Programmable keys.
+    /// Programmable keys; with a `layout`, they replace its keys at the
+    /// same places.
     #[serde(default)]
     pub keys: Vec<Key>,
+    /// The named key layout the device follows, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
     /// Expansion module ids, in chain order (module 1 first).
     #[serde(default)]
     pub modules: Vec<String>,
@@ -350,38 +354,113 @@ impl Device {
                 check_text(&format!("lines[{i}].label"), label)?;
             }
         }
-        let mut positions = std::collections::HashSet::new();
-        for (i, key) in self.keys.iter().enumerate() {
-            let field = |name: &str| format!("keys[{i}].{name}");
-            if key.index == 0 {
-                return Err(Invalid::new(field("index"), "key positions start at 1"));
-            }
-            if key.module == Some(0) {
-                return Err(Invalid::new(field("module"), "modules are numbered from 1"));
-            }
-            if !positions.insert((key.module, key.index)) {
-                return Err(Invalid::new(
-                    field("index"),
-                    format!("two keys at position {}", key.index),
-                ));
-            }
-            check_text(&field("value"), &key.value)?;
-            check_text(&field("label"), &key.label)?;
-            if key.kind.needs_value() && key.value.trim().is_empty() {
-                return Err(Invalid::new(
-                    field("value"),
-                    format!("a {} key needs a value", key.kind.name()),
-                ));
-            }
-            if key.line == 0 || usize::from(key.line) > self.lines.len().max(1) {
-                return Err(Invalid::new(
-                    field("line"),
-                    format!("the device has no line {}", key.line),
-                ));
-            }
+        if let Some(layout) = &self.layout {
+            Layout::check_name(layout).map_err(|e| Invalid::new("layout", e.message))?;
         }
+        check_keys(&self.keys, self.lines.len())?;
         self.settings.validate()
     }
+}
+
+/// A named set of keys for one phone model ("Reception", "Sales"), which
+/// every device naming it shows; a device's own keys replace single ones.
+/// Labels may say `{name}` and `{extension}`: the name and extension of the
+/// user the key targets, filled in when a file is rendered, so they follow
+/// renames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layout {
+    /// Its name: lower-case letters, digits and `-`.
+    pub name: String,
+    /// The phone model it is for.
+    pub model: String,
+    /// A note for administrators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The keys, on line 1.
+    #[serde(default)]
+    pub keys: Vec<Key>,
+}
+
+impl Layout {
+    /// Refuses names that would not read well in a URL or a CSV column.
+    pub fn check_name(name: &str) -> Result<(), Invalid> {
+        let fine = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if fine {
+            Ok(())
+        } else {
+            Err(Invalid::new(
+                "name",
+                "1 to 64 lower-case letters, digits or '-'",
+            ))
+        }
+    }
+
+    /// Checks every field on its own; the model's limits are the catalog's job.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        Layout::check_name(&self.name)?;
+        if let Some(description) = &self.description {
+            check_text("description", description)?;
+        }
+        check_keys(&self.keys, 1)
+    }
+
+    /// The keys of a device following this layout: the layout's, each
+    /// replaced by the device's `own` key at the same place, in place order.
+    pub fn keys_with(&self, own: &[Key]) -> Vec<Key> {
+        let mut keys: Vec<Key> = self
+            .keys
+            .iter()
+            .filter(|k| {
+                !own.iter()
+                    .any(|o| (o.module, o.index) == (k.module, k.index))
+            })
+            .chain(own)
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| (k.module, k.index));
+        keys
+    }
+}
+
+/// Checks keys on their own (`lines`: how many lines they may use): one key
+/// per place, positions from 1, a value where the type needs one.
+fn check_keys(keys: &[Key], lines: usize) -> Result<(), Invalid> {
+    let mut positions = std::collections::HashSet::new();
+    for (i, key) in keys.iter().enumerate() {
+        let field = |name: &str| format!("keys[{i}].{name}");
+        if key.index == 0 {
+            return Err(Invalid::new(field("index"), "key positions start at 1"));
+        }
+        if key.module == Some(0) {
+            return Err(Invalid::new(field("module"), "modules are numbered from 1"));
+        }
+        if !positions.insert((key.module, key.index)) {
+            return Err(Invalid::new(
+                field("index"),
+                format!("two keys at position {}", key.index),
+            ));
+        }
+        check_text(&field("value"), &key.value)?;
+        check_text(&field("label"), &key.label)?;
+        if key.kind.needs_value() && key.value.trim().is_empty() {
+            return Err(Invalid::new(
+                field("value"),
+                format!("a {} key needs a value", key.kind.name()),
+            ));
+        }
+        if key.line == 0 || usize::from(key.line) > lines.max(1) {
+            return Err(Invalid::new(
+                field("line"),
+                format!("the device has no line {}", key.line),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// SIP transport for registrations.

@@ -11,6 +11,7 @@ pub(crate) mod admission;
 pub mod firmware;
 pub mod request;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -27,7 +28,7 @@ use crate::catalog::{Catalog, FileMatch, Identity, ModelFile, PhoneModel};
 use crate::domain::clock::{Clock, unix_now};
 use crate::domain::mac::Mac;
 use crate::domain::records::{
-    Device, Discovered, HoldsSecrets, LastGood, Settings, Sighting, User, UserId,
+    Device, Discovered, HoldsSecrets, Key, LastGood, Settings, Sighting, User, UserId,
 };
 use crate::domain::transport::Transport;
 use crate::metrics::{Metrics, Outcome};
@@ -712,6 +713,46 @@ impl Provisioner {
             )))
     }
 
+    /// The device as its files show it: its layout's keys under its own,
+    /// and `{name}` and `{extension}` in key labels filled in from the user
+    /// each key targets (its value, when no user has that extension).
+    pub fn laid_out<'d>(&self, device: &'d Device) -> Result<Cow<'d, Device>, NotServed> {
+        let keys = match &device.layout {
+            None if !device.keys.iter().any(has_label_variable) => {
+                return Ok(Cow::Borrowed(device));
+            }
+            None => device.keys.clone(),
+            Some(name) => self
+                .store
+                .layout(name)?
+                .ok_or_else(|| NotServed::Invalid(format!("layout {name} does not exist")))?
+                .keys_with(&device.keys),
+        };
+        let keys = keys
+            .into_iter()
+            .map(|key| self.labelled(key))
+            .collect::<Result<_, _>>()?;
+        Ok(Cow::Owned(Device {
+            keys,
+            ..device.clone()
+        }))
+    }
+
+    /// A key with its label's variables filled in.
+    fn labelled(&self, mut key: Key) -> Result<Key, NotServed> {
+        if has_label_variable(&key) {
+            let name = match self.store.user_by_extension(&key.value)? {
+                Some(user) => user.display_name(),
+                None => key.value.clone(),
+            };
+            key.label = key
+                .label
+                .replace("{name}", &name)
+                .replace("{extension}", &key.value);
+        }
+        Ok(key)
+    }
+
     /// Renders a device's file with the given templates; `users` are the
     /// users of its lines, in order.
     pub fn render_device(
@@ -723,6 +764,8 @@ impl Provisioner {
         users: &[User],
         requester: &Requester,
     ) -> Result<Vec<u8>, NotServed> {
+        let device = self.laid_out(device)?;
+        let device = device.as_ref();
         // Line 1's user picks the language, unless the phone itself names one.
         let owner = Settings {
             language: users.first().and_then(|user| user.language.clone()),
@@ -945,6 +988,11 @@ fn sighting(file: &str, request: &Request<'_>, identity: &Identity) -> Sighting 
         origin: None,
         without_secrets: false,
     }
+}
+
+/// Whether a key's label names a variable to fill in.
+fn has_label_variable(key: &Key) -> bool {
+    key.label.contains("{name}") || key.label.contains("{extension}")
 }
 
 /// The model a common file is rendered for: several models may share a

@@ -138,6 +138,7 @@ pub fn sample_device(model: &PhoneModel) -> (Device, Vec<User>) {
             })
             .collect(),
         keys,
+        layout: None,
         modules,
         settings: Default::default(),
     };

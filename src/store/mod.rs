@@ -31,7 +31,7 @@ use crate::domain::clock::unix_now;
 use crate::domain::mac::Mac;
 use crate::domain::progress::{self, Report};
 use crate::domain::records::{
-    ApiToken, Device, Discovered, Invalid, LastGood, Settings, Sighting, User, UserId,
+    ApiToken, Device, Discovered, Invalid, LastGood, Layout, Settings, Sighting, User, UserId,
 };
 use audit::AuditEntry;
 
@@ -193,6 +193,10 @@ pub trait Backend: Send + Sync {
     fn settings(&self, scope: &str) -> Result<Option<Settings>, StoreError>;
     /// Every scope that has settings, by scope.
     fn all_settings(&self) -> Result<Vec<(String, Settings)>, StoreError>;
+    /// A named key layout.
+    fn layout(&self, name: &str) -> Result<Option<Layout>, StoreError>;
+    /// Every named key layout, by name.
+    fn layouts(&self) -> Result<Vec<Layout>, StoreError>;
     /// An uploaded template's history.
     fn template(&self, key: &str) -> Result<Option<TemplateHistory>, StoreError>;
     /// Every uploaded template, by key.
@@ -284,6 +288,15 @@ pub enum Change {
         /// The record as it was (none for a new one).
         old: TemplateHistory,
     },
+    /// Create (no `old`) or replace a named key layout.
+    PutLayout {
+        /// The record as it will be.
+        new: Layout,
+        /// The record as it was (none for a new one).
+        old: Option<Layout>,
+    },
+    /// Delete a named key layout (no device names it).
+    DeleteLayout(Layout),
     /// Forget a discovered MAC (it was adopted).
     DeleteDiscovered(Mac),
     /// Create a named admin token.
@@ -332,6 +345,16 @@ impl Change {
             Change::DeleteTemplate { key, .. } => {
                 ("template.delete".into(), format!("template/{key}"), Value::Null)
             }
+            Change::PutLayout { new, old } => (
+                verb("layout", old.is_some()),
+                format!("layout/{}", new.name),
+                audit::diff(&old.as_ref().map_or(json!({}), |o| json(o)), &json(new)),
+            ),
+            Change::DeleteLayout(layout) => (
+                "layout.delete".into(),
+                format!("layout/{}", layout.name),
+                json!({"model": layout.model}),
+            ),
             Change::DeleteDiscovered(mac) => (
                 "discovered.delete".into(),
                 format!("discovered/{mac}"),
@@ -638,6 +661,27 @@ impl Store {
     /// Every scope that has settings.
     pub fn all_settings(&self) -> Result<Vec<(String, Settings)>, StoreError> {
         self.backend.all_settings()
+    }
+
+    // ---- layouts ----
+
+    /// A named key layout.
+    pub fn layout(&self, name: &str) -> Result<Option<Layout>, StoreError> {
+        self.backend.layout(name)
+    }
+
+    /// Every named key layout, by name.
+    pub fn layouts(&self) -> Result<Vec<Layout>, StoreError> {
+        self.backend.layouts()
+    }
+
+    /// The devices that follow a layout.
+    pub fn devices_with_layout(&self, name: &str) -> Result<Vec<Device>, StoreError> {
+        Ok(self
+            .devices()?
+            .into_iter()
+            .filter(|d| d.layout.as_deref() == Some(name))
+            .collect())
     }
 
     // ---- templates ----

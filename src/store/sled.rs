@@ -29,7 +29,7 @@ use super::{Backend, Change, Counted, SCHEMA_VERSION, StoreError, StoreState, Te
 use crate::domain::mac::Mac;
 use crate::domain::progress::{Report, Stage};
 use crate::domain::records::{
-    ApiToken, Device, Discovered, Invalid, LastGood, Settings, Sighting, User, UserId,
+    ApiToken, Device, Discovered, Invalid, LastGood, Layout, Settings, Sighting, User, UserId,
 };
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
@@ -100,6 +100,7 @@ struct Trees {
     by_sip_username: sled::Tree,
     by_email: sled::Tree,
     templates: sled::Tree,
+    layouts: sled::Tree,
     audit: sled::Tree,
     meta: sled::Tree,
     sightings: sled::Tree,
@@ -134,6 +135,7 @@ impl Trees {
             by_sip_username: db.open_tree("idx_sip_username")?,
             by_email: db.open_tree("idx_email")?,
             templates: db.open_tree("templates")?,
+            layouts: db.open_tree("layouts")?,
             audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
             sightings: db.open_tree("sightings")?,
@@ -527,6 +529,14 @@ impl Backend for SledBackend {
         self.read(|trees| scan_keyed(&trees.settings, "settings"))
     }
 
+    fn layout(&self, name: &str) -> Result<Option<Layout>, StoreError> {
+        self.read(|trees| get(&trees.layouts, "layouts", name.as_bytes()))
+    }
+
+    fn layouts(&self) -> Result<Vec<Layout>, StoreError> {
+        self.read(|trees| scan(&trees.layouts, "layouts"))
+    }
+
     fn template(&self, key: &str) -> Result<Option<TemplateHistory>, StoreError> {
         self.read(|trees| get(&trees.templates, "templates", key.as_bytes()))
     }
@@ -662,6 +672,7 @@ fn apply(
         &trees.tokens,
         &trees.last_good,
         &trees.meta,
+        &trees.layouts,
     ];
     trees.as_slice().transaction(|t| {
         let tx = InTransaction::of(t);
@@ -700,6 +711,7 @@ struct InTransaction<'t> {
     tokens: &'t TransactionalTree,
     last_good: &'t TransactionalTree,
     meta: &'t TransactionalTree,
+    layouts: &'t TransactionalTree,
 }
 
 impl<'t> InTransaction<'t> {
@@ -716,6 +728,7 @@ impl<'t> InTransaction<'t> {
             tokens: &t[10],
             last_good: &t[11],
             meta: &t[12],
+            layouts: &t[13],
         }
     }
 
@@ -758,6 +771,14 @@ impl<'t> InTransaction<'t> {
             }
             Change::DeleteTemplate { key, .. } => {
                 self.templates.remove(key.as_bytes())?;
+                (0, 0)
+            }
+            Change::PutLayout { new, .. } => {
+                self.layouts.insert(new.name.as_bytes(), encode(new))?;
+                (0, 0)
+            }
+            Change::DeleteLayout(layout) => {
+                self.layouts.remove(layout.name.as_bytes())?;
                 (0, 0)
             }
             Change::DeleteDiscovered(mac) => {

@@ -38,6 +38,10 @@ pub(crate) const CASES: &[(&str, Case)] = &[
         discovered_phones_merge_skip_devices_and_are_pruned,
     ),
     (
+        "layouts_are_kept_listed_and_forgotten",
+        layouts_are_kept_listed_and_forgotten,
+    ),
+    (
         "user_ids_are_never_handed_out_twice",
         user_ids_are_never_handed_out_twice,
     ),
@@ -85,6 +89,7 @@ pub(crate) fn device(mac: &str) -> Device {
         description: None,
         lines: Vec::new(),
         keys: Vec::new(),
+        layout: None,
         modules: Vec::new(),
         settings: Settings::default(),
     }
@@ -406,4 +411,53 @@ fn counts_follow_what_is_really_added_and_removed(store: &Store) {
     ]);
     apply(vec![Change::DeleteUser(ada)]);
     assert_eq!((store.user_count(), store.device_count()), (1, 1));
+}
+
+fn layouts_are_kept_listed_and_forgotten(store: &Store) {
+    let reception = Layout {
+        name: "reception".into(),
+        model: "yealink-t46s".into(),
+        description: None,
+        keys: Vec::new(),
+    };
+    let sales = Layout {
+        name: "sales".into(),
+        ..reception.clone()
+    };
+    let put = |layout: &Layout| Change::PutLayout {
+        new: layout.clone(),
+        old: None,
+    };
+    change(store, |_| {
+        Ok::<_, StoreError>((vec![put(&sales), put(&reception)], ()))
+    })
+    .unwrap();
+    assert_eq!(store.layout("sales").unwrap(), Some(sales.clone()));
+    assert_eq!(store.layouts().unwrap(), vec![reception.clone(), sales]);
+    let mut phone = device("001565aabbcc");
+    phone.layout = Some("reception".into());
+    let put_device = Change::PutDevice {
+        new: phone.clone(),
+        old: None,
+    };
+    change(store, |_| Ok::<_, StoreError>((vec![put_device], ()))).unwrap();
+    assert_eq!(store.devices_with_layout("reception").unwrap(), vec![phone]);
+    let delete = Change::DeleteLayout(reception);
+    change(store, |_| Ok::<_, StoreError>((vec![delete], ()))).unwrap();
+    assert_eq!(store.layout("reception").unwrap(), None);
+    let actions: Vec<String> = store
+        .audit(0, None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "layout.create",
+            "layout.create",
+            "device.create",
+            "layout.delete"
+        ]
+    );
 }

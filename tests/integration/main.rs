@@ -14,6 +14,7 @@ mod disk_full;
 mod firmware;
 mod golden;
 mod https;
+mod layouts;
 mod operations;
 mod provisioning;
 mod readme;

@@ -175,6 +175,7 @@ pub(super) fn check(state: &AdminState, store: &Store, device: &Device) -> Resul
         )
     })?;
     model.check_device(device)?;
+    super::layouts::check_device_layout(state, store, device)?;
     for (i, line) in device.lines.iter().enumerate() {
         if store.user(line.user)?.is_none() {
             return Err(ApiError::Conflict(Invalid::new(

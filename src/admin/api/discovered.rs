@@ -65,6 +65,7 @@ pub(super) async fn adopt(
                     .map(|user| vec![LineAssignment { user, label: None }])
                     .unwrap_or_default(),
                 keys: Vec::new(),
+                layout: None,
                 modules: Vec::new(),
                 settings: Default::default(),
             };

@@ -10,6 +10,7 @@ mod backup;
 mod bans;
 mod devices;
 mod discovered;
+mod layouts;
 mod models;
 mod resync;
 mod settings;
@@ -97,6 +98,13 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/templates/{scope}/{target}/{file}/rollback",
             axum::routing::post(templates::rollback),
+        )
+        .route("/layouts", get(layouts::list).post(layouts::create))
+        .route(
+            "/layouts/{name}",
+            get(layouts::show)
+                .put(layouts::replace)
+                .delete(layouts::remove),
         )
         .route("/audit", get(audit::list))
         .route("/tokens", get(tokens::list).post(tokens::create))
