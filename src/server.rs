@@ -17,6 +17,7 @@ use axum_server::tls_rustls::RustlsAcceptor;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::access::phone_auth::{AuthSettings, PhoneAuth, PhoneAuthError};
 use crate::admin::api::{self, AdminState};
@@ -101,15 +102,20 @@ pub enum ServerError {
 pub struct Server {
     store: Arc<Store>,
     provisioner: Arc<Provisioner>,
+    admin_state: Arc<AdminState>,
+    listeners: Listeners,
+    http_limits: HttpLimits,
+}
+
+/// The bound sockets, and the certificates the TLS ones present.
+struct Listeners {
     http: TcpListener,
     https: Option<(TcpListener, HttpsCert)>,
     admin: TcpListener,
     admin_cert: Option<HttpsCert>,
     tftp: tftp::TftpServer,
     tftp_state: Arc<tftp::TftpState>,
-    admin_state: Arc<AdminState>,
     addrs: Addresses,
-    http_limits: HttpLimits,
 }
 
 /// The addresses the listeners really bound.
@@ -125,6 +131,14 @@ pub struct Addresses {
     pub admin: SocketAddr,
 }
 
+/// The running listeners' tasks.
+struct Serving {
+    http: JoinHandle<std::io::Result<()>>,
+    https: Option<JoinHandle<std::io::Result<()>>>,
+    admin: JoinHandle<std::io::Result<()>>,
+    tftp: JoinHandle<std::io::Result<()>>,
+}
+
 impl Server {
     /// Makes the data directory private, opens the store, loads models and
     /// templates, and binds the listeners.
@@ -134,50 +148,145 @@ impl Server {
         data_dir::make_private(&config.data)?;
         let store = Arc::new(Store::open(&config.store_dir())?);
         let catalog = Arc::new(Catalog::load(config.models_dir.as_deref())?);
-        let sandbox = match &config.render_worker {
-            Some(program) => Sandbox::new(program),
-            None => Sandbox::this_binary(),
-        };
-        let renderer = with_stored_uploads(
-            &store,
-            Renderer::load(&catalog, config.templates_dir.as_deref(), sandbox)?,
-        )?;
         let token = AdminToken::setup(&store, &config.data, admin_token)?;
-        let policy = config.provisioning.clone().resolved(
-            config
-                .https
-                .as_ref()
-                .is_some_and(|https| https.client_cert == ClientCertMode::Required),
-        );
-        if policy.tftp_secrets_everywhere() {
-            tracing::warn!(
-                "SIP passwords go over TFTP, in clear, to every network: set tftp_secrets_allow \
-                 to the phones' networks, or to [] and give phones HTTPS"
-            );
-        }
-        // The machine's time; unit tests hand these parts a manual clock.
-        let clock = Clock::System;
-        let phone_auth = PhoneAuth::load(
-            &config.data,
-            AuthSettings {
-                mode: policy.http_auth,
-                shared_user: policy.http_auth_user.as_deref(),
-                shared_password: policy.http_auth_password.as_deref(),
-                md5: policy.http_auth_md5,
+        let provisioner = Arc::new(provisioner(config, &store, &catalog)?);
+        let listeners = Listeners::bind(config, &provisioner).await?;
+        let admin_state = Arc::new(AdminState {
+            store: store.clone(),
+            catalog,
+            provisioner: provisioner.clone(),
+            auth: Authenticator::new(token)?,
+            tftp: listeners.tftp_state.clone(),
+        });
+        Ok(Server {
+            store,
+            provisioner,
+            admin_state,
+            listeners,
+            http_limits: HttpLimits {
+                request: Duration::from_secs(config.http_request_timeout_secs.get()),
+                send: Duration::from_secs(config.http_send_timeout_secs.get()),
+                connections: ConnectionLimits {
+                    max: config.http_max_connections.get(),
+                    per_source: config.http_max_connections_per_source.get(),
+                },
             },
-            clock.clone(),
-        )?;
-        let provisioner = Arc::new(Provisioner::new(
+        })
+    }
+
+    /// The addresses the listeners bound.
+    pub fn addresses(&self) -> Addresses {
+        self.listeners.addrs
+    }
+
+    /// The HTTPS certificate in use, to reload it (on SIGHUP); none without HTTPS.
+    pub fn https_cert(&self) -> Option<HttpsCert> {
+        self.listeners.https.as_ref().map(|(_, cert)| cert.clone())
+    }
+
+    /// The admin listener's certificate, to reload it; none when it is plain HTTP.
+    pub fn admin_cert(&self) -> Option<HttpsCert> {
+        self.listeners.admin_cert.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops gracefully: both
+    /// transports drain within one deadline, what phones did is saved, and
+    /// the store is closed before this returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        log_listening(self.listeners.addrs);
+        let Server {
+            store,
+            provisioner,
+            admin_state,
+            listeners,
+            http_limits,
+        } = self;
+        let tftp_state = listeners.tftp_state.clone();
+        // One control drains every HTTP listener at shutdown.
+        let control = axum_server::Control::new();
+        let serving = listeners.serve(&provisioner, &admin_state, http_limits, &control);
+        let (stop_flusher, flusher_stopped) = oneshot::channel::<()>();
+        let flusher = tokio::spawn(flush_sightings_until(
+            provisioner.clone(),
             store.clone(),
-            catalog.clone(),
-            renderer,
-            FirmwareDir::new(config.data.join("firmware")),
-            policy,
-            phone_auth,
-            RenderPool::per_core().map_err(ServerError::RenderThreads)?,
-            clock,
+            async move {
+                let _ = flusher_stopped.await;
+            },
         ));
 
+        shutdown.await;
+        tracing::info!("shutting down");
+        let results = serving.drain(&tftp_state, &control).await;
+        let _ = stop_flusher.send(());
+        let _ = flusher.await;
+        if let Err(e) = provisioner.flush_sightings() {
+            tracing::error!(error = %e, "could not save the last sightings");
+        }
+        store.flush().await?;
+        drop((provisioner, admin_state, tftp_state));
+        close_store(store).await;
+        tracing::info!("stopped");
+        first_failure(results)
+    }
+}
+
+/// The provisioner for `config`: the policy it resolves, phones' HTTP
+/// authentication, the templates with the uploads in the store.
+fn provisioner(
+    config: &Config,
+    store: &Arc<Store>,
+    catalog: &Arc<Catalog>,
+) -> Result<Provisioner, ServerError> {
+    let sandbox = match &config.render_worker {
+        Some(program) => Sandbox::new(program),
+        None => Sandbox::this_binary(),
+    };
+    let renderer = with_stored_uploads(
+        store,
+        Renderer::load(catalog, config.templates_dir.as_deref(), sandbox)?,
+    )?;
+    let policy = config.provisioning.clone().resolved(
+        config
+            .https
+            .as_ref()
+            .is_some_and(|https| https.client_cert == ClientCertMode::Required),
+    );
+    if policy.tftp_secrets_everywhere() {
+        tracing::warn!(
+            "SIP passwords go over TFTP, in clear, to every network: set tftp_secrets_allow \
+             to the phones' networks, or to [] and give phones HTTPS"
+        );
+    }
+    // The machine's time; unit tests hand these parts a manual clock.
+    let clock = Clock::System;
+    let phone_auth = PhoneAuth::load(
+        &config.data,
+        AuthSettings {
+            mode: policy.http_auth,
+            shared_user: policy.http_auth_user.as_deref(),
+            shared_password: policy.http_auth_password.as_deref(),
+            md5: policy.http_auth_md5,
+        },
+        clock.clone(),
+    )?;
+    Ok(Provisioner::new(
+        store.clone(),
+        catalog.clone(),
+        renderer,
+        FirmwareDir::new(config.data.join("firmware")),
+        policy,
+        phone_auth,
+        RenderPool::per_core().map_err(ServerError::RenderThreads)?,
+        clock,
+    ))
+}
+
+impl Listeners {
+    /// Binds every listener `config` names, with their certificates.
+    async fn bind(
+        config: &Config,
+        provisioner: &Arc<Provisioner>,
+    ) -> Result<Listeners, ServerError> {
         let bind_tcp = |what, addr| async move {
             listen(addr).map_err(|source| ServerError::Bind { what, addr, source })
         };
@@ -216,151 +325,107 @@ impl Server {
             admin: local(admin.local_addr(), "admin", config.admin)?,
             tftp: local(tftp.listen_addr(), "TFTP", config.tftp)?,
         };
-        let admin_state = Arc::new(AdminState {
-            store: store.clone(),
-            catalog,
-            provisioner: provisioner.clone(),
-            auth: Authenticator::new(token)?,
-            tftp: tftp_state.clone(),
-        });
-        Ok(Server {
-            store,
-            provisioner,
+        Ok(Listeners {
             http,
             https,
             admin,
             admin_cert,
             tftp,
             tftp_state,
-            admin_state,
             addrs,
-            http_limits: HttpLimits {
-                request: Duration::from_secs(config.http_request_timeout_secs.get()),
-                send: Duration::from_secs(config.http_send_timeout_secs.get()),
-                connections: ConnectionLimits {
-                    max: config.http_max_connections.get(),
-                    per_source: config.http_max_connections_per_source.get(),
-                },
-            },
         })
     }
 
-    /// The addresses the listeners bound.
-    pub fn addresses(&self) -> Addresses {
-        self.addrs
-    }
-
-    /// The HTTPS certificate in use, to reload it (on SIGHUP); none without HTTPS.
-    pub fn https_cert(&self) -> Option<HttpsCert> {
-        self.https.as_ref().map(|(_, cert)| cert.clone())
-    }
-
-    /// The admin listener's certificate, to reload it; none when it is plain HTTP.
-    pub fn admin_cert(&self) -> Option<HttpsCert> {
-        self.admin_cert.clone()
-    }
-
-    /// Serves until `shutdown` completes, then stops gracefully.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let addrs = self.addrs;
-        match addrs.https {
-            Some(https) => {
-                tracing::info!(http = %addrs.http, https = %https, tftp = %addrs.tftp, admin = %addrs.admin, "deskboot listening")
-            }
-            None => {
-                tracing::info!(http = %addrs.http, tftp = %addrs.tftp, admin = %addrs.admin, "deskboot listening")
-            }
-        }
-        // One control drains every HTTP listener at shutdown.
-        let control = axum_server::Control::new();
-        let timeouts = self.http_limits;
-        let http_app = http::router(self.provisioner.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let http_task = tokio::spawn(http_server(self.http, timeouts, &control).serve(http_app));
+    /// Starts serving on every listener.
+    fn serve(
+        self,
+        provisioner: &Arc<Provisioner>,
+        admin_state: &Arc<AdminState>,
+        timeouts: HttpLimits,
+        control: &axum_server::Control,
+    ) -> Serving {
+        let http_app =
+            http::router(provisioner.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let http = tokio::spawn(http_server(self.http, timeouts, control).serve(http_app));
         // HTTPS serves the very router HTTP does: same provisioner, same
         // policy, and its requests count as HTTP; only client certificates
         // add a check.
-        let https_task = self.https.map(|(listener, cert)| {
-            let app = http::https_router(self.provisioner.clone(), cert.client_cert_required())
+        let https = self.https.map(|(listener, cert)| {
+            let app = http::https_router(provisioner.clone(), cert.client_cert_required())
                 .into_make_service_with_connect_info::<SocketAddr>();
-            tokio::spawn(tls_server(listener, &cert, timeouts, &control).serve(app))
+            tokio::spawn(tls_server(listener, &cert, timeouts, control).serve(app))
         });
         // Wrong admin tokens are counted by address.
-        let admin_app = api::router(self.admin_state.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let admin_task = match &self.admin_cert {
+        let admin_app =
+            api::router(admin_state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let admin = match &self.admin_cert {
             Some(cert) => {
-                tokio::spawn(tls_server(self.admin, cert, timeouts, &control).serve(admin_app))
+                tokio::spawn(tls_server(self.admin, cert, timeouts, control).serve(admin_app))
             }
-            None => tokio::spawn(http_server(self.admin, timeouts, &control).serve(admin_app)),
+            None => tokio::spawn(http_server(self.admin, timeouts, control).serve(admin_app)),
         };
-        let tftp_task = tokio::spawn(self.tftp.serve());
-        let (stop_flusher, flusher_stopped) = oneshot::channel::<()>();
-        let flusher = tokio::spawn(flush_sightings_until(
-            self.provisioner.clone(),
-            self.store.clone(),
-            async move {
-                let _ = flusher_stopped.await;
-            },
-        ));
+        let tftp = tokio::spawn(self.tftp.serve());
+        Serving {
+            http,
+            https,
+            admin,
+            tftp,
+        }
+    }
+}
 
-        shutdown.await;
-        tracing::info!("shutting down");
-        // Both transports drain at once, within one deadline.
-        self.tftp_state.close();
+impl Serving {
+    /// Stops taking requests and lets those in flight finish, both
+    /// transports within one deadline; each HTTP listener's outcome.
+    async fn drain(
+        self,
+        tftp_state: &tftp::TftpState,
+        control: &axum_server::Control,
+    ) -> [(&'static str, ServeResult); 3] {
+        tftp_state.close();
         control.graceful_shutdown(Some(DRAIN_TIMEOUT));
         let drain_deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        while self.tftp_state.active() > 0 && tokio::time::Instant::now() < drain_deadline {
+        while tftp_state.active() > 0 && tokio::time::Instant::now() < drain_deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tftp_task.abort();
+        self.tftp.abort();
         // An aborted task lets go of what it holds once it is dropped.
-        let _ = tftp_task.await;
-        let _ = stop_flusher.send(());
-        let http_result = http_task.await;
-        let https_result = match https_task {
+        let _ = self.tftp.await;
+        let http = self.http.await;
+        let https = match self.https {
             Some(task) => task.await,
             None => Ok(Ok(())),
         };
-        let admin_result = admin_task.await;
-        let _ = flusher.await;
-        if let Err(e) = self.provisioner.flush_sightings() {
-            tracing::error!(error = %e, "could not save the last sightings");
+        let admin = self.admin.await;
+        [("HTTP", http), ("HTTPS", https), ("admin", admin)]
+    }
+}
+
+/// How an HTTP listener's task ended.
+type ServeResult = Result<std::io::Result<()>, tokio::task::JoinError>;
+
+/// The first listener that failed, as the server's error.
+fn first_failure(results: [(&'static str, ServeResult); 3]) -> Result<(), ServerError> {
+    for (what, result) in results {
+        let message = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        return Err(ServerError::Serve { what, message });
+    }
+    Ok(())
+}
+
+/// Says where the server listens.
+fn log_listening(addrs: Addresses) {
+    match addrs.https {
+        Some(https) => {
+            tracing::info!(http = %addrs.http, https = %https, tftp = %addrs.tftp, admin = %addrs.admin, "deskboot listening")
         }
-        self.store.flush().await?;
-        let Server {
-            store,
-            provisioner,
-            admin_state,
-            tftp_state,
-            ..
-        } = self;
-        drop((provisioner, admin_state, tftp_state));
-        close_store(store).await;
-        tracing::info!("stopped");
-        let results = [
-            ("HTTP", http_result),
-            ("HTTPS", https_result),
-            ("admin", admin_result),
-        ];
-        for (what, result) in results {
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return Err(ServerError::Serve {
-                        what,
-                        message: e.to_string(),
-                    });
-                }
-                Err(e) => {
-                    return Err(ServerError::Serve {
-                        what,
-                        message: e.to_string(),
-                    });
-                }
-            }
+        None => {
+            tracing::info!(http = %addrs.http, tftp = %addrs.tftp, admin = %addrs.admin, "deskboot listening")
         }
-        Ok(())
     }
 }
 
