@@ -303,12 +303,7 @@ fn settings_templates_tokens_and_meta_round_trip(store: &Store) {
     assert_eq!(store.templates().unwrap().len(), 1);
     assert_eq!(store.token("ops").unwrap(), Some(token.clone()));
     assert_eq!(store.tokens().unwrap(), vec![token.clone()]);
-    let actions: Vec<String> = store
-        .audit(0, None)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.action)
-        .collect();
+    let actions = audited_actions(store);
     assert_eq!(actions, ["settings.update", "template.put", "token.create"]);
 
     let forget = vec![
@@ -445,12 +440,7 @@ fn layouts_are_kept_listed_and_forgotten(store: &Store) {
     let delete = Change::DeleteLayout(reception);
     change(store, |_| Ok::<_, StoreError>((vec![delete], ()))).unwrap();
     assert_eq!(store.layout("reception").unwrap(), None);
-    let actions: Vec<String> = store
-        .audit(0, None)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.action)
-        .collect();
+    let actions = audited_actions(store);
     assert_eq!(
         actions,
         [
@@ -460,4 +450,14 @@ fn layouts_are_kept_listed_and_forgotten(store: &Store) {
             "layout.delete"
         ]
     );
+}
+
+/// The audit log's actions, oldest first.
+fn audited_actions(store: &Store) -> Vec<String> {
+    store
+        .audit(0, None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect()
 }
