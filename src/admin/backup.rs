@@ -1,8 +1,8 @@
 //! Export and restore: everything an administrator configured, as one JSON
 //! document.
 //!
-//! A backup holds users, devices, settings and uploaded templates (with
-//! their history), plus the schema version that wrote it. A restore checks
+//! A backup holds users, devices, named key layouts, settings and uploaded
+//! templates (with their history), plus the schema version that wrote it. A restore checks
 //! the whole document first and then writes it in one transaction, into an
 //! empty store or replacing everything; a backup from an older deskboot
 //! restores into a newer one.
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::domain::clock::unix_now;
-use crate::domain::records::{Device, HoldsSecrets, Invalid, Settings, User};
+use crate::domain::records::{Device, HoldsSecrets, Invalid, Layout, Settings, User};
 use crate::store::{Change, SCHEMA_VERSION, Store, StoreError, TemplateHistory};
 
 /// The `format` field of every backup.
@@ -33,6 +33,9 @@ pub struct Backup {
     pub users: Vec<User>,
     /// Every device.
     pub devices: Vec<Device>,
+    /// Every named key layout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layouts: Vec<Layout>,
     /// Settings by scope (`global`, `model:<id>`).
     #[serde(default)]
     pub settings: BTreeMap<String, Settings>,
@@ -80,6 +83,7 @@ pub fn export(store: &Store) -> Result<Backup, StoreError> {
         exported_at: unix_now(),
         users: store.users()?,
         devices: store.devices()?,
+        layouts: store.layouts()?,
         settings: store.all_settings()?.into_iter().collect(),
         templates: store.templates()?.into_iter().collect(),
     })
@@ -93,6 +97,23 @@ pub fn plan_restore(
     catalog: &Catalog,
     replace: bool,
 ) -> Result<Vec<Change>, RestoreError> {
+    check(&backup, catalog)?;
+    let current = export(store)?;
+    let empty = current.users.is_empty()
+        && current.devices.is_empty()
+        && current.layouts.is_empty()
+        && current.templates.is_empty()
+        && current.settings.values().all(|s| *s == Settings::default());
+    if !empty && !replace {
+        return Err(RestoreError::NotEmpty);
+    }
+    let mut changes = forget(current, &backup);
+    changes.extend(put(backup, store)?);
+    Ok(changes)
+}
+
+/// Refuses a backup that this deskboot cannot restore whole.
+fn check(backup: &Backup, catalog: &Catalog) -> Result<(), RestoreError> {
     if backup.format != FORMAT {
         return Err(Invalid::new("format", format!("expected \"{FORMAT}\"")).into());
     }
@@ -114,42 +135,81 @@ pub fn plan_restore(
             return Err(Invalid::new(format!("users[{i}].id"), "is used twice").into());
         }
     }
-    for (i, device) in backup.devices.iter().enumerate() {
-        let field = |name: &str| format!("devices[{i}].{name}");
-        device
+    for (i, layout) in backup.layouts.iter().enumerate() {
+        layout
             .validate()
-            .map_err(|e| Invalid::new(field(&e.field), e.message))?;
-        let model = catalog.model(&device.model).ok_or_else(|| {
-            Invalid::new(field("model"), format!("unknown model '{}'", device.model))
-        })?;
-        model
-            .check_device(device)
-            .map_err(|e| Invalid::new(field(&e.field), e.message))?;
-        if let Some(line) = device.lines.iter().find(|l| !user_ids.contains(&l.user)) {
+            .map_err(|e| Invalid::new(format!("layouts[{i}].{}", e.field), e.message))?;
+        if catalog.model(&layout.model).is_none() {
             return Err(Invalid::new(
-                field("lines"),
-                format!("no user {} in the backup", line.user),
+                format!("layouts[{i}].model"),
+                format!("unknown model '{}'", layout.model),
             )
             .into());
         }
+    }
+    for (i, device) in backup.devices.iter().enumerate() {
+        check_device(i, device, &user_ids, &backup.layouts, catalog)?;
     }
     for (scope, settings) in &backup.settings {
         settings
             .validate()
             .map_err(|e| Invalid::new(format!("settings.{scope}.{}", e.field), e.message))?;
     }
+    Ok(())
+}
 
-    let mut changes = Vec::new();
-    let current = export(store)?;
-    let empty = current.users.is_empty()
-        && current.devices.is_empty()
-        && current.templates.is_empty()
-        && current.settings.values().all(|s| *s == Settings::default());
-    if !empty && !replace {
-        return Err(RestoreError::NotEmpty);
+/// Refuses the backup's `i`th device unless it fits its model with its
+/// layout's keys, and its users and layout are in the backup.
+fn check_device(
+    i: usize,
+    device: &Device,
+    user_ids: &HashSet<u64>,
+    layouts: &[Layout],
+    catalog: &Catalog,
+) -> Result<(), RestoreError> {
+    let field = |name: &str| format!("devices[{i}].{name}");
+    device
+        .validate()
+        .map_err(|e| Invalid::new(field(&e.field), e.message))?;
+    let model = catalog
+        .model(&device.model)
+        .ok_or_else(|| Invalid::new(field("model"), format!("unknown model '{}'", device.model)))?;
+    let keys = match &device.layout {
+        None => device.keys.clone(),
+        Some(name) => layouts
+            .iter()
+            .find(|l| l.name == *name && l.model == device.model)
+            .ok_or_else(|| {
+                Invalid::new(
+                    field("layout"),
+                    format!("no layout {name} for its model in the backup"),
+                )
+            })?
+            .keys_with(&device.keys),
+    };
+    model
+        .check_device(&Device {
+            keys,
+            ..device.clone()
+        })
+        .map_err(|e| Invalid::new(field(&e.field), e.message))?;
+    if let Some(line) = device.lines.iter().find(|l| !user_ids.contains(&l.user)) {
+        return Err(Invalid::new(
+            field("lines"),
+            format!("no user {} in the backup", line.user),
+        )
+        .into());
     }
+    Ok(())
+}
+
+/// The changes that remove what the store holds now (settings only where
+/// the backup does not set their scope).
+fn forget(current: Backup, backup: &Backup) -> Vec<Change> {
+    let mut changes = Vec::new();
     changes.extend(current.devices.into_iter().map(Change::DeleteDevice));
     changes.extend(current.users.into_iter().map(Change::DeleteUser));
+    changes.extend(current.layouts.into_iter().map(Change::DeleteLayout));
     changes.extend(
         current
             .templates
@@ -165,11 +225,23 @@ pub fn plan_restore(
             });
         }
     }
+    changes
+}
+
+/// The changes that write the backup.
+fn put(backup: Backup, store: &Store) -> Result<Vec<Change>, StoreError> {
+    let mut changes = Vec::new();
     changes.extend(
         backup
             .users
             .into_iter()
             .map(|new| Change::PutUser { new, old: None }),
+    );
+    changes.extend(
+        backup
+            .layouts
+            .into_iter()
+            .map(|new| Change::PutLayout { new, old: None }),
     );
     changes.extend(
         backup

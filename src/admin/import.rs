@@ -59,7 +59,7 @@ pub struct Summary {
 }
 
 /// The fields we read, with every header name that means each.
-const FIELDS: [(&str, &[&str]); 12] = [
+const FIELDS: [(&str, &[&str]); 13] = [
     ("extension", &["extension", "exten", "phonenumber"]),
     ("first_name", &["firstname", "first_name"]),
     ("last_name", &["lastname", "last_name"]),
@@ -89,6 +89,7 @@ const FIELDS: [(&str, &[&str]); 12] = [
         &["voicemail_pin", "voicemailpassword", "voicemail_password"],
     ),
     ("mac", &["mac"]),
+    ("layout", &["layout"]),
 ];
 
 /// One data row, by our field names, with its line.
@@ -138,37 +139,9 @@ pub fn plan(
             }
         };
         let mut row_ok = true;
-        for (field, value) in [
-            ("extension", Some(&user.extension)),
-            ("sip_username", Some(&user.sip.username)),
-            ("email", user.email.as_ref()),
-        ] {
-            let Some(value) = value else { continue };
-            if let Some(first) = seen
-                .entry(field)
-                .or_default()
-                .insert(value.clone(), row.line)
-            {
-                fail(
-                    &mut errors,
-                    field,
-                    format!("{value} is also on line {first}"),
-                );
-                row_ok = false;
-            }
-            let index_field = if field == "sip_username" {
-                "sip.username"
-            } else {
-                field
-            };
-            if store.user_by(index_field, value)?.is_some() {
-                fail(
-                    &mut errors,
-                    field,
-                    format!("{value} is already used by a user"),
-                );
-                row_ok = false;
-            }
+        for (field, error) in taken_fields(&user, row.line, &mut seen, store)? {
+            fail(&mut errors, field, error);
+            row_ok = false;
         }
         if let Some(mac) = row.get("mac") {
             match place_on_device(row, mac, &user, store, catalog, &mut devices) {
@@ -191,7 +164,15 @@ pub fn plan(
         let Some(model) = catalog.model(&device.model) else {
             continue;
         };
-        if let Err(invalid) = model.check_device(device) {
+        let layout = match &device.layout {
+            Some(name) => store.layout(name)?,
+            None => None,
+        };
+        let keys = layout.map_or_else(|| device.keys.clone(), |l| l.keys_with(&device.keys));
+        if let Err(invalid) = model.check_device(&Device {
+            keys,
+            ..device.clone()
+        }) {
             errors.push(RowError {
                 line: *line,
                 field: "mac".into(),
@@ -213,6 +194,31 @@ pub fn plan(
         old: None,
     }));
     Ok((changes, summary))
+}
+
+/// The unique fields of a row's user that an earlier row or a stored user
+/// already holds, with why.
+fn taken_fields(
+    user: &User,
+    line: u64,
+    seen: &mut HashMap<&'static str, HashMap<String, u64>>,
+    store: &Store,
+) -> Result<Vec<(&'static str, String)>, StoreError> {
+    let mut taken = Vec::new();
+    for (field, index_field, value) in [
+        ("extension", "extension", Some(&user.extension)),
+        ("sip_username", "sip.username", Some(&user.sip.username)),
+        ("email", "email", user.email.as_ref()),
+    ] {
+        let Some(value) = value else { continue };
+        if let Some(first) = seen.entry(field).or_default().insert(value.clone(), line) {
+            taken.push((field, format!("{value} is also on line {first}")));
+        }
+        if store.user_by(index_field, value)?.is_some() {
+            taken.push((field, format!("{value} is already used by a user")));
+        }
+    }
+    Ok(taken)
 }
 
 /// The header layout, the rows that could be read and the ones that could not.
@@ -371,11 +377,18 @@ fn place_on_device(
         user: user.id,
         label: None,
     };
+    let layout = row.get("layout").map(str::to_string);
     if let Some((_, device)) = devices.iter_mut().find(|(_, d)| d.mac == mac) {
         if row.model.as_ref().is_some_and(|m| *m != device.model) {
             return Err((
                 "model",
                 format!("{mac} is a {} on an earlier line", device.model),
+            ));
+        }
+        if layout.is_some() && layout != device.layout {
+            return Err((
+                "layout",
+                format!("{mac} follows another layout on an earlier line"),
             ));
         }
         device.lines.push(line);
@@ -395,6 +408,9 @@ fn place_on_device(
     {
         return Err(("mac", format!("device {mac} already exists")));
     }
+    if let Some(name) = &layout {
+        check_layout(name, &model, store)?;
+    }
     devices.push((
         row.line,
         Device {
@@ -403,11 +419,26 @@ fn place_on_device(
             description: None,
             lines: vec![line],
             keys: Vec::new(),
-            layout: None,
+            layout,
             modules: Vec::new(),
             settings: Default::default(),
         },
     ));
+    Ok(())
+}
+
+/// Refuses a layout that is not stored, or is for another model.
+fn check_layout(name: &str, model: &str, store: &Store) -> Result<(), (&'static str, String)> {
+    let layout = store
+        .layout(name)
+        .map_err(|e| ("layout", e.to_string()))?
+        .ok_or_else(|| ("layout", format!("there is no layout {name}")))?;
+    if layout.model != model {
+        return Err((
+            "layout",
+            format!("layout {name} is for the {}, not the {model}", layout.model),
+        ));
+    }
     Ok(())
 }
 

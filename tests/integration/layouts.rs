@@ -250,3 +250,66 @@ async fn a_device_needs_a_layout_of_its_model_and_a_followed_layout_stays() {
     assert_eq!(key_line(&file_of(&server, T46S_A).await, 3, "value"), None);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_names_a_layout_per_phone_and_a_bad_one_refuses_the_file() {
+    let server = TestServer::start().await;
+    server.add_user(user_json("201", "Grace", "Hopper")).await;
+    let (status, _) = server.post("/api/v1/layouts", reception()).await;
+    assert_eq!(status, 201);
+    let before = server.snapshot().await;
+    let bad = "extension,firstname,mac,model,layout\n\
+               301,Alan,001565aabb31,yealink-t46s,reception\n\
+               302,Edsger,001565aabb32,yealink-t46s,nope\n\
+               303,Barbara,001565aabb33,yealink-t48s,reception\n";
+    let (status, answer) = server.api_text(Method::POST, "/api/v1/import", bad).await;
+    assert_eq!(status, 422, "{answer}");
+    let lines: Vec<(u64, &str)> = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(lines, [(3, "layout"), (4, "layout")], "{answer}");
+    assert_eq!(server.snapshot().await, before);
+
+    let good =
+        "extension,firstname,mac,model,layout\n301,Alan,001565aabb31,yealink-t46s,reception\n";
+    let (status, answer) = server.api_text(Method::POST, "/api/v1/import", good).await;
+    assert_eq!(status, 201, "{answer}");
+    let file = file_of(&server, "001565aabb31").await;
+    assert_eq!(key_line(&file, 3, "label").as_deref(), Some("Grace Hopper"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_and_restore_carry_layouts() {
+    let (server, _) = office().await;
+    let (status, backup) = server.get("/api/v1/export").await;
+    assert_eq!(status, 200);
+    assert_eq!(backup["layouts"][0]["name"], "reception", "{backup}");
+    let file = file_of(&server, T46S_A).await;
+
+    let (status, answer) = server
+        .api(
+            Method::POST,
+            "/api/v1/restore?replace=true",
+            Some(backup.clone()),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(server.get("/api/v1/layouts").await.1, backup["layouts"]);
+    assert_eq!(file_of(&server, T46S_A).await, file);
+
+    // A device whose layout is not in the backup refuses the whole restore.
+    let mut broken = backup;
+    broken["layouts"] = json!([]);
+    let before = server.snapshot().await;
+    let (status, answer) = server
+        .api(Method::POST, "/api/v1/restore?replace=true", Some(broken))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "devices[0].layout", "{answer}");
+    assert_eq!(server.snapshot().await, before);
+    server.stop().await;
+}
