@@ -1,17 +1,23 @@
-//! Giving a storm's memory back once it is over.
+//! Giving a storm's memory, and an administrator's bulk work's, back once
+//! it is over.
 //!
 //! An allocator with a heap per thread (mimalloc, the binary's) keeps what a
 //! thread freed for that thread's next allocations, and gives it back to
 //! the system only when the thread next asks it to. After a boot storm the
-//! async workers and the render threads go quiet, so about 10 MiB of what
-//! the storm freed stayed resident for ever. When the render cache's sweep
+//! async workers and the render threads go quiet and would keep about
+//! 10 MiB of what the storm freed for ever. When the render cache's sweep
 //! drops what the storm left, it asks every such thread to give its free
 //! memory back: each one does, the next time it goes idle.
 //!
-//! Administrators' bulk work (an import, an export, a restore) frees
-//! hundreds of megabytes on threads that may then stay idle for hours: it
-//! is noted ([`note_bulk_work`]), and the next sweep asks every thread to
-//! give it back too.
+//! Administrators' bulk work (an import, an export, a restore) leaves
+//! something else behind: sled's old copies of the tree nodes it rewrote,
+//! hundreds of megabytes still allocated, whose freeing sled deferred
+//! until enough later store operations go by, which may be hours on a
+//! quiet server. The thread that did the work has them freed at once
+//! ([`note_bulk_work`]), gives its own free memory back, and the next
+//! sweep asks every other thread to. What stays is what sled keeps
+//! (its page table and cache, rewritten by the work) scattered over the
+//! allocator's pages among the freed blocks (BENCHMARKS.md).
 //!
 //! The library does not know which allocator the binary chose: the binary
 //! installs the call that gives one thread's free memory back
