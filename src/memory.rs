@@ -10,12 +10,12 @@
 //! memory back: each one does, the next time it goes idle.
 //!
 //! Administrators' bulk work (an import, an export, a restore) leaves
-//! something else behind: sled's old copies of the tree nodes it rewrote,
-//! hundreds of megabytes still allocated, whose freeing sled deferred
-//! until enough later store operations go by, which may be hours on a
-//! quiet server. The thread that did the work has them freed at once
-//! ([`note_bulk_work`]), gives its own free memory back, and the next
-//! sweep asks every other thread to. What stays is what sled keeps
+//! something else behind: sled's old copies of the tree nodes it rewrote
+//! or read in, hundreds of megabytes still allocated, whose freeing sled
+//! deferred until enough later store operations go by, which may be hours
+//! on a quiet server. The thread that did the work has them freed at once
+//! ([`note_bulk_work`]) and asks every thread to give its free memory
+//! back, as the next sweep does again. What stays is what sled keeps
 //! (its page table and cache, rewritten by the work) scattered over the
 //! allocator's pages among the freed blocks (BENCHMARKS.md).
 //!
@@ -54,8 +54,9 @@ pub fn ask_release() {
 }
 
 /// Notes that an administrator's bulk work ended, on the thread that did
-/// it: what sled deferred freeing is freed now, and this thread gives its
-/// free memory back at once; the next sweep asks every other thread to.
+/// it: what sled deferred freeing is freed now, and every thread is asked
+/// to give its free memory back (this one at once), and again at the next
+/// sweep, by when the threads that freed a block since will have too.
 pub fn note_bulk_work() {
     let drained = run_deferred_frees();
     if !drained {
