@@ -1,25 +1,31 @@
-//! Giving a storm's memory back once it is over.
+//! Giving a storm's memory, and an administrator's bulk work's, back once
+//! it is over.
 //!
 //! An allocator with a heap per thread (mimalloc, the binary's) keeps what a
 //! thread freed for that thread's next allocations, and gives it back to
 //! the system only when the thread next asks it to. After a boot storm the
-//! async workers and the render threads go quiet, so about 10 MiB of what
-//! the storm freed stayed resident for ever. When the render cache's sweep
+//! async workers and the render threads go quiet and would keep about
+//! 10 MiB of what the storm freed for ever. When the render cache's sweep
 //! drops what the storm left, it asks every such thread to give its free
 //! memory back: each one does, the next time it goes idle.
 //!
-//! Administrators' bulk work (an import, an export, a restore) frees
-//! hundreds of megabytes on threads that may then stay idle for hours: it
-//! is noted ([`note_bulk_work`]), and the next sweep asks every thread to
-//! give it back too.
+//! Administrators' bulk work (an import, an export, a restore) leaves
+//! something else behind: sled's old copies of the tree nodes it rewrote
+//! or read in, hundreds of megabytes still allocated, whose freeing sled
+//! deferred until enough later store operations go by, which may be hours
+//! on a quiet server. The thread that did the work has them freed at once
+//! ([`note_bulk_work`]) and asks every thread to give its free memory
+//! back, as the next sweep does again. What stays is what sled keeps
+//! (its page table and cache, rewritten by the work) scattered over the
+//! allocator's pages among the freed blocks (BENCHMARKS.md).
 //!
 //! The library does not know which allocator the binary chose: the binary
 //! installs the call that gives one thread's free memory back
 //! ([`set_release`]). Without one, asking does nothing.
 
 use std::cell::Cell;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 static RELEASE: OnceLock<fn()> = OnceLock::new();
 
@@ -47,13 +53,51 @@ pub fn ask_release() {
     release_if_asked();
 }
 
-/// Notes that an administrator's bulk work ended: the next sweep asks
-/// every thread to give back what it freed. The thread that did the work
-/// gives its own back at once.
+/// Notes that an administrator's bulk work ended, on the thread that did
+/// it: what sled deferred freeing is freed now, and every thread is asked
+/// to give its free memory back (this one at once), and again at the next
+/// sweep, by when the threads that freed a block since will have too.
 pub fn note_bulk_work() {
+    let drained = run_deferred_frees();
+    if !drained {
+        tracing::debug!("deferred frees still pending after bulk work");
+    }
     BULK_WORK.store(true, Ordering::Relaxed);
     ask_release();
 }
+
+/// Runs everything deferred to crossbeam-epoch's global collector so far;
+/// false if it was still pending after [`MAX_COLLECT_ROUNDS`] rounds.
+///
+/// sled replaces a tree node by a copy on every write and defers freeing
+/// the old one to that collector, which frees a few bags of them each time
+/// some thread has pinned 128 times. Bulk work defers faster than that:
+/// after a 10,000-row import almost all of the 300 MiB left resident was
+/// live, old nodes waiting (BENCHMARKS.md), and with no traffic nothing
+/// pins to free them. A marker deferred last is run last, as the collector
+/// frees in order: once it ran, so had everything before it.
+fn run_deferred_frees() -> bool {
+    let ran = Arc::new(AtomicBool::new(false));
+    let guard = crossbeam_epoch::pin();
+    let marker = Arc::clone(&ran);
+    guard.defer(move || marker.store(true, Ordering::Release));
+    guard.flush();
+    drop(guard);
+    for _ in 0..MAX_COLLECT_ROUNDS {
+        if ran.load(Ordering::Acquire) {
+            return true;
+        }
+        // Each flush tries to advance the epoch and frees up to 8 bags
+        // of 64 deferred frees whose epoch is over.
+        crossbeam_epoch::pin().flush();
+    }
+    ran.load(Ordering::Acquire)
+}
+
+/// Flushes [`run_deferred_frees`] makes at most. An import of 10,000 rows
+/// needed 175 (BENCHMARKS.md); a round that frees nothing costs well
+/// under a microsecond, and a thread pinned meanwhile only delays it.
+const MAX_COLLECT_ROUNDS: usize = 100_000;
 
 /// Whether bulk work ended since the last call.
 pub fn take_bulk_work() -> bool {
@@ -95,6 +139,18 @@ mod tests {
             .iter()
             .filter(|&&t| t == thread)
             .count()
+    }
+
+    #[test]
+    fn what_was_deferred_is_run_before_bulk_work_is_noted() {
+        let run = Arc::new(AtomicU64::new(0));
+        // More than one bag's worth, so some wait in the global queue.
+        for _ in 0..1_000 {
+            let run = Arc::clone(&run);
+            crossbeam_epoch::pin().defer(move || run.fetch_add(1, Ordering::Relaxed));
+        }
+        assert!(run_deferred_frees());
+        assert_eq!(run.load(Ordering::Relaxed), 1_000);
     }
 
     // The only test that installs a release, since the installed call and
