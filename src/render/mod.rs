@@ -8,8 +8,8 @@
 //! # The render budget
 //!
 //! An uploaded template is code from whoever holds a write token, so each of
-//! its renders has a budget: [`RENDER_TIME`] of time, [`WORKER_MEMORY`] of
-//! memory and [`MAX_OUTPUT`] of output. A render over it is stopped and fails
+//! its renders has a budget: [`RENDER_TIME`] of CPU time, [`WORKER_MEMORY`]
+//! of memory and [`MAX_OUTPUT`] of output. A render over it is stopped and fails
 //! with [`RenderError::OverBudget`]: an upload or a restore is refused, a
 //! phone gets its last good file.
 //!

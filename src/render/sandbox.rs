@@ -6,13 +6,18 @@
 //! render-worker` (this same program), and talks to it over a Unix socket
 //! pair: the sources of the templates in force first (and again only when
 //! they change), then one job per render, the template's name and the
-//! phone's view as JSON. It waits at most [`RENDER_TIME`] for the answer;
-//! past that it kills the worker, and the render fails as over budget. A
-//! worker caps its own memory at [`WORKER_MEMORY`]: an allocation past it
-//! aborts the worker, which the thread sees as the socket closing. Either
-//! way the thread's next upload render starts a fresh worker. In case no
-//! one is left to kill it, a worker also ends itself when a render outlives
-//! twice its time or when its server goes away.
+//! phone's view as JSON. The answer may cost the worker at most
+//! [`RENDER_TIME`] of CPU time; past that the thread kills the worker, and
+//! the render fails as over budget. CPU time, not time on the clock: on a
+//! loaded server (a boot storm, a build beside it) a worker may wait for a
+//! core, and a good template must not fail for that. So that a thread never
+//! waits without end, a render is also stopped, over budget the same way,
+//! once it has taken [`RENDER_WALL_TIME`] on the clock. A worker caps its
+//! own memory at [`WORKER_MEMORY`]: an allocation past it aborts the
+//! worker, which the thread sees as the socket closing. Either way the
+//! thread's next upload render starts a fresh worker. In case no one is
+//! left to kill it, a worker also ends itself when a render outlives twice
+//! [`RENDER_WALL_TIME`] or when its server goes away.
 //!
 //! There are as many workers as threads that have rendered an upload (the
 //! render threads, one per core, and the blocking threads that check
@@ -32,15 +37,26 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::time::{ClockId, clock_getcpuclockid};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tera::{Context, Tera};
 
 use crate::render::{self, Limit, RenderError, TemplateSet};
 
-/// How long one render of an upload may take. A phone's file renders in
-/// about 0.1 ms (BENCHMARKS.md, `render_device_only`): ten thousand times
-/// that is a template that does not end, not a slow one.
+/// How much CPU time one render of an upload may take. A phone's file
+/// renders in about 0.1 ms (BENCHMARKS.md, `render_device_only`): ten
+/// thousand times that is a template that does not end, not a slow one.
 pub const RENDER_TIME: Duration = Duration::from_secs(1);
+
+/// How long one render of an upload may take on the clock, whatever CPU
+/// time its worker was given: a worker starved this long by a loaded
+/// machine is stopped too, so the thread waiting for it is not held.
+pub const RENDER_WALL_TIME: Duration = Duration::from_secs(10);
+
+/// The least time a thread waits before it looks at its worker's CPU time
+/// again, so that a render near its budget does not make it spin.
+const CPU_CHECK_EVERY: Duration = Duration::from_millis(10);
 
 /// The memory a worker may have for its data. It holds every template
 /// (a few MiB compiled) and one phone's view and file; a template that
@@ -142,7 +158,7 @@ impl Sandbox {
                 template: template.to_string(),
                 limit,
             };
-            match worker.exchange(Frame::Render, &job, RENDER_TIME) {
+            match worker.exchange(Frame::Render, &job, Allowance::RENDER) {
                 Ok((Frame::Done, body)) => {
                     *kept = Some(worker);
                     Ok(body)
@@ -182,9 +198,103 @@ struct Worker {
     loaded: Option<u64>,
 }
 
+/// How long an exchange waits for the worker's answer.
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    /// The CPU time the worker may spend on it, when that is counted.
+    cpu: Option<Duration>,
+    /// The time on the clock, whatever CPU time the worker got.
+    wall: Duration,
+}
+
+impl Allowance {
+    /// A render: the render budget.
+    const RENDER: Allowance = Allowance {
+        cpu: Some(RENDER_TIME),
+        wall: RENDER_WALL_TIME,
+    };
+    /// Compiling the templates, bounded by the clock alone.
+    const LOAD: Allowance = Allowance {
+        cpu: None,
+        wall: LOAD_TIME,
+    };
+}
+
+/// An exchange's [`Allowance`] being used up.
+struct Allowed {
+    started: Instant,
+    wall: Duration,
+    cpu: Option<CpuAllowed>,
+}
+
+/// The CPU part of an [`Allowed`]: the worker's CPU clock, what it read
+/// when the exchange started, and how much more it may read.
+struct CpuAllowed {
+    clock: ClockId,
+    at_start: Duration,
+    allowed: Duration,
+}
+
+impl CpuAllowed {
+    /// The CPU time the worker has spent since the exchange started.
+    fn spent(&self) -> Option<Duration> {
+        let now = cpu_time(self.clock)?;
+        Some(now.saturating_sub(self.at_start))
+    }
+}
+
+/// The CPU time used so far by the process whose clock `clock` is; none
+/// once it cannot be read (the worker has ended: its socket says so).
+fn cpu_time(clock: ClockId) -> Option<Duration> {
+    clock.now().ok().map(Duration::from)
+}
+
+impl Allowed {
+    /// Starts using `allowance` for `child`. Without a readable CPU clock
+    /// the clock on the wall alone bounds the exchange.
+    fn start(allowance: Allowance, child: &Child) -> Allowed {
+        let cpu = allowance.cpu.and_then(|allowed| {
+            let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
+            let clock = clock_getcpuclockid(pid).ok()?;
+            Some(CpuAllowed {
+                clock,
+                at_start: cpu_time(clock)?,
+                allowed,
+            })
+        });
+        Allowed {
+            started: Instant::now(),
+            wall: allowance.wall,
+            cpu,
+        }
+    }
+
+    /// How long to wait for the answer before looking again; none once
+    /// the allowance is used up. A worker renders on one thread, so it
+    /// cannot spend more CPU time than passes on the clock: waiting for
+    /// what is left of its CPU time never overshoots it.
+    fn next_wait(&self) -> Option<Duration> {
+        let wall_left = self.wall.saturating_sub(self.started.elapsed());
+        if wall_left.is_zero() {
+            return None;
+        }
+        let Some(cpu) = &self.cpu else {
+            return Some(wall_left);
+        };
+        let cpu_left = match cpu.spent() {
+            Some(spent) => cpu.allowed.saturating_sub(spent),
+            None => wall_left,
+        };
+        if cpu_left.is_zero() {
+            return None;
+        }
+        Some(wall_left.min(cpu_left.max(CPU_CHECK_EVERY)))
+    }
+}
+
 /// How an exchange with a worker failed.
 enum Broken {
-    /// No answer in time.
+    /// No answer within its [`Allowance`].
     TimedOut,
     /// The worker closed its end: it ended.
     Closed,
@@ -239,7 +349,7 @@ impl Worker {
             templates,
         };
         let load = serde_json::to_vec(&load).map_err(|e| RenderError::Other(e.to_string()))?;
-        match self.exchange(Frame::Load, &load, LOAD_TIME) {
+        match self.exchange(Frame::Load, &load, Allowance::LOAD) {
             Ok((Frame::Done, _)) => {
                 self.loaded = Some(set.id());
                 Ok(())
@@ -252,21 +362,21 @@ impl Worker {
         }
     }
 
-    /// Sends one frame and waits at most `limit` for the answer.
+    /// Sends one frame and waits for the answer, within `allowance`.
     fn exchange(
         &mut self,
         kind: Frame,
         payload: &[u8],
-        limit: Duration,
+        allowance: Allowance,
     ) -> Result<(Frame, Vec<u8>), Broken> {
-        let deadline = Instant::now() + limit;
-        self.socket.set_write_timeout(Some(limit))?;
+        let allowed = Allowed::start(allowance, &self.child);
+        self.socket.set_write_timeout(Some(allowance.wall))?;
         write_frame(&mut self.socket, kind, payload)?;
         let mut head = [0; HEAD];
-        read_before(&mut self.socket, &mut head, deadline)?;
+        read_within(&mut self.socket, &mut head, &allowed)?;
         let (kind, len) = parse_head(head).ok_or(Broken::Protocol)?;
         let mut body = vec![0; len];
-        read_before(&mut self.socket, &mut body, deadline)?;
+        read_within(&mut self.socket, &mut body, &allowed)?;
         Ok((kind, body))
     }
 
@@ -292,18 +402,21 @@ impl Drop for Worker {
     }
 }
 
-/// Fills `buf` from `socket`, unless `deadline` passes first.
-fn read_before(socket: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> Result<(), Broken> {
+/// Fills `buf` from `socket`, unless `allowed` is used up first.
+fn read_within(socket: &mut UnixStream, buf: &mut [u8], allowed: &Allowed) -> Result<(), Broken> {
     let mut filled = 0;
     while filled < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Broken::TimedOut);
-        }
-        socket.set_read_timeout(Some(left))?;
+        let wait = allowed.next_wait().ok_or(Broken::TimedOut)?;
+        socket.set_read_timeout(Some(wait))?;
         match socket.read(&mut buf[filled..]) {
             Ok(0) => return Err(Broken::Closed),
             Ok(n) => filled += n,
+            // The wait is over: look at the allowance again.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
@@ -461,12 +574,12 @@ fn millis_since(clock: Instant) -> u64 {
         .max(1)
 }
 
-/// Ends the worker when its render outlives twice [`RENDER_TIME`] (its
-/// server should have killed it by then) or when its server has gone (it
-/// now has another parent).
+/// Ends the worker when its render outlives twice [`RENDER_WALL_TIME`]
+/// (its server should have killed it by then) or when its server has gone
+/// (it now has another parent).
 fn watch(rendering: Arc<AtomicU64>, clock: Instant) {
     let server = parent_id();
-    let most = u64::try_from((2 * RENDER_TIME).as_millis()).unwrap_or(u64::MAX);
+    let most = u64::try_from((2 * RENDER_WALL_TIME).as_millis()).unwrap_or(u64::MAX);
     thread::spawn(move || {
         loop {
             thread::sleep(WATCH_EVERY);

@@ -49,8 +49,11 @@ const USER_COUNTER_KEY: &[u8] = b"last_user_id";
 pub const SPACE_RESERVE_BYTES: usize = 2 << 20;
 /// The file holding [`SPACE_RESERVE_BYTES`], in the store's directory.
 const SPACE_RESERVE_FILE: &str = "space_reserve";
-/// How long a reopen waits for the last requests on the old handles, and
-/// sled's own threads, to let go of the database's file lock.
+/// How long an opening waits for the last requests on the old handles, and
+/// sled's own threads, to let go of the database's file lock: sled returns
+/// from dropping its last handle before its I/O threads have closed the
+/// file, so a store closed in this process (a server stopped and started
+/// again) may still be locked for a moment.
 const REOPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -188,10 +191,11 @@ fn state_after(e: &std::io::Error) -> StoreState {
 
 impl SledBackend {
     /// Opens (or creates) the database in `dir`, and migrates it if needed.
+    /// A database another process holds is refused after [`REOPEN_TIMEOUT`].
     pub fn open(dir: &Path) -> Result<SledBackend, StoreError> {
         let backend = SledBackend {
             dir: dir.to_path_buf(),
-            trees: ArcSwapOption::from_pointee(Trees::open(dir, 0)?),
+            trees: ArcSwapOption::from_pointee(Trees::reopen(dir, 0)?),
             state: Mutex::new(StoreState::Ok),
             reopening: Mutex::new(()),
             openings: AtomicU64::new(0),

@@ -101,6 +101,12 @@ fn fill(dir: &Path) {
 /// until `/healthz` says read-only and nothing is left to recover with.
 /// Returns the extensions of the users acknowledged on the way: sled may
 /// still fit a few in the room its log already holds.
+///
+/// Call it on a store that takes changes, so that the refusal it ends on
+/// comes from the disk: the store reopens the database, which waits for
+/// the threads of the opening before it to close its file, room they give
+/// back included. All sled can give back later is the refused change's own
+/// log, far less than the reserve the server needs to recover.
 async fn fill_until_read_only(server: &TestServer, fillers: &Path) -> Vec<String> {
     let mut acknowledged = Vec::new();
     for _ in 0..2_000 {
@@ -264,7 +270,10 @@ async fn an_import_that_fills_the_disk_is_refused_whole_and_the_server_recovers_
         "{}",
         refusal.1
     );
-    // The refused import's log is room again: something else takes it.
+    // The refused import's log is room again, given back by sled's threads
+    // whenever they run: the server takes changes again by itself, and
+    // only then is the disk filled, so that room cannot come back later.
+    until_healthy(&server).await;
     let acknowledged = fill_until_read_only(&server, &disk.mount.join("fillers")).await;
     let users = 1 + imported + acknowledged.len();
     check_full_disk(&server, users, &phone_file).await;

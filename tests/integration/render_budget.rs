@@ -5,7 +5,7 @@
 //! threads are free again at once.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -13,9 +13,6 @@ use serde_json::{Value, json};
 use crate::common::TestServer;
 
 const MODEL_SLOT: &str = "/api/v1/templates/models/yealink-t46s/%7Bmac%7D.cfg";
-
-/// The render budget's time (`deskboot::render::sandbox::RENDER_TIME`).
-const BUDGET: Duration = Duration::from_secs(1);
 
 /// Templates that never end or grow without bound, each refused for going
 /// past the budget.
@@ -157,17 +154,12 @@ async fn uploads_over_the_budget_are_refused_while_phones_and_healthz_answer() {
 async fn the_refusal_says_which_part_of_the_budget_was_exceeded() {
     let server = office().await;
     // 420 MB in 7,000 pieces of 60 KB: past the memory cap in a few
-    // thousand steps, long before the time is up, even on a loaded machine.
+    // thousand steps, a small part of the second of CPU time, however long
+    // a loaded machine keeps the worker waiting for a core.
     let wide = format!(
         "{{{{ range(end=7000) | join(sep=\"{}\") | length }}}}",
         "x".repeat(60_000)
     );
-    // A worker started and warm first, so the memory case's second is its
-    // render's alone; the time case, which ends its worker, comes last.
-    let (status, body) = server
-        .api_text(Method::PUT, MODEL_SLOT, "{{ mac.bare }}\n")
-        .await;
-    assert_eq!(status, 201, "{body}");
     for (source, reason) in [
         (wide.as_str(), "it needed more than 256 MiB"),
         (OVER_BUDGET[1].1, "it wrote more than 1 MiB"),
@@ -254,10 +246,12 @@ async fn a_phone_whose_data_goes_past_the_budget_gets_its_last_good_file() {
         assert_eq!(status, 200, "{body}");
     }
     let failures = server.metric("deskboot_render_failures_total").await;
+    let over_budget = Instant::now();
     let (with_last_good, without) = tokio::join!(
         server.phone_get("/001565aabbcc.cfg", None),
         server.phone_get("/001565aabbce.cfg", None),
     );
+    let over_budget = over_budget.elapsed();
     assert_eq!(with_last_good, (200, good), "the last good file");
     assert_eq!(without.0, 404, "no good file to fall back on");
     assert_eq!(
@@ -265,7 +259,10 @@ async fn a_phone_whose_data_goes_past_the_budget_gets_its_last_good_file() {
         failures + 2
     );
 
-    // Both render threads were stopped; the next render is as usual.
+    // Both render threads were stopped; the next render is as usual. Had a
+    // thread gone on with a render over budget, this one would wait behind
+    // it for its second of CPU time; a render with a fresh worker takes a
+    // fraction of what the two took, measured under the same load.
     let started = Instant::now();
     let (status, body) = server.phone_get("/001565aabbcd.cfg", None).await;
     assert_eq!(
@@ -273,8 +270,8 @@ async fn a_phone_whose_data_goes_past_the_budget_gets_its_last_good_file() {
         (200, "keys=0 user=sip101\n")
     );
     assert!(
-        started.elapsed() < BUDGET,
-        "a normal render took {:?}",
+        started.elapsed() < over_budget,
+        "a normal render took {:?}, the two over budget {over_budget:?}",
         started.elapsed()
     );
     server.stop().await;
