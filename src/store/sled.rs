@@ -238,17 +238,28 @@ impl SledBackend {
     /// The open database, for one operation. Callers drop it before they
     /// return: a reopen waits for every handle on the old one.
     fn trees(&self) -> Result<Arc<Trees>, StoreError> {
-        self.trees.load_full().ok_or_else(not_open)
+        self.trees
+            .load_full()
+            .or_else(|| self.trees_once_reopened())
+            .ok_or_else(not_open)
+    }
+
+    /// The database once a reopen in progress has ended (none if it failed):
+    /// an operation that meets one waits for it rather than fail.
+    fn trees_once_reopened(&self) -> Option<Arc<Trees>> {
+        drop(self.reopening.lock().unwrap_or_else(|p| p.into_inner()));
+        self.trees.load_full()
     }
 
     /// Runs a read on the open database. Phones' renders read through
     /// here: a borrowed guard, not a counted handle, so they do not all
     /// bump one shared reference count.
     fn read<T>(&self, op: impl FnOnce(&Trees) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        match self.trees.load().as_deref() {
-            Some(trees) => op(trees),
-            None => Err(not_open()),
+        if let Some(trees) = self.trees.load().as_deref() {
+            return op(trees);
         }
+        let trees = self.trees_once_reopened().ok_or_else(not_open)?;
+        op(&trees)
     }
 
     fn current_state(&self) -> StoreState {
@@ -445,6 +456,11 @@ impl Backend for SledBackend {
         report: Report<'_>,
     ) -> Result<(), StoreError> {
         self.write(|trees| apply(trees, changes, entries, report))
+    }
+
+    fn start_afresh(&self) -> Result<(), StoreError> {
+        self.flush_change_blocking()?;
+        self.reopen(None)
     }
 
     fn record_action(&self, entry: &AuditEntry) -> Result<(), StoreError> {

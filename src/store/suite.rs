@@ -42,6 +42,10 @@ pub(crate) const CASES: &[(&str, Case)] = &[
         layouts_are_kept_listed_and_forgotten,
     ),
     (
+        "a_store_that_starts_afresh_keeps_everything",
+        a_store_that_starts_afresh_keeps_everything,
+    ),
+    (
         "user_ids_are_never_handed_out_twice",
         user_ids_are_never_handed_out_twice,
     ),
@@ -460,4 +464,19 @@ fn audited_actions(store: &Store) -> Vec<String> {
         .into_iter()
         .map(|e| e.action)
         .collect()
+}
+
+fn a_store_that_starts_afresh_keeps_everything(store: &Store) {
+    let ada = create(store, user("101")).unwrap();
+    let (mac, sighting) = seen(1);
+    store.record_sightings(&[(mac, sighting.clone())]).unwrap();
+    let before = store.generation();
+    store.start_afresh().unwrap();
+    // Whatever a cache holds may be stale now.
+    assert!(store.generation() > before);
+    assert_eq!(store.user(ada.id).unwrap(), Some(ada));
+    assert_eq!(store.sighting(mac).unwrap(), Some(sighting));
+    let grace = create(store, user("102")).unwrap();
+    assert_eq!(store.user_by_extension("102").unwrap(), Some(grace));
+    assert_eq!(store.user_count(), 2);
 }

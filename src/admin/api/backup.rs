@@ -22,6 +22,7 @@ use crate::domain::progress::{self, Line, NDJSON, Report};
 use crate::domain::records::HoldsSecrets;
 use crate::render::Renderer;
 use crate::render::memory;
+use crate::store::Store;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,10 +46,12 @@ pub(super) async fn import(
     }
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::BadRequest("the CSV file must be UTF-8".into()))?;
-    Ok(long_operation(&headers, move |report| {
-        import_csv(&state, &actor, options, &text, report)
-    })
-    .await)
+    Ok(
+        long_operation(state.store.clone(), &headers, move |report| {
+            import_csv(&state, &actor, options, &text, report)
+        })
+        .await,
+    )
 }
 
 fn import_csv(
@@ -103,6 +106,7 @@ const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// last line with the answer's status and body; any other client gets the
 /// answer alone, as usual.
 async fn long_operation(
+    store: Arc<Store>,
     headers: &HeaderMap,
     work: impl FnOnce(Report<'_>) -> Outcome + Send + 'static,
 ) -> Response {
@@ -114,7 +118,7 @@ async fn long_operation(
     if !streamed {
         let outcome = tokio::task::spawn_blocking(move || {
             let outcome = work(&progress::silent);
-            memory::note_bulk_work();
+            after_bulk_work(&store);
             outcome
         })
         .await
@@ -136,7 +140,7 @@ async fn long_operation(
             }
         };
         let (status, answer) = work(&report).unwrap_or_else(ApiError::status_and_body);
-        memory::note_bulk_work();
+        after_bulk_work(&store);
         let status = status.as_u16();
         let _ = lines.blocking_send(ndjson(&Line::Answer { status, answer }));
     });
@@ -145,6 +149,16 @@ async fn long_operation(
         Some((Ok::<_, Infallible>(line), received))
     });
     ([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(body)).into_response()
+}
+
+/// Gives back the memory bulk work took: the store starts afresh (what
+/// it kept is scattered among what the work freed), then every thread
+/// gives back what it freed.
+fn after_bulk_work(store: &Store) {
+    if let Err(e) = store.start_afresh() {
+        tracing::warn!(error = %e, "the store could not start afresh after bulk work");
+    }
+    memory::note_bulk_work();
 }
 
 fn ndjson(line: &Line) -> Bytes {
@@ -161,7 +175,7 @@ pub(super) async fn export(state: Shared, Extension(scope): Seen) -> ApiResult<J
     let store = Arc::clone(&state.store);
     let exported = tokio::task::spawn_blocking(move || {
         let exported = backup::export(&store);
-        memory::note_bulk_work();
+        after_bulk_work(&store);
         exported
     })
     .await
@@ -196,10 +210,12 @@ pub(super) async fn restore(
         .provisioner
         .renderer()
         .with_uploads(uploads.iter().map(|(k, s)| (k.as_str(), s.as_str())))?;
-    Ok(long_operation(&headers, move |report| {
-        restore_backup(&state, &actor, options, backup, &candidate, report)
-    })
-    .await)
+    Ok(
+        long_operation(state.store.clone(), &headers, move |report| {
+            restore_backup(&state, &actor, options, backup, &candidate, report)
+        })
+        .await,
+    )
 }
 
 fn restore_backup(
