@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::devices::reload_templates;
 use super::templates::check_restore;
-use super::{Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who};
+use super::{Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who, blocking};
 use crate::admin::backup::{self, Backup, RestoreError};
 use crate::admin::import::{self, ImportError, MAX_CSV_BYTES};
 use crate::domain::progress::{self, Line, NDJSON, Report};
@@ -116,13 +116,12 @@ async fn long_operation(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains(NDJSON));
     if !streamed {
-        let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = blocking(move || {
             let outcome = work(&progress::silent);
             after_bulk_work(&store);
             outcome
         })
-        .await
-        .unwrap_or_else(|e| Err(ApiError::Internal(e.to_string())));
+        .await;
         return match outcome {
             Ok((status, body)) => (status, Json(body)).into_response(),
             Err(e) => e.into_response(),
@@ -173,13 +172,12 @@ fn ndjson(line: &Line) -> Bytes {
 pub(super) async fn export(state: Shared, Extension(scope): Seen) -> ApiResult<Json<Backup>> {
     // Reading every record takes a while: not on the workers phones share.
     let store = Arc::clone(&state.store);
-    let exported = tokio::task::spawn_blocking(move || {
+    let exported = blocking(move || {
         let exported = backup::export(&store);
         after_bulk_work(&store);
-        exported
+        Ok(exported?)
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    .await?;
     Ok(Json(exported.shown_to(scope)))
 }
 
