@@ -222,6 +222,7 @@ impl Server {
             provisioner: provisioner.clone(),
             auth: Authenticator::new(token)?,
             tftp: tftp_state.clone(),
+            tls: admin_cert.is_some(),
         });
         Ok(Server {
             store,
