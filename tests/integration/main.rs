@@ -25,3 +25,4 @@ mod templates;
 mod tftp;
 mod tftp_abuse;
 mod unknown_models;
+mod webui;
