@@ -264,8 +264,11 @@ async fn with_csrf_checked(request: Request, expected: &str) -> Result<Request, 
 }
 
 /// Refuses a write another site's page sent: the browser says so in
-/// `Sec-Fetch-Site`, or its `Origin` is not this host. A client that sends
-/// neither (not a browser) still needs the session and its CSRF token.
+/// `Sec-Fetch-Site`, or, a browser too old to send it, by an `Origin` that
+/// is not this host. Under `Referrer-Policy: no-referrer` a browser's own
+/// form posts carry `Origin: null`, which proves nothing either way; such a
+/// write, like one from a client that sends neither (not a browser), still
+/// needs the session (a SameSite=Strict cookie) and its CSRF token.
 pub(super) async fn refuse_cross_site(request: Request, next: Next) -> Response {
     let reads = matches!(*request.method(), Method::GET | Method::HEAD);
     if !reads && is_cross_site(&request) {
@@ -276,24 +279,20 @@ pub(super) async fn refuse_cross_site(request: Request, next: Next) -> Response 
 
 fn is_cross_site(request: &Request) -> bool {
     let headers = request.headers();
-    if let Some(site) = headers.get("sec-fetch-site")
-        && site.as_bytes() != b"same-origin"
-    {
-        return true;
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return site.as_bytes() != b"same-origin";
     }
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return false;
+    let origin = match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+        None => return false,
+        Some(Ok("null")) => return false,
+        Some(Ok(origin)) => origin,
+        Some(Err(_)) => return true,
     };
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, authority)| authority);
-    origin_host.is_none() || origin_host != host
+    origin.split_once("://").map(|(_, authority)| authority) != host
 }
 
 #[cfg(test)]
