@@ -5,6 +5,7 @@ mod common;
 
 mod admin_api;
 mod admin_auth;
+mod browser;
 mod catalog;
 mod cli;
 mod connections;
