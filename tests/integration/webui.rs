@@ -601,3 +601,39 @@ async fn plain_http_from_another_address_is_told_to_use_https() {
     let (status, _) = server.get("/api/v1/users").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_devices_list_a_page_at_a_time() {
+    let server = TestServer::start().await;
+    let mut csv =
+        String::from("extension,firstname,lastname,email,sip_username,sip_password,mac,model\n");
+    for i in 0..10_000u32 {
+        csv.push_str(&format!(
+            "{},User,N{i},,,,0015650{i:05x},yealink-t46s\n",
+            20_000 + i
+        ));
+    }
+    let (status, answer) = server.api_text(Method::POST, "/api/v1/import", &csv).await;
+    assert_eq!(status, 201, "{answer}");
+    let browser = sign_in(&server, TOKEN).await;
+    // Each page is built from the store, never by rendering every device:
+    // in this debug build a page takes a few hundred milliseconds; a bound
+    // of seconds catches work that grows with the fleet times itself.
+    let pages = [
+        ("/devices", 50),
+        ("/devices?q=29999", 1),
+        ("/devices?q=00:15:65:00:27:0F&status=never", 1),
+        ("/devices?model=yealink-t46s&status=seen", 0),
+        ("/", 0),
+    ];
+    for (path, rows) in pages {
+        let started = std::time::Instant::now();
+        let page = browser.get(path).await;
+        let took = started.elapsed();
+        assert_eq!(page.status, 200, "{path}");
+        assert_eq!(page.all("#devices tbody tr").len(), rows, "{path}");
+        assert!(took < std::time::Duration::from_secs(5), "{path}: {took:?}");
+    }
+    let dashboard = browser.get("/").await;
+    assert_eq!(dashboard.text("#count-never"), "10000");
+}

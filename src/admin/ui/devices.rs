@@ -153,12 +153,17 @@ fn list_page(
     base: &str,
 ) -> ApiResult<(Vec<Row>, Pager)> {
     admin.provisioner.flush_sightings()?;
-    let users: HashMap<UserId, User> = admin
-        .store
-        .users()?
-        .into_iter()
-        .map(|u| (u.id, u))
-        .collect();
+    // Every user is read only for a search; a page's rows read their own.
+    let users: HashMap<UserId, User> = if filter.needle.is_empty() {
+        HashMap::new()
+    } else {
+        admin
+            .store
+            .users()?
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect()
+    };
     let now = unix_now();
     let mut kept = Vec::new();
     for device in admin.store.devices()? {
@@ -189,7 +194,7 @@ fn list_page(
     let (pager, range) = Pager::new(page, kept.len(), PER_PAGE, base);
     let rows = kept[range]
         .iter()
-        .map(|device| row(admin, device, &users, now))
+        .map(|device| row(admin, device, now))
         .collect::<ApiResult<Vec<_>>>()?;
     Ok((rows, pager))
 }
@@ -221,19 +226,14 @@ fn matches_record(device: &Device, users: &HashMap<UserId, User>, needle: &str) 
         .any(|u| u.extension.contains(needle) || u.display_name().to_lowercase().contains(needle))
 }
 
-fn row(
-    admin: &AdminState,
-    device: &Device,
-    users: &HashMap<UserId, User>,
-    now: u64,
-) -> ApiResult<Row> {
+fn row(admin: &AdminState, device: &Device, now: u64) -> ApiResult<Row> {
     let sighting = admin.store.sighting(device.mac)?;
-    let user = device
-        .lines
-        .first()
-        .and_then(|l| users.get(&l.user))
-        .map(|u| format!("{} {}", u.extension, u.display_name()))
-        .unwrap_or_default();
+    let user = match device.lines.first() {
+        Some(line) => admin.store.user(line.user)?,
+        None => None,
+    }
+    .map(|u| format!("{} {}", u.extension, u.display_name()))
+    .unwrap_or_default();
     Ok(Row {
         mac: device.mac,
         model: device.model.clone(),
