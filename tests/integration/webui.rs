@@ -82,6 +82,18 @@ async fn page(response: reqwest::Response) -> Page {
     }
 }
 
+/// A page asked for without a session.
+async fn anonymous_get(server: &TestServer, path: &str) -> Page {
+    page(
+        client()
+            .get(server.admin_url(path))
+            .send()
+            .await
+            .expect("UI answers"),
+    )
+    .await
+}
+
 /// Signs in to `server`'s UI with `token`; panics unless it works.
 async fn sign_in(server: &TestServer, token: &str) -> Browser {
     let origin = server.admin_url("");
@@ -171,24 +183,10 @@ async fn every_page_answers_after_sign_in_with_strict_headers() {
     let ada_id = ada[0]["id"].as_u64().unwrap();
 
     // Signed out, a page sends the browser to the sign-in page.
-    let anonymous = page(
-        client()
-            .get(server.admin_url("/devices"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let anonymous = anonymous_get(&server, "/devices").await;
     assert_eq!(anonymous.status, 303);
     assert_eq!(anonymous.headers[LOCATION], "/login");
-    let login = page(
-        client()
-            .get(server.admin_url("/login"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let login = anonymous_get(&server, "/login").await;
     assert_eq!(login.status, 200);
     assert_security_headers(&login, "/login");
     assert_eq!(login.all("input[name=token][type=password]").len(), 1);
@@ -578,14 +576,7 @@ async fn plain_http_from_another_address_is_told_to_use_https() {
         c.admin = SocketAddr::new(address, 0);
     })
     .await;
-    let login = page(
-        client()
-            .get(server.admin_url("/login"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let login = anonymous_get(&server, "/login").await;
     assert_eq!(login.status, 403);
     assert!(login.text(".error").contains("HTTPS"));
     assert!(login.all("input[name=token]").is_empty());

@@ -6,14 +6,13 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::keys::Editor;
 use super::session::Signed;
-use super::{Chrome, Shared, Ui, UiResult, show_time};
+use super::{Chrome, Shared, Ui, UiResult, html_with, show_time, status_of};
 use crate::admin::api::devices::{has_current_file, not_found, parse_mac};
 use crate::admin::api::resync::resync_device;
 use crate::admin::api::{ApiError, blocking};
@@ -163,12 +162,7 @@ pub(super) async fn device_page(
             page.files = Some(files_tab(ui, &device, shown).await?);
         }
     }
-    let status = if failed {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Html(page.render()?)).into_response())
+    html_with(status_of(failed), page)
 }
 
 fn lines_of(ui: &Ui, device: &Device) -> Result<Vec<LineView>, ApiError> {

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::session::Signed;
 use super::{
-    Chrome, Pager, Shared, ShownOnce, Ui, UiError, UiResult, html, non_empty, query_value,
+    Chrome, Pager, Shared, ShownOnce, Ui, UiError, UiResult, html, html_with, non_empty,
+    query_value,
 };
 use crate::admin::api::devices::create_device;
 use crate::admin::api::{AdminState, ApiError, ApiResult, blocking};
@@ -316,7 +317,7 @@ pub(super) async fn create(
                 models: model_choices(&ui.admin),
                 error: Some(UiError::from(refused).to_string()),
             };
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(page.render()?)).into_response());
+            return html_with(StatusCode::UNPROCESSABLE_ENTITY, page);
         }
     };
     let next = format!("/devices/{}", answer["mac"].as_str().unwrap_or_default());

@@ -6,12 +6,12 @@ use std::time::Instant;
 use askama::Template;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::session::{self, Signed};
-use super::{Chrome, Shared, Ui, UiResult, html, see_other};
+use super::{Chrome, Shared, Ui, UiResult, html, html_with, see_other};
 use crate::admin::auth::Refusal;
 
 #[derive(Template)]
@@ -32,10 +32,7 @@ pub(super) fn use_https(ui: &Ui) -> Response {
     let page = UseHttpsPage {
         chrome: ui.anonymous_chrome("Use HTTPS"),
     };
-    match page.render() {
-        Ok(page) => (StatusCode::FORBIDDEN, Html(page)).into_response(),
-        Err(e) => super::UiError::from(e).into_response(),
-    }
+    html_with(StatusCode::FORBIDDEN, page).unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /login`.
@@ -103,7 +100,7 @@ fn refused(ui: &Ui, refusal: &Refusal) -> UiResult<Response> {
         chrome: ui.anonymous_chrome("Sign in"),
         error: Some(error.to_string()),
     };
-    Ok((status, Html(page.render()?)).into_response())
+    html_with(status, page)
 }
 
 /// `POST /logout`: ends the session and drops the cookie.

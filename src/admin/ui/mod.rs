@@ -240,7 +240,22 @@ struct ShownOnce {
 
 /// A rendered page, answered as HTML.
 fn html(page: impl Template) -> UiResult<Response> {
-    Ok(Html(page.render()?).into_response())
+    html_with(StatusCode::OK, page)
+}
+
+/// A rendered page answered with `status`: 422 for a form shown again
+/// with why it was refused.
+fn html_with(status: StatusCode, page: impl Template) -> UiResult<Response> {
+    Ok((status, Html(page.render()?)).into_response())
+}
+
+/// 422 for a page that says a write failed, else 200.
+fn status_of(failed: bool) -> StatusCode {
+    if failed {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    }
 }
 
 /// A 303 to `location` (after a write: reloading shows, not repeats).

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Form};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::session::Signed;
 use super::{
-    Chrome, Pager, Shared, ShownOnce, Ui, UiError, UiResult, html, query_value, see_other,
+    Chrome, Pager, Shared, ShownOnce, Ui, UiError, UiResult, html, html_with, query_value,
+    see_other, status_of,
 };
 use crate::admin::api::users::{create_user, new_sip_password, parse_id, update_user};
 use crate::admin::api::{ApiError, blocking};
@@ -173,7 +174,7 @@ pub(super) async fn create(
                 fields,
                 error: Some(UiError::from(refused).to_string()),
             };
-            Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(page.render()?)).into_response())
+            html_with(StatusCode::UNPROCESSABLE_ENTITY, page)
         }
     }
 }
@@ -240,12 +241,7 @@ async fn user_page(
         references,
         error,
     };
-    let status = if page.error.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Html(page.render()?)).into_response())
+    html_with(status_of(page.error.is_some()), page)
 }
 
 /// The phones `user` has a line on, and every key on another phone that
