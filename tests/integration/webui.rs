@@ -628,3 +628,44 @@ async fn ten_thousand_devices_list_a_page_at_a_time() {
     let dashboard = browser.get("/").await;
     assert_eq!(dashboard.text("#count-never"), "10000");
 }
+
+#[tokio::test]
+async fn a_phones_http_credentials_are_shown_once_and_sign_out_ends_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(dir.path(), |c| {
+        c.provisioning.http_auth = deskboot::access::phone_auth::AuthMode::Device;
+    })
+    .await;
+    let browser = sign_in(&server, TOKEN).await;
+    let created = browser
+        .post(
+            "/devices",
+            &[
+                ("mac", "00-15-65-AA-00-01"),
+                ("model", "yealink-t46s"),
+                ("extension", ""),
+                ("description", "lobby"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body());
+    let password = created.all(".secrets dd:nth-of-type(2) code.secret")[0]
+        .text()
+        .collect::<String>();
+    assert!(!password.is_empty());
+    for path in ["/devices/001565aa0001", "/devices?q=lobby", "/"] {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(
+            !page.body().contains(&password),
+            "{path} shows the password"
+        );
+    }
+
+    let signed_out = browser.post("/logout", &[]).await;
+    assert_eq!(signed_out.status, 303);
+    let cleared = signed_out.headers[SET_COOKIE].to_str().unwrap();
+    assert!(cleared.starts_with("__Host-deskboot=;") && cleared.contains("Max-Age=0"));
+    let after = browser.get("/").await;
+    assert_eq!(after.status, 303, "the old cookie opens nothing");
+}
