@@ -28,8 +28,9 @@
 //!   and secrets.
 //!
 //! Beside the phones' path, [`admin`] serves administrators (the JSON API
-//! under `/api/v1/` behind tokens, CSV import, export and restore, resync
-//! by SIP NOTIFY) on a separate listener; the `deskboot` CLI is its client.
+//! under `/api/v1/` behind tokens, a web UI at `/` over the same logic, CSV
+//! import, export and restore, resync by SIP NOTIFY) on a separate
+//! listener; the `deskboot` CLI is the API's client.
 //! [`server`] wires everything together from a [`config`].
 
 // Every public item says what it is; CI's clippy -D warnings keeps it so.

@@ -157,6 +157,7 @@ impl Server {
             provisioner: provisioner.clone(),
             auth: Authenticator::new(token)?,
             tftp: listeners.tftp_state.clone(),
+            tls: listeners.admin_cert.is_some(),
         });
         Ok(Server {
             store,

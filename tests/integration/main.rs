@@ -5,6 +5,7 @@ mod common;
 
 mod admin_api;
 mod admin_auth;
+mod browser;
 mod catalog;
 mod cli;
 mod connections;
@@ -26,3 +27,4 @@ mod templates;
 mod tftp;
 mod tftp_abuse;
 mod unknown_models;
+mod webui;

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::access::phone_auth::AuthMode;
 use crate::domain::mac::Mac;
-use crate::domain::records::{Device, HoldsSecrets, Invalid};
+use crate::domain::records::{Device, HoldsSecrets, Invalid, Sighting};
 use crate::provision::Requester;
 use crate::render::uploaded;
 use crate::store::{Change, Store, StoreError};
@@ -45,10 +45,23 @@ pub(super) async fn create(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let device: Device = parse_body(&body)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(create_device(&state, &actor, device).await?),
+    ))
+}
+
+/// Stores a new device, checked first; the answer carries its phone's
+/// HTTP credentials, to show once ([`with_http_credentials`]).
+pub(crate) async fn create_device(
+    state: &AdminState,
+    actor: &str,
+    device: Device,
+) -> ApiResult<Value> {
     state
         .store
-        .change(&actor, |store| {
-            check(&state, store, &device)?;
+        .change(actor, |store| {
+            check(state, store, &device)?;
             if store.device(device.mac)?.is_some() {
                 return Err(ApiError::Conflict(Invalid::new(
                     "mac",
@@ -65,10 +78,7 @@ pub(super) async fn create(
         })
         .await?;
     tracing::info!(mac = %device.mac, model = %device.model, "device created");
-    Ok((
-        StatusCode::CREATED,
-        Json(with_http_credentials(&state, &device)),
-    ))
+    Ok(with_http_credentials(state, &device))
 }
 
 /// The device as JSON, with the HTTP credentials its phone must present
@@ -102,16 +112,31 @@ pub(super) async fn update(
             return Err(Invalid::new("mac", "cannot be changed; clone the device instead").into());
         }
     }
+    let device = update_device(&state, &actor, mac, |current| {
+        let mut value = serde_json::to_value(current).unwrap_or_default();
+        merge_patch(&mut value, patch);
+        value["mac"] = json!(mac);
+        from_json(value)
+    })
+    .await?;
+    Ok(Json(device))
+}
+
+/// Replaces device `mac` with what `edit` makes of the stored one, checked
+/// as a new device is; a masked secret in it keeps the stored one.
+pub(crate) async fn update_device(
+    state: &AdminState,
+    actor: &str,
+    mac: Mac,
+    edit: impl FnOnce(&Device) -> ApiResult<Device>,
+) -> ApiResult<Device> {
     let device = state
         .store
-        .change(&actor, |store| {
+        .change(actor, |store| {
             let current = store.device(mac)?.ok_or_else(|| not_found(mac))?;
-            let mut value = serde_json::to_value(&current).unwrap_or_default();
-            merge_patch(&mut value, patch);
-            value["mac"] = json!(mac);
-            let mut device: Device = from_json(value)?;
+            let mut device = edit(&current)?;
             device.unmask_from(&current);
-            check(&state, store, &device)?;
+            check(state, store, &device)?;
             Ok::<_, ApiError>((
                 vec![Change::PutDevice {
                     new: device.clone(),
@@ -122,7 +147,7 @@ pub(super) async fn update(
         })
         .await?;
     tracing::info!(%mac, "device updated");
-    Ok(Json(device))
+    Ok(device)
 }
 
 pub(super) async fn remove(
@@ -166,7 +191,7 @@ pub(super) async fn file(
 
 /// Everything a device must satisfy before it is stored: its own fields,
 /// its model's limits, and users that exist.
-pub(super) fn check(state: &AdminState, store: &Store, device: &Device) -> Result<(), ApiError> {
+pub(crate) fn check(state: &AdminState, store: &Store, device: &Device) -> Result<(), ApiError> {
     device.validate()?;
     let model = state.catalog.model(&device.model).ok_or_else(|| {
         Invalid::new(
@@ -203,12 +228,12 @@ pub(super) fn delete_device_changes(
     Ok(changes)
 }
 
-pub(super) fn parse_mac(mac: &str) -> ApiResult<Mac> {
+pub(crate) fn parse_mac(mac: &str) -> ApiResult<Mac> {
     mac.parse()
         .map_err(|e| Invalid::new("mac", format!("'{mac}': {e}")).into())
 }
 
-pub(super) fn not_found(mac: Mac) -> StoreError {
+pub(crate) fn not_found(mac: Mac) -> StoreError {
     StoreError::NotFound(format!("device {mac}"))
 }
 
@@ -398,20 +423,7 @@ fn device_status(state: &AdminState, device: &Device) -> ApiResult<Value> {
     let Some(seen) = state.store.sighting(mac)? else {
         return Ok(json!({"mac": mac, "model": device.model, "last_seen": null, "current": null}));
     };
-    let current = state
-        .provisioner
-        .preview(
-            mac,
-            &seen.file,
-            &Requester {
-                origin: seen.origin.clone(),
-                firmware: seen.firmware.clone(),
-                without_secrets: seen.without_secrets,
-                masked: false,
-            },
-        )
-        .ok()
-        .map(|now| Some(now.etag) == seen.etag);
+    let current = has_current_file(state, mac, &seen);
     Ok(json!({
         "mac": mac,
         "model": device.model,
@@ -423,4 +435,21 @@ fn device_status(state: &AdminState, device: &Device) -> ApiResult<Value> {
         "transport": seen.transport,
         "current": current,
     }))
+}
+
+/// Whether the file `seen` says phone `mac` last got is the one it would
+/// get now; none when it no longer renders. Renders: run it through
+/// [`blocking`].
+pub(crate) fn has_current_file(state: &AdminState, mac: Mac, seen: &Sighting) -> Option<bool> {
+    let requester = Requester {
+        origin: seen.origin.clone(),
+        firmware: seen.firmware.clone(),
+        without_secrets: seen.without_secrets,
+        masked: false,
+    };
+    state
+        .provisioner
+        .preview(mac, &seen.file, &requester)
+        .ok()
+        .map(|now| Some(now.etag) == seen.etag)
 }

@@ -8,15 +8,15 @@
 mod audit;
 mod backup;
 mod bans;
-mod devices;
+pub(crate) mod devices;
 mod discovered;
 mod layouts;
 mod models;
-mod resync;
+pub(crate) mod resync;
 mod settings;
 mod templates;
 mod tokens;
-mod users;
+pub(crate) mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,11 +56,15 @@ pub struct AdminState {
     pub auth: Authenticator,
     /// TFTP transfers in flight, for `/metrics`.
     pub tftp: Arc<TftpState>,
+    /// Whether the admin listener speaks TLS (the web UI signs in over
+    /// plain HTTP only from loopback).
+    pub tls: bool,
 }
 
 type Shared = State<Arc<AdminState>>;
 
-/// The admin listener's router: `/healthz` and the token-protected `/api/v1/`.
+/// The admin listener's router: `/healthz`, the token-protected `/api/v1/`,
+/// and the web UI at `/`.
 pub fn router(state: Arc<AdminState>) -> Router {
     let api = Router::new()
         .route("/users", get(users::list).post(users::create))
@@ -141,6 +145,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
         .route("/metrics", get(bans::metrics))
+        .merge(crate::admin::ui::router(state.clone()))
         .with_state(state)
 }
 
@@ -256,7 +261,7 @@ impl IntoResponse for ApiError {
 
 impl ApiError {
     /// The status and JSON body this failure is answered with.
-    fn status_and_body(self) -> (StatusCode, Value) {
+    pub(crate) fn status_and_body(self) -> (StatusCode, Value) {
         match self {
             ApiError::Invalid(i) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -370,7 +375,8 @@ impl From<RenderError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+/// What the API's logic gives: a value, or the refusal the API answers.
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Refuses a body whose declared length is over [`MAX_BODY`] before any of
 /// it is read, and closes the connection after every 413.
@@ -464,7 +470,7 @@ fn parse_patch(body: &Bytes) -> ApiResult<Value> {
 /// or waits on the disk, on a blocking thread: a render may take its whole
 /// budget, which the async workers phones share must not spend. Every
 /// handler that does such work goes through here.
-pub(super) async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(work)

@@ -39,17 +39,28 @@ pub(super) async fn one(
 ) -> ApiResult<Json<ResyncOutcome>> {
     let mac = parse_mac(&mac)?;
     let request: ResyncRequest = optional_body(&body)?;
+    let outcome = resync_device(&state, mac, request.port, request.reboot).await?;
+    Ok(Json(outcome))
+}
+
+/// Sends device `mac` its vendor's resync (or reboot) NOTIFY, to the
+/// address it last provisioned from, on `port` (5060 when none).
+pub(crate) async fn resync_device(
+    state: &AdminState,
+    mac: Mac,
+    port: Option<u16>,
+    reboot: bool,
+) -> ApiResult<ResyncOutcome> {
     let device = state.store.device(mac)?.ok_or_else(|| not_found(mac))?;
     state.provisioner.flush_sightings()?;
-    let notice = match notice_for(&state, &device, request.port, request.reboot)? {
+    let notice = match notice_for(state, &device, port, reboot)? {
         Ok(notice) => notice,
         Err(Unreachable::CannotReboot) => {
             return Err(Unreachable::CannotReboot.reason(&device).into());
         }
         Err(unreachable) => return Err(ApiError::Conflict(unreachable.reason(&device))),
     };
-    let outcome = notice.send().await?;
-    Ok(Json(outcome))
+    notice.send().await
 }
 
 /// The optional body of a bulk resync.

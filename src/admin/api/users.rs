@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::{Value, json};
 
-use super::{Actor, ApiError, ApiResult, Seen, Shared, Who, from_json, merge_patch, parse_patch};
+use super::{
+    Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who, from_json, merge_patch, parse_patch,
+};
 use crate::domain::records::{HoldsSecrets, Invalid, User, UserId};
 use crate::domain::secret::random_secret;
 use crate::store::{Change, StoreError};
@@ -34,7 +36,17 @@ pub(super) async fn create(
     Extension(Actor(actor)): Who,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    let mut value = super::parse_patch(&body)?;
+    let user = create_user(&state, &actor, parse_patch(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// Creates a user from its JSON form, with the SIP defaults filled in
+/// ([`fill_sip_defaults`]); the answer holds the password, to show once.
+pub(crate) async fn create_user(
+    state: &AdminState,
+    actor: &str,
+    mut value: Value,
+) -> ApiResult<User> {
     if value.get("id").is_some() {
         return Err(Invalid::new("id", "is assigned by the server").into());
     }
@@ -46,7 +58,7 @@ pub(super) async fn create(
     user.validate()?;
     let user = state
         .store
-        .change(&actor, |store| {
+        .change(actor, |store| {
             user.id = store.next_user_id()?;
             Ok::<_, ApiError>((
                 vec![Change::PutUser {
@@ -58,7 +70,7 @@ pub(super) async fn create(
         })
         .await?;
     tracing::info!(user = user.id, extension = %user.extension, "user created");
-    Ok((StatusCode::CREATED, Json(user)))
+    Ok(user)
 }
 
 pub(super) async fn update(
@@ -68,13 +80,24 @@ pub(super) async fn update(
     body: Bytes,
 ) -> ApiResult<Json<User>> {
     let id = parse_id(&id)?;
-    let patch = parse_patch(&body)?;
+    let user = update_user(&state, &actor, id, parse_patch(&body)?).await?;
+    Ok(Json(user))
+}
+
+/// Applies a JSON merge patch to user `id`; a masked secret in it keeps
+/// the stored one.
+pub(crate) async fn update_user(
+    state: &AdminState,
+    actor: &str,
+    id: UserId,
+    patch: Value,
+) -> ApiResult<User> {
     if patch.get("id").is_some_and(|v| v != &json!(id)) {
         return Err(Invalid::new("id", "cannot be changed").into());
     }
     let user = state
         .store
-        .change(&actor, |store| {
+        .change(actor, |store| {
             let current = store.user(id)?.ok_or_else(|| not_found(id))?;
             let mut value = serde_json::to_value(&current).unwrap_or_default();
             merge_patch(&mut value, patch);
@@ -91,7 +114,12 @@ pub(super) async fn update(
         })
         .await?;
     tracing::info!(user = id, "user updated");
-    Ok(Json(user))
+    Ok(user)
+}
+
+/// A new random SIP password.
+pub(crate) fn new_sip_password() -> String {
+    random_secret(GENERATED_PASSWORD_LEN)
 }
 
 pub(super) async fn remove(
@@ -133,11 +161,11 @@ fn fill_sip_defaults(user: &mut Value) {
             sip.entry("auth_name").or_insert(username);
         }
         sip.entry("password")
-            .or_insert_with(|| json!(random_secret(GENERATED_PASSWORD_LEN)));
+            .or_insert_with(|| json!(new_sip_password()));
     }
 }
 
-fn parse_id(id: &str) -> ApiResult<UserId> {
+pub(crate) fn parse_id(id: &str) -> ApiResult<UserId> {
     id.parse()
         .map_err(|_| Invalid::new("id", format!("'{id}' is not a user id")).into())
 }

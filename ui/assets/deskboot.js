@@ -1,0 +1,58 @@
+// deskboot's web UI: small enhancements over forms that work without them.
+// The page's CSP allows no inline script, so everything is wired here.
+"use strict";
+
+// A suggested user fills the key's target, and its label when empty.
+document.addEventListener("click", function (event) {
+  const pick = event.target.closest(".pick");
+  if (!pick) return;
+  const slot = pick.closest(".slot");
+  const value = slot.querySelector('input[name="k_value"]');
+  const label = slot.querySelector('input[name="k_label"]');
+  const type = slot.querySelector('select[name="k_type"]');
+  value.value = pick.dataset.value;
+  if (label && label.value.trim() === "") label.value = pick.dataset.label;
+  if (type && type.value === "none") type.value = "blf";
+  slot.querySelector(".pick-list").replaceChildren();
+  (label || value).focus();
+});
+
+// After a drag, each row's position name and move buttons follow its new place.
+function renumber(form) {
+  form.querySelectorAll(".faceplate").forEach(function (group) {
+    group.querySelectorAll(".position").forEach(function (position, i) {
+      position.textContent = position.textContent.replace(/\d+$/, String(i + 1));
+    });
+  });
+  form.querySelectorAll(".slot").forEach(function (slot, row) {
+    slot.querySelectorAll('button[name="move"]').forEach(function (button) {
+      button.value = row + ":" + button.value.split(":")[1];
+    });
+  });
+  if (!form.querySelector(".unsaved")) {
+    const note = document.createElement("p");
+    note.className = "warning unsaved";
+    note.textContent = "Not saved yet.";
+    form.prepend(note);
+  }
+}
+
+// Keys can be dragged within their phone or module, where SortableJS runs.
+function enhance(root) {
+  if (typeof Sortable === "undefined") return;
+  root.querySelectorAll('ol.slots[data-sortable="true"]').forEach(function (list) {
+    const group = list.closest(".faceplate");
+    if (!group.id) group.id = "faceplate-" + Math.random().toString(36).slice(2);
+    Sortable.create(list, {
+      group: group.id,
+      handle: ".position",
+      onEnd: function () { renumber(list.closest("form")); },
+    });
+  });
+}
+
+if (typeof htmx !== "undefined") {
+  htmx.onLoad(enhance);
+} else {
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+}
