@@ -460,7 +460,15 @@ impl Backend for SledBackend {
 
     fn start_afresh(&self) -> Result<(), StoreError> {
         self.flush_change_blocking()?;
-        self.reopen(None)
+        // Opened on a thread of its own: what the new database keeps lands
+        // in that thread's fresh allocator pages, not among the freed ones
+        // of the thread that did the bulk work, which can then go back whole.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| self.reopen(None))
+                .join()
+                .unwrap_or_else(|_| Err(not_open()))
+        })
     }
 
     fn record_action(&self, entry: &AuditEntry) -> Result<(), StoreError> {
