@@ -196,18 +196,24 @@ pub(super) async fn restore(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let backup: Backup = super::parse_body(&body)?;
-    // Uploaded templates must compile with this deskboot's built-ins, and
-    // render within budget (checked with the rest, off the async workers).
-    let uploads: Vec<(String, String)> = backup
-        .templates
-        .iter()
-        .filter_map(|(k, h)| h.current().map(|v| (k.clone(), v.source.clone())))
-        .collect();
-    let candidate = state
-        .provisioner
-        .renderer()
-        .with_uploads(uploads.iter().map(|(k, s)| (k.as_str(), s.as_str())))?;
+    // Ten thousand records parse into a few tens of MiB: on a blocking
+    // thread, whose memory comes back whole once it is done, not on an
+    // async worker that keeps its pages.
+    let renderer = state.provisioner.renderer();
+    let (backup, candidate) = blocking(move || {
+        let backup: Backup = super::parse_body(&body)?;
+        // Uploaded templates must compile with this deskboot's built-ins, and
+        // render within budget (checked with the rest, off the async workers).
+        let uploads: Vec<(String, String)> = backup
+            .templates
+            .iter()
+            .filter_map(|(k, h)| h.current().map(|v| (k.clone(), v.source.clone())))
+            .collect();
+        let candidate =
+            renderer.with_uploads(uploads.iter().map(|(k, s)| (k.as_str(), s.as_str())))?;
+        Ok((backup, candidate))
+    })
+    .await?;
     Ok(
         long_operation(state.store.clone(), &headers, move |report| {
             restore_backup(&state, &actor, options, backup, &candidate, report)
