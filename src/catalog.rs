@@ -540,13 +540,20 @@ impl Catalog {
     /// (`gs-phonebook/{mac}/phonebook.xml`) for phones that are given a
     /// folder and add the file name themselves.
     pub fn match_path<'p>(&self, path: &'p str) -> Option<(&'p str, FileMatch<'_>)> {
-        let path = path.trim_end_matches(['/', '\\']);
-        path.rmatch_indices(['/', '\\'])
-            .map(|(at, _)| &path[at + 1..])
-            .chain(std::iter::once(path))
-            .take(self.file_names.depth)
-            .filter_map(|tail| Some((tail, self.match_file(tail)?)))
-            .last()
+        let path = path.trim_matches(['/', '\\']);
+        // The longest tail a pattern can be, then shorter ones: the first
+        // that matches is the longest, and a plain name costs one lookup.
+        let mut start = path
+            .rmatch_indices(['/', '\\'])
+            .nth(self.file_names.depth.saturating_sub(1))
+            .map_or(0, |(at, _)| at + 1);
+        loop {
+            let tail = &path[start..];
+            if let Some(found) = self.match_file(tail) {
+                return Some((tail, found));
+            }
+            start += tail.find(['/', '\\'])? + 1;
+        }
     }
 
     /// What a requested path says: the MAC in it, and the vendor and model
