@@ -669,3 +669,38 @@ async fn a_phones_http_credentials_are_shown_once_and_sign_out_ends_the_session(
     let after = browser.get("/").await;
     assert_eq!(after.status, 303, "the old cookie opens nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_page_names_the_layout_its_phone_follows() {
+    let server = TestServer::start().await;
+    let (status, layout) = server
+        .post(
+            "/api/v1/layouts",
+            json!({"name": "reception", "model": "yealink-t46s",
+                   "keys": [{"index": 3, "type": "speed_dial", "value": "100"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{layout}");
+    for (mac, layout) in [
+        ("001565aabb01", json!("reception")),
+        ("001565aabb02", json!(null)),
+    ] {
+        let (status, body) = server
+            .post(
+                "/api/v1/devices",
+                json!({"mac": mac, "model": "yealink-t46s", "layout": layout}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let browser = sign_in(&server, TOKEN).await;
+    let follows = browser.get("/devices/001565aabb01").await;
+    assert!(
+        follows.text("#layout").starts_with("reception"),
+        "{}",
+        follows.body()
+    );
+    let alone = browser.get("/devices/001565aabb02").await;
+    assert!(alone.all("#layout").is_empty());
+    server.stop().await;
+}

@@ -54,6 +54,9 @@ struct DevicePage {
     mac: Mac,
     model: String,
     description: String,
+    /// The named key layout the phone follows: its keys sit under the
+    /// phone's own, which the Keys tab edits.
+    layout: Option<String>,
     last_seen: Option<LastSeen>,
     /// Whether the phone's last file is the one it would get now.
     current: Option<bool>,
@@ -130,6 +133,7 @@ pub(super) async fn device_page(
             |m| format!("{} {}", m.vendor, m.name),
         ),
         description: device.description.clone().unwrap_or_default(),
+        layout: device.layout.clone(),
         last_seen: sighting.map(|s| LastSeen {
             at: show_time(s.at),
             ip: s.ip.to_string(),
