@@ -174,8 +174,8 @@ fn check_device(
     let model = catalog
         .model(&device.model)
         .ok_or_else(|| Invalid::new(field("model"), format!("unknown model '{}'", device.model)))?;
-    let keys = match &device.layout {
-        None => device.keys.clone(),
+    let shown = match &device.layout {
+        None => device.clone(),
         Some(name) => layouts
             .iter()
             .find(|l| l.name == *name && l.model == device.model)
@@ -185,13 +185,10 @@ fn check_device(
                     format!("no layout {name} for its model in the backup"),
                 )
             })?
-            .keys_with(&device.keys),
+            .laid_under(device),
     };
     model
-        .check_device(&Device {
-            keys,
-            ..device.clone()
-        })
+        .check_device(&shown)
         .map_err(|e| Invalid::new(field(&e.field), e.message))?;
     if let Some(line) = device.lines.iter().find(|l| !user_ids.contains(&l.user)) {
         return Err(Invalid::new(

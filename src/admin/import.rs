@@ -168,11 +168,8 @@ pub fn plan(
             Some(name) => store.layout(name)?,
             None => None,
         };
-        let keys = layout.map_or_else(|| device.keys.clone(), |l| l.keys_with(&device.keys));
-        if let Err(invalid) = model.check_device(&Device {
-            keys,
-            ..device.clone()
-        }) {
+        let shown = layout.map_or_else(|| device.clone(), |l| l.laid_under(device));
+        if let Err(invalid) = model.check_device(&shown) {
             errors.push(RowError {
                 line: *line,
                 field: "mac".into(),

@@ -409,9 +409,16 @@ impl Layout {
         check_keys(&self.keys, 1)
     }
 
-    /// The keys of a device following this layout: the layout's, each
-    /// replaced by the device's `own` key at the same place, in place order.
-    pub fn keys_with(&self, own: &[Key]) -> Vec<Key> {
+    /// `device` as it shows following this layout: the layout's keys, each
+    /// replaced by the device's own key at the same place, in place order.
+    pub fn laid_under(&self, device: &Device) -> Device {
+        Device {
+            keys: self.keys_with(&device.keys),
+            ..device.clone()
+        }
+    }
+
+    fn keys_with(&self, own: &[Key]) -> Vec<Key> {
         let mut keys: Vec<Key> = self
             .keys
             .iter()

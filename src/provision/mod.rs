@@ -389,8 +389,7 @@ impl Provisioner {
         );
         let cached = self.cache.get(&key, stamp);
         self.metrics.cache(cached.is_some());
-        let seen = |file: &ServedFile| Sighting {
-            etag: Some(file.etag.clone()),
+        let seen = || Sighting {
             origin: requester.origin.clone(),
             without_secrets: requester.without_secrets,
             ..sighting(file_name, request, &identity)
@@ -411,7 +410,7 @@ impl Provisioner {
             })));
         };
         if let Some(file) = cached {
-            lock(&self.pending_sightings).insert(mac, seen(&file));
+            self.note_served(mac, seen(), &file);
             return Ok(Answer::Ready(file));
         }
         let Some(device) = self.store.device(mac)? else {
@@ -422,11 +421,7 @@ impl Provisioner {
             return Err(NotServed::UnknownMac(mac));
         };
         let (model, file) = self.device_file(&found, &device)?;
-        let seen = Sighting {
-            origin: requester.origin.clone(),
-            without_secrets: requester.without_secrets,
-            ..sighting(file_name, request, &identity)
-        };
+        let seen = seen();
         Ok(Answer::Render(Box::new(Miss {
             key,
             stamp,
@@ -466,13 +461,18 @@ impl Provisioner {
         };
         let served = self.keep(miss.key, miss.stamp, served, used);
         if let Some(asked) = miss.device {
-            let seen = Sighting {
-                etag: Some(served.etag.clone()),
-                ..asked.seen
-            };
-            lock(&self.pending_sightings).insert(asked.device.mac, seen);
+            self.note_served(asked.device.mac, asked.seen, &served);
         }
         Ok(served)
+    }
+
+    /// Notes that a phone got `file`, for the next batch of sightings.
+    fn note_served(&self, mac: Mac, seen: Sighting, file: &ServedFile) {
+        let seen = Sighting {
+            etag: Some(file.etag.clone()),
+            ..seen
+        };
+        lock(&self.pending_sightings).insert(mac, seen);
     }
 
     /// The model and file a device's record says a matched file is: the
@@ -717,25 +717,22 @@ impl Provisioner {
     /// and `{name}` and `{extension}` in key labels filled in from the user
     /// each key targets (its value, when no user has that extension).
     pub fn laid_out<'d>(&self, device: &'d Device) -> Result<Cow<'d, Device>, NotServed> {
-        let keys = match &device.layout {
+        let mut shown = match &device.layout {
             None if !device.keys.iter().any(has_label_variable) => {
                 return Ok(Cow::Borrowed(device));
             }
-            None => device.keys.clone(),
+            None => device.clone(),
             Some(name) => self
                 .store
                 .layout(name)?
                 .ok_or_else(|| NotServed::Invalid(format!("layout {name} does not exist")))?
-                .keys_with(&device.keys),
+                .laid_under(device),
         };
-        let keys = keys
+        shown.keys = std::mem::take(&mut shown.keys)
             .into_iter()
             .map(|key| self.labelled(key))
             .collect::<Result<_, _>>()?;
-        Ok(Cow::Owned(Device {
-            keys,
-            ..device.clone()
-        }))
+        Ok(Cow::Owned(shown))
     }
 
     /// A key with its label's variables filled in.

@@ -147,12 +147,8 @@ fn check(state: &AdminState, store: &Store, layout: &Layout) -> ApiResult<()> {
     };
     model.check_device(&on_phone)?;
     for device in store.devices_with_layout(&layout.name)? {
-        let keys = layout.keys_with(&device.keys);
         model
-            .check_device(&Device {
-                keys,
-                ..device.clone()
-            })
+            .check_device(&layout.laid_under(&device))
             .map_err(|e| Invalid::new(e.field, format!("device {}: {}", device.mac, e.message)))?;
     }
     Ok(())
@@ -185,11 +181,7 @@ pub(super) fn check_device_layout(
         .into());
     }
     if let Some(model) = state.catalog.model(&device.model) {
-        let keys = layout.keys_with(&device.keys);
-        model.check_device(&Device {
-            keys,
-            ..device.clone()
-        })?;
+        model.check_device(&layout.laid_under(device))?;
     }
     Ok(())
 }
