@@ -27,18 +27,18 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// How long the browser may take for anything: a page, a swap, a start.
-const PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
-const YEALINK_UA: &str = "Yealink SIP-T46S 66.86.0.15 00:15:65:12:34:56";
+pub(crate) const YEALINK_UA: &str = "Yealink SIP-T46S 66.86.0.15 00:15:65:12:34:56";
 
 /// chromedriver on a free loopback port, ended with the test.
-struct Driver {
+pub(crate) struct Driver {
     url: String,
     _process: Child,
 }
 
 impl Driver {
-    async fn start() -> Driver {
+    pub(crate) async fn start() -> Driver {
         for program in [CHROMIUM, CHROMEDRIVER] {
             assert!(
                 Path::new(program).exists(),
@@ -78,7 +78,7 @@ impl Driver {
     }
 
     /// A new headless chromium window, 1,280 px wide.
-    async fn browser(&self) -> Client {
+    pub(crate) async fn browser(&self) -> Client {
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
@@ -97,7 +97,7 @@ impl Driver {
 }
 
 /// Polls `check` until it gives a value, for at most [`PATIENCE`].
-async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -112,7 +112,7 @@ where
     }
 }
 
-async fn find(browser: &Client, css: &str) -> Element {
+pub(crate) async fn find(browser: &Client, css: &str) -> Element {
     browser
         .wait()
         .at_most(PATIENCE)
@@ -121,7 +121,7 @@ async fn find(browser: &Client, css: &str) -> Element {
         .unwrap_or_else(|e| panic!("{css}: {e}"))
 }
 
-async fn value_of(browser: &Client, css: &str) -> String {
+pub(crate) async fn value_of(browser: &Client, css: &str) -> String {
     find(browser, css)
         .await
         .prop("value")
@@ -130,12 +130,12 @@ async fn value_of(browser: &Client, css: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn heading(browser: &Client) -> String {
+pub(crate) async fn heading(browser: &Client) -> String {
     find(browser, "h1").await.text().await.unwrap()
 }
 
 /// Waits for the page titled `title`; says which page there is instead.
-async fn wait_for_page(browser: &Client, title: &str) {
+pub(crate) async fn wait_for_page(browser: &Client, title: &str) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let h1 = match browser.find(Locator::Css("h1")).await {
@@ -158,25 +158,25 @@ async fn wait_for_page(browser: &Client, title: &str) {
     }
 }
 
-fn screenshots() -> PathBuf {
+pub(crate) fn screenshots() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir).expect("target/screenshots");
     dir
 }
 
-async fn screenshot(browser: &Client, name: &str) -> Vec<u8> {
+pub(crate) async fn screenshot(browser: &Client, name: &str) -> Vec<u8> {
     let png = browser.screenshot().await.expect("a screenshot");
     std::fs::write(screenshots().join(format!("{name}.png")), &png).expect("saved");
     png
 }
 
-async fn fill(browser: &Client, css: &str, text: &str) {
+pub(crate) async fn fill(browser: &Client, css: &str, text: &str) {
     let field = find(browser, css).await;
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
 }
 
-async fn submit(browser: &Client, css: &str) {
+pub(crate) async fn submit(browser: &Client, css: &str) {
     find(browser, css).await.click().await.unwrap();
 }
 

@@ -16,7 +16,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// An administrator's browser, as far as HTTP goes: one session cookie,
 /// no redirects followed, same-origin headers on its writes.
-struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
     origin: String,
     cookie: String,
@@ -24,19 +24,19 @@ struct Browser {
 }
 
 /// An answer: status, headers, parsed page.
-struct Page {
-    status: u16,
-    headers: HeaderMap,
-    html: Html,
+pub(crate) struct Page {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) html: Html,
 }
 
 impl Page {
-    fn all(&self, selector: &str) -> Vec<scraper::ElementRef<'_>> {
+    pub(crate) fn all(&self, selector: &str) -> Vec<scraper::ElementRef<'_>> {
         let selector = Selector::parse(selector).expect("selector");
         self.html.select(&selector).collect()
     }
 
-    fn text(&self, selector: &str) -> String {
+    pub(crate) fn text(&self, selector: &str) -> String {
         self.all(selector)
             .iter()
             .map(|e| e.text().collect::<String>())
@@ -44,13 +44,13 @@ impl Page {
             .join("\n")
     }
 
-    fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         self.html.root_element().html()
     }
 }
 
 /// Form posts (reqwest's own `form` is a feature the server does not need).
-trait FormFields {
+pub(crate) trait FormFields {
     fn form_fields<K: AsRef<str>, V: AsRef<str>>(self, fields: &[(K, V)]) -> Self;
 }
 
@@ -64,14 +64,14 @@ impl FormFields for reqwest::RequestBuilder {
     }
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
 }
 
-async fn page(response: reqwest::Response) -> Page {
+pub(crate) async fn page(response: reqwest::Response) -> Page {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = response.text().await.expect("body");
@@ -83,7 +83,7 @@ async fn page(response: reqwest::Response) -> Page {
 }
 
 /// A page asked for without a session.
-async fn anonymous_get(server: &TestServer, path: &str) -> Page {
+pub(crate) async fn anonymous_get(server: &TestServer, path: &str) -> Page {
     page(
         client()
             .get(server.admin_url(path))
@@ -95,7 +95,7 @@ async fn anonymous_get(server: &TestServer, path: &str) -> Page {
 }
 
 /// Signs in to `server`'s UI with `token`; panics unless it works.
-async fn sign_in(server: &TestServer, token: &str) -> Browser {
+pub(crate) async fn sign_in(server: &TestServer, token: &str) -> Browser {
     let origin = server.admin_url("");
     let http = client();
     let response = http
@@ -125,7 +125,7 @@ async fn sign_in(server: &TestServer, token: &str) -> Browser {
 }
 
 impl Browser {
-    async fn get(&self, path: &str) -> Page {
+    pub(crate) async fn get(&self, path: &str) -> Page {
         let response = self
             .http
             .get(format!("{}{path}", self.origin))
@@ -137,7 +137,7 @@ impl Browser {
     }
 
     /// A form post from one of the UI's own pages, with the CSRF token.
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
         let mut fields = vec![("csrf", self.csrf.as_str())];
         fields.extend_from_slice(form);
         self.post_raw(path, &fields, &[("Sec-Fetch-Site", "same-origin")])
@@ -145,7 +145,12 @@ impl Browser {
     }
 
     /// A post with exactly these fields and headers.
-    async fn post_raw(&self, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post_raw(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
         let mut request = self
             .http
             .post(format!("{}{path}", self.origin))
@@ -159,7 +164,7 @@ impl Browser {
     }
 }
 
-fn assert_security_headers(page: &Page, what: &str) {
+pub(crate) fn assert_security_headers(page: &Page, what: &str) {
     let header = |name: &str| {
         page.headers
             .get(name)
