@@ -300,6 +300,19 @@ impl Renderer {
         })
     }
 
+    /// Whether `uploads` (store key, source) are exactly the uploads in
+    /// force: then a renderer with them would be this one again.
+    pub fn has_exactly(&self, uploads: &[(&str, &str)]) -> bool {
+        let mut wanted: Vec<(String, &str)> =
+            uploads.iter().map(|(k, s)| (upload_name(k), *s)).collect();
+        let mut in_force: Vec<(String, &str)> = (self.set.uploads.iter())
+            .map(|(n, s)| (n.clone(), s.as_str()))
+            .collect();
+        wanted.sort_unstable();
+        in_force.sort_unstable();
+        wanted == in_force
+    }
+
     /// The template to use: the first of `keys` (most specific first) with
     /// an active upload, else the built-in one.
     pub fn pick(&self, keys: &[&str], builtin: &str) -> String {

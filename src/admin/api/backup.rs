@@ -209,14 +209,20 @@ pub(super) async fn restore(
             .iter()
             .filter_map(|(k, h)| h.current().map(|v| (k.clone(), v.source.clone())))
             .collect();
-        let candidate =
-            renderer.with_uploads(uploads.iter().map(|(k, s)| (k.as_str(), s.as_str())))?;
+        // Without uploads there is nothing to check, and no call to copy
+        // every compiled template for it.
+        let candidate = if uploads.is_empty() {
+            None
+        } else {
+            let uploads = uploads.iter().map(|(k, s)| (k.as_str(), s.as_str()));
+            Some(renderer.with_uploads(uploads)?)
+        };
         Ok((backup, candidate))
     })
     .await?;
     Ok(
         long_operation(state.store.clone(), &headers, move |report| {
-            restore_backup(&state, &actor, options, backup, &candidate, report)
+            restore_backup(&state, &actor, options, backup, candidate.as_ref(), report)
         })
         .await,
     )
@@ -227,10 +233,12 @@ fn restore_backup(
     actor: &str,
     options: RestoreOptions,
     backup: Backup,
-    candidate: &Renderer,
+    candidate: Option<&Renderer>,
     report: Report<'_>,
 ) -> Outcome {
-    check_restore(state, candidate, &backup)?;
+    if let Some(candidate) = candidate {
+        check_restore(state, candidate, &backup)?;
+    }
     let (users, devices) = (backup.users.len(), backup.devices.len());
     state
         .store

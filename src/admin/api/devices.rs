@@ -364,11 +364,20 @@ pub(super) async fn clone(
 /// Puts the stored uploads in force again after a change that moved some.
 pub(super) fn reload_templates(state: &AdminState) -> ApiResult<()> {
     let stored = state.store.templates()?;
-    let uploads = stored
+    let uploads: Vec<(&str, &str)> = stored
         .iter()
-        .filter_map(|(key, h)| h.current().map(|v| (key.as_str(), v.source.as_str())));
-    let renderer = state.provisioner.renderer().with_uploads(uploads)?;
-    state.provisioner.set_renderer(renderer);
+        .filter_map(|(key, h)| h.current().map(|v| (key.as_str(), v.source.as_str())))
+        .collect();
+    let current = state.provisioner.renderer();
+    // A restore or a clone that leaves the uploads as they were keeps the
+    // renderer: compiling every template again costs megabytes and drops
+    // every render thread's compiled set.
+    if current.has_exactly(&uploads) {
+        return Ok(());
+    }
+    state
+        .provisioner
+        .set_renderer(current.with_uploads(uploads)?);
     Ok(())
 }
 
