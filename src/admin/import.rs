@@ -302,6 +302,9 @@ type ReadRows = (&'static str, Vec<Row>, Vec<RowError>);
 
 /// Reads the file; a header that cannot be used is refused at once.
 fn read_rows(text: &str) -> Result<ReadRows, Vec<RowError>> {
+    // The csv reader counts a CR LF as two line ends, and browsers post a
+    // text area's lines ended so: a refusal must name the file's own line.
+    let text = text.replace("\r\n", "\n");
     let header_line = text.lines().next().unwrap_or_default();
     let pipe = header_line.contains('|');
     let mut reader = csv::ReaderBuilder::new()
@@ -614,6 +617,18 @@ mod tests {
             lines.contains(&3) && lines.contains(&4) && lines.contains(&5),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn a_bad_row_names_its_line_whatever_ends_the_lines() {
+        let (_dir, store, catalog) = setup();
+        let csv = format!("{}\n101,Ada,L,,,,zz,yealink-t46s\n", header());
+        for text in [csv.clone(), csv.replace('\n', "\r\n")] {
+            let Err(ImportError::Rows(errors)) = plan(&text, &store, &catalog, &silent) else {
+                panic!("should be refused")
+            };
+            assert_eq!((errors[0].line, errors[0].value.as_str()), (2, "zz"));
+        }
     }
 
     #[test]
