@@ -72,7 +72,8 @@ async fn a_dry_run_lists_both_bad_rows_and_they_download_as_csv() {
         1
     );
 
-    let page = dry_run(&browser, TWO_BAD_ROWS).await;
+    // Browsers post a text area's lines ended by CR LF.
+    let page = dry_run(&browser, &TWO_BAD_ROWS.replace('\n', "\r\n")).await;
     assert_eq!(page.status, 200, "{}", page.body());
     assert_eq!(page.text("#count-errors"), "2 on 2 rows");
     let bad_rows = cells(&page, "#bad-rows");
@@ -92,7 +93,7 @@ async fn a_dry_run_lists_both_bad_rows_and_they_download_as_csv() {
     assert!(users(&server).await.is_empty(), "a dry run writes nothing");
 
     let link = page.all("a#download")[0].attr("href").unwrap().to_string();
-    let hash = sha256(TWO_BAD_ROWS);
+    let hash = sha256(&TWO_BAD_ROWS.replace('\n', "\r\n"));
     assert_eq!(link, format!("/import/{hash}/bad-rows.csv"));
     let download = browser.get(&link).await;
     assert_eq!(download.status, 200);
