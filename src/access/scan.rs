@@ -255,6 +255,13 @@ impl ScanGuard {
             let count = tracker.macs.len();
             if count > self.limit(source) {
                 state.trackers.remove(&source);
+                tracing::warn!(
+                    source = %show(source),
+                    transport = self.transport.name(),
+                    unknown_macs = count,
+                    ban_secs = self.limits.ban.as_secs(),
+                    "banned a source scanning for MACs"
+                );
                 self.ban(&mut state, source, count, now);
             }
         }
@@ -270,19 +277,28 @@ impl ScanGuard {
 
     fn ban(&self, state: &mut State, source: Source, unknown_macs: usize, now: Instant) {
         state.room_for_ban(now, self.limits.window);
-        tracing::warn!(
-            source = %show(source),
-            transport = self.transport.name(),
-            unknown_macs,
-            ban_secs = self.limits.ban.as_secs(),
-            "banned a source scanning for MACs"
-        );
         let ban = Ban {
             until: now + self.limits.ban,
             until_unix: self.clock.unix_secs() + self.limits.ban.as_secs(),
             unknown_macs,
         };
         state.bans.insert(source, ban);
+    }
+
+    /// Bans an address as a host for the policy's ban time, on an
+    /// administrator's word: no count of unknown MACs behind it.
+    pub fn ban_host(&self, address: IpAddr) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let [host, _] = Source::of(address);
+        state.trackers.remove(&host);
+        tracing::warn!(
+            source = %show(host),
+            transport = self.transport.name(),
+            ban_secs = self.limits.ban.as_secs(),
+            "banned by an administrator"
+        );
+        self.ban(&mut state, host, 0, now);
     }
 
     /// The bans in force.
@@ -379,6 +395,22 @@ mod tests {
         assert_eq!(bans[0].address, "192.0.2.7");
         assert_eq!(guard.lift(scanner), 1);
         assert!(!guard.is_banned(scanner));
+    }
+
+    #[test]
+    fn an_administrator_bans_a_host_until_lifted() {
+        let guard = guard();
+        let phone = ip("192.0.2.9");
+        guard.ban_host(phone);
+        assert!(guard.is_banned(phone));
+        assert!(!guard.is_banned(ip("192.0.2.10")), "its neighbours");
+        let bans = guard.bans();
+        assert_eq!(
+            (bans[0].address.as_str(), bans[0].unknown_macs),
+            ("192.0.2.9", 0)
+        );
+        assert_eq!(guard.lift(phone), 1);
+        assert!(!guard.is_banned(phone));
     }
 
     #[test]

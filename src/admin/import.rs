@@ -32,6 +32,9 @@ pub struct RowError {
     pub line: u64,
     /// The column, as named in the file's header (or our name for it).
     pub field: String,
+    /// The column's value on that line (the column's name for the header);
+    /// empty when the whole row is wrong.
+    pub value: String,
     /// What is wrong.
     pub error: String,
 }
@@ -42,9 +45,74 @@ pub enum ImportError {
     /// The file has bad rows; nothing was written.
     #[error("{} row(s) refused", .0.len())]
     Rows(Vec<RowError>),
+    /// The store changed since the dry run this apply relies on; nothing
+    /// was written.
+    #[error("the store changed since the dry run: nothing was imported; run the dry run again")]
+    StoreChanged,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Whether an import writes, and on what condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Checks everything and writes nothing.
+    DryRun,
+    /// Writes what the file plans against the store as it is.
+    Apply,
+    /// Writes only if the store is still at this generation, the one a dry
+    /// run of the same file was checked against.
+    ApplyAt(u64),
+}
+
+/// What an import did, or would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// What it creates.
+    pub summary: Summary,
+    /// The store's generation the file was checked against.
+    pub generation: u64,
+}
+
+/// Imports `text` (a leading byte-order mark skipped) as `actor`, all or
+/// nothing, reporting each row checked and each record written. The plan,
+/// the generation check and the write happen under the store's writer
+/// lock, so no other change can slip in between.
+pub fn run(
+    store: &Store,
+    catalog: &Catalog,
+    actor: &str,
+    text: &str,
+    mode: Mode,
+    report: Report<'_>,
+) -> Result<Imported, ImportError> {
+    let text = text.trim_start_matches('\u{feff}');
+    store.change_blocking(
+        actor,
+        |store| {
+            let generation = store.generation();
+            if let Mode::ApplyAt(previewed) = mode
+                && previewed != generation
+            {
+                return Err(ImportError::StoreChanged);
+            }
+            let (changes, summary) = plan(text, store, catalog, report)?;
+            let changes = if mode == Mode::DryRun {
+                Vec::new()
+            } else {
+                changes
+            };
+            Ok((
+                changes,
+                Imported {
+                    summary,
+                    generation,
+                },
+            ))
+        },
+        report,
+    )
 }
 
 /// What an import creates.
@@ -107,6 +175,15 @@ impl Row {
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     }
+
+    /// What the row holds in `field`, as a refusal quotes it.
+    fn value(&self, field: &str) -> String {
+        let value = match field {
+            "model" => self.model.as_deref(),
+            _ => self.get(field),
+        };
+        value.unwrap_or_default().to_string()
+    }
 }
 
 /// Checks a CSV file and plans the changes that import it; nothing is
@@ -128,6 +205,7 @@ pub fn plan(
             errors.push(RowError {
                 line: row.line,
                 field: field.to_string(),
+                value: row.value(field),
                 error,
             })
         };
@@ -173,6 +251,7 @@ pub fn plan(
             errors.push(RowError {
                 line: *line,
                 field: "mac".into(),
+                value: device.mac.to_string(),
                 error: format!("device {}: {}", device.mac, invalid.message),
             });
         }
@@ -223,6 +302,9 @@ type ReadRows = (&'static str, Vec<Row>, Vec<RowError>);
 
 /// Reads the file; a header that cannot be used is refused at once.
 fn read_rows(text: &str) -> Result<ReadRows, Vec<RowError>> {
+    // The csv reader counts a CR LF as two line ends, and browsers post a
+    // text area's lines ended so: a refusal must name the file's own line.
+    let text = text.replace("\r\n", "\n");
     let header_line = text.lines().next().unwrap_or_default();
     let pipe = header_line.contains('|');
     let mut reader = csv::ReaderBuilder::new()
@@ -230,16 +312,17 @@ fn read_rows(text: &str) -> Result<ReadRows, Vec<RowError>> {
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
-    let header_error = |error: String| {
+    let header_error = |value: &str, error: String| {
         vec![RowError {
             line: 1,
             field: "header".into(),
+            value: value.to_string(),
             error,
         }]
     };
     let headers: Vec<String> = reader
         .headers()
-        .map_err(|e| header_error(e.to_string()))?
+        .map_err(|e| header_error("", e.to_string()))?
         .iter()
         .map(|h| h.to_ascii_lowercase())
         .collect();
@@ -259,12 +342,13 @@ fn read_rows(text: &str) -> Result<ReadRows, Vec<RowError>> {
             .map(|(field, _)| *field)
             .or((header == "model").then_some("model"));
         if field.is_none() && format == "deskboot" {
-            return Err(header_error(format!("unknown column '{header}'")));
+            return Err(header_error(header, format!("unknown column '{header}'")));
         }
         columns.push(field);
     }
     if !columns.contains(&Some("extension")) {
         return Err(header_error(
+            "",
             "no extension column (extension, exten or phonenumber)".into(),
         ));
     }
@@ -278,6 +362,7 @@ fn read_rows(text: &str) -> Result<ReadRows, Vec<RowError>> {
                 errors.push(RowError {
                     line,
                     field: "row".into(),
+                    value: String::new(),
                     error: e.to_string(),
                 });
                 continue;
@@ -291,6 +376,7 @@ fn read_rows(text: &str) -> Result<ReadRows, Vec<RowError>> {
             errors.push(RowError {
                 line,
                 field: "row".into(),
+                value: String::new(),
                 error: format!("{} fields, the header has {}", record.len(), headers.len()),
             });
             continue;
@@ -531,6 +617,18 @@ mod tests {
             lines.contains(&3) && lines.contains(&4) && lines.contains(&5),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn a_bad_row_names_its_line_whatever_ends_the_lines() {
+        let (_dir, store, catalog) = setup();
+        let csv = format!("{}\n101,Ada,L,,,,zz,yealink-t46s\n", header());
+        for text in [csv.clone(), csv.replace('\n', "\r\n")] {
+            let Err(ImportError::Rows(errors)) = plan(&text, &store, &catalog, &silent) else {
+                panic!("should be refused")
+            };
+            assert_eq!((errors[0].line, errors[0].value.as_str()), (2, "zz"));
+        }
     }
 
     #[test]

@@ -56,3 +56,16 @@ if (typeof htmx !== "undefined") {
 } else {
   document.addEventListener("DOMContentLoaded", function () { enhance(document); });
 }
+
+// The import page's file picker, shown where scripts run: the chosen file's
+// text goes into the form's text area, which is what the form posts.
+document.querySelectorAll("input[type=file][data-fills]").forEach(function (picker) {
+  picker.closest(".file-pick").hidden = false;
+  picker.addEventListener("change", function () {
+    const file = picker.files[0];
+    if (!file) return;
+    file.text().then(function (text) {
+      document.getElementById(picker.dataset.fills).value = text;
+    });
+  });
+});

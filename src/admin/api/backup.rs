@@ -17,7 +17,7 @@ use super::devices::reload_templates;
 use super::templates::check_restore;
 use super::{Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who, blocking};
 use crate::admin::backup::{self, Backup, RestoreError};
-use crate::admin::import::{self, ImportError, MAX_CSV_BYTES};
+use crate::admin::import::{self, ImportError, MAX_CSV_BYTES, Mode};
 use crate::domain::progress::{self, Line, NDJSON, Report};
 use crate::domain::records::HoldsSecrets;
 use crate::render::Renderer;
@@ -61,19 +61,13 @@ fn import_csv(
     text: &str,
     report: Report<'_>,
 ) -> Outcome {
-    let text = text.trim_start_matches('\u{feff}');
-    let result = state.store.change_blocking(
-        actor,
-        |store| {
-            let (changes, summary) = import::plan(text, store, &state.catalog, report)?;
-            // A dry run checks everything and writes nothing.
-            let changes = if options.dry_run { Vec::new() } else { changes };
-            Ok::<_, ImportError>((changes, summary))
-        },
-        report,
-    );
-    let summary = match result {
-        Ok(summary) => summary,
+    let mode = if options.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Apply
+    };
+    let summary = match import::run(&state.store, &state.catalog, actor, text, mode, report) {
+        Ok(imported) => imported.summary,
         Err(ImportError::Rows(rows)) => {
             let error = format!("{} row(s) refused; nothing was imported", rows.len());
             return Ok((
@@ -81,6 +75,7 @@ fn import_csv(
                 json!({"error": error, "rows": rows}),
             ));
         }
+        Err(e @ ImportError::StoreChanged) => return Err(ApiError::InUse(e.to_string())),
         Err(ImportError::Store(e)) => return Err(e.into()),
     };
     let status = if options.dry_run {
@@ -153,7 +148,7 @@ async fn long_operation(
 /// Gives back the memory bulk work took: the store starts afresh (what
 /// it kept is scattered among what the work freed), then every thread
 /// gives back what it freed.
-fn after_bulk_work(store: &Store) {
+pub(crate) fn after_bulk_work(store: &Store) {
     if let Err(e) = store.start_afresh() {
         tracing::warn!(error = %e, "the store could not start afresh after bulk work");
     }

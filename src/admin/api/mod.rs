@@ -6,7 +6,7 @@
 //! before the store is touched, so a refused request changes nothing.
 
 mod audit;
-mod backup;
+pub(crate) mod backup;
 mod bans;
 pub(crate) mod devices;
 mod discovered;

@@ -284,14 +284,29 @@ struct NewDevicePage {
     error: Option<String>,
 }
 
-/// `GET /devices/new`.
+/// What the new-device form may come prefilled with (adopting a
+/// discovered phone).
+#[derive(Deserialize)]
+pub(super) struct Prefill {
+    #[serde(default)]
+    mac: String,
+    #[serde(default)]
+    model: String,
+}
+
+/// `GET /devices/new?mac=&model=`.
 pub(super) async fn new(
     State(ui): Shared,
     Extension(who): Extension<Signed>,
+    Query(prefill): Query<Prefill>,
 ) -> UiResult<Response> {
     html(NewDevicePage {
         chrome: ui.chrome(&who, "devices", "New device"),
-        fields: DeviceFields::default(),
+        fields: DeviceFields {
+            mac: prefill.mac,
+            model: prefill.model,
+            ..DeviceFields::default()
+        },
         models: model_choices(&ui.admin),
         error: None,
     })

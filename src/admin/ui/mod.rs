@@ -18,6 +18,8 @@ mod assets;
 mod dashboard;
 mod device;
 mod devices;
+mod discovered;
+mod import;
 mod keys;
 mod login;
 mod session;
@@ -44,6 +46,7 @@ pub(crate) struct Ui {
     admin: Arc<AdminState>,
     sessions: Sessions,
     assets: Assets,
+    previews: import::Previews,
 }
 
 type Shared = State<Arc<Ui>>;
@@ -54,6 +57,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(admin: Arc<AdminState>) -
         admin,
         sessions: Sessions::default(),
         assets: Assets::embedded(),
+        previews: import::Previews::default(),
     });
     let pages = Router::new()
         .route("/", get(dashboard::show))
@@ -68,6 +72,12 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(admin: Arc<AdminState>) -
         .route("/devices/{mac}/resync", post(device::resync))
         .route("/devices/{mac}/keys", post(keys::submit))
         .route("/devices/{mac}/targets", get(keys::targets))
+        .route("/import", get(import::form).post(import::dry_run))
+        .route("/import/apply", post(import::apply))
+        .route("/import/{hash}/bad-rows.csv", get(import::bad_rows))
+        .route("/discovered", get(discovered::list))
+        .route("/discovered/{mac}/ignore", post(discovered::ignore))
+        .route("/discovered/{mac}/ban", post(discovered::ban))
         .layer(from_fn_with_state(ui.clone(), session::require));
     Router::new()
         .merge(pages)
