@@ -18,6 +18,7 @@ mod assets;
 mod dashboard;
 mod device;
 mod devices;
+mod key_tools;
 mod keys;
 mod login;
 mod session;
