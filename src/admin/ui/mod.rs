@@ -17,6 +17,7 @@
 mod assets;
 mod dashboard;
 mod device;
+mod device_tabs;
 mod devices;
 mod key_tools;
 mod keys;
@@ -69,6 +70,8 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(admin: Arc<AdminState>) -
         .route("/devices/{mac}/resync", post(device::resync))
         .route("/devices/{mac}/keys", post(keys::submit))
         .route("/devices/{mac}/targets", get(keys::targets))
+        .route("/devices/{mac}/lines", post(device::lines))
+        .route("/devices/{mac}/settings", post(device_tabs::save_settings))
         .layer(from_fn_with_state(ui.clone(), session::require));
     Router::new()
         .merge(pages)
