@@ -128,7 +128,7 @@ pub(super) async fn show(
 /// Which tab the page opens on, with what it needs.
 pub(super) enum Tab {
     /// The key editor: the stored keys, or a draft being edited.
-    Keys(Option<Editor>),
+    Keys(Option<Box<Editor>>),
     /// The lines: the stored ones, or a refused edit shown again.
     Lines(Option<Vec<PostedLine>>),
     /// The settings: stored, or a refused device-level edit shown again.
@@ -194,7 +194,7 @@ pub(super) async fn device_page(
     match tab {
         Tab::Keys(draft) => {
             page.editor = Some(match draft {
-                Some(draft) => draft,
+                Some(draft) => *draft,
                 None => Editor::of_device(ui, &device)?,
             });
         }
@@ -402,26 +402,37 @@ pub(super) async fn lines(
         posted.remove(n - 1);
     }
     posted.retain(|l| !l.extension.trim().is_empty());
-    let saved = match assignments(&ui, &posted) {
-        Ok(lines) => {
+    let lines = assignments(&ui, &posted);
+    let edit = lines.map(|lines| move |current: Device| Device { lines, ..current });
+    let tabs = (Tab::Lines(None), Tab::Lines(Some(posted)));
+    save_and_show(&ui, &who, mac, edit, "Lines saved.", tabs).await
+}
+
+/// Stores `edit` of the device through the API's update (and its checks),
+/// then shows the page on the first of `tabs` saying `done`, or, refused,
+/// on the second (the form as posted) saying why; nothing is stored then.
+pub(super) async fn save_and_show(
+    ui: &Ui,
+    who: &Signed,
+    mac: Mac,
+    edit: ApiResult<impl FnOnce(Device) -> Device>,
+    done: &str,
+    (saved, refused): (Tab, Tab),
+) -> UiResult<Response> {
+    let stored = match edit {
+        Ok(edit) => {
             update_device(&ui.admin, &who.actor, mac, |current| {
-                Ok(Device {
-                    lines,
-                    ..current.clone()
-                })
+                Ok(edit(current.clone()))
             })
             .await
         }
-        Err(refused) => Err(refused),
+        Err(invalid) => Err(invalid),
     };
-    match saved {
-        Ok(_) => {
-            let notice = Some(Ok("Lines saved.".to_string()));
-            device_page(&ui, &who, mac, Tab::Lines(None), notice).await
-        }
-        Err(refused) => {
-            let notice = Some(Err(format!("Not saved: {}", UiError::from(refused))));
-            device_page(&ui, &who, mac, Tab::Lines(Some(posted)), notice).await
+    match stored {
+        Ok(_) => device_page(ui, who, mac, saved, Some(Ok(done.to_string()))).await,
+        Err(why) => {
+            let notice = Some(Err(format!("Not saved: {}", UiError::from(why))));
+            device_page(ui, who, mac, refused, notice).await
         }
     }
 }

@@ -18,10 +18,10 @@ use serde::Deserialize;
 use serde::de::{self, Visitor};
 use serde_json::{Map, Value, json};
 
-use super::device::{Tab, device_page};
+use super::device::{Tab, save_and_show};
 use super::session::{CSRF_FIELD, Signed};
-use super::{Shared, Ui, UiError, UiResult, show_time};
-use crate::admin::api::devices::{parse_mac, update_device};
+use super::{Shared, Ui, UiResult, show_time};
+use crate::admin::api::devices::parse_mac;
 use crate::admin::api::{ApiResult, from_json};
 use crate::domain::records::{Device, HoldsSecrets, Settings};
 use crate::provision::model_scope;
@@ -173,29 +173,14 @@ pub(super) async fn save_settings(
         .into_owned()
         .filter(|(name, _)| name != CSRF_FIELD)
         .collect();
-    let parsed = overrides(&posted);
-    let saved = match parsed {
-        Ok(settings) => {
-            update_device(&ui.admin, &who.actor, mac, |current| {
-                Ok(Device {
-                    settings,
-                    ..current.clone()
-                })
-            })
-            .await
+    let edit = overrides(&posted).map(|settings| {
+        move |current: Device| Device {
+            settings,
+            ..current
         }
-        Err(refused) => Err(refused),
-    };
-    match saved {
-        Ok(_) => {
-            let notice = Some(Ok("Settings saved.".to_string()));
-            device_page(&ui, &who, mac, Tab::Settings(None), notice).await
-        }
-        Err(refused) => {
-            let notice = Some(Err(format!("Not saved: {}", UiError::from(refused))));
-            device_page(&ui, &who, mac, Tab::Settings(Some(posted)), notice).await
-        }
-    }
+    });
+    let tabs = (Tab::Settings(None), Tab::Settings(Some(posted)));
+    save_and_show(&ui, &who, mac, edit, "Settings saved.", tabs).await
 }
 
 /// The posted fields as device settings: each non-empty one as text, or as

@@ -582,11 +582,11 @@ pub(super) async fn submit(
             }
             Err(refused) => Some(Err(UiError::from(refused).to_string())),
         };
-        return device_page(&ui, &who, mac, Tab::Keys(Some(editor)), notice).await;
+        return device_page(&ui, &who, mac, Tab::Keys(Some(Box::new(editor))), notice).await;
     }
     if posted.moving.is_some() {
         let editor = Editor::build(&ui, &draft, posted.moving, true)?;
-        return device_page(&ui, &who, mac, Tab::Keys(Some(editor)), None).await;
+        return device_page(&ui, &who, mac, Tab::Keys(Some(Box::new(editor))), None).await;
     }
     let (keys, modules) = (draft.keys.clone(), draft.modules.clone());
     let saved = update_device(&ui.admin, &who.actor, mac, |current| {
@@ -600,7 +600,14 @@ pub(super) async fn submit(
     if let Err(refused) = saved {
         let editor = Editor::build(&ui, &draft, None, true)?;
         let notice = Err(format!("Not saved: {}", UiError::from(refused)));
-        return device_page(&ui, &who, mac, Tab::Keys(Some(editor)), Some(notice)).await;
+        return device_page(
+            &ui,
+            &who,
+            mac,
+            Tab::Keys(Some(Box::new(editor))),
+            Some(notice),
+        )
+        .await;
     }
     let notice = if posted.resync {
         resync_notice(&ui, mac, false, "Saved. ").await
