@@ -514,7 +514,7 @@ async fn keys_are_placed_moved_and_saved_through_the_form() {
     let (_, stored) = server.get("/api/v1/devices/001565aabbcc").await;
     assert_eq!(
         stored["keys"],
-        json!([{"module": null, "index": 3, "type": "blf", "value": "102", "label": "Grace Hopper", "line": 1}])
+        json!([{"module": null, "index": 3, "type": "blf", "value": "102", "label": "{name}", "line": 1}])
     );
 
     // Grace's page lists the key that targets her.

@@ -69,3 +69,14 @@ document.querySelectorAll("input[type=file][data-fills]").forEach(function (pick
     });
   });
 });
+
+// Enter in a key tool's field previews that tool, rather than pressing the
+// form's first button (Save and resync).
+document.addEventListener("keydown", function (event) {
+  if (event.key !== "Enter" || event.target.tagName !== "INPUT") return;
+  const tool = event.target.closest(".key-tools fieldset");
+  const preview = tool && tool.querySelector('button[value$="preview"]');
+  if (!preview) return;
+  event.preventDefault();
+  preview.click();
+});

@@ -417,7 +417,7 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 }
 
 /// Converts JSON to a type, naming the offending field in the error.
-fn from_json<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
+pub(crate) fn from_json<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut field = e.path().to_string();
         let message = e.inner().to_string();

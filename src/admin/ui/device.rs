@@ -1,6 +1,8 @@
 //! `/devices/{mac}`: one phone: when it was last seen and whether it has
 //! its current file, resync and reboot, and its tabs: Keys (the
-//! [`super::keys`] editor), Lines, Rendered files (masked).
+//! [`super::keys`] editor), Lines (edited through the API's device check),
+//! Settings and History ([`super::device_tabs`]), Template (which files
+//! use an uploaded template), Rendered files (masked).
 
 use std::sync::Arc;
 
@@ -10,16 +12,18 @@ use axum::response::Response;
 use axum::{Extension, Form};
 use serde::Deserialize;
 
+use super::device_tabs::{HistoryEntry, SettingRow, history_of, settings_of};
 use super::keys::Editor;
-use super::session::Signed;
-use super::{Chrome, Shared, Ui, UiResult, html_with, show_time, status_of};
-use crate::admin::api::devices::{has_current_file, not_found, parse_mac};
+use super::session::{CSRF_FIELD, Signed};
+use super::{Chrome, Shared, Ui, UiError, UiResult, html_with, show_time, status_of};
+use crate::admin::api::devices::{has_current_file, not_found, parse_mac, update_device};
 use crate::admin::api::resync::resync_device;
-use crate::admin::api::{ApiError, blocking};
+use crate::admin::api::{ApiError, ApiResult, blocking};
 use crate::admin::resync::ResyncOutcome;
 use crate::domain::mac::Mac;
-use crate::domain::records::Device;
+use crate::domain::records::{Device, Invalid, LineAssignment};
 use crate::provision::Requester;
+use crate::render::uploaded;
 
 /// What the server last saw of the phone.
 struct LastSeen {
@@ -30,13 +34,33 @@ struct LastSeen {
     file: String,
 }
 
-/// A line of the phone.
+/// A line of the phone, or a blank one to add.
 struct LineView {
     number: usize,
-    user: u64,
+    /// The user's id; none on a blank or refused line.
+    user: Option<u64>,
     extension: String,
     name: String,
     label: String,
+}
+
+/// The Lines tab: the phone's lines, and room for one more if it takes it.
+struct LinesTab {
+    lines: Vec<LineView>,
+    /// How many SIP accounts the model has.
+    accounts: u16,
+}
+
+/// A file of the model, and which template renders it for this phone.
+struct TemplateRow {
+    /// As the phone asks for it.
+    file: String,
+    /// As the descriptor and the template editor's URLs name it.
+    descriptor_name: String,
+    /// "this phone's upload (version 2)", "the model's upload", "built-in".
+    in_force: String,
+    /// Whether an upload (the phone's or the model's) renders it.
+    custom: bool,
 }
 
 /// The Rendered files tab: the model's files, and the one shown.
@@ -53,6 +77,8 @@ struct DevicePage {
     chrome: Chrome,
     mac: Mac,
     model: String,
+    /// The catalog's id of the model, as template URLs name it.
+    model_id: String,
     description: String,
     /// The named key layout the phone follows: its keys sit under the
     /// phone's own, which the Keys tab edits.
@@ -66,7 +92,10 @@ struct DevicePage {
     notice: Option<Result<String, String>>,
     tab: &'static str,
     editor: Option<Editor>,
-    lines: Vec<LineView>,
+    lines: Option<LinesTab>,
+    settings: Vec<SettingRow>,
+    templates: Vec<TemplateRow>,
+    history: Vec<HistoryEntry>,
     files: Option<FilesTab>,
 }
 
@@ -77,7 +106,7 @@ pub(super) struct TabQuery {
     file: Option<String>,
 }
 
-/// `GET /devices/{mac}?tab=keys|lines|files[&file=NAME]`.
+/// `GET /devices/{mac}?tab=keys|lines|settings|template|files|history[&file=NAME]`.
 pub(super) async fn show(
     State(ui): Shared,
     Extension(who): Extension<Signed>,
@@ -86,8 +115,11 @@ pub(super) async fn show(
 ) -> UiResult<Response> {
     let mac = parse_mac(&mac)?;
     let view = match query.tab.as_str() {
-        "lines" => Tab::Lines,
+        "lines" => Tab::Lines(None),
+        "settings" => Tab::Settings(None),
+        "template" => Tab::Template,
         "files" => Tab::Files(query.file),
+        "history" => Tab::History,
         _ => Tab::Keys(None),
     };
     device_page(&ui, &who, mac, view, None).await
@@ -96,10 +128,15 @@ pub(super) async fn show(
 /// Which tab the page opens on, with what it needs.
 pub(super) enum Tab {
     /// The key editor: the stored keys, or a draft being edited.
-    Keys(Option<Editor>),
-    Lines,
+    Keys(Option<Box<Editor>>),
+    /// The lines: the stored ones, or a refused edit shown again.
+    Lines(Option<Vec<PostedLine>>),
+    /// The settings: stored, or a refused device-level edit shown again.
+    Settings(Option<Vec<(String, String)>>),
+    Template,
     /// The rendered files, one of them shown.
     Files(Option<String>),
+    History,
 }
 
 /// The device page on `tab`, with `notice` above it (422 when it says
@@ -132,6 +169,7 @@ pub(super) async fn device_page(
             || device.model.clone(),
             |m| format!("{} {}", m.vendor, m.name),
         ),
+        model_id: device.model.clone(),
         description: device.description.clone().unwrap_or_default(),
         layout: device.layout.clone(),
         last_seen: sighting.map(|s| LastSeen {
@@ -147,19 +185,42 @@ pub(super) async fn device_page(
         notice,
         tab: "keys",
         editor: None,
-        lines: Vec::new(),
+        lines: None,
+        settings: Vec::new(),
+        templates: Vec::new(),
+        history: Vec::new(),
         files: None,
     };
     match tab {
         Tab::Keys(draft) => {
             page.editor = Some(match draft {
-                Some(draft) => draft,
+                Some(draft) => *draft,
                 None => Editor::of_device(ui, &device)?,
             });
         }
-        Tab::Lines => {
+        Tab::Lines(posted) => {
             page.tab = "lines";
-            page.lines = lines_of(ui, &device)?;
+            page.lines = Some(LinesTab {
+                lines: match posted {
+                    Some(posted) => posted_lines(ui, posted)?,
+                    None => lines_of(ui, &device)?,
+                },
+                accounts: model.map_or(0, |m| m.accounts),
+            });
+        }
+        Tab::Settings(posted) => {
+            page.tab = "settings";
+            page.settings = settings_of(ui, &device, posted)?;
+        }
+        Tab::Template => {
+            page.tab = "template";
+            page.templates = templates_of(ui, &device)?;
+        }
+        Tab::History => {
+            page.tab = "history";
+            let admin = Arc::clone(&ui.admin);
+            let shown = device.clone();
+            page.history = blocking(move || history_of(&admin.store, &shown)).await?;
         }
         Tab::Files(shown) => {
             page.tab = "files";
@@ -175,7 +236,7 @@ fn lines_of(ui: &Ui, device: &Device) -> Result<Vec<LineView>, ApiError> {
         let user = ui.admin.store.user(line.user)?;
         lines.push(LineView {
             number: i + 1,
-            user: line.user,
+            user: Some(line.user),
             extension: user
                 .as_ref()
                 .map(|u| u.extension.clone())
@@ -185,6 +246,54 @@ fn lines_of(ui: &Ui, device: &Device) -> Result<Vec<LineView>, ApiError> {
         });
     }
     Ok(lines)
+}
+
+/// A refused lines form, shown again as it was posted.
+fn posted_lines(ui: &Ui, posted: Vec<PostedLine>) -> Result<Vec<LineView>, ApiError> {
+    let mut lines = Vec::new();
+    for (i, line) in posted.into_iter().enumerate() {
+        let user = ui.admin.store.user_by_extension(line.extension.trim())?;
+        lines.push(LineView {
+            number: i + 1,
+            user: user.as_ref().map(|u| u.id),
+            name: user.map(|u| u.display_name()).unwrap_or_default(),
+            extension: line.extension,
+            label: line.label,
+        });
+    }
+    Ok(lines)
+}
+
+/// Each of the model's files with the template that renders it for this
+/// phone: its own upload, the model's, or the built-in one.
+fn templates_of(ui: &Ui, device: &Device) -> Result<Vec<TemplateRow>, ApiError> {
+    let Some(model) = ui.admin.catalog.model(&device.model) else {
+        return Ok(Vec::new());
+    };
+    let store = &ui.admin.store;
+    let mut rows = Vec::new();
+    for file in &model.files {
+        let version = |key: String| -> Result<Option<u32>, ApiError> {
+            Ok(store
+                .template(&key)?
+                .and_then(|h| h.current().map(|v| v.version)))
+        };
+        let in_force = match (
+            version(uploaded::device_key(device.mac, &file.name))?,
+            version(uploaded::model_key(&model.id, &file.name))?,
+        ) {
+            (Some(v), _) => format!("this phone's upload (version {v})"),
+            (None, Some(v)) => format!("the {}'s upload (version {v})", model.name),
+            (None, None) => format!("built-in ({})", file.template),
+        };
+        rows.push(TemplateRow {
+            file: file.name.replace("{mac}", &device.mac.lower()),
+            descriptor_name: file.name.clone(),
+            custom: !in_force.starts_with("built-in"),
+            in_force,
+        });
+    }
+    Ok(rows)
 }
 
 /// The model's files by name, and `shown` rendered as the admin preview
@@ -243,6 +352,114 @@ pub(super) async fn resync(
     let reboot = form.action == "reboot";
     let notice = resync_notice(&ui, mac, reboot, "").await;
     device_page(&ui, &who, mac, Tab::Keys(None), Some(notice)).await
+}
+
+/// A line as the Lines form posts it.
+pub(super) struct PostedLine {
+    extension: String,
+    label: String,
+}
+
+/// `POST /devices/{mac}/lines`: the lines form, each line posting
+/// `l_user` (an extension) and `l_label`; `remove=N` drops line N. Saved
+/// through the API's device update, so its checks (the model's accounts,
+/// keys on a line that would go away) apply.
+pub(super) async fn lines(
+    State(ui): Shared,
+    Extension(who): Extension<Signed>,
+    Path(mac): Path<String>,
+    body: axum::body::Bytes,
+) -> UiResult<Response> {
+    let mac = parse_mac(&mac)?;
+    let mut posted: Vec<PostedLine> = Vec::new();
+    let mut remove = None;
+    for (name, value) in form_urlencoded::parse(&body) {
+        let value = value.into_owned();
+        match name.as_ref() {
+            "l_user" => posted.push(PostedLine {
+                extension: value,
+                label: String::new(),
+            }),
+            "l_label" => {
+                posted
+                    .last_mut()
+                    .ok_or_else(|| {
+                        ApiError::BadRequest("the lines form is incomplete: reload the page".into())
+                    })?
+                    .label = value;
+            }
+            "remove" => remove = value.parse::<usize>().ok(),
+            "action" | CSRF_FIELD => {}
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unexpected field '{other}' in the lines form"
+                ))
+                .into());
+            }
+        }
+    }
+    if let Some(n) = remove.filter(|n| (1..=posted.len()).contains(n)) {
+        posted.remove(n - 1);
+    }
+    posted.retain(|l| !l.extension.trim().is_empty());
+    let lines = assignments(&ui, &posted);
+    let edit = lines.map(|lines| move |current: Device| Device { lines, ..current });
+    let tabs = (Tab::Lines(None), Tab::Lines(Some(posted)));
+    save_and_show(&ui, &who, mac, edit, "Lines saved.", tabs).await
+}
+
+/// Stores `edit` of the device through the API's update (and its checks),
+/// then shows the page on the first of `tabs` saying `done`, or, refused,
+/// on the second (the form as posted) saying why; nothing is stored then.
+pub(super) async fn save_and_show(
+    ui: &Ui,
+    who: &Signed,
+    mac: Mac,
+    edit: ApiResult<impl FnOnce(Device) -> Device>,
+    done: &str,
+    (saved, refused): (Tab, Tab),
+) -> UiResult<Response> {
+    let stored = match edit {
+        Ok(edit) => {
+            update_device(&ui.admin, &who.actor, mac, |current| {
+                Ok(edit(current.clone()))
+            })
+            .await
+        }
+        Err(invalid) => Err(invalid),
+    };
+    match stored {
+        Ok(_) => device_page(ui, who, mac, saved, Some(Ok(done.to_string()))).await,
+        Err(why) => {
+            let notice = Some(Err(format!("Not saved: {}", UiError::from(why))));
+            device_page(ui, who, mac, refused, notice).await
+        }
+    }
+}
+
+/// The posted lines as the device stores them: each extension's user.
+fn assignments(ui: &Ui, posted: &[PostedLine]) -> ApiResult<Vec<LineAssignment>> {
+    posted
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let extension = line.extension.trim();
+            let user = ui
+                .admin
+                .store
+                .user_by_extension(extension)?
+                .ok_or_else(|| {
+                    ApiError::Conflict(Invalid::new(
+                        format!("lines[{i}].user"),
+                        format!("no user has extension {extension}"),
+                    ))
+                })?;
+            Ok(LineAssignment {
+                user: user.id,
+                label: super::non_empty(&line.label),
+            })
+        })
+        .collect()
 }
 
 /// What sending the phone its resync (or reboot) came to, after `done`

@@ -6,8 +6,12 @@
 //!
 //! The form posts every position in page order; a position's number is its
 //! place in its group (the phone, or a module), so moving a key is moving
-//! its row. A move is answered with the draft, unsaved, so many moves make
-//! one change.
+//! its row. A move, or one of the [`super::key_tools`], is answered with
+//! the draft, unsaved, so many edits make one change.
+//!
+//! A key that targets a user is labelled `{name}` unless it says
+//! otherwise: the render fills in the user's name, so the label follows a
+//! rename. The editor shows such a label empty, with the name as its hint.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,15 +23,21 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::device::{Tab, device_page, resync_notice};
+use super::key_tools::{self, FillRange, Preview};
 use super::session::{CSRF_FIELD, Signed};
 use super::{Shared, Ui, UiError, UiResult, html};
 use crate::admin::api::devices::{not_found, parse_mac, update_device};
 use crate::admin::api::{ApiError, ApiResult};
+use crate::catalog::PhoneModel;
 use crate::domain::mac::Mac;
 use crate::domain::records::{Device, Invalid, Key, KeyType};
 
 /// How many users the picker suggests.
 const SUGGESTIONS: usize = 8;
+
+/// The label that the render replaces with the name of the user a key
+/// targets.
+const NAME_LABEL: &str = "{name}";
 
 /// The name of a key's position, as pages and warnings say it.
 pub(super) fn position_name(module: Option<u8>, index: u16) -> String {
@@ -51,8 +61,10 @@ pub(crate) struct Slot {
     pub kind: &'static str,
     /// The target: an extension, a number, a feature code, a URL.
     pub value: String,
-    /// The text beside the key.
+    /// The text beside the key; empty when it is the target's name.
     pub label: String,
+    /// The name of the user the key targets, when its label follows it.
+    pub follows: String,
     /// The device line it uses (from 1).
     pub line: u16,
     /// What may be wrong with it.
@@ -73,6 +85,8 @@ pub(crate) struct KeyPage {
 pub(crate) struct Group {
     /// "Yealink T46S: 27 keys", "Module 1: EXP50, 60 keys on 3 pages".
     pub title: String,
+    /// The module's number, 0 for the phone itself.
+    pub module: u8,
     /// Its pages.
     pub pages: Vec<KeyPage>,
 }
@@ -87,18 +101,56 @@ pub(crate) struct Editor {
     pub lines: Vec<u16>,
     /// Whether the keys shown differ from the stored ones.
     pub unsaved: bool,
+    /// The draft's modules, comma-separated, posted back with the keys.
+    pub modules: String,
+    /// The expansion modules that fit the model: id and name.
+    pub module_kinds: Vec<(String, String)>,
+    /// Whether another module can be chained.
+    pub can_add_module: bool,
+    /// How many modules the model takes.
+    pub max_modules: u8,
+    /// Every position in page order, for the fill's starting position.
+    pub positions: Vec<String>,
+    /// The key types a fill can make.
+    pub fill_types: Vec<&'static str>,
+    /// The tools' fields as last posted.
+    pub tools: ToolFields,
+    /// What the last tool did or would do.
+    pub preview: Option<Preview>,
+}
+
+/// The tools' own fields in the keys form.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ToolFields {
+    /// The fill's first number.
+    pub fill_first: String,
+    /// The fill's last number.
+    pub fill_last: String,
+    /// The fill's key type.
+    pub fill_type: String,
+    /// The fill's starting position, in page order from 0.
+    pub fill_start: usize,
+    /// `device`, `user` or `layout`.
+    pub copy_kind: String,
+    /// The MAC, extension or layout name to copy from.
+    pub copy_from: String,
+    /// The module to add.
+    pub module_kind: String,
 }
 
 /// What the editor needs to know about users: names by extension and SIP
-/// username, and the device's own extensions.
+/// username, names by extension alone (what a `{name}` label resolves
+/// by), and the device's own extensions.
 struct Directory {
     names: HashMap<String, String>,
+    by_extension: HashMap<String, String>,
     own: HashSet<String>,
 }
 
 impl Directory {
     fn of(ui: &Ui, device: &Device) -> ApiResult<Directory> {
         let mut names = HashMap::new();
+        let mut by_extension = HashMap::new();
         let mut own = HashSet::new();
         for user in ui.admin.store.users()? {
             if device.lines.iter().any(|l| l.user == user.id) {
@@ -107,8 +159,38 @@ impl Directory {
             }
             names.insert(user.sip.username.clone(), user.display_name());
             names.insert(user.extension.clone(), user.display_name());
+            by_extension.insert(user.extension.clone(), user.display_name());
         }
-        Ok(Directory { names, own })
+        Ok(Directory {
+            names,
+            by_extension,
+            own,
+        })
+    }
+
+    /// The label to store for a key on `value` labelled `label`: `{name}`
+    /// when it targets a user and says nothing else than the user's name.
+    fn stored_label(&self, value: &str, label: &str) -> String {
+        let label = label.trim();
+        match self.by_extension.get(value.trim()) {
+            Some(name) if label.is_empty() || label == name => NAME_LABEL.to_string(),
+            _ => label.to_string(),
+        }
+    }
+
+    /// The name a key's label follows, if it follows one.
+    fn followed(&self, key: &Key) -> Option<&String> {
+        self.by_extension
+            .get(key.value.trim())
+            .filter(|_| key.label == NAME_LABEL)
+    }
+
+    /// The label as the phone shows it.
+    fn shown_label(&self, key: &Key) -> String {
+        match self.followed(key) {
+            Some(name) => name.clone(),
+            None => key.label.clone(),
+        }
     }
 
     /// What may be wrong with a `kind` key targeting `value`: no such user
@@ -153,12 +235,7 @@ impl Editor {
         moved: Option<(usize, &'static str)>,
         unsaved: bool,
     ) -> ApiResult<Editor> {
-        let model = ui.admin.catalog.model(&device.model).ok_or_else(|| {
-            ApiError::Invalid(Invalid::new(
-                "model",
-                format!("unknown model '{}'", device.model),
-            ))
-        })?;
+        let model = model_of(ui, device)?;
         let modules = model.device_modules(device)?;
         let directory = Directory::of(ui, device)?;
         let keys: HashMap<(Option<u8>, u16), &Key> = device
@@ -178,6 +255,7 @@ impl Editor {
             if kind != KeyType::None && !target.1.is_empty() && earlier.is_none() {
                 targets.insert(target, position.clone());
             }
+            let follows = key.and_then(|k| directory.followed(k)).cloned();
             let slot = Slot {
                 row,
                 group: module.map(|m| m.to_string()).unwrap_or_default(),
@@ -186,7 +264,11 @@ impl Editor {
                 position,
                 kind: kind.name(),
                 value,
-                label: key.map(|k| k.label.clone()).unwrap_or_default(),
+                label: match (&follows, key) {
+                    (None, Some(k)) => k.label.clone(),
+                    _ => String::new(),
+                },
+                follows: follows.unwrap_or_default(),
                 line: key.map_or(1, |k| k.line),
                 focus: moved.filter(|(r, _)| *r == row).map_or("", |(_, d)| d),
             };
@@ -195,6 +277,7 @@ impl Editor {
         };
         let mut groups = vec![Group {
             title: format!("{} {}: {} keys", model.vendor, model.name, model.line_keys),
+            module: 0,
             pages: vec![KeyPage {
                 title: String::new(),
                 slots: (1..=model.line_keys).map(|i| slot(None, i)).collect(),
@@ -219,24 +302,53 @@ impl Editor {
                     "Module {n}: {}, {} keys on {} page(s)",
                     spec.name, spec.keys, spec.pages
                 ),
+                module: n,
                 pages,
             });
         }
-        let mut key_types = vec![KeyType::None.name()];
-        key_types.extend(
+        let usable = || {
             model
                 .key_types
                 .iter()
                 .filter(|k| **k != KeyType::None)
-                .map(|k| k.name()),
-        );
+                .map(|k| k.name())
+        };
+        let mut key_types = vec![KeyType::None.name()];
+        key_types.extend(usable());
         Ok(Editor {
             groups,
             key_types,
             lines: (1..=u16::try_from(device.lines.len().max(1)).unwrap_or(1)).collect(),
             unsaved,
+            modules: device.modules.join(","),
+            module_kinds: model
+                .modules
+                .iter()
+                .map(|m| (m.id.clone(), format!("{} ({} keys)", m.name, m.keys)))
+                .collect(),
+            can_add_module: device.modules.len() < usize::from(model.max_modules),
+            max_modules: model.max_modules,
+            positions: key_tools::positions(model, device)?
+                .into_iter()
+                .map(|(module, index)| position_name(module, index))
+                .collect(),
+            fill_types: usable()
+                .filter(|k| ["blf", "speed_dial", "blf_speed_dial"].contains(k))
+                .collect(),
+            tools: ToolFields::default(),
+            preview: None,
         })
     }
+}
+
+/// The catalog's model of `device`.
+fn model_of<'u>(ui: &'u Ui, device: &Device) -> ApiResult<&'u PhoneModel> {
+    ui.admin.catalog.model(&device.model).ok_or_else(|| {
+        ApiError::Invalid(Invalid::new(
+            "model",
+            format!("unknown model '{}'", device.model),
+        ))
+    })
 }
 
 /// One posted row of the form: a position and what is on it.
@@ -249,12 +361,50 @@ struct Row {
     line: String,
 }
 
-/// What the editor posted: its rows in page order, and which button.
+/// A tool of the keys form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    SortByLabel,
+    /// The fill: `true` applies it, `false` only previews it.
+    Fill(bool),
+    /// The copy: `true` applies it, `false` only previews it.
+    Copy(bool),
+    AddModule,
+    /// Unchains this module (from 1).
+    RemoveModule(u8),
+}
+
+impl Tool {
+    fn parse(value: &str) -> ApiResult<Tool> {
+        Ok(match value {
+            "sort" => Tool::SortByLabel,
+            "fill_preview" => Tool::Fill(false),
+            "fill" => Tool::Fill(true),
+            "copy_preview" => Tool::Copy(false),
+            "copy" => Tool::Copy(true),
+            "add_module" => Tool::AddModule,
+            other => other
+                .strip_prefix("remove_module:")
+                .and_then(|n| n.parse().ok())
+                .map(Tool::RemoveModule)
+                .ok_or_else(|| ApiError::BadRequest(format!("no tool '{other}'")))?,
+        })
+    }
+}
+
+/// What the editor posted: its rows in page order, its modules, and which
+/// button.
 #[derive(Debug)]
 struct Posted {
     rows: Vec<Row>,
+    /// The draft's module ids; none posted: the stored ones.
+    modules: Option<Vec<String>>,
     /// A move: the row and `up` or `down`.
     moving: Option<(usize, &'static str)>,
+    /// A tool to use on the draft.
+    tool: Option<Tool>,
+    /// The tools' fields.
+    fields: ToolFields,
     /// Resync after saving.
     resync: bool,
 }
@@ -264,7 +414,8 @@ impl Posted {
     /// `k_label` and `k_line`, in that order.
     fn parse(body: &[u8]) -> ApiResult<Posted> {
         let mut rows: Vec<Row> = Vec::new();
-        let (mut moving, mut resync) = (None, false);
+        let (mut moving, mut resync, mut tool, mut modules) = (None, false, None, None);
+        let mut fields = ToolFields::default();
         let incomplete =
             || ApiError::BadRequest("the keys form is incomplete: reload the page".into());
         for (name, value) in form_urlencoded::parse(body) {
@@ -280,6 +431,24 @@ impl Posted {
                 "k_line" => rows.last_mut().ok_or_else(incomplete)?.line = value,
                 "move" => moving = parse_move(&value),
                 "action" => resync = value == "save_resync",
+                "tool" => tool = Some(Tool::parse(&value)?),
+                "modules" => {
+                    modules = Some(
+                        value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|m| !m.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                    );
+                }
+                "fill_first" => fields.fill_first = value,
+                "fill_last" => fields.fill_last = value,
+                "fill_type" => fields.fill_type = value,
+                "fill_start" => fields.fill_start = value.parse().unwrap_or(0),
+                "copy_kind" => fields.copy_kind = value,
+                "copy_from" => fields.copy_from = value,
+                "module_kind" => fields.module_kind = value,
                 CSRF_FIELD => {}
                 other => {
                     return Err(ApiError::BadRequest(format!(
@@ -290,7 +459,10 @@ impl Posted {
         }
         Ok(Posted {
             rows,
+            modules,
             moving,
+            tool,
+            fields,
             resync,
         })
     }
@@ -352,18 +524,12 @@ impl Posted {
                     .map_err(|_| Invalid::new(field("line"), "not a line"))?,
             };
             let value = row.value.trim().to_string();
-            // A key that watches a user is labelled with the user's name
-            // unless it says otherwise.
-            let label = match (row.label.trim(), directory.names.get(&value)) {
-                ("", Some(name)) if kind != KeyType::SpeedDial => name.clone(),
-                (label, _) => label.to_string(),
-            };
             keys.push(Key {
                 module,
                 index: *index,
                 kind,
+                label: directory.stored_label(&value, &row.label),
                 value,
-                label,
                 line,
             });
         }
@@ -381,8 +547,8 @@ fn parse_move(value: &str) -> Option<(usize, &'static str)> {
     Some((row.parse().ok()?, direction))
 }
 
-/// `POST /devices/{mac}/keys`: a move (answered with the draft) or a save
-/// (and resync).
+/// `POST /devices/{mac}/keys`: a move or a tool (answered with the draft)
+/// or a save (and resync).
 pub(super) async fn submit(
     State(ui): Shared,
     Extension(who): Extension<Signed>,
@@ -394,18 +560,39 @@ pub(super) async fn submit(
     let stored = ui.admin.store.device(mac)?.ok_or_else(|| not_found(mac))?;
     let directory = Directory::of(&ui, &stored)?;
     posted.apply_move();
-    let draft = Device {
+    let mut draft = Device {
         keys: posted.keys(&directory)?,
+        modules: posted
+            .modules
+            .clone()
+            .unwrap_or_else(|| stored.modules.clone()),
         ..stored
     };
+    if let Some(tool) = posted.tool {
+        let done = use_tool(&ui, &directory, &mut draft, tool, &posted.fields);
+        for key in &mut draft.keys {
+            key.label = directory.stored_label(&key.value, &key.label);
+        }
+        let mut editor = Editor::build(&ui, &draft, None, true)?;
+        editor.tools = posted.fields;
+        let notice = match done {
+            Ok(preview) => {
+                editor.preview = preview;
+                None
+            }
+            Err(refused) => Some(Err(UiError::from(refused).to_string())),
+        };
+        return device_page(&ui, &who, mac, Tab::Keys(Some(Box::new(editor))), notice).await;
+    }
     if posted.moving.is_some() {
         let editor = Editor::build(&ui, &draft, posted.moving, true)?;
-        return device_page(&ui, &who, mac, Tab::Keys(Some(editor)), None).await;
+        return device_page(&ui, &who, mac, Tab::Keys(Some(Box::new(editor))), None).await;
     }
-    let keys = draft.keys.clone();
+    let (keys, modules) = (draft.keys.clone(), draft.modules.clone());
     let saved = update_device(&ui.admin, &who.actor, mac, |current| {
         Ok(Device {
             keys,
+            modules,
             ..current.clone()
         })
     })
@@ -413,7 +600,14 @@ pub(super) async fn submit(
     if let Err(refused) = saved {
         let editor = Editor::build(&ui, &draft, None, true)?;
         let notice = Err(format!("Not saved: {}", UiError::from(refused)));
-        return device_page(&ui, &who, mac, Tab::Keys(Some(editor)), Some(notice)).await;
+        return device_page(
+            &ui,
+            &who,
+            mac,
+            Tab::Keys(Some(Box::new(editor))),
+            Some(notice),
+        )
+        .await;
     }
     let notice = if posted.resync {
         resync_notice(&ui, mac, false, "Saved. ").await
@@ -421,6 +615,96 @@ pub(super) async fn submit(
         Ok("Saved.".to_string())
     };
     device_page(&ui, &who, mac, Tab::Keys(None), Some(notice)).await
+}
+
+/// Uses `tool` on the draft; what it did or would do, for a tool that
+/// says.
+fn use_tool(
+    ui: &Ui,
+    directory: &Directory,
+    draft: &mut Device,
+    tool: Tool,
+    fields: &ToolFields,
+) -> ApiResult<Option<Preview>> {
+    let model = model_of(ui, draft)?;
+    match tool {
+        Tool::SortByLabel => {
+            key_tools::sort_by_label(draft, |k| directory.shown_label(k));
+            Ok(None)
+        }
+        Tool::Fill(apply) => {
+            let kind = KeyType::ALL
+                .into_iter()
+                .find(|k| k.name() == fields.fill_type)
+                .ok_or_else(|| Invalid::new("fill_type", "pick a key type"))?;
+            let range = FillRange {
+                first: &fields.fill_first,
+                last: &fields.fill_last,
+                kind,
+                start: fields.fill_start,
+            };
+            let mut filled = draft.clone();
+            let preview = key_tools::fill(&mut filled, model, &range)?;
+            if apply {
+                *draft = filled;
+            }
+            Ok(Some(preview))
+        }
+        Tool::Copy(apply) => {
+            let (source, keys) = copy_source(ui, fields)?;
+            let mut copied = draft.clone();
+            let preview = key_tools::copy(&mut copied, model, &source, &keys);
+            if apply {
+                *draft = copied;
+            }
+            Ok(Some(preview))
+        }
+        Tool::AddModule => {
+            key_tools::add_module(draft, model, fields.module_kind.trim())?;
+            Ok(None)
+        }
+        Tool::RemoveModule(n) => {
+            key_tools::remove_module(draft, n);
+            Ok(None)
+        }
+    }
+}
+
+/// The keys the copy's source shows, and its name: another phone's (with
+/// its layout's), a user's phone's, or a named layout's.
+fn copy_source(ui: &Ui, fields: &ToolFields) -> ApiResult<(String, Vec<Key>)> {
+    let store = &ui.admin.store;
+    let from = fields.copy_from.trim();
+    let phone_keys = |device: Device| -> ApiResult<Vec<Key>> {
+        Ok(ui.admin.provisioner.laid_out(&device)?.keys.clone())
+    };
+    match fields.copy_kind.as_str() {
+        "device" => {
+            let mac = parse_mac(from)?;
+            let device = store.device(mac)?.ok_or_else(|| not_found(mac))?;
+            Ok((format!("device {}", mac.colon()), phone_keys(device)?))
+        }
+        "user" => {
+            let user = store.user_by_extension(from)?.ok_or_else(|| {
+                Invalid::new("copy_from", format!("no user has extension {from}"))
+            })?;
+            let device = store.device_of_user(user.id)?.ok_or_else(|| {
+                Invalid::new(
+                    "copy_from",
+                    format!("{} has a line on no phone", user.display_name()),
+                )
+            })?;
+            let name = format!("{}'s phone ({})", user.display_name(), device.mac.colon());
+            Ok((name, phone_keys(device)?))
+        }
+        "layout" => {
+            let layout = store
+                .layout(from)?
+                .ok_or_else(|| Invalid::new("copy_from", format!("there is no layout {from}")))?;
+            Ok((format!("layout {from}"), layout.keys))
+        }
+        _ => Err(Invalid::new("copy_kind", "copy from a device, a user or a layout").into()),
+    }
 }
 
 /// A user the picker suggests.
@@ -522,7 +806,10 @@ mod tests {
                 row("", "none", ""),
                 row("1", "blf", "202"),
             ],
+            modules: None,
             moving: Some((2, "up")),
+            tool: None,
+            fields: ToolFields::default(),
             resync: false,
         };
         posted.apply_move();

@@ -17,9 +17,11 @@
 mod assets;
 mod dashboard;
 mod device;
+mod device_tabs;
 mod devices;
 mod discovered;
 mod import;
+mod key_tools;
 mod keys;
 mod login;
 mod session;
@@ -78,6 +80,8 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(admin: Arc<AdminState>) -
         .route("/discovered", get(discovered::list))
         .route("/discovered/{mac}/ignore", post(discovered::ignore))
         .route("/discovered/{mac}/ban", post(discovered::ban))
+        .route("/devices/{mac}/lines", post(device::lines))
+        .route("/devices/{mac}/settings", post(device_tabs::save_settings))
         .layer(from_fn_with_state(ui.clone(), session::require));
     Router::new()
         .merge(pages)

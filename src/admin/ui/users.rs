@@ -1,6 +1,7 @@
 //! `/users`: people and their extensions: search, create, edit, rotate the
 //! SIP password (shown once), and which keys on other phones target them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -19,7 +20,7 @@ use super::{
 use crate::admin::api::users::{create_user, new_sip_password, parse_id, update_user};
 use crate::admin::api::{ApiError, blocking};
 use crate::domain::mac::Mac;
-use crate::domain::records::{User, UserId};
+use crate::domain::records::{Layout, User, UserId};
 use crate::store::Store;
 
 /// Users listed on one page.
@@ -245,12 +246,13 @@ async fn user_page(
 }
 
 /// The phones `user` has a line on, and every key on another phone that
-/// targets the user's extension or SIP username.
+/// targets the user's extension or SIP username, its layout's keys too.
 fn uses_of(
     store: &Store,
     user: &User,
 ) -> Result<(Vec<LineOn>, Vec<Reference>), crate::store::StoreError> {
     let (mut lines, mut references) = (Vec::new(), Vec::new());
+    let mut layouts: HashMap<String, Option<Layout>> = HashMap::new();
     for device in store.devices()? {
         if let Some(line) = device.lines.iter().position(|l| l.user == user.id) {
             lines.push(LineOn {
@@ -259,14 +261,29 @@ fn uses_of(
             });
             continue;
         }
-        for key in &device.keys {
+        let keys = match &device.layout {
+            Some(name) => {
+                if !layouts.contains_key(name) {
+                    layouts.insert(name.clone(), store.layout(name)?);
+                }
+                match layouts.get(name).and_then(Option::as_ref) {
+                    Some(layout) => layout.laid_under(&device).keys,
+                    None => device.keys,
+                }
+            }
+            None => device.keys,
+        };
+        for key in keys {
             let value = key.value.trim();
             if value == user.extension || value == user.sip.username {
                 references.push(Reference {
                     mac: device.mac,
                     position: super::keys::position_name(key.module, key.index),
                     kind: key.kind.name(),
-                    label: key.label.clone(),
+                    label: key
+                        .label
+                        .replace("{name}", &user.display_name())
+                        .replace("{extension}", &user.extension),
                 });
             }
         }
