@@ -28,3 +28,4 @@ mod tftp;
 mod tftp_abuse;
 mod unknown_models;
 mod webui;
+mod webui_templates;

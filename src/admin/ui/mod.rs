@@ -15,12 +15,14 @@
 //! `.route` line in [`router`].
 
 mod assets;
+mod clone;
 mod dashboard;
 mod device;
 mod devices;
 mod keys;
 mod login;
 mod session;
+mod templates;
 mod users;
 
 use std::sync::Arc;
@@ -68,6 +70,16 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(admin: Arc<AdminState>) -
         .route("/devices/{mac}/resync", post(device::resync))
         .route("/devices/{mac}/keys", post(keys::submit))
         .route("/devices/{mac}/targets", get(keys::targets))
+        .route("/templates", get(templates::list))
+        .route(
+            "/devices/{mac}/replace",
+            get(clone::wizard).post(clone::confirm),
+        )
+        .route("/users/{id}/replace", get(clone::from_user))
+        .route(
+            "/templates/{scope}/{target}/{file}",
+            get(templates::show).post(templates::submit),
+        )
         .layer(from_fn_with_state(ui.clone(), session::require));
     Router::new()
         .merge(pages)
