@@ -6,6 +6,7 @@ mod common;
 mod admin_api;
 mod admin_auth;
 mod browser;
+mod browser_templates;
 mod catalog;
 mod cli;
 mod connections;

@@ -86,14 +86,22 @@ pub(crate) async fn create_device(
 /// when the policy wants per-device authentication: shown here, once.
 pub(crate) fn with_http_credentials(state: &AdminState, device: &Device) -> Value {
     let mut answer = serde_json::to_value(device).unwrap_or(Value::Null);
-    let policy = state.provisioner.policy();
-    if policy.http_auth == AuthMode::Device {
-        answer["http_auth"] = json!({
-            "username": device.mac.lower(),
-            "password": state.provisioner.phone_auth().device_password(device.mac),
-        });
+    if let Some((username, password)) = http_credentials(state, device.mac) {
+        answer["http_auth"] = json!({"username": username, "password": password});
     }
     answer
+}
+
+/// The HTTP username and password phone `mac` must present, when the
+/// policy wants per-device authentication.
+pub(crate) fn http_credentials(state: &AdminState, mac: Mac) -> Option<(String, String)> {
+    let policy = state.provisioner.policy();
+    (policy.http_auth == AuthMode::Device).then(|| {
+        (
+            mac.lower(),
+            state.provisioner.phone_auth().device_password(mac),
+        )
+    })
 }
 
 pub(super) async fn update(

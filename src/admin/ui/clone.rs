@@ -19,8 +19,8 @@ use super::keys::position_name;
 use super::session::Signed;
 use super::{Chrome, Shared, Ui, UiError, UiResult, html, html_with, see_other, status_of};
 use crate::admin::api::devices::{
-    CloneMode, CloneOrder, UnfitKeys, check, clone_device, clone_model, clone_models, not_found,
-    parse_mac, with_http_credentials,
+    CloneMode, CloneOrder, UnfitKeys, check, clone_device, clone_model, clone_models,
+    http_credentials, not_found, parse_mac,
 };
 use crate::admin::api::users::parse_id;
 use crate::admin::api::{AdminState, ApiError, ApiResult, blocking};
@@ -156,7 +156,10 @@ async fn wizard_page(
     let page = WizardPage {
         chrome: ui.chrome(who, "devices", format!("Replace {}", from.colon())),
         from,
-        source_model: source.model.clone(),
+        source_model: ui.admin.catalog.model(&source.model).map_or_else(
+            || source.model.clone(),
+            |m| format!("{} {}", m.vendor, m.name),
+        ),
         to,
         mode,
         models: choices
@@ -302,17 +305,12 @@ pub(super) async fn confirm(
             return wizard_page(&ui, &who, from, again, Some(error)).await;
         }
     };
-    let answer = with_http_credentials(&ui.admin, &device);
-    let credentials = &answer["http_auth"];
-    let secrets = match (
-        credentials["username"].as_str(),
-        credentials["password"].as_str(),
-    ) {
-        (Some(username), Some(password)) => vec![
-            ("HTTP username".to_string(), username.to_string()),
-            ("HTTP password".to_string(), password.to_string()),
+    let secrets = match http_credentials(&ui.admin, device.mac) {
+        Some((username, password)) => vec![
+            ("HTTP username".to_string(), username),
+            ("HTTP password".to_string(), password),
         ],
-        _ => Vec::new(),
+        None => Vec::new(),
     };
     html(DonePage {
         chrome: ui.chrome(&who, "devices", format!("{} is set up", to.colon())),

@@ -501,6 +501,8 @@ async fn editor_page(
         Err(e) => (None, Some(fault(&loaded.slot, e)?)),
     };
     let failed = matches!(view.notice, Some(Err(_)));
+    // A refused draft's render fails as its notice says: once is enough.
+    let preview_fault = preview_fault.filter(|_| !failed);
     let versions = loaded
         .history
         .as_ref()
