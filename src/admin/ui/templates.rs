@@ -19,11 +19,12 @@ use serde::Deserialize;
 
 use super::session::Signed;
 use super::{Chrome, Shared, Ui, UiResult, html, html_with, query_value, see_other, show_time};
-use crate::admin::api::devices::parse_mac;
+use crate::admin::api::devices::{not_found, parse_mac};
 use crate::admin::api::templates::{
     Slot, deactivate, preview_source, put_version, resolve, roll_back,
 };
 use crate::admin::api::{AdminState, ApiError, ApiResult, blocking};
+use crate::catalog::PhoneModel;
 use crate::domain::records::{Device, Invalid};
 use crate::render::uploaded::{self, UploadFor};
 use crate::store::TemplateHistory;
@@ -105,7 +106,7 @@ pub(super) async fn list(
         mac => {
             let mac = parse_mac(mac)?;
             let found = devices.iter().find(|d| d.mac == mac).cloned();
-            Some(found.ok_or_else(|| crate::admin::api::devices::not_found(mac))?)
+            Some(found.ok_or_else(|| not_found(mac))?)
         }
     };
     let picked = device
@@ -199,10 +200,7 @@ fn used_by(key: &str, stored: &[(String, TemplateHistory)], devices: &[Device]) 
 
 /// The files of `model` (for `device`, when given: its own files there,
 /// the ones common to the model for the model).
-fn file_links(
-    model: &crate::catalog::PhoneModel,
-    device: Option<&Device>,
-) -> (String, Vec<FileLink>) {
+fn file_links(model: &PhoneModel, device: Option<&Device>) -> (String, Vec<FileLink>) {
     let links = model
         .files
         .iter()
@@ -300,13 +298,17 @@ struct EditorPage {
 }
 
 impl EditorPage {
-    /// The line the page marks in the gutter.
-    fn marked_line(&self) -> usize {
-        let fault = match &self.notice {
+    /// The fault the page shows: the last action's, else the render's.
+    fn shown_fault(&self) -> Option<&Fault> {
+        match &self.notice {
             Some(Err(fault)) => Some(fault),
             _ => self.preview_fault.as_ref(),
-        };
-        fault.and_then(|f| f.line).unwrap_or(0)
+        }
+    }
+
+    /// The line the page marks in the gutter (0: none).
+    fn marked_line(&self) -> usize {
+        self.shown_fault().and_then(|f| f.line).unwrap_or(0)
     }
 
     /// The textarea's height: the whole source, so the gutter beside it
@@ -322,11 +324,7 @@ impl EditorPage {
 
     /// The marked column, for the script that puts the caret there.
     fn marked_column(&self) -> usize {
-        let fault = match &self.notice {
-            Some(Err(fault)) => Some(fault),
-            _ => self.preview_fault.as_ref(),
-        };
-        fault.and_then(|f| f.column).unwrap_or(0)
+        self.shown_fault().and_then(|f| f.column).unwrap_or(0)
     }
 }
 
@@ -535,12 +533,7 @@ async fn editor_page(
     };
     let page = EditorPage {
         chrome: ui.chrome(who, "templates", format!("Template {}", slot.file.name)),
-        action: format!(
-            "/templates/{}/{}/{}",
-            params.0,
-            query_value(&params.1),
-            query_value(&params.2)
-        ),
+        action: editor_path(&params),
         scope,
         device_link: slot.device.as_ref().map(|d| format!("/devices/{}", d.mac)),
         file: slot.file.name.clone(),
@@ -582,6 +575,15 @@ async fn editor_page(
         diff,
     };
     html_with(super::status_of(failed), page)
+}
+
+/// The editor's path for a slot's scope, target and file.
+fn editor_path((scope, target, file): &(String, String, String)) -> String {
+    format!(
+        "/templates/{scope}/{}/{}",
+        query_value(target),
+        query_value(file)
+    )
 }
 
 fn model_name(ui: &Ui, id: &str) -> String {
@@ -677,21 +679,16 @@ pub(super) async fn submit(
             return Err(ApiError::BadRequest(format!("no action '{other}'")).into());
         }
     };
-    let path = format!(
-        "/templates/{}/{}/{}",
-        params.0,
-        query_value(&params.1),
-        query_value(&params.2)
-    );
+    let path = editor_path(&params);
     match written {
         Ok(version) => {
             let done = match form.action.as_str() {
-                "save" => "saved",
-                "rollback" => "rolled_back",
-                _ => "removed",
+                "save" => format!("saved&version={version}"),
+                "rollback" => format!("rolled_back&version={version}"),
+                _ => "removed".to_string(),
             };
             Ok(see_other(&format!(
-                "{path}?done={done}&version={version}&device={}",
+                "{path}?done={done}&device={}",
                 query_value(&form.device)
             )))
         }
@@ -713,7 +710,7 @@ fn source_of(posted: &str) -> String {
 }
 
 /// Runs a write to the slot (in a blocking task, as the API does); gives
-/// the version it made, or why it was refused.
+/// the version it made (0 for a removal), or why it was refused.
 async fn write(
     ui: &Ui,
     who: &Signed,
@@ -803,12 +800,13 @@ fn middle_diff<'s>(a: &[&'s str], b: &[&'s str]) -> Vec<(char, &'s str)> {
         if i < n && j < m && a[i] == b[j] {
             lines.push((' ', a[i]));
             (i, j) = (i + 1, j + 1);
-        } else if j < m && (i == n || common[i * width + j + 1] >= common[(i + 1) * width + j]) {
-            lines.push(('+', b[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || common[(i + 1) * width + j] >= common[i * width + j + 1]) {
+            // On a tie the removal comes first, as diffs show a change.
             lines.push(('-', a[i]));
             i += 1;
+        } else {
+            lines.push(('+', b[j]));
+            j += 1;
         }
     }
     lines
@@ -866,7 +864,7 @@ mod tests {
         let old = "a\nb\nc\nd\ne\nf\ng\nh\n";
         let new = "a\nb\nc\nd\nE\nf\ng\nh\ni\n";
         let diff = line_diff(old, new);
-        assert_eq!(signs(&diff), "~  -+    +");
+        assert_eq!(signs(&diff), "~  -+   +");
         assert_eq!(diff[0].text, "2 unchanged line(s)");
         assert_eq!((diff[3].text.as_str(), diff[4].text.as_str()), ("e", "E"));
     }
