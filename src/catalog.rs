@@ -17,7 +17,7 @@ use regex_automata::{Anchored, Input, meta};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::mac::Mac;
-use crate::domain::records::{Device, Invalid, KeyType};
+use crate::domain::records::{Device, Invalid, Key, KeyType};
 
 /// The descriptors built into the binary.
 static BUILTIN_MODELS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/phone-models");
@@ -210,38 +210,71 @@ impl PhoneModel {
         }
         let modules = self.device_modules(device)?;
         for (i, key) in device.keys.iter().enumerate() {
-            let (keys, on) = match key.module {
-                None => (self.line_keys, self.name.clone()),
-                Some(n) => {
-                    let module = modules.get(usize::from(n) - 1).ok_or_else(|| {
-                        Invalid::new(
-                            format!("keys[{i}].module"),
-                            format!(
-                                "the device has {} expansion module(s), not {n}",
-                                modules.len()
-                            ),
-                        )
-                    })?;
-                    (module.keys, format!("{} module {n}", module.name))
-                }
-            };
-            if key.index > keys {
-                return Err(Invalid::new(
-                    format!("keys[{i}].index"),
-                    format!(
-                        "the {on} has {keys} programmable keys; there is no key {}",
-                        key.index
-                    ),
-                ));
-            }
-            if !self.key_types.contains(&key.kind) {
-                return Err(Invalid::new(
-                    format!("keys[{i}].type"),
-                    format!("the {} has no {} keys", self.name, key.kind.name()),
-                ));
-            }
+            self.check_key(&modules, i, key)?;
         }
         Ok(())
+    }
+
+    /// Checks a device's key `keys[i]` against this model with `modules`
+    /// chained to it: a position that exists, a type the model can do.
+    pub fn check_key(&self, modules: &[&ModuleSpec], i: usize, key: &Key) -> Result<(), Invalid> {
+        let (keys, on) = match key.module {
+            None => (self.line_keys, self.name.clone()),
+            Some(n) => {
+                let module = modules.get(usize::from(n) - 1).ok_or_else(|| {
+                    Invalid::new(
+                        format!("keys[{i}].module"),
+                        format!(
+                            "the device has {} expansion module(s), not {n}",
+                            modules.len()
+                        ),
+                    )
+                })?;
+                (module.keys, format!("{} module {n}", module.name))
+            }
+        };
+        if key.index > keys {
+            return Err(Invalid::new(
+                format!("keys[{i}].index"),
+                format!(
+                    "the {on} has {keys} programmable keys; there is no key {}",
+                    key.index
+                ),
+            ));
+        }
+        if !self.key_types.contains(&key.kind) {
+            return Err(Invalid::new(
+                format!("keys[{i}].type"),
+                format!("the {} has no {} keys", self.name, key.kind.name()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `device` as this model can take it: its expansion modules up to the
+    /// first that does not fit, and the keys that have a place on the model;
+    /// with the keys left out, each with why.
+    pub fn fitted(&self, device: &Device) -> (Device, Vec<(Key, Invalid)>) {
+        let modules: Vec<&ModuleSpec> = device
+            .modules
+            .iter()
+            .take(usize::from(self.max_modules))
+            .map_while(|id| self.modules.iter().find(|m| &m.id == id))
+            .collect();
+        let mut fitted = Device {
+            model: self.id.clone(),
+            modules: modules.iter().map(|m| m.id.clone()).collect(),
+            keys: Vec::new(),
+            ..device.clone()
+        };
+        let mut left_out = Vec::new();
+        for (i, key) in device.keys.iter().enumerate() {
+            match self.check_key(&modules, i, key) {
+                Ok(()) => fitted.keys.push(key.clone()),
+                Err(why) => left_out.push((key.clone(), why)),
+            }
+        }
+        (fitted, left_out)
     }
 
     /// The device's expansion modules, checked against what fits this model.

@@ -80,3 +80,41 @@ document.addEventListener("keydown", function (event) {
   event.preventDefault();
   preview.click();
 });
+// The template editor: the gutter keeps one number a line and scrolls with
+// the source; after a validation the caret goes to the line and column that
+// failed.
+function templateEditor(root) {
+  const source = root.querySelector("textarea#source[data-error-line]");
+  if (!source || source.dataset.enhanced) return;
+  source.dataset.enhanced = "true";
+  const gutter = source.parentElement.querySelector(".gutter");
+  function renumber() {
+    const count = source.value.split("\n").length;
+    while (gutter.children.length < count) {
+      const number = document.createElement("li");
+      number.textContent = String(gutter.children.length + 1);
+      gutter.appendChild(number);
+    }
+    while (gutter.children.length > count) gutter.lastElementChild.remove();
+  }
+  source.addEventListener("input", renumber);
+  source.addEventListener("scroll", function () { gutter.scrollTop = source.scrollTop; });
+  const line = Number(source.dataset.errorLine);
+  if (line > 0) {
+    const lines = source.value.split("\n");
+    let at = 0;
+    for (let i = 0; i < line - 1 && i < lines.length; i++) at += lines[i].length + 1;
+    const column = Math.max(1, Number(source.dataset.errorColumn) || 1);
+    at += Math.min(column - 1, (lines[line - 1] || "").length);
+    source.focus();
+    source.setSelectionRange(at, at);
+    const marked = document.getElementById("marked-line");
+    if (marked) marked.scrollIntoView({ block: "center" });
+  }
+}
+
+if (typeof htmx !== "undefined") {
+  htmx.onLoad(templateEditor);
+} else {
+  document.addEventListener("DOMContentLoaded", function () { templateEditor(document); });
+}

@@ -16,6 +16,7 @@ use super::{
     parse_body, parse_patch,
 };
 use crate::access::phone_auth::AuthMode;
+use crate::catalog::PhoneModel;
 use crate::domain::mac::Mac;
 use crate::domain::records::{Device, HoldsSecrets, Invalid, Sighting};
 use crate::provision::Requester;
@@ -83,16 +84,24 @@ pub(crate) async fn create_device(
 
 /// The device as JSON, with the HTTP credentials its phone must present
 /// when the policy wants per-device authentication: shown here, once.
-pub(super) fn with_http_credentials(state: &AdminState, device: &Device) -> Value {
+pub(crate) fn with_http_credentials(state: &AdminState, device: &Device) -> Value {
     let mut answer = serde_json::to_value(device).unwrap_or(Value::Null);
-    let policy = state.provisioner.policy();
-    if policy.http_auth == AuthMode::Device {
-        answer["http_auth"] = json!({
-            "username": device.mac.lower(),
-            "password": state.provisioner.phone_auth().device_password(device.mac),
-        });
+    if let Some((username, password)) = http_credentials(state, device.mac) {
+        answer["http_auth"] = json!({"username": username, "password": password});
     }
     answer
+}
+
+/// The HTTP username and password phone `mac` must present, when the
+/// policy wants per-device authentication.
+pub(crate) fn http_credentials(state: &AdminState, mac: Mac) -> Option<(String, String)> {
+    let policy = state.provisioner.policy();
+    (policy.http_auth == AuthMode::Device).then(|| {
+        (
+            mac.lower(),
+            state.provisioner.phone_auth().device_password(mac),
+        )
+    })
 }
 
 pub(super) async fn update(
@@ -240,7 +249,7 @@ pub(crate) fn not_found(mac: Mac) -> StoreError {
 /// How a clone treats the source phone.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum CloneMode {
+pub(crate) enum CloneMode {
     /// Both phones keep working.
     #[default]
     Copy,
@@ -263,6 +272,79 @@ pub(super) struct CloneRequest {
     model: Option<String>,
 }
 
+/// How a clone treats the keys the new phone's model has no place for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnfitKeys {
+    /// The clone is refused, as any device that does not fit its model is.
+    Refuse,
+    /// They stay behind: the administrator saw which in a preview.
+    LeaveBehind,
+}
+
+/// One clone, as the API and the web UI's wizard order it.
+#[derive(Debug, Clone)]
+pub(crate) struct CloneOrder {
+    /// The phone cloned.
+    pub from: Mac,
+    /// The new phone.
+    pub to: Mac,
+    /// Whether the source keeps working.
+    pub mode: CloneMode,
+    /// Replace an existing device at `to`.
+    pub overwrite: bool,
+    /// The new phone's model, when it differs.
+    pub model: Option<String>,
+    /// What becomes of keys the new model has no place for.
+    pub unfit: UnfitKeys,
+    /// The [`Store::generation`] the order was previewed at: a change
+    /// since then refuses it, as the preview no longer tells what happens.
+    pub previewed_at: Option<u64>,
+}
+
+/// The models a phone of `model` can be cloned to: its own and the ones
+/// its descriptor names compatible.
+pub(crate) fn clone_models<'c>(state: &'c AdminState, model: &str) -> Vec<&'c PhoneModel> {
+    let compatible = state
+        .catalog
+        .model(model)
+        .map(|m| m.compatible.clone())
+        .unwrap_or_default();
+    std::iter::once(model.to_string())
+        .chain(compatible)
+        .filter_map(|id| state.catalog.model(&id))
+        .collect()
+}
+
+/// The model a clone of `source` gives the new phone: `requested`, else
+/// the one of the device it overwrites, else the source's; refused unless
+/// the models are compatible.
+pub(crate) fn clone_model(
+    state: &AdminState,
+    source: &Device,
+    existing: Option<&Device>,
+    requested: Option<&str>,
+) -> ApiResult<String> {
+    let model = requested
+        .map(str::to_string)
+        .or_else(|| existing.map(|d| d.model.clone()))
+        .unwrap_or_else(|| source.model.clone());
+    let compatible = model == source.model
+        || state
+            .catalog
+            .model(&source.model)
+            .is_some_and(|m| m.compatible.contains(&model));
+    if !compatible {
+        return Err(ApiError::Conflict(Invalid::new(
+            "model",
+            format!(
+                "a {} configuration cannot go to a {model}: the models are not compatible",
+                source.model
+            ),
+        )));
+    }
+    Ok(model)
+}
+
 /// `POST /devices/{mac}/clone`: copy a phone's whole configuration (lines,
 /// keys, modules, settings, uploaded templates) to another MAC, or move it
 /// there, in one transaction.
@@ -278,45 +360,64 @@ pub(super) async fn clone(
         .to
         .parse()
         .map_err(|e| Invalid::new("to", format!("'{}': {e}", request.to)))?;
+    let order = CloneOrder {
+        from,
+        to,
+        mode: request.mode,
+        overwrite: request.overwrite,
+        model: request.model,
+        unfit: UnfitKeys::Refuse,
+        previewed_at: None,
+    };
+    let device = clone_device(&state, &actor, order).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(with_http_credentials(&state, &device)),
+    ))
+}
+
+/// Carries out `order` in one transaction and puts the uploads that moved
+/// with the phone in force; gives the new device.
+pub(crate) async fn clone_device(
+    state: &AdminState,
+    actor: &str,
+    order: CloneOrder,
+) -> ApiResult<Device> {
+    let (from, to) = (order.from, order.to);
     if to == from {
         return Err(Invalid::new("to", "is the same phone").into());
     }
     let device = state
         .store
-        .change(&actor, |store| {
+        .change(actor, |store| {
+            if order
+                .previewed_at
+                .is_some_and(|at| at != store.generation())
+            {
+                return Err(ApiError::Conflict(Invalid::new(
+                    "store",
+                    "the configuration changed since the preview: look at the preview again",
+                )));
+            }
             let source = store.device(from)?.ok_or_else(|| not_found(from))?;
             let existing = store.device(to)?;
-            if existing.is_some() && !request.overwrite {
+            if existing.is_some() && !order.overwrite {
                 return Err(ApiError::Conflict(Invalid::new(
                     "to",
                     format!("device {to} already exists; pass \"overwrite\": true to replace it"),
                 )));
             }
-            let model = request
-                .model
-                .clone()
-                .or_else(|| existing.as_ref().map(|d| d.model.clone()))
-                .unwrap_or_else(|| source.model.clone());
-            let compatible = model == source.model
-                || state
-                    .catalog
-                    .model(&source.model)
-                    .is_some_and(|m| m.compatible.contains(&model));
-            if !compatible {
-                return Err(ApiError::Conflict(Invalid::new(
-                    "model",
-                    format!(
-                        "a {} configuration cannot go to a {model}: the models are not compatible",
-                        source.model
-                    ),
-                )));
-            }
+            let model = clone_model(state, &source, existing.as_ref(), order.model.as_deref())?;
             let copy = Device {
                 mac: to,
                 model,
                 ..source.clone()
             };
-            check(&state, store, &copy)?;
+            let copy = match (order.unfit, state.catalog.model(&copy.model)) {
+                (UnfitKeys::LeaveBehind, Some(model)) => model.fitted(&copy).0,
+                _ => copy,
+            };
+            check(state, store, &copy)?;
             let mut changes = Vec::new();
             if let Some(existing) = &existing {
                 changes.extend(
@@ -346,19 +447,16 @@ pub(super) async fn clone(
                 new: copy.clone(),
                 old: existing,
             });
-            if request.mode == CloneMode::Replace {
+            if order.mode == CloneMode::Replace {
                 changes.extend(delete_device_changes(store, source)?);
             }
             Ok((changes, copy))
         })
         .await?;
     // Uploads moved with the phone: put the stored set in force.
-    reload_templates(&state)?;
-    tracing::info!(%from, %to, mode = ?request.mode, "device cloned");
-    Ok((
-        StatusCode::CREATED,
-        Json(with_http_credentials(&state, &device)),
-    ))
+    reload_templates(state)?;
+    tracing::info!(%from, %to, mode = ?order.mode, "device cloned");
+    Ok(device)
 }
 
 /// Puts the stored uploads in force again after a change that moved some.

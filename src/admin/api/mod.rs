@@ -14,7 +14,7 @@ mod layouts;
 mod models;
 pub(crate) mod resync;
 mod settings;
-mod templates;
+pub(crate) mod templates;
 mod tokens;
 pub(crate) mod users;
 

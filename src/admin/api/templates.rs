@@ -27,17 +27,27 @@ use crate::render::uploaded::{self, MAX_TEMPLATE_BYTES, MAX_VERSIONS, UploadFor}
 use crate::store::{Change, Store, TemplateHistory, TemplateVersion};
 
 /// What a template URL points at.
-struct Slot {
+pub(crate) struct Slot {
     /// Store key of the upload.
-    key: String,
+    pub(crate) key: String,
     /// Key of the model-wide upload a device upload overrides.
-    model_key: String,
-    model_id: String,
-    file: ModelFile,
-    device: Option<Device>,
+    pub(crate) model_key: String,
+    /// The model whose file it is.
+    pub(crate) model_id: String,
+    /// The file, as the model's descriptor names it.
+    pub(crate) file: ModelFile,
+    /// The phone, for a per-device upload.
+    pub(crate) device: Option<Device>,
 }
 
-fn resolve(state: &AdminState, scope: &str, target: &str, file: &str) -> ApiResult<Slot> {
+/// The slot `scope` (`models` or `devices`), `target` (a model id or a
+/// MAC) and `file` name.
+pub(crate) fn resolve(
+    state: &AdminState,
+    scope: &str,
+    target: &str,
+    file: &str,
+) -> ApiResult<Slot> {
     let catalog = &state.catalog;
     let (model_id, device) = match scope {
         "models" => {
@@ -171,7 +181,7 @@ pub(super) async fn remove(
 
 /// Checks what phones would get without the slot's upload and, if it
 /// renders, returns them to the model's upload or the built-in template.
-fn deactivate(state: &AdminState, actor: &str, slot: &Slot) -> ApiResult<()> {
+pub(crate) fn deactivate(state: &AdminState, actor: &str, slot: &Slot) -> ApiResult<()> {
     let renderer = state.store.change_blocking(
         actor,
         |store| {
@@ -248,23 +258,35 @@ pub(super) async fn rollback(
 ) -> ApiResult<Json<Value>> {
     let slot = resolve(&state, &scope, &target, &file)?;
     let Rollback { version: wanted } = parse_body(&body)?;
-    let history = stored_history(&state.store, &slot)?;
+    let shared = Arc::clone(&state);
+    let key = slot.key.clone();
+    let file = slot.file.name.clone();
+    let version = blocking(move || roll_back(&shared, &actor, &slot, wanted)).await?;
+    tracing::info!(template = %key, version, "template rolled back");
+    Ok(Json(json!({"file": file, "version": version})))
+}
+
+/// Puts version `wanted` of the slot's upload in force again, checked as
+/// an upload is, as a new version. Returns its number.
+pub(crate) fn roll_back(
+    state: &AdminState,
+    actor: &str,
+    slot: &Slot,
+    wanted: u32,
+) -> ApiResult<u32> {
+    let history = stored_history(&state.store, slot)?;
     let source = history
         .versions
         .iter()
         .find(|v| v.version == wanted)
         .map(|v| v.source.clone())
         .ok_or_else(|| Invalid::new("version", format!("there is no version {wanted}")))?;
-    let shared = Arc::clone(&state);
-    let key = slot.key.clone();
-    let file = slot.file.name.clone();
     let note = Some(format!("rollback to {wanted}"));
-    let version = blocking(move || put_version(&shared, &actor, &slot, source, note)).await?;
-    tracing::info!(template = %key, version, "template rolled back");
-    Ok(Json(json!({"file": file, "version": version})))
+    put_version(state, actor, slot, source, note)
 }
 
-fn stored_history(store: &Store, slot: &Slot) -> ApiResult<TemplateHistory> {
+/// The slot's stored upload and its versions.
+pub(crate) fn stored_history(store: &Store, slot: &Slot) -> ApiResult<TemplateHistory> {
     store
         .template(&slot.key)?
         .ok_or_else(|| ApiError::NotFound(format!("no uploaded template for {}", slot.key)))
@@ -272,7 +294,7 @@ fn stored_history(store: &Store, slot: &Slot) -> ApiResult<TemplateHistory> {
 
 /// Checks `source` and, if it compiles and renders, stores it as the next
 /// version and puts it in force. Returns the version number.
-fn put_version(
+pub(crate) fn put_version(
     state: &AdminState,
     actor: &str,
     slot: &Slot,
@@ -311,6 +333,33 @@ fn put_version(
     )?;
     state.provisioner.set_renderer(renderer);
     Ok(version)
+}
+
+/// The slot's file rendered with `source` in it, for `device` (a sample
+/// phone of the model when none; no phone for a file common to the model),
+/// its secrets masked as the admin preview masks them. Nothing is stored.
+/// Renders: run it through [`blocking`].
+pub(crate) fn preview_source(
+    state: &AdminState,
+    slot: &Slot,
+    source: &str,
+    device: Option<&Device>,
+) -> ApiResult<Vec<u8>> {
+    let provisioner = &state.provisioner;
+    let model = state
+        .catalog
+        .model(&slot.model_id)
+        .ok_or_else(|| ApiError::NotFound(format!("model {} not found", slot.model_id)))?;
+    let candidate = candidate(state, &state.store, &slot.key, Some(source))?;
+    let requester = Requester::masked_preview();
+    if !slot.file.per_device {
+        return Ok(provisioner.render_common(&candidate, model, &slot.file, &requester)?);
+    }
+    let (device, users) = match device {
+        Some(device) => (device.clone(), provisioner.device_users(device)?),
+        None => uploaded::sample_device(model),
+    };
+    Ok(provisioner.render_device(&candidate, model, &slot.file, &device, &users, &requester)?)
 }
 
 /// The templates that would be in force with `key` set to `source` (or

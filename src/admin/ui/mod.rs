@@ -15,6 +15,7 @@
 //! `.route` line in [`router`].
 
 mod assets;
+mod clone;
 mod dashboard;
 mod device;
 mod device_tabs;
@@ -25,6 +26,7 @@ mod key_tools;
 mod keys;
 mod login;
 mod session;
+mod templates;
 mod users;
 
 use std::sync::Arc;
@@ -82,6 +84,16 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(admin: Arc<AdminState>) -
         .route("/discovered/{mac}/ban", post(discovered::ban))
         .route("/devices/{mac}/lines", post(device::lines))
         .route("/devices/{mac}/settings", post(device_tabs::save_settings))
+        .route("/templates", get(templates::list))
+        .route(
+            "/devices/{mac}/replace",
+            get(clone::wizard).post(clone::confirm),
+        )
+        .route("/users/{id}/replace", get(clone::from_user))
+        .route(
+            "/templates/{scope}/{target}/{file}",
+            get(templates::show).post(templates::submit),
+        )
         .layer(from_fn_with_state(ui.clone(), session::require));
     Router::new()
         .merge(pages)
