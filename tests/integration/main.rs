@@ -34,3 +34,4 @@ mod webui;
 mod webui_import;
 mod webui_device;
 mod webui_templates;
+mod webui_links;

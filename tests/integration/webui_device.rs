@@ -80,11 +80,11 @@ async fn every_tab_answers() {
         .filter_map(|a| a.attr("href"))
         .collect();
     assert!(
-        links.contains(&"/templates/device/001565aabbcc/%7Bmac%7D.cfg"),
+        links.contains(&"/templates/devices/001565aabbcc/%7Bmac%7D.cfg"),
         "{links:?}"
     );
     assert!(
-        links.contains(&"/templates/model/yealink-t46s/%7Bmac%7D.cfg"),
+        links.contains(&"/templates/models/yealink-t46s/%7Bmac%7D.cfg"),
         "{links:?}"
     );
 }

@@ -61,6 +61,9 @@ struct TemplateRow {
     in_force: String,
     /// Whether an upload (the phone's or the model's) renders it.
     custom: bool,
+    /// Whether each phone has its own (else the file is common to the
+    /// model, and only a model-wide upload can change it).
+    per_device: bool,
 }
 
 /// The Rendered files tab: the model's files, and the one shown.
@@ -290,6 +293,7 @@ fn templates_of(ui: &Ui, device: &Device) -> Result<Vec<TemplateRow>, ApiError> 
             file: file.name.replace("{mac}", &device.mac.lower()),
             descriptor_name: file.name.clone(),
             custom: !in_force.starts_with("built-in"),
+            per_device: file.per_device,
             in_force,
         });
     }
