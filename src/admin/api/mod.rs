@@ -7,15 +7,15 @@
 
 mod audit;
 mod backup;
-mod bans;
+pub(crate) mod bans;
 pub(crate) mod devices;
 mod discovered;
-mod layouts;
+pub(crate) mod layouts;
 mod models;
 pub(crate) mod resync;
-mod settings;
+pub(crate) mod settings;
 mod templates;
-mod tokens;
+pub(crate) mod tokens;
 pub(crate) mod users;
 
 use std::net::SocketAddr;
@@ -417,7 +417,7 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 }
 
 /// Converts JSON to a type, naming the offending field in the error.
-fn from_json<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
+pub(crate) fn from_json<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut field = e.path().to_string();
         let message = e.inner().to_string();
@@ -436,7 +436,7 @@ fn from_json<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
 }
 
 /// RFC 7396 JSON merge patch: `patch` over `target`.
-fn merge_patch(target: &mut Value, patch: Value) {
+pub(crate) fn merge_patch(target: &mut Value, patch: Value) {
     match patch {
         Value::Object(fields) => {
             if !target.is_object() {
