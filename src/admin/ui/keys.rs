@@ -87,6 +87,12 @@ pub(crate) struct Editor {
     pub lines: Vec<u16>,
     /// Whether the keys shown differ from the stored ones.
     pub unsaved: bool,
+    /// Where the form posts.
+    pub action: String,
+    /// Where the target picker asks for suggestions.
+    pub targets: String,
+    /// The id of the page's element an htmx answer replaces.
+    pub frame: &'static str,
 }
 
 /// What the editor needs to know about users: names by extension and SIP
@@ -147,7 +153,7 @@ impl Editor {
 
     /// The faceplate of `device`'s model and modules with its keys on it;
     /// `moved` is the row whose move button keeps the focus.
-    fn build(
+    pub(super) fn build(
         ui: &Ui,
         device: &Device,
         moved: Option<(usize, &'static str)>,
@@ -235,6 +241,9 @@ impl Editor {
             key_types,
             lines: (1..=u16::try_from(device.lines.len().max(1)).unwrap_or(1)).collect(),
             unsaved,
+            action: format!("/devices/{}/keys", device.mac),
+            targets: format!("/devices/{}/targets", device.mac),
+            frame: "device-body",
         })
     }
 }
@@ -251,7 +260,7 @@ struct Row {
 
 /// What the editor posted: its rows in page order, and which button.
 #[derive(Debug)]
-struct Posted {
+pub(super) struct Posted {
     rows: Vec<Row>,
     /// A move: the row and `up` or `down`.
     moving: Option<(usize, &'static str)>,
@@ -371,6 +380,31 @@ impl Posted {
     }
 }
 
+impl Posted {
+    /// What the editor posted for `owner` (a device, or a layout shown as
+    /// one): `owner` with the posted keys, moved if a move was asked.
+    pub(super) fn draft(ui: &Ui, body: &[u8], owner: Device) -> ApiResult<(Device, Posted)> {
+        let mut posted = Posted::parse(body)?;
+        let directory = Directory::of(ui, &owner)?;
+        posted.apply_move();
+        let draft = Device {
+            keys: posted.keys(&directory)?,
+            ..owner
+        };
+        Ok((draft, posted))
+    }
+
+    /// The row whose move was asked, and which way; none for a save.
+    pub(super) fn moving(&self) -> Option<(usize, &'static str)> {
+        self.moving
+    }
+
+    /// Whether "Save and resync" was pressed.
+    pub(super) fn resyncs(&self) -> bool {
+        self.resync
+    }
+}
+
 fn parse_move(value: &str) -> Option<(usize, &'static str)> {
     let (row, direction) = value.split_once(':')?;
     let direction = match direction {
@@ -390,14 +424,8 @@ pub(super) async fn submit(
     body: Bytes,
 ) -> UiResult<Response> {
     let mac = parse_mac(&mac)?;
-    let mut posted = Posted::parse(&body)?;
     let stored = ui.admin.store.device(mac)?.ok_or_else(|| not_found(mac))?;
-    let directory = Directory::of(&ui, &stored)?;
-    posted.apply_move();
-    let draft = Device {
-        keys: posted.keys(&directory)?,
-        ..stored
-    };
+    let (draft, posted) = Posted::draft(&ui, &body, stored)?;
     if posted.moving.is_some() {
         let editor = Editor::build(&ui, &draft, posted.moving, true)?;
         return device_page(&ui, &who, mac, Tab::Keys(Some(editor)), None).await;
@@ -460,6 +488,12 @@ pub(super) async fn targets(
 ) -> UiResult<Response> {
     let mac: Mac = parse_mac(&mac)?;
     let device = ui.admin.store.device(mac)?.ok_or_else(|| not_found(mac))?;
+    suggest(&ui, &device, &query)
+}
+
+/// The picker's suggestions and warnings for what is typed on a key of
+/// `device` (a phone, or a layout shown as one).
+pub(super) fn suggest(ui: &Ui, device: &Device, query: &TargetQuery) -> UiResult<Response> {
     let typed = query.k_value.trim();
     let needle = typed.to_lowercase();
     let mut suggestions: Vec<Suggestion> = if needle.is_empty() {
@@ -494,7 +528,7 @@ pub(super) async fn targets(
                 && position_name(k.module, k.index) != query.position
         })
         .map(|k| position_name(k.module, k.index));
-    let directory = Directory::of(&ui, &device)?;
+    let directory = Directory::of(ui, device)?;
     html(TargetsFragment {
         suggestions,
         warnings: directory.warnings(kind, typed, duplicate.as_deref()),
