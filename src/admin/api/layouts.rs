@@ -159,7 +159,20 @@ fn check(state: &AdminState, store: &Store, layout: &Layout) -> ApiResult<()> {
     })?;
     // Keys on the phone itself fit any device of the model; a module key
     // fits the devices that have that module.
-    let on_phone = Device {
+    let on_phone = on_phone(layout);
+    model.check_device(&on_phone)?;
+    for device in store.devices_with_layout(&layout.name)? {
+        model
+            .check_device(&layout.laid_under(&device))
+            .map_err(|e| Invalid::new(e.field, format!("device {}: {}", device.mac, e.message)))?;
+    }
+    Ok(())
+}
+
+/// The layout's keys on the phone itself (not on a module), as a device of
+/// its model with no line and no module would have them.
+pub(crate) fn on_phone(layout: &Layout) -> Device {
+    Device {
         mac: crate::domain::mac::Mac::from_bytes([0; 6]),
         model: layout.model.clone(),
         description: None,
@@ -173,14 +186,7 @@ fn check(state: &AdminState, store: &Store, layout: &Layout) -> ApiResult<()> {
         layout: None,
         modules: Vec::new(),
         settings: Default::default(),
-    };
-    model.check_device(&on_phone)?;
-    for device in store.devices_with_layout(&layout.name)? {
-        model
-            .check_device(&layout.laid_under(&device))
-            .map_err(|e| Invalid::new(e.field, format!("device {}: {}", device.mac, e.message)))?;
     }
-    Ok(())
 }
 
 /// Refuses a device whose layout is missing, is for another model, or

@@ -18,11 +18,13 @@ use super::keys::{Editor, Posted, TargetQuery, suggest};
 use super::session::Signed;
 use super::{Chrome, Shared, Ui, UiError, UiResult, html, html_with, non_empty, status_of};
 use crate::admin::api::devices::{check, not_found as device_not_found};
-use crate::admin::api::layouts::{create_layout, not_found, remove_layout, replace_layout};
+use crate::admin::api::layouts::{
+    create_layout, not_found, on_phone, remove_layout, replace_layout,
+};
 use crate::admin::api::resync::{Paced, resync_paced};
 use crate::admin::api::{AdminState, ApiError, ApiResult, blocking};
 use crate::domain::mac::Mac;
-use crate::domain::records::{Device, Layout};
+use crate::domain::records::{Device, Invalid, Layout};
 use crate::store::Change;
 
 /// A layout's line in the list.
@@ -162,7 +164,7 @@ fn layout_page(
 ) -> UiResult<Response> {
     let editor = match draft {
         Some(editor) => editor,
-        None => editor_of(ui, layout, &as_device(layout), None, false)?,
+        None => editor_of(ui, layout, &on_phone(layout), None, false)?,
     };
     let failed = matches!(notice, Some(Err(_)));
     let page = LayoutPage {
@@ -185,27 +187,6 @@ fn layout_page(
         editor,
     };
     html_with(status_of(failed), page)
-}
-
-/// The layout's keys on its model's faceplate, as the key editor shows a
-/// phone: a phone of the model with no line, no module and the layout's
-/// own keys.
-fn as_device(layout: &Layout) -> Device {
-    Device {
-        mac: Mac::from_bytes([0; 6]),
-        model: layout.model.clone(),
-        description: None,
-        lines: Vec::new(),
-        keys: layout
-            .keys
-            .iter()
-            .filter(|k| k.module.is_none())
-            .cloned()
-            .collect(),
-        layout: None,
-        modules: Vec::new(),
-        settings: Default::default(),
-    }
 }
 
 /// The key editor over `shown` (the layout as a device), posting to the
@@ -233,7 +214,7 @@ pub(super) async fn submit(
     body: Bytes,
 ) -> UiResult<Response> {
     let layout = stored(&ui.admin, &name)?;
-    let (draft, posted) = Posted::draft(&ui, &body, as_device(&layout))?;
+    let (draft, posted) = Posted::draft(&ui, &body, on_phone(&layout))?;
     if let Some(moved) = posted.moving() {
         let editor = editor_of(&ui, &layout, &draft, Some(moved), true)?;
         return layout_page(&ui, &who, &layout, Some(editor), None);
@@ -290,7 +271,7 @@ pub(super) async fn targets(
     Query(query): Query<TargetQuery>,
 ) -> UiResult<Response> {
     let layout = stored(&ui.admin, &name)?;
-    suggest(&ui, &as_device(&layout), &query)
+    suggest(&ui, &on_phone(&layout), &query)
 }
 
 /// `POST /layouts/{name}/delete`: refused, with the API's reason, while a
@@ -379,12 +360,10 @@ pub(super) async fn apply_layout(
                     ..old.clone()
                 };
                 check(admin, store, &new).map_err(|refused| match refused {
-                    ApiError::Invalid(invalid) => {
-                        ApiError::Invalid(crate::domain::records::Invalid::new(
-                            invalid.field,
-                            format!("device {mac}: {}", invalid.message),
-                        ))
-                    }
+                    ApiError::Invalid(invalid) => ApiError::Invalid(Invalid::new(
+                        invalid.field,
+                        format!("device {mac}: {}", invalid.message),
+                    )),
                     other => other,
                 })?;
                 changes.push(Change::PutDevice {
