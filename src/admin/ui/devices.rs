@@ -598,7 +598,14 @@ pub(super) async fn bulk(
     }
     let chrome = ui.chrome(&who, "devices", format!("{}?", action.describe()));
     if !form.confirmed {
+        // The filters ride along only for the way back: the phones are named.
         let mut fields = action.fields();
+        fields.extend(
+            form.query
+                .fields()
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
         fields.extend(
             devices
                 .iter()
