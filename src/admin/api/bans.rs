@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
-use super::{Actor, ApiResult, Shared, Who};
+use super::{Actor, AdminState, ApiResult, Shared, Who};
 use crate::access::scan::BanView;
 use crate::domain::records::Invalid;
 use crate::metrics::Gauges;
@@ -30,18 +30,29 @@ pub(super) async fn lift(
     let address: IpAddr = address
         .parse()
         .map_err(|_| Invalid::new("address", format!("'{address}' is not an IP address")))?;
+    let lifted = lift_bans(&state, &actor, address).await?;
+    Ok(Json(json!({"address": address, "lifted": lifted})))
+}
+
+/// Lifts every ban covering `address`, recorded in the audit log; gives
+/// how many were lifted.
+pub(crate) async fn lift_bans(
+    state: &AdminState,
+    actor: &str,
+    address: IpAddr,
+) -> ApiResult<usize> {
     let lifted = state.provisioner.lift_bans(address);
     state
         .store
         .record_action(
-            &actor,
+            actor,
             "ban.lift",
             format!("ban/{address}"),
             json!({"lifted": lifted}),
         )
         .await?;
     tracing::info!(%address, lifted, "bans lifted");
-    Ok(Json(json!({"address": address, "lifted": lifted})))
+    Ok(lifted)
 }
 
 pub(super) async fn metrics(state: Shared) -> impl IntoResponse {

@@ -32,9 +32,21 @@ pub(super) async fn create(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Layout>)> {
     let layout: Layout = parse_body(&body)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(create_layout(&state, &actor, layout).await?),
+    ))
+}
+
+/// Stores a new layout, checked against its model.
+pub(crate) async fn create_layout(
+    state: &AdminState,
+    actor: &str,
+    layout: Layout,
+) -> ApiResult<Layout> {
     let saved = state
         .store
-        .change(&actor, |store| {
+        .change(actor, |store| {
             if store.layout(&layout.name)?.is_some() {
                 return Err(ApiError::Conflict(Invalid::new(
                     "name",
@@ -44,7 +56,7 @@ pub(super) async fn create(
                     ),
                 )));
             }
-            check(&state, store, &layout)?;
+            check(state, store, &layout)?;
             let change = Change::PutLayout {
                 new: layout.clone(),
                 old: None,
@@ -53,7 +65,7 @@ pub(super) async fn create(
         })
         .await?;
     tracing::info!(layout = %saved.name, "layout created");
-    Ok((StatusCode::CREATED, Json(saved)))
+    Ok(saved)
 }
 
 /// `PUT /layouts/{name}`: replaces the layout; every device following it
@@ -72,17 +84,28 @@ pub(super) async fn replace(
         }
     }
     let layout: Layout = from_json(value)?;
+    Ok(Json(replace_layout(&state, &actor, &name, layout).await?))
+}
+
+/// Replaces layout `name` with `layout` (same model), checked against its
+/// model and every device following it.
+pub(crate) async fn replace_layout(
+    state: &AdminState,
+    actor: &str,
+    name: &str,
+    layout: Layout,
+) -> ApiResult<Layout> {
     let saved = state
         .store
-        .change(&actor, |store| {
-            let old = store.layout(&name)?.ok_or_else(|| not_found(&name))?;
+        .change(actor, |store| {
+            let old = store.layout(name)?.ok_or_else(|| not_found(name))?;
             if old.model != layout.model {
                 return Err(ApiError::Conflict(Invalid::new(
                     "model",
                     "cannot be changed: devices of that model follow this layout",
                 )));
             }
-            check(&state, store, &layout)?;
+            check(state, store, &layout)?;
             let change = Change::PutLayout {
                 new: layout.clone(),
                 old: Some(old),
@@ -91,7 +114,7 @@ pub(super) async fn replace(
         })
         .await?;
     tracing::info!(layout = %saved.name, "layout replaced");
-    Ok(Json(saved))
+    Ok(saved)
 }
 
 pub(super) async fn remove(
@@ -99,11 +122,17 @@ pub(super) async fn remove(
     Extension(Actor(actor)): Who,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    remove_layout(&state, &actor, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes layout `name`; refused while a device follows it.
+pub(crate) async fn remove_layout(state: &AdminState, actor: &str, name: &str) -> ApiResult<()> {
     state
         .store
-        .change(&actor, |store| {
-            let layout = store.layout(&name)?.ok_or_else(|| not_found(&name))?;
-            let followers = store.devices_with_layout(&name)?;
+        .change(actor, |store| {
+            let layout = store.layout(name)?.ok_or_else(|| not_found(name))?;
+            let followers = store.devices_with_layout(name)?;
             if let Some(device) = followers.first() {
                 return Err(ApiError::InUse(format!(
                     "layout {name} is followed by {} device(s), device {} first; assign them another layout first",
@@ -115,7 +144,7 @@ pub(super) async fn remove(
         })
         .await?;
     tracing::info!(layout = %name, "layout deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// Refuses a layout that does not fit its model, or that would not fit
@@ -130,7 +159,20 @@ fn check(state: &AdminState, store: &Store, layout: &Layout) -> ApiResult<()> {
     })?;
     // Keys on the phone itself fit any device of the model; a module key
     // fits the devices that have that module.
-    let on_phone = Device {
+    let on_phone = on_phone(layout);
+    model.check_device(&on_phone)?;
+    for device in store.devices_with_layout(&layout.name)? {
+        model
+            .check_device(&layout.laid_under(&device))
+            .map_err(|e| Invalid::new(e.field, format!("device {}: {}", device.mac, e.message)))?;
+    }
+    Ok(())
+}
+
+/// The layout's keys on the phone itself (not on a module), as a device of
+/// its model with no line and no module would have them.
+pub(crate) fn on_phone(layout: &Layout) -> Device {
+    Device {
         mac: crate::domain::mac::Mac::from_bytes([0; 6]),
         model: layout.model.clone(),
         description: None,
@@ -144,14 +186,7 @@ fn check(state: &AdminState, store: &Store, layout: &Layout) -> ApiResult<()> {
         layout: None,
         modules: Vec::new(),
         settings: Default::default(),
-    };
-    model.check_device(&on_phone)?;
-    for device in store.devices_with_layout(&layout.name)? {
-        model
-            .check_device(&layout.laid_under(&device))
-            .map_err(|e| Invalid::new(e.field, format!("device {}: {}", device.mac, e.message)))?;
     }
-    Ok(())
 }
 
 /// Refuses a device whose layout is missing, is for another model, or
@@ -186,6 +221,7 @@ pub(super) fn check_device_layout(
     Ok(())
 }
 
-fn not_found(name: &str) -> StoreError {
+/// Layout `name` is not in the store.
+pub(crate) fn not_found(name: &str) -> StoreError {
     StoreError::NotFound(format!("layout {name}"))
 }

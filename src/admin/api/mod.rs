@@ -7,15 +7,15 @@
 
 mod audit;
 pub(crate) mod backup;
-mod bans;
+pub(crate) mod bans;
 pub(crate) mod devices;
 mod discovered;
-mod layouts;
+pub(crate) mod layouts;
 mod models;
 pub(crate) mod resync;
-mod settings;
+pub(crate) mod settings;
 pub(crate) mod templates;
-mod tokens;
+pub(crate) mod tokens;
 pub(crate) mod users;
 
 use std::net::SocketAddr;
@@ -436,7 +436,7 @@ pub(crate) fn from_json<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
 }
 
 /// RFC 7396 JSON merge patch: `patch` over `target`.
-fn merge_patch(target: &mut Value, patch: Value) {
+pub(crate) fn merge_patch(target: &mut Value, patch: Value) {
     match patch {
         Value::Object(fields) => {
             if !target.is_object() {

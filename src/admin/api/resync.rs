@@ -84,18 +84,18 @@ const DEFAULT_PER_SECOND: u32 = 50;
 
 /// What a bulk resync is about to do.
 #[derive(Debug, Serialize)]
-pub(super) struct BulkPlan {
+pub(crate) struct BulkPlan {
     /// Phones that will be sent a NOTIFY.
-    queued: usize,
+    pub queued: usize,
     /// At this pace.
-    per_second: u32,
+    pub per_second: u32,
     /// So the last goes out after about this many seconds.
-    seconds: u64,
+    pub seconds: u64,
     /// Phones left out: never seen, so no address to notify.
-    never_seen: usize,
+    pub never_seen: usize,
     /// Phones left out: their model has no resync event (with `reboot`:
     /// no reboot event).
-    no_event: usize,
+    pub no_event: usize,
 }
 
 /// `POST /resync`: a NOTIFY to every phone (of a model) that has fetched
@@ -121,17 +121,64 @@ pub(super) async fn all(
         }
     }
     state.provisioner.flush_sightings()?;
-    let (mut notices, mut never_seen, mut no_event) = (Vec::new(), 0, 0);
-    for device in state.store.devices()? {
-        if request.model.as_ref().is_some_and(|m| *m != device.model) {
-            continue;
+    let devices = state
+        .store
+        .devices()?
+        .into_iter()
+        .filter(|device| request.model.as_ref().is_none_or(|m| *m == device.model));
+    let target = match &request.model {
+        Some(model) => format!("resync/model:{model}"),
+        None => "resync/all".to_string(),
+    };
+    let paced = Paced {
+        port: request.port,
+        per_second,
+        reboot: request.reboot,
+    };
+    let plan = resync_paced(&state, &actor, devices, paced, target).await?;
+    Ok((StatusCode::ACCEPTED, Json(plan)))
+}
+
+/// How a bulk resync goes out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Paced {
+    /// The phones' SIP port, when it is not 5060.
+    pub port: Option<u16>,
+    /// NOTIFYs sent per second.
+    pub per_second: u32,
+    /// Reboot rather than only fetch the files.
+    pub reboot: bool,
+}
+
+impl Default for Paced {
+    fn default() -> Self {
+        Paced {
+            port: None,
+            per_second: DEFAULT_PER_SECOND,
+            reboot: false,
         }
-        match notice_for(&state, &device, request.port, request.reboot)? {
+    }
+}
+
+/// Queues a NOTIFY to each of `devices` that can take one, paced, in the
+/// background, recorded in the audit log under `target`; gives the plan.
+/// Sightings must be flushed first.
+pub(crate) async fn resync_paced(
+    state: &AdminState,
+    actor: &str,
+    devices: impl IntoIterator<Item = Device>,
+    paced: Paced,
+    target: String,
+) -> ApiResult<BulkPlan> {
+    let (mut notices, mut never_seen, mut no_event) = (Vec::new(), 0, 0);
+    for device in devices {
+        match notice_for(state, &device, paced.port, paced.reboot)? {
             Ok(notice) => notices.push(notice),
             Err(Unreachable::NeverSeen) => never_seen += 1,
             Err(Unreachable::NoEvent | Unreachable::CannotReboot) => no_event += 1,
         }
     }
+    let per_second = paced.per_second;
     let plan = BulkPlan {
         queued: notices.len(),
         per_second,
@@ -139,21 +186,17 @@ pub(super) async fn all(
         never_seen,
         no_event,
     };
-    let target = match &request.model {
-        Some(model) => format!("resync/model:{model}"),
-        None => "resync/all".to_string(),
-    };
     state
         .store
         .record_action(
-            &actor,
+            actor,
             "resync.bulk",
             target,
-            json!({"queued": plan.queued, "per_second": per_second, "reboot": request.reboot}),
+            json!({"queued": plan.queued, "per_second": per_second, "reboot": paced.reboot}),
         )
         .await?;
     tokio::spawn(send_paced(notices, per_second));
-    Ok((StatusCode::ACCEPTED, Json(plan)))
+    Ok(plan)
 }
 
 /// Sends `notices` at `per_second`, each waiting for its answer on its own.

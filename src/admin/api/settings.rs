@@ -9,7 +9,8 @@ use axum::{Extension, Json};
 use serde_json::Value;
 
 use super::{
-    Actor, ApiError, ApiResult, Seen, Shared, Who, from_json, merge_patch, parse_body, parse_patch,
+    Actor, AdminState, ApiError, ApiResult, Seen, Shared, Who, from_json, merge_patch, parse_body,
+    parse_patch,
 };
 use crate::domain::records::{HoldsSecrets, Settings};
 use crate::provision::model_scope;
@@ -83,13 +84,26 @@ async fn patch(
     body: &Bytes,
 ) -> ApiResult<Json<Settings>> {
     let patch = parse_patch(body)?;
-    put(state, actor, scope, |old| patched(old, patch)).await
+    Ok(Json(patch_settings(state, actor, scope, patch).await?))
+}
+
+/// Merges `patch`, a JSON merge patch, into the settings of `scope`,
+/// checked as the API's PATCH checks them.
+pub(crate) async fn patch_settings(
+    state: &AdminState,
+    actor: &str,
+    scope: &str,
+    patch: Value,
+) -> ApiResult<Settings> {
+    put(state, actor, scope, |old| patched(old, patch))
+        .await
+        .map(|Json(settings)| settings)
 }
 
 /// The settings of `scope` made from the stored ones by `make`, checked
 /// and stored in one change, so a patch cannot lose a concurrent one.
 async fn put(
-    state: &Shared,
+    state: &AdminState,
     actor: &str,
     scope: &str,
     make: impl FnOnce(&Settings) -> ApiResult<Settings>,
@@ -119,7 +133,8 @@ fn patched(old: &Settings, patch: Value) -> ApiResult<Settings> {
     from_json(value)
 }
 
-fn known_model_scope(state: &Shared, id: &str) -> ApiResult<String> {
+/// The settings scope of model `id`, which the catalog must know.
+pub(crate) fn known_model_scope(state: &AdminState, id: &str) -> ApiResult<String> {
     state
         .catalog
         .model(id)

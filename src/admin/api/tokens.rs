@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, Shared, Who, parse_body};
+use super::{AdminState, ApiError, ApiResult, Shared, Who, parse_body};
 use crate::admin::auth::new_named_token;
 use crate::domain::records::{ApiToken, Scope};
 use crate::store::{Change, StoreError};
@@ -49,26 +49,38 @@ pub(super) async fn create(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let wanted: NewToken = parse_body(&body)?;
-    ApiToken::check_name(&wanted.name)?;
-    let (record, token) = new_named_token(&wanted.name, wanted.scope)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (record, token) = create_token(&state, &actor, &wanted.name, wanted.scope).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": record.name, "scope": record.scope, "token": token})),
+    ))
+}
+
+/// Stores a new named token; gives its record and its secret, which is
+/// shown this once.
+pub(crate) async fn create_token(
+    state: &AdminState,
+    actor: &str,
+    name: &str,
+    scope: Scope,
+) -> ApiResult<(ApiToken, String)> {
+    ApiToken::check_name(name)?;
+    let (record, token) =
+        new_named_token(name, scope).map_err(|e| ApiError::Internal(e.to_string()))?;
     state
         .store
-        .change(&actor, |store| {
-            if store.token(&wanted.name)?.is_some() {
+        .change(actor, |store| {
+            if store.token(name)?.is_some() {
                 return Err(ApiError::Conflict(crate::domain::records::Invalid::new(
                     "name",
-                    format!("token {} already exists", wanted.name),
+                    format!("token {name} already exists"),
                 )));
             }
             Ok((vec![Change::PutToken(record.clone())], ()))
         })
         .await?;
     tracing::info!(name = %record.name, scope = ?record.scope, "token created");
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"name": record.name, "scope": record.scope, "token": token})),
-    ))
+    Ok((record, token))
 }
 
 /// `DELETE /tokens/{name}`.
@@ -77,15 +89,21 @@ pub(super) async fn revoke(
     Extension(super::Actor(actor)): Who,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    revoke_token(&state, &actor, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes the named token: every request with it is refused from now on.
+pub(crate) async fn revoke_token(state: &AdminState, actor: &str, name: &str) -> ApiResult<()> {
     state
         .store
-        .change(&actor, |store| {
+        .change(actor, |store| {
             let token = store
-                .token(&name)?
+                .token(name)?
                 .ok_or_else(|| StoreError::NotFound(format!("token {name}")))?;
             Ok::<_, ApiError>((vec![Change::DeleteToken(token)], ()))
         })
         .await?;
     tracing::info!(%name, "token revoked");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

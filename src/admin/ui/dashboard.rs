@@ -1,5 +1,7 @@
 //! `/`: the fleet at a glance: phones seen lately, stale, never seen;
-//! discovered phones waiting; bans in force; the latest changes.
+//! phones that drift (their last file is not what they would get now),
+//! with "resync these"; discovered phones waiting; bans in force; the
+//! latest changes.
 
 use std::sync::Arc;
 
@@ -8,7 +10,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
 
-use super::devices::Seen;
+use super::devices::{Seen, drifts};
 use super::session::Signed;
 use super::{Chrome, Shared, UiResult, html, show_time};
 use crate::admin::api::blocking;
@@ -32,6 +34,8 @@ struct DashboardPage {
     seen: usize,
     stale: usize,
     never: usize,
+    /// Phones whose last file differs from what they would get now.
+    drift: usize,
     discovered: usize,
     bans: usize,
     changes: Vec<Change>,
@@ -43,14 +47,17 @@ pub(super) async fn show(
     Extension(who): Extension<Signed>,
 ) -> UiResult<Response> {
     let admin = Arc::clone(&ui.admin);
-    // Reads every device's last sighting and the audit log.
-    let (counts, discovered, changes) = blocking(move || {
+    // Reads every device's last sighting and the audit log, and renders
+    // the file of every phone seen, to compare it with what it last got.
+    let (counts, drift, discovered, changes) = blocking(move || {
         admin.provisioner.flush_sightings()?;
         let now = unix_now();
         let mut counts = [0usize; 3];
+        let mut drift = 0;
         for device in admin.store.devices()? {
-            let seen = Seen::of(admin.store.sighting(device.mac)?.as_ref(), now);
-            counts[seen as usize] += 1;
+            let sighting = admin.store.sighting(device.mac)?;
+            counts[Seen::of(sighting.as_ref(), now) as usize] += 1;
+            drift += usize::from(drifts(&admin, device.mac, sighting.as_ref()));
         }
         let audit = admin.store.audit(0, None)?;
         let changes = audit
@@ -64,7 +71,7 @@ pub(super) async fn show(
                 target: e.target,
             })
             .collect::<Vec<_>>();
-        Ok((counts, admin.store.discovered()?.len(), changes))
+        Ok((counts, drift, admin.store.discovered()?.len(), changes))
     })
     .await?;
     html(DashboardPage {
@@ -72,6 +79,7 @@ pub(super) async fn show(
         seen: counts[Seen::Recently as usize],
         stale: counts[Seen::Stale as usize],
         never: counts[Seen::Never as usize],
+        drift,
         discovered,
         bans: ui.admin.provisioner.bans().len(),
         changes,

@@ -1,8 +1,10 @@
 //! `/devices`: phones, searched and filtered on the server and shown a
-//! page at a time (a fleet of 10,000 lists as fast as one of 10); and a
-//! new phone, its model picked from the catalog.
+//! page at a time (a fleet of 10,000 lists as fast as one of 10), the
+//! filters kept in the URL; bulk actions on the phones ticked, or on all
+//! that match, said ("affects N devices") before they run; and a new
+//! phone, its model picked from the catalog.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use askama::Template;
@@ -14,14 +16,16 @@ use serde::Deserialize;
 
 use super::session::Signed;
 use super::{
-    Chrome, Pager, Shared, ShownOnce, Ui, UiError, UiResult, html, html_with, non_empty,
+    Chrome, Confirm, Pager, Shared, ShownOnce, Ui, UiError, UiResult, html, html_with, non_empty,
     query_value,
 };
-use crate::admin::api::devices::create_device;
+use crate::admin::api::devices::{create_device, has_current_file, parse_mac};
+use crate::admin::api::resync::{Paced, resync_paced};
 use crate::admin::api::{AdminState, ApiError, ApiResult, blocking};
 use crate::domain::clock::unix_now;
 use crate::domain::mac::Mac;
 use crate::domain::records::{Device, Invalid, LineAssignment, Sighting, User, UserId};
+use crate::render::uploaded::{UploadFor, upload_for};
 
 /// Devices listed on one page.
 const PER_PAGE: usize = 50;
@@ -79,71 +83,146 @@ struct Row {
 
 /// A model in a picker: id and "Vendor Name".
 pub(super) struct ModelChoice {
-    id: String,
+    pub(super) id: String,
+    pub(super) name: String,
+}
+
+/// A layout in a picker: its name and model.
+pub(super) struct LayoutChoice {
     name: String,
+    model: String,
 }
 
 #[derive(Template)]
 #[template(path = "devices.html")]
 struct DevicesPage {
     chrome: Chrome,
-    q: String,
-    model: String,
-    status: String,
+    query: DeviceQuery,
     models: Vec<ModelChoice>,
+    layouts: Vec<LayoutChoice>,
     rows: Vec<Row>,
     pager: Pager,
 }
 
-#[derive(Deserialize)]
+/// The list's filters, as the URL (and a bulk action's form) carries them.
+#[derive(Debug, Default, Deserialize)]
 pub(super) struct DeviceQuery {
     #[serde(default)]
     q: String,
     #[serde(default)]
     model: String,
+    /// `seen`, `stale` or `never`.
     #[serde(default)]
     status: String,
+    /// `yes`: only phones whose last file is not what they would get now.
+    #[serde(default)]
+    drift: String,
+    /// `yes` or `no`: phones with (or without) an uploaded template of their own.
+    #[serde(default)]
+    custom: String,
+    /// `yes` or `no`: phones with (or without) expansion modules.
+    #[serde(default)]
+    modules: String,
     page: Option<usize>,
 }
 
-/// `GET /devices?q=&model=&status=&page=`: `q` is a MAC in any form or a
-/// part of one, an extension, a name or an IP address.
+impl DeviceQuery {
+    /// The filters as `(name, value)`, trimmed, for a URL or hidden fields.
+    fn fields(&self) -> [(&'static str, &str); 6] {
+        [
+            ("q", self.q.trim()),
+            ("model", self.model.trim()),
+            ("status", self.status.trim()),
+            ("drift", self.drift.trim()),
+            ("custom", self.custom.trim()),
+            ("modules", self.modules.trim()),
+        ]
+    }
+
+    /// The filters as a URL query ending in `&`, for the pager's links.
+    fn url(&self) -> String {
+        self.fields()
+            .iter()
+            .map(|(name, value)| format!("{name}={}&", query_value(value)))
+            .collect()
+    }
+
+    /// Which phones the filters keep.
+    fn filter(&self) -> Filter {
+        Filter {
+            needle: self.q.trim().to_lowercase(),
+            model: non_empty(&self.model),
+            seen: Seen::parse(self.status.trim()),
+            drift: self.drift.trim() == "yes",
+            custom: yes_or_no(&self.custom),
+            modules: yes_or_no(&self.modules),
+        }
+    }
+}
+
+/// `yes` or `no` as a wanted answer; anything else as no filter.
+fn yes_or_no(value: &str) -> Option<bool> {
+    match value.trim() {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// `GET /devices?q=&model=&status=&drift=&custom=&modules=&page=`: `q` is
+/// a MAC in any form or a part of one, an extension, a name or an IP
+/// address.
 pub(super) async fn list(
     State(ui): Shared,
     Extension(who): Extension<Signed>,
     Query(query): Query<DeviceQuery>,
 ) -> UiResult<Response> {
     let admin = Arc::clone(&ui.admin);
-    let filter = Filter {
-        needle: query.q.trim().to_lowercase(),
-        model: non_empty(&query.model),
-        seen: Seen::parse(query.status.trim()),
-    };
+    let filter = query.filter();
     let page = query.page;
-    let base = format!(
-        "/devices?q={}&model={}&status={}&",
-        query_value(query.q.trim()),
-        query_value(query.model.trim()),
-        query_value(query.status.trim())
-    );
+    let base = format!("/devices?{}", query.url());
     let (rows, pager) = blocking(move || list_page(&admin, &filter, page, &base)).await?;
     html(DevicesPage {
         chrome: ui.chrome(&who, "devices", "Devices"),
-        q: query.q.trim().to_string(),
-        model: query.model.trim().to_string(),
-        status: query.status.trim().to_string(),
         models: model_choices(&ui.admin),
+        layouts: layout_choices(&ui.admin)?,
+        query,
         rows,
         pager,
     })
 }
 
+/// Every stored layout, by name.
+fn layout_choices(admin: &AdminState) -> ApiResult<Vec<LayoutChoice>> {
+    Ok(admin
+        .store
+        .layouts()?
+        .into_iter()
+        .map(|l| LayoutChoice {
+            name: l.name,
+            model: l.model,
+        })
+        .collect())
+}
+
 /// Which phones the list shows.
-struct Filter {
+pub(super) struct Filter {
     /// Lower case; empty for all.
     needle: String,
     model: Option<String>,
     seen: Option<Seen>,
+    /// Only phones whose last file differs from what they would get now.
+    drift: bool,
+    /// With (or without) an uploaded template of their own.
+    custom: Option<bool>,
+    /// With (or without) expansion modules.
+    modules: Option<bool>,
+}
+
+/// Whether phone `mac`, last seen as `sighting`, drifts: the file it last
+/// got is not the one it would get now. Renders: call it on a blocking thread.
+pub(super) fn drifts(admin: &AdminState, mac: Mac, sighting: Option<&Sighting>) -> bool {
+    sighting.is_some_and(|seen| has_current_file(admin, mac, seen) == Some(false))
 }
 
 /// The page of phones `filter` keeps; only that page's rows are built.
@@ -153,7 +232,37 @@ fn list_page(
     page: Option<usize>,
     base: &str,
 ) -> ApiResult<(Vec<Row>, Pager)> {
+    let kept = matching(admin, filter)?;
+    let now = unix_now();
+    let (pager, range) = Pager::new(page, kept.len(), PER_PAGE, base);
+    let rows = kept[range]
+        .iter()
+        .map(|device| row(admin, device, now))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok((rows, pager))
+}
+
+/// The phones with an uploaded template of their own.
+fn with_own_template(admin: &AdminState) -> ApiResult<HashSet<Mac>> {
+    Ok(admin
+        .store
+        .templates()?
+        .iter()
+        .filter_map(|(key, _)| match upload_for(key)? {
+            UploadFor::Device { mac, .. } => Some(mac),
+            UploadFor::Model { .. } => None,
+        })
+        .collect())
+}
+
+/// Every phone `filter` keeps, in MAC order. Renders each phone's file
+/// for the drift filter: call it on a blocking thread.
+pub(super) fn matching(admin: &AdminState, filter: &Filter) -> ApiResult<Vec<Device>> {
     admin.provisioner.flush_sightings()?;
+    let customised = match filter.custom {
+        Some(_) => with_own_template(admin)?,
+        None => HashSet::new(),
+    };
     // Every user is read only for a search; a page's rows read their own.
     let users: HashMap<UserId, User> = if filter.needle.is_empty() {
         HashMap::new()
@@ -168,19 +277,30 @@ fn list_page(
     let now = unix_now();
     let mut kept = Vec::new();
     for device in admin.store.devices()? {
-        if filter.model.as_ref().is_some_and(|m| *m != device.model) {
+        if filter.model.as_ref().is_some_and(|m| *m != device.model)
+            || filter
+                .custom
+                .is_some_and(|wanted| customised.contains(&device.mac) != wanted)
+            || filter
+                .modules
+                .is_some_and(|wanted| device.modules.is_empty() == wanted)
+        {
             continue;
         }
         // A sighting is read only when the filter needs it.
+        let needs_sighting = filter.seen.is_some() || filter.drift;
         let mut sighting = None;
-        if let Some(wanted) = filter.seen {
+        if needs_sighting {
             sighting = admin.store.sighting(device.mac)?;
-            if Seen::of(sighting.as_ref(), now) != wanted {
-                continue;
-            }
+        }
+        if filter
+            .seen
+            .is_some_and(|wanted| Seen::of(sighting.as_ref(), now) != wanted)
+        {
+            continue;
         }
         if !filter.needle.is_empty() && !matches_record(&device, &users, &filter.needle) {
-            if filter.seen.is_none() {
+            if !needs_sighting {
                 sighting = admin.store.sighting(device.mac)?;
             }
             let ip_matches = sighting
@@ -190,14 +310,13 @@ fn list_page(
                 continue;
             }
         }
+        // Last, as it renders the phone's file.
+        if filter.drift && !drifts(admin, device.mac, sighting.as_ref()) {
+            continue;
+        }
         kept.push(device);
     }
-    let (pager, range) = Pager::new(page, kept.len(), PER_PAGE, base);
-    let rows = kept[range]
-        .iter()
-        .map(|device| row(admin, device, now))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok((rows, pager))
+    Ok(kept)
 }
 
 /// Whether `needle` is in the device's MAC (any form, or a part), its
@@ -391,4 +510,209 @@ fn device_of(ui: &Ui, fields: &DeviceFields) -> ApiResult<Device> {
         modules: Vec::new(),
         settings: Default::default(),
     })
+}
+
+/// How many of the phones a bulk action affects its confirmation names.
+const LISTED: usize = 50;
+
+/// What a bulk action does to each phone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BulkAction {
+    /// A resync NOTIFY, paced.
+    Resync,
+    /// A reboot NOTIFY, paced.
+    Reboot,
+    /// Follow this named layout.
+    Layout(String),
+}
+
+impl BulkAction {
+    fn parse(action: &str, layout: &str) -> ApiResult<BulkAction> {
+        match (action, non_empty(layout)) {
+            ("resync", _) => Ok(BulkAction::Resync),
+            ("reboot", _) => Ok(BulkAction::Reboot),
+            ("layout", Some(name)) => Ok(BulkAction::Layout(name)),
+            ("layout", None) => Err(Invalid::new("layout", "choose a layout to apply").into()),
+            (other, _) => Err(Invalid::new("action", format!("no bulk action '{other}'")).into()),
+        }
+    }
+
+    /// The action's fields, as its confirmation posts them again.
+    fn fields(&self) -> Vec<(String, String)> {
+        let (action, layout) = match self {
+            BulkAction::Resync => ("resync", ""),
+            BulkAction::Reboot => ("reboot", ""),
+            BulkAction::Layout(name) => ("layout", name.as_str()),
+        };
+        vec![
+            ("action".into(), action.into()),
+            ("layout".into(), layout.into()),
+        ]
+    }
+
+    /// "Resync", "Apply layout reception".
+    fn describe(&self) -> String {
+        match self {
+            BulkAction::Resync => "Resync".into(),
+            BulkAction::Reboot => "Reboot".into(),
+            BulkAction::Layout(name) => format!("Apply layout {name}"),
+        }
+    }
+}
+
+/// What a bulk action's form posts: the action, the phones ticked (or
+/// `all=yes` and the list's filters), and `confirm=yes` once confirmed.
+#[derive(Debug, Default)]
+struct BulkForm {
+    action: String,
+    layout: String,
+    macs: Vec<String>,
+    all: bool,
+    query: DeviceQuery,
+    confirmed: bool,
+}
+
+impl BulkForm {
+    fn parse(body: &[u8]) -> BulkForm {
+        let mut form = BulkForm::default();
+        for (name, value) in form_urlencoded::parse(body) {
+            let value = value.into_owned();
+            match name.as_ref() {
+                "action" => form.action = value,
+                "layout" => form.layout = value,
+                "mac" => form.macs.push(value),
+                "all" => form.all = value == "yes",
+                "confirm" => form.confirmed = value == "yes",
+                "q" => form.query.q = value,
+                "model" => form.query.model = value,
+                "status" => form.query.status = value,
+                "drift" => form.query.drift = value,
+                "custom" => form.query.custom = value,
+                "modules" => form.query.modules = value,
+                _ => {}
+            }
+        }
+        form
+    }
+}
+
+/// `POST /devices/bulk`: asks first, naming how many phones the action
+/// affects (each by MAC, so what runs is what was counted); confirmed, runs
+/// it and shows what it did.
+pub(super) async fn bulk(
+    State(ui): Shared,
+    Extension(who): Extension<Signed>,
+    body: axum::body::Bytes,
+) -> UiResult<Response> {
+    let form = BulkForm::parse(&body);
+    let action = BulkAction::parse(form.action.trim(), &form.layout)?;
+    let devices = chosen(&ui.admin, &form).await?;
+    let back = format!("/devices?{}", form.query.url());
+    if devices.is_empty() {
+        return Err(ApiError::from(Invalid::new("mac", "no device is chosen")).into());
+    }
+    let chrome = ui.chrome(&who, "devices", format!("{}?", action.describe()));
+    if !form.confirmed {
+        // The filters ride along only for the way back: the phones are named.
+        let mut fields = action.fields();
+        fields.extend(
+            form.query
+                .fields()
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
+        fields.extend(
+            devices
+                .iter()
+                .map(|d| ("mac".to_string(), d.mac.to_string())),
+        );
+        let question = format!("{} affects {} device(s).", action.describe(), devices.len());
+        let listed = listed(devices.iter().map(|d| d.mac.colon().to_string()));
+        return html(Confirm::ask(
+            chrome,
+            "/devices/bulk",
+            fields,
+            question,
+            listed,
+            back,
+        ));
+    }
+    let outcome = run_bulk(&ui, &who, &action, devices).await;
+    let chrome = ui.chrome(&who, "devices", action.describe());
+    html_with(
+        super::status_of(outcome.is_err()),
+        Confirm::done(chrome, outcome, back),
+    )
+}
+
+/// The first of `names`, and how many more there are.
+pub(super) fn listed(names: impl ExactSizeIterator<Item = String>) -> Vec<String> {
+    let total = names.len();
+    let mut shown: Vec<String> = names.take(LISTED).collect();
+    if total > LISTED {
+        shown.push(format!("and {} more", total - LISTED));
+    }
+    shown
+}
+
+/// The phones the form chose: those ticked, or all that match its filters.
+async fn chosen(admin: &Arc<AdminState>, form: &BulkForm) -> ApiResult<Vec<Device>> {
+    let admin = Arc::clone(admin);
+    if form.all {
+        let filter = form.query.filter();
+        return blocking(move || matching(&admin, &filter)).await;
+    }
+    let macs = form
+        .macs
+        .iter()
+        .map(|m| parse_mac(m))
+        .collect::<ApiResult<Vec<Mac>>>()?;
+    blocking(move || {
+        admin.provisioner.flush_sightings()?;
+        macs.into_iter()
+            .map(|mac| {
+                admin
+                    .store
+                    .device(mac)?
+                    .ok_or_else(|| crate::admin::api::devices::not_found(mac).into())
+            })
+            .collect()
+    })
+    .await
+}
+
+/// Runs `action` on `devices`; what it did, or why it did nothing.
+async fn run_bulk(
+    ui: &Ui,
+    who: &Signed,
+    action: &BulkAction,
+    devices: Vec<Device>,
+) -> Result<String, String> {
+    let refused = |e: ApiError| UiError::from(e).to_string();
+    match action {
+        BulkAction::Resync | BulkAction::Reboot => {
+            let paced = Paced {
+                reboot: *action == BulkAction::Reboot,
+                ..Paced::default()
+            };
+            let plan = resync_paced(&ui.admin, &who.actor, devices, paced, "resync/bulk".into())
+                .await
+                .map_err(refused)?;
+            Ok(format!(
+                "{} queued for {} device(s), {} a second; left out: {} never seen, {} whose model has no such event.",
+                action.describe(),
+                plan.queued,
+                plan.per_second,
+                plan.never_seen,
+                plan.no_event
+            ))
+        }
+        BulkAction::Layout(name) => {
+            let macs: Vec<Mac> = devices.iter().map(|d| d.mac).collect();
+            let applied = super::layouts::apply_layout(&ui.admin, &who.actor, name, &macs)
+                .await
+                .map_err(refused)?;
+            Ok(format!("{applied} device(s) now follow layout {name}."))
+        }
+    }
 }

@@ -117,6 +117,15 @@ pub(crate) struct Editor {
     pub tools: ToolFields,
     /// What the last tool did or would do.
     pub preview: Option<Preview>,
+    /// Whether the draft tools (sort, fill, copy, modules) are offered:
+    /// a device's editor has them, a layout's does not.
+    pub has_tools: bool,
+    /// Where the form posts.
+    pub action: String,
+    /// Where the target picker asks for suggestions.
+    pub targets: String,
+    /// The id of the page's element an htmx answer replaces.
+    pub frame: &'static str,
 }
 
 /// The tools' own fields in the keys form.
@@ -141,7 +150,7 @@ pub(crate) struct ToolFields {
 /// What the editor needs to know about users: names by extension and SIP
 /// username, names by extension alone (what a `{name}` label resolves
 /// by), and the device's own extensions.
-struct Directory {
+pub(super) struct Directory {
     names: HashMap<String, String>,
     by_extension: HashMap<String, String>,
     own: HashSet<String>,
@@ -229,7 +238,7 @@ impl Editor {
 
     /// The faceplate of `device`'s model and modules with its keys on it;
     /// `moved` is the row whose move button keeps the focus.
-    fn build(
+    pub(super) fn build(
         ui: &Ui,
         device: &Device,
         moved: Option<(usize, &'static str)>,
@@ -337,6 +346,10 @@ impl Editor {
                 .collect(),
             tools: ToolFields::default(),
             preview: None,
+            has_tools: true,
+            action: format!("/devices/{}/keys", device.mac),
+            targets: format!("/devices/{}/targets", device.mac),
+            frame: "device-body",
         })
     }
 }
@@ -395,7 +408,7 @@ impl Tool {
 /// What the editor posted: its rows in page order, its modules, and which
 /// button.
 #[derive(Debug)]
-struct Posted {
+pub(super) struct Posted {
     rows: Vec<Row>,
     /// The draft's module ids; none posted: the stored ones.
     modules: Option<Vec<String>>,
@@ -537,6 +550,36 @@ impl Posted {
     }
 }
 
+impl Posted {
+    /// What the editor posted for `owner` (a device, or a layout shown as
+    /// one): `owner` with the posted keys, moved if a move was asked.
+    pub(super) fn draft(
+        ui: &Ui,
+        body: &[u8],
+        owner: Device,
+    ) -> ApiResult<(Device, Posted, Directory)> {
+        let mut posted = Posted::parse(body)?;
+        let directory = Directory::of(ui, &owner)?;
+        posted.apply_move();
+        let draft = Device {
+            keys: posted.keys(&directory)?,
+            modules: (posted.modules.clone()).unwrap_or_else(|| owner.modules.clone()),
+            ..owner
+        };
+        Ok((draft, posted, directory))
+    }
+
+    /// The row whose move was asked, and which way; none for a save.
+    pub(super) fn moving(&self) -> Option<(usize, &'static str)> {
+        self.moving
+    }
+
+    /// Whether "Save and resync" was pressed.
+    pub(super) fn resyncs(&self) -> bool {
+        self.resync
+    }
+}
+
 fn parse_move(value: &str) -> Option<(usize, &'static str)> {
     let (row, direction) = value.split_once(':')?;
     let direction = match direction {
@@ -556,18 +599,8 @@ pub(super) async fn submit(
     body: Bytes,
 ) -> UiResult<Response> {
     let mac = parse_mac(&mac)?;
-    let mut posted = Posted::parse(&body)?;
     let stored = ui.admin.store.device(mac)?.ok_or_else(|| not_found(mac))?;
-    let directory = Directory::of(&ui, &stored)?;
-    posted.apply_move();
-    let mut draft = Device {
-        keys: posted.keys(&directory)?,
-        modules: posted
-            .modules
-            .clone()
-            .unwrap_or_else(|| stored.modules.clone()),
-        ..stored
-    };
+    let (mut draft, posted, directory) = Posted::draft(&ui, &body, stored)?;
     if let Some(tool) = posted.tool {
         let done = use_tool(&ui, &directory, &mut draft, tool, &posted.fields);
         for key in &mut draft.keys {
@@ -744,6 +777,12 @@ pub(super) async fn targets(
 ) -> UiResult<Response> {
     let mac: Mac = parse_mac(&mac)?;
     let device = ui.admin.store.device(mac)?.ok_or_else(|| not_found(mac))?;
+    suggest(&ui, &device, &query)
+}
+
+/// The picker's suggestions and warnings for what is typed on a key of
+/// `device` (a phone, or a layout shown as one).
+pub(super) fn suggest(ui: &Ui, device: &Device, query: &TargetQuery) -> UiResult<Response> {
     let typed = query.k_value.trim();
     let needle = typed.to_lowercase();
     let mut suggestions: Vec<Suggestion> = if needle.is_empty() {
@@ -778,7 +817,7 @@ pub(super) async fn targets(
                 && position_name(k.module, k.index) != query.position
         })
         .map(|k| position_name(k.module, k.index));
-    let directory = Directory::of(&ui, &device)?;
+    let directory = Directory::of(ui, device)?;
     html(TargetsFragment {
         suggestions,
         warnings: directory.warnings(kind, typed, duplicate.as_deref()),

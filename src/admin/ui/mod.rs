@@ -16,6 +16,8 @@
 
 mod assets;
 mod clone;
+mod audit;
+mod bans;
 mod dashboard;
 mod device;
 mod device_tabs;
@@ -24,9 +26,12 @@ mod discovered;
 mod import;
 mod key_tools;
 mod keys;
+mod layouts;
 mod login;
 mod session;
 mod templates;
+mod settings;
+mod tokens;
 mod users;
 
 use std::sync::Arc;
@@ -94,6 +99,18 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(admin: Arc<AdminState>) -
             "/templates/{scope}/{target}/{file}",
             get(templates::show).post(templates::submit),
         )
+        .route("/devices/bulk", post(devices::bulk))
+        .route("/audit", get(audit::list))
+        .route("/settings", get(settings::grid).post(settings::edit))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}/revoke", post(tokens::revoke))
+        .route("/bans", get(bans::list))
+        .route("/bans/lift", post(bans::lift))
+        .route("/layouts", get(layouts::list).post(layouts::create))
+        .route("/layouts/{name}", get(layouts::show).post(layouts::submit))
+        .route("/layouts/{name}/targets", get(layouts::targets))
+        .route("/layouts/{name}/delete", post(layouts::delete))
+        .route("/layouts/{name}/apply", get(layouts::choose))
         .layer(from_fn_with_state(ui.clone(), session::require));
     Router::new()
         .merge(pages)
@@ -262,6 +279,61 @@ struct ShownOnce {
     secrets: Vec<(String, String)>,
     /// Where to go next.
     next: String,
+}
+
+/// A write that affects many records, or cannot be undone: first asked
+/// ("affects N devices"), then its outcome shown.
+#[derive(Template)]
+#[template(path = "confirm.html")]
+struct Confirm {
+    chrome: Chrome,
+    /// Where the confirmed form posts.
+    action: String,
+    /// What the form posts again, beside `confirm=yes`.
+    fields: Vec<(String, String)>,
+    /// What it will do, and to how many.
+    question: String,
+    /// What it affects, by name.
+    listed: Vec<String>,
+    /// Where Cancel and Back go.
+    back: String,
+    /// Once it ran: what it did, or why not.
+    outcome: Option<Result<String, String>>,
+}
+
+impl Confirm {
+    /// The question before a write posted to `action`.
+    fn ask(
+        chrome: Chrome,
+        action: &str,
+        fields: Vec<(String, String)>,
+        question: String,
+        listed: Vec<String>,
+        back: String,
+    ) -> Confirm {
+        Confirm {
+            chrome,
+            action: action.to_string(),
+            fields,
+            question,
+            listed,
+            back,
+            outcome: None,
+        }
+    }
+
+    /// What a confirmed write did.
+    fn done(chrome: Chrome, outcome: Result<String, String>, back: String) -> Confirm {
+        Confirm {
+            chrome,
+            action: String::new(),
+            fields: Vec::new(),
+            question: String::new(),
+            listed: Vec::new(),
+            back,
+            outcome: Some(outcome),
+        }
+    }
 }
 
 /// A rendered page, answered as HTML.
