@@ -130,7 +130,7 @@ async fn an_administrator_walks_through_the_admin_pages() {
     .await;
     assert!(fits, "the dashboard scrolls sideways at 390 px");
     let links = browser.find_all(Locator::Css(".top nav a")).await.unwrap();
-    assert_eq!(links.len(), 8);
+    assert_eq!(links.len(), 11, "every section in the navigation");
     for link in links {
         assert!(link.is_displayed().await.unwrap());
     }
