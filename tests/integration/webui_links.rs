@@ -60,13 +60,7 @@ async fn every_link_in_the_web_ui_leads_to_a_page_that_answers() {
         }
     }
     // The crawl reached every section, not only the dashboard.
-    for section in [
-        "/users",
-        "/devices",
-        "/templates",
-        "/discovered",
-        "/import",
-    ] {
+    for section in ["/users", "/devices", "/templates", "/discovered", "/import"] {
         assert!(seen.contains(section), "no link to {section}");
     }
 }

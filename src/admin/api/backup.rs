@@ -191,36 +191,34 @@ pub(super) async fn restore(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    // Ten thousand records parse into a few tens of MiB: on a blocking
-    // thread, whose memory comes back whole once it is done, not on an
-    // async worker that keeps its pages.
-    let renderer = state.provisioner.renderer();
-    let (backup, candidate) = blocking(move || {
-        let backup: Backup = super::parse_body(&body)?;
-        // Uploaded templates must compile with this deskboot's built-ins, and
-        // render within budget (checked with the rest, off the async workers).
-        let uploads: Vec<(String, String)> = backup
-            .templates
-            .iter()
-            .filter_map(|(k, h)| h.current().map(|v| (k.clone(), v.source.clone())))
-            .collect();
-        // Without uploads there is nothing to check, and no call to copy
-        // every compiled template for it.
-        let candidate = if uploads.is_empty() {
-            None
-        } else {
-            let uploads = uploads.iter().map(|(k, s)| (k.as_str(), s.as_str()));
-            Some(renderer.with_uploads(uploads)?)
-        };
-        Ok((backup, candidate))
-    })
-    .await?;
+    // Ten thousand records parse into a few tens of MiB. Parsed, checked,
+    // written and dropped on one blocking thread, which then gives its
+    // free memory back: memory freed on another thread than the one that
+    // took it stays with the taker until that thread next cleans up, and
+    // the taker may be an idle one that never does.
     Ok(
         long_operation(state.store.clone(), &headers, move |report| {
-            restore_backup(&state, &actor, options, backup, candidate.as_ref(), report)
+            let backup: Backup = super::parse_body(&body)?;
+            drop(body);
+            restore_backup(&state, &actor, options, backup, report)
         })
         .await,
     )
+}
+
+/// A renderer with the backup's uploads, to check them before anything
+/// is written; none when it has none (nothing to check, and no reason to
+/// copy every compiled template).
+fn candidate_renderer(state: &AdminState, backup: &Backup) -> ApiResult<Option<Renderer>> {
+    let uploads: Vec<(&str, &str)> = backup
+        .templates
+        .iter()
+        .filter_map(|(k, h)| h.current().map(|v| (k.as_str(), v.source.as_str())))
+        .collect();
+    if uploads.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(state.provisioner.renderer().with_uploads(uploads)?))
 }
 
 fn restore_backup(
@@ -228,11 +226,12 @@ fn restore_backup(
     actor: &str,
     options: RestoreOptions,
     backup: Backup,
-    candidate: Option<&Renderer>,
     report: Report<'_>,
 ) -> Outcome {
-    if let Some(candidate) = candidate {
-        check_restore(state, candidate, &backup)?;
+    // Uploaded templates must compile with this deskboot's built-ins, and
+    // render within budget.
+    if let Some(candidate) = candidate_renderer(state, &backup)? {
+        check_restore(state, &candidate, &backup)?;
     }
     let (users, devices) = (backup.users.len(), backup.devices.len());
     state

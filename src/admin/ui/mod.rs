@@ -15,9 +15,9 @@
 //! `.route` line in [`router`].
 
 mod assets;
-mod clone;
 mod audit;
 mod bans;
+mod clone;
 mod dashboard;
 mod device;
 mod device_tabs;
@@ -29,8 +29,8 @@ mod keys;
 mod layouts;
 mod login;
 mod session;
-mod templates;
 mod settings;
+mod templates;
 mod tokens;
 mod users;
 
