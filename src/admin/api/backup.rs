@@ -145,10 +145,14 @@ async fn long_operation(
     ([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(body)).into_response()
 }
 
-/// Gives back the memory bulk work took: the store starts afresh (what
-/// it kept is scattered among what the work freed), then every thread
-/// gives back what it freed.
+/// Gives back the memory bulk work took: what sled deferred freeing is
+/// freed, the store starts afresh (what it kept is scattered among what
+/// the work freed), then every thread gives back what it freed. Freeing
+/// first lets the reopened store's pages take the freed room instead of
+/// fresh memory between old nodes still waiting to be freed: 8-9 MiB less
+/// after an import or a restore of 10,000 rows (BENCHMARKS.md).
 pub(crate) fn after_bulk_work(store: &Store) {
+    memory::note_bulk_work();
     if let Err(e) = store.start_afresh() {
         tracing::warn!(error = %e, "the store could not start afresh after bulk work");
     }
