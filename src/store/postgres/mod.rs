@@ -1,0 +1,1209 @@
+//! The PostgreSQL backend: one database that any number of deskboot nodes
+//! share, each serving its phones from its own caches.
+//!
+//! [`Backend`] is synchronous and called from the server's async workers
+//! and its blocking threads alike, while the driver is async: the backend
+//! owns a small runtime of its own that runs the connection pool and the
+//! listening connection, and a call hands its future there and waits for
+//! the answer, which always comes within a bounded time ([`READ_TIMEOUT`]):
+//! a lost database never holds a phone's request.
+//!
+//! Phones' reads of one record (a device, its users, settings, layouts,
+//! templates, last good files, sightings) go through the node's
+//! [`cache::ReadCache`], so a file served from the render cache costs no
+//! round trip. Every change, in the transaction that makes it, notifies the
+//! other nodes of what it changed; they forget those records and count the
+//! change into the store's generation ([`Backend::outside_changes`]), so
+//! their render caches render again. A node whose listening connection was
+//! lost may have missed some: it forgets everything when it is back.
+//!
+//! While the database is unreachable the backend is [`StoreState::Failed`]:
+//! reads answer from the cache, or fail at once with
+//! [`StoreError::Unavailable`] (the phone gets "busy"); [`Backend::recover`]
+//! and the listening connection notice when it answers again.
+
+mod cache;
+mod connect;
+mod schema;
+pub mod test_cluster;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::audit::AuditEntry;
+use super::{Backend, Change, Counted, StoreError, StoreState, TemplateHistory};
+use crate::domain::mac::Mac;
+use crate::domain::progress::{Report, Stage};
+use crate::domain::records::{
+    ApiToken, Device, Discovered, Invalid, LastGood, Layout, Settings, Sighting, User, UserId,
+};
+use cache::{Cached, Kind, ReadCache, Stale};
+pub use connect::ConnectError;
+use connect::Target;
+
+/// How long a read may take, connecting included, before it is answered
+/// with [`StoreError::Unavailable`]: a phone waits no longer.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a batch of what phones did may take.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an administrator's change may take: an import or a restore of
+/// tens of thousands of records is one transaction.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Connections to the database per node: phones' reads mostly hit the
+/// cache, so a few serve a storm; more would only crowd the database
+/// when many nodes share it.
+const POOL_SIZE: usize = 8;
+/// Threads of the backend's own runtime: they only wait on the network.
+const RUNTIME_THREADS: usize = 2;
+/// How soon the listening connection is tried again after it was lost.
+const LISTEN_RETRY: Duration = Duration::from_millis(250);
+/// The channel every node notifies its changes on.
+const CHANNEL: &str = "deskboot_changes";
+/// PostgreSQL refuses a notification payload of 8000 bytes or more: past
+/// this, a notification says "everything of these kinds changed".
+const MAX_PAYLOAD: usize = 7000;
+
+/// The store in a PostgreSQL database.
+pub struct PostgresBackend {
+    shared: Arc<Shared>,
+    /// The backend's own runtime (taken only on drop).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// What the calls and the listening task share.
+struct Shared {
+    pool: Pool,
+    target: Target,
+    /// This node, in its notifications: it need not hear its own.
+    node: String,
+    cache: ReadCache,
+    /// Changed only by [`Shared::enter`], which logs each change once.
+    state: Mutex<StoreState>,
+    /// Changes other nodes made, and reconnections of the listening
+    /// connection (which may have missed some).
+    outside: AtomicU64,
+    /// How many times the node started afresh.
+    afresh: AtomicU64,
+    /// Users and devices, as last counted.
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    users: usize,
+    devices: usize,
+    /// Whether a change may have moved them since.
+    fresh: bool,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(code) if !is_connection_lost(code) => StoreError::Database(e.to_string()),
+            _ => StoreError::Unavailable(format!("the database is unreachable: {e}")),
+        }
+    }
+}
+
+/// Whether a server error means the database went away (it shut down,
+/// or cannot take connections), rather than refusing one statement.
+fn is_connection_lost(code: &SqlState) -> bool {
+    code.code().starts_with("08")
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(code)
+}
+
+impl From<PoolError> for StoreError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Backend(e) => e.into(),
+            other => StoreError::Unavailable(format!("the database is unreachable: {other}")),
+        }
+    }
+}
+
+/// A statement's parameter, owned: the statement runs on the backend's runtime.
+type Param = Box<dyn ToSql + Send + Sync>;
+
+fn text(value: impl Into<String>) -> Param {
+    Box::new(value.into())
+}
+
+/// A user id as the database keeps it (`bigint`).
+fn user_key(id: UserId) -> Param {
+    Box::new(id as i64)
+}
+
+/// The parameters as the driver takes them.
+fn borrowed(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+impl PostgresBackend {
+    /// Opens the database at `url` (`postgres://…`), and creates or
+    /// migrates its tables. Refused if the database cannot be reached.
+    pub fn open(url: &str) -> Result<PostgresBackend, StoreError> {
+        let target = Target::from_url(url).map_err(|e| StoreError::Database(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RUNTIME_THREADS)
+            .thread_name("deskboot-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the database's threads: {e}"))
+            })?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &target.tls {
+            Some(tls) => Manager::from_config(target.config.clone(), tls.clone(), manager_config),
+            None => Manager::from_config(target.config.clone(), NoTls, manager_config),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(READ_TIMEOUT))
+            .create_timeout(Some(READ_TIMEOUT))
+            .recycle_timeout(Some(READ_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            pool,
+            target,
+            node: format!("{:016x}", rand::random::<u64>()),
+            cache: ReadCache::default(),
+            state: Mutex::new(StoreState::Ok),
+            outside: AtomicU64::new(0),
+            afresh: AtomicU64::new(0),
+            counts: Mutex::new(Counts::default()),
+        });
+        let backend = PostgresBackend {
+            shared,
+            runtime: Some(runtime),
+        };
+        backend.call(READ_TIMEOUT, |db| async move {
+            let mut client = db.client().await?;
+            schema::migrate(&mut client).await
+        })?;
+        backend.handle().spawn(listen(backend.shared.clone()));
+        Ok(backend)
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        // The runtime is taken only by drop.
+        self.runtime
+            .as_ref()
+            .map(tokio::runtime::Runtime::handle)
+            .expect("the backend's runtime lives as long as the backend")
+    }
+
+    /// Runs `op` on the backend's runtime and waits for its answer, at
+    /// most `limit`; a lost database leaves the backend failed.
+    fn call<T, F>(
+        &self,
+        limit: Duration,
+        op: impl FnOnce(Arc<Shared>) -> F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.call_reporting(limit, &crate::domain::progress::silent, |db, _| op(db))
+    }
+
+    /// [`PostgresBackend::call`], telling `report` of the progress `op`
+    /// sends.
+    fn call_reporting<T, F>(
+        &self,
+        limit: Duration,
+        report: Report<'_>,
+        op: impl FnOnce(Arc<Shared>, Progress<T>) -> F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let (events, answers) = std::sync::mpsc::channel();
+        let work = op(self.shared.clone(), Progress(events.clone()));
+        self.handle().spawn(async move {
+            let answer = tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "the database did not answer within {} s",
+                    limit.as_secs()
+                )))
+            });
+            let _ = events.send(Event::Done(answer));
+        });
+        let answer = loop {
+            match answers.recv() {
+                Ok(Event::Wrote(done, total)) => report(Stage::Writing, done, total),
+                Ok(Event::Done(answer)) => break answer,
+                Err(_) => {
+                    break Err(StoreError::Unavailable(
+                        "the database's threads have stopped".into(),
+                    ));
+                }
+            }
+        };
+        if let Err(StoreError::Unavailable(cause)) = &answer {
+            self.shared.enter(StoreState::Failed, cause);
+        }
+        answer
+    }
+
+    /// Refuses at once while the database is known lost: a phone's read
+    /// the cache cannot answer must not wait for a connection to time out.
+    fn reachable(&self) -> Result<(), StoreError> {
+        match self.state() {
+            StoreState::Failed => Err(StoreError::Unavailable(
+                "the database is unreachable; the server retries by itself".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// One record of a phone's read, through the cache.
+    fn record<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        key: String,
+        sql: String,
+        params: Vec<Param>,
+    ) -> Result<Option<T>, StoreError> {
+        let epoch = self.shared.cache.epoch();
+        let cached = match self.shared.cache.get(kind, &key) {
+            Some(hit) => hit,
+            None => {
+                self.reachable()?;
+                let found: Cached = self
+                    .call(READ_TIMEOUT, |db| async move {
+                        let client = db.client().await?;
+                        let statement = client.prepare_cached(&sql).await?;
+                        let row = client.query_opt(&statement, &borrowed(&params)).await?;
+                        Ok(row.map(|row| row.get::<_, String>(0)))
+                    })?
+                    .map(Arc::from);
+                self.shared.cache.fill(epoch, kind, key, found.clone());
+                found
+            }
+        };
+        cached.map(|doc| decode(kind.name(), &doc)).transpose()
+    }
+
+    /// Every record a query lists, as `(key, record)`.
+    fn keyed<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        sql: &'static str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        self.reachable()?;
+        let rows: Vec<(String, String)> = self.call(READ_TIMEOUT, |db| async move {
+            let client = db.client().await?;
+            let statement = client.prepare_cached(sql).await?;
+            let rows = client.query(&statement, &[]).await?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })?;
+        rows.into_iter()
+            .map(|(key, doc)| Ok((key, decode(table, &doc)?)))
+            .collect()
+    }
+
+    /// Every record of a table, in key order.
+    fn all<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        sql: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        Ok(self
+            .keyed(table, sql)?
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect())
+    }
+
+    /// One value a statement answers (a sequence's next, a size).
+    fn scalar<T>(&self, sql: &'static str) -> Result<T, StoreError>
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a> + Send + 'static,
+    {
+        self.call(READ_TIMEOUT, |db| async move {
+            let client = db.client().await?;
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.query_one(&statement, &[]).await?.get(0))
+        })
+    }
+
+    /// Runs one statement of a batch, which also notifies `stale`.
+    fn batch(
+        &self,
+        sql: &'static str,
+        params: Vec<Param>,
+        stale: &[Stale],
+    ) -> Result<(), StoreError> {
+        let told = self.shared.notification(false, stale);
+        self.call(BATCH_TIMEOUT, |db| async move {
+            let client = db.client().await?;
+            let statement = client.prepare_cached(sql).await?;
+            let mut params = params;
+            params.push(text(CHANNEL));
+            params.push(text(told));
+            client.execute(&statement, &borrowed(&params)).await?;
+            Ok(())
+        })
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        let known = {
+            let counts = lock(&self.shared.counts);
+            (counts.fresh || self.state() == StoreState::Failed)
+                .then_some((counts.users, counts.devices))
+        };
+        if let Some(known) = known {
+            return known;
+        }
+        let counted = self.call(READ_TIMEOUT, |db| async move {
+            let client = db.client().await?;
+            let row = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM devices)",
+                    &[],
+                )
+                .await?;
+            Ok((row.get::<_, i64>(0) as usize, row.get::<_, i64>(1) as usize))
+        });
+        let mut counts = lock(&self.shared.counts);
+        if let Ok((users, devices)) = counted {
+            *counts = Counts {
+                users,
+                devices,
+                fresh: true,
+            };
+        }
+        (counts.users, counts.devices)
+    }
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        // Dropped by an async task, too (the server's shutdown): a runtime
+        // may only be dropped there without waiting for its tasks.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// What a call sends back to the waiting thread.
+enum Event<T> {
+    /// Records written so far, of all.
+    Wrote(usize, usize),
+    /// The answer.
+    Done(Result<T, StoreError>),
+}
+
+/// Tells the waiting thread how far a change has got.
+struct Progress<T>(std::sync::mpsc::Sender<Event<T>>);
+
+impl<T> Progress<T> {
+    fn wrote(&self, done: usize, total: usize) {
+        let _ = self.0.send(Event::Wrote(done, total));
+    }
+}
+
+impl Shared {
+    /// A connection from the pool.
+    async fn client(&self) -> Result<Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Moves to `state`, logging the move (once: a state entered again says nothing).
+    fn enter(&self, state: StoreState, cause: &str) {
+        let mut current = lock(&self.state);
+        if *current == state {
+            return;
+        }
+        *current = state;
+        match state {
+            StoreState::Failed => {
+                tracing::error!(
+                    state = state.name(),
+                    cause,
+                    "the database is unreachable: phones seen before are served from memory, others are answered busy; retrying"
+                )
+            }
+            _ => tracing::info!(state = state.name(), cause, "the database answers again"),
+        }
+    }
+
+    /// The payload telling other nodes what changed: this node, whether
+    /// records changed (their caches render again), and what is stale.
+    fn notification(&self, records: bool, stale: &[Stale]) -> String {
+        let mut payload = format!("{} {}", self.node, u8::from(records));
+        for line in stale.iter().map(Stale::line) {
+            payload.push('\n');
+            payload.push_str(&line);
+        }
+        if payload.len() <= MAX_PAYLOAD {
+            return payload;
+        }
+        let mut kinds: Vec<Stale> = Vec::new();
+        for stale in stale {
+            let every = match stale {
+                Stale::One(kind, _) | Stale::Every(kind) => Stale::Every(*kind),
+                Stale::All => Stale::All,
+            };
+            if !kinds.contains(&every) {
+                kinds.push(every);
+            }
+        }
+        self.notification(records, &kinds)
+    }
+
+    /// Another node's notification: forgets what it changed.
+    fn heard(&self, payload: &str) {
+        let mut lines = payload.lines();
+        let Some((node, records)) = lines.next().and_then(|head| head.split_once(' ')) else {
+            return;
+        };
+        if node == self.node {
+            return;
+        }
+        let stale: Vec<Stale> = lines.map(Stale::from_line).collect();
+        self.cache.invalidate(&stale);
+        if records != "0" {
+            lock(&self.counts).fresh = false;
+            self.outside.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The listening connection is back after one was lost: what it
+    /// missed meanwhile is unknown, so everything is forgotten.
+    fn listening_again(&self) {
+        self.cache.clear();
+        lock(&self.counts).fresh = false;
+        self.outside.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every value behind these locks is whole after each statement.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Listens for other nodes' changes for as long as the backend lives,
+/// connecting again whenever the connection is lost.
+async fn listen(shared: Arc<Shared>) {
+    let mut listened = false;
+    loop {
+        let ended = match &shared.target.tls {
+            Some(tls) => match shared.target.config.connect(tls.clone()).await {
+                Ok((client, connection)) => {
+                    listen_on(&shared, &client, connection, &mut listened).await
+                }
+                Err(e) => Err(e),
+            },
+            None => match shared.target.config.connect(NoTls).await {
+                Ok((client, connection)) => {
+                    listen_on(&shared, &client, connection, &mut listened).await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let cause = match ended {
+            Ok(()) => "the database closed the connection".to_string(),
+            Err(e) => e.to_string(),
+        };
+        shared.enter(StoreState::Failed, &cause);
+        tokio::time::sleep(LISTEN_RETRY).await;
+    }
+}
+
+/// Listens on one connection until it ends. `listened` says whether an
+/// earlier connection listened (whose end may have missed changes).
+async fn listen_on<S, T>(
+    shared: &Shared,
+    client: &tokio_postgres::Client,
+    mut connection: tokio_postgres::Connection<S, T>,
+    listened: &mut bool,
+) -> Result<(), tokio_postgres::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    // The connection must be polled for the LISTEN to be answered.
+    let listen = format!("LISTEN {CHANNEL}");
+    let listening = client.batch_execute(&listen);
+    tokio::pin!(listening);
+    loop {
+        tokio::select! {
+            done = &mut listening => { done?; break; }
+            message = messages.next() => match message {
+                Some(Ok(AsyncMessage::Notification(n))) => shared.heard(n.payload()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+        }
+    }
+    if *listened {
+        shared.listening_again();
+    }
+    *listened = true;
+    shared.enter(StoreState::Ok, "listening for changes");
+    while let Some(message) = messages.next().await {
+        match message? {
+            AsyncMessage::Notification(n) => shared.heard(n.payload()),
+            _ => continue,
+        }
+    }
+    Ok(())
+}
+
+/// One record change as statements, owned for the backend's runtime.
+struct Write {
+    statements: Vec<(String, Vec<Param>)>,
+    /// The user a unique violation is about.
+    user: Option<User>,
+}
+
+fn upsert(table: &str, key: &str) -> String {
+    format!(
+        "INSERT INTO {table} ({key}, doc) VALUES ($1, $2::text::jsonb) ON CONFLICT ({key}) DO UPDATE SET doc = EXCLUDED.doc"
+    )
+}
+
+fn delete(table: &str, key: &str) -> String {
+    format!("DELETE FROM {table} WHERE {key} = $1")
+}
+
+impl Write {
+    fn one(sql: String, params: Vec<Param>) -> Write {
+        Write {
+            statements: vec![(sql, params)],
+            user: None,
+        }
+    }
+
+    fn put(table: &str, key_column: &str, key: &str, record: &impl Serialize) -> Write {
+        Write::one(
+            upsert(table, key_column),
+            vec![text(key), text(encode(record))],
+        )
+    }
+
+    fn delete(table: &str, key_column: &str, key: &str) -> Write {
+        Write::one(delete(table, key_column), vec![text(key)])
+    }
+
+    fn of(change: &Change) -> Write {
+        match change {
+            Change::PutUser { new, .. } => Write {
+                statements: vec![(
+                    "INSERT INTO users (id, extension, sip_username, email, doc) \
+                     VALUES ($1, $2, $3, $4, $5::text::jsonb) ON CONFLICT (id) DO UPDATE SET \
+                     extension = EXCLUDED.extension, sip_username = EXCLUDED.sip_username, \
+                     email = EXCLUDED.email, doc = EXCLUDED.doc"
+                        .into(),
+                    vec![
+                        user_key(new.id),
+                        text(&new.extension),
+                        text(&new.sip.username),
+                        Box::new(new.email.clone()),
+                        text(encode(new)),
+                    ],
+                )],
+                user: Some(new.clone()),
+            },
+            Change::DeleteUser(user) => Write::one(delete("users", "id"), vec![user_key(user.id)]),
+            Change::PutDevice { new, .. } => {
+                Write::put("devices", "mac", &new.mac.to_string(), new)
+            }
+            Change::DeleteDevice(device) => {
+                let mac = device.mac.to_string();
+                Write {
+                    statements: vec![
+                        (delete("devices", "mac"), vec![text(&mac)]),
+                        (delete("sightings", "mac"), vec![text(&mac)]),
+                    ],
+                    user: None,
+                }
+            }
+            Change::PutSettings { scope, new, .. } => Write::put("settings", "scope", scope, new),
+            Change::PutTemplate { key, new, .. } => Write::put("templates", "key", key, new),
+            Change::DeleteTemplate { key, .. } => Write::delete("templates", "key", key),
+            Change::PutLayout { new, .. } => Write::put("layouts", "name", &new.name, new),
+            Change::DeleteLayout(layout) => Write::delete("layouts", "name", &layout.name),
+            Change::DeleteDiscovered(mac) => Write::delete("discovered", "mac", &mac.to_string()),
+            Change::PutToken(token) => Write::put("tokens", "name", &token.name, token),
+            Change::DeleteToken(token) => Write::delete("tokens", "name", &token.name),
+        }
+    }
+
+    /// Runs the statements in `tx`; a unique field another user holds is
+    /// [`StoreError::Conflict`], as the sled backend says it.
+    async fn run(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+        for (sql, params) in &self.statements {
+            let statement = tx.prepare_cached(sql).await?;
+            if let Err(e) = tx.execute(&statement, &borrowed(params)).await {
+                return Err(self.conflict(&e).unwrap_or_else(|| e.into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn conflict(&self, e: &tokio_postgres::Error) -> Option<StoreError> {
+        let refused = e
+            .as_db_error()
+            .filter(|db| db.code() == &SqlState::UNIQUE_VIOLATION)?;
+        let user = self.user.as_ref()?;
+        let (field, value) = match refused.constraint()? {
+            "users_extension_key" => ("extension", &user.extension),
+            "users_sip_username_key" => ("sip.username", &user.sip.username),
+            "users_email_key" => ("email", user.email.as_ref()?),
+            _ => return None,
+        };
+        Some(StoreError::Conflict(Invalid::new(
+            field,
+            format!("{value} is already used by another user"),
+        )))
+    }
+}
+
+/// What a change makes stale in every node's cache.
+fn stale_after(change: &Change) -> Vec<Stale> {
+    let one = |kind, key: &str| Stale::One(kind, key.to_string());
+    match change {
+        Change::PutUser { new: user, .. } | Change::DeleteUser(user) => {
+            vec![
+                one(Kind::User, &user.id.to_string()),
+                Stale::Every(Kind::UserBy),
+            ]
+        }
+        Change::PutDevice { new, .. } => vec![one(Kind::Device, &new.mac.to_string())],
+        Change::DeleteDevice(device) => {
+            let mac = device.mac.to_string();
+            vec![
+                one(Kind::Device, &mac),
+                one(Kind::Sighting, &mac),
+                Stale::Every(Kind::LastGood),
+            ]
+        }
+        Change::PutSettings { scope, .. } => vec![one(Kind::Settings, scope)],
+        Change::PutTemplate { key, .. } | Change::DeleteTemplate { key, .. } => {
+            vec![one(Kind::Template, key)]
+        }
+        Change::PutLayout { new: layout, .. } | Change::DeleteLayout(layout) => {
+            vec![one(Kind::Layout, &layout.name)]
+        }
+        Change::DeleteDiscovered(_) => Vec::new(),
+        Change::PutToken(token) | Change::DeleteToken(token) => vec![one(Kind::Token, &token.name)],
+    }
+}
+
+/// The key of a last good file in the cache and in notifications.
+fn last_good_key(mac: Mac, file: &str) -> String {
+    format!("{mac}/{file}")
+}
+
+/// The audit entries' ids and records, as `UNNEST` takes them.
+fn audit_rows(entries: &[AuditEntry]) -> (Vec<i64>, Vec<String>) {
+    entries
+        .iter()
+        .map(|entry| (entry.id as i64, encode(entry)))
+        .unzip()
+}
+
+const INSERT_AUDIT: &str = "INSERT INTO audit (id, doc) SELECT id, doc::jsonb FROM UNNEST($1::bigint[], $2::text[]) AS t(id, doc)";
+
+/// The last of each key in `records`: one statement may not write a row twice.
+fn last_of_each<K: std::hash::Hash + Eq + Clone, T>(
+    records: &[T],
+    key: impl Fn(&T) -> K,
+) -> Vec<&T> {
+    let mut last: HashMap<K, usize> = HashMap::new();
+    for (at, record) in records.iter().enumerate() {
+        last.insert(key(record), at);
+    }
+    let mut kept: Vec<usize> = last.into_values().collect();
+    kept.sort_unstable();
+    kept.into_iter().map(|at| &records[at]).collect()
+}
+
+impl Backend for PostgresBackend {
+    fn state(&self) -> StoreState {
+        *lock(&self.shared.state)
+    }
+
+    fn recover(&self) -> StoreState {
+        if self.state() == StoreState::Ok {
+            return StoreState::Ok;
+        }
+        if self.scalar::<i32>("SELECT 1").is_ok() {
+            self.shared.enter(StoreState::Ok, "the database answers");
+        }
+        self.state()
+    }
+
+    fn reopens(&self) -> u64 {
+        self.shared.afresh.load(Ordering::SeqCst)
+    }
+
+    fn outside_changes(&self) -> u64 {
+        self.shared.outside.load(Ordering::SeqCst)
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        // A committed transaction is durable already.
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn flush_blocking(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn apply(
+        &self,
+        changes: &[Change],
+        entries: &[AuditEntry],
+        report: Report<'_>,
+    ) -> Result<(), StoreError> {
+        let writes: Vec<Write> = changes.iter().map(Write::of).collect();
+        let stale: Vec<Stale> = changes.iter().flat_map(stale_after).collect();
+        let told = self.shared.notification(true, &stale);
+        let (audit_ids, audit_docs) = audit_rows(entries);
+        self.call_reporting(CHANGE_TIMEOUT, report, |db, progress| async move {
+            let mut client = db.client().await?;
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::WRITER_LOCK])
+                .await?;
+            for (done, write) in writes.iter().enumerate() {
+                progress.wrote(done + 1, writes.len());
+                write.run(&tx).await?;
+            }
+            tx.execute(INSERT_AUDIT, &[&audit_ids, &audit_docs]).await?;
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &told])
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })?;
+        self.shared.cache.invalidate(&stale);
+        lock(&self.shared.counts).fresh = false;
+        Ok(())
+    }
+
+    fn start_afresh(&self) -> Result<(), StoreError> {
+        self.shared.cache.clear();
+        lock(&self.shared.counts).fresh = false;
+        self.shared.afresh.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn record_action(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let (ids, docs) = audit_rows(std::slice::from_ref(entry));
+        self.call(BATCH_TIMEOUT, |db| async move {
+            let client = db.client().await?;
+            client.execute(INSERT_AUDIT, &[&ids, &docs]).await?;
+            Ok(())
+        })
+    }
+
+    fn new_audit_id(&self) -> Result<u64, StoreError> {
+        Ok(self.scalar::<i64>("SELECT nextval('audit_ids')")? as u64)
+    }
+
+    fn next_user_id(&self) -> Result<UserId, StoreError> {
+        Ok(self.scalar::<i64>("SELECT deskboot_next_user_id()")? as UserId)
+    }
+
+    fn count(&self, counted: Counted) -> usize {
+        let (users, devices) = self.counts();
+        match counted {
+            Counted::Users => users,
+            Counted::Devices => devices,
+        }
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        if self.reachable().is_err() {
+            return 0;
+        }
+        self.scalar::<i64>("SELECT pg_database_size(current_database())")
+            .map_or(0, |size| size.max(0) as u64)
+    }
+
+    fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.all("users", "SELECT '', doc::text FROM users ORDER BY id")
+    }
+
+    fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.record(
+            Kind::User,
+            id.to_string(),
+            "SELECT doc::text FROM users WHERE id = $1".into(),
+            vec![user_key(id)],
+        )
+    }
+
+    fn user_by(&self, field: &str, value: &str) -> Result<Option<User>, StoreError> {
+        let column = match field {
+            "extension" => "extension",
+            "sip.username" => "sip_username",
+            "email" => "email",
+            _ => return Ok(None),
+        };
+        self.record(
+            Kind::UserBy,
+            format!("{field}\t{value}"),
+            format!("SELECT doc::text FROM users WHERE {column} = $1"),
+            vec![text(value)],
+        )
+    }
+
+    fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        self.all(
+            "devices",
+            "SELECT mac, doc::text FROM devices ORDER BY mac COLLATE \"C\"",
+        )
+    }
+
+    fn device(&self, mac: Mac) -> Result<Option<Device>, StoreError> {
+        let key = mac.to_string();
+        let params = vec![text(&key)];
+        self.record(
+            Kind::Device,
+            key,
+            "SELECT doc::text FROM devices WHERE mac = $1".into(),
+            params,
+        )
+    }
+
+    fn settings(&self, scope: &str) -> Result<Option<Settings>, StoreError> {
+        self.record(
+            Kind::Settings,
+            scope.to_string(),
+            "SELECT doc::text FROM settings WHERE scope = $1".into(),
+            vec![text(scope)],
+        )
+    }
+
+    fn all_settings(&self) -> Result<Vec<(String, Settings)>, StoreError> {
+        self.keyed(
+            "settings",
+            "SELECT scope, doc::text FROM settings ORDER BY scope COLLATE \"C\"",
+        )
+    }
+
+    fn layout(&self, name: &str) -> Result<Option<Layout>, StoreError> {
+        self.record(
+            Kind::Layout,
+            name.to_string(),
+            "SELECT doc::text FROM layouts WHERE name = $1".into(),
+            vec![text(name)],
+        )
+    }
+
+    fn layouts(&self) -> Result<Vec<Layout>, StoreError> {
+        self.all(
+            "layouts",
+            "SELECT name, doc::text FROM layouts ORDER BY name COLLATE \"C\"",
+        )
+    }
+
+    fn template(&self, key: &str) -> Result<Option<TemplateHistory>, StoreError> {
+        self.record(
+            Kind::Template,
+            key.to_string(),
+            "SELECT doc::text FROM templates WHERE key = $1".into(),
+            vec![text(key)],
+        )
+    }
+
+    fn templates(&self) -> Result<Vec<(String, TemplateHistory)>, StoreError> {
+        self.keyed(
+            "templates",
+            "SELECT key, doc::text FROM templates ORDER BY key COLLATE \"C\"",
+        )
+    }
+
+    fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        self.all("audit", "SELECT '', doc::text FROM audit ORDER BY id")
+    }
+
+    fn sighting(&self, mac: Mac) -> Result<Option<Sighting>, StoreError> {
+        let key = mac.to_string();
+        let params = vec![text(&key)];
+        self.record(
+            Kind::Sighting,
+            key,
+            "SELECT doc::text FROM sightings WHERE mac = $1".into(),
+            params,
+        )
+    }
+
+    fn record_sightings(&self, sightings: &[(Mac, Sighting)]) -> Result<(), StoreError> {
+        let written: Vec<(String, String)> = last_of_each(sightings, |(mac, _)| *mac)
+            .into_iter()
+            .map(|(mac, sighting)| (mac.to_string(), encode(sighting)))
+            .collect();
+        let stale: Vec<Stale> = written
+            .iter()
+            .map(|(mac, _)| Stale::One(Kind::Sighting, mac.clone()))
+            .collect();
+        let (macs, docs): (Vec<String>, Vec<String>) = written.iter().cloned().unzip();
+        self.batch(
+            "WITH written AS (INSERT INTO sightings (mac, doc) \
+             SELECT mac, doc::jsonb FROM UNNEST($1::text[], $2::text[]) AS t(mac, doc) \
+             ON CONFLICT (mac) DO UPDATE SET doc = EXCLUDED.doc) \
+             SELECT pg_notify($3, $4)",
+            vec![Box::new(macs), Box::new(docs)],
+            &stale,
+        )?;
+        for (mac, doc) in written {
+            self.shared
+                .cache
+                .put(Kind::Sighting, mac, Some(Arc::from(doc)));
+        }
+        Ok(())
+    }
+
+    fn token(&self, name: &str) -> Result<Option<ApiToken>, StoreError> {
+        self.record(
+            Kind::Token,
+            name.to_string(),
+            "SELECT doc::text FROM tokens WHERE name = $1".into(),
+            vec![text(name)],
+        )
+    }
+
+    fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        self.all(
+            "tokens",
+            "SELECT name, doc::text FROM tokens ORDER BY name COLLATE \"C\"",
+        )
+    }
+
+    fn last_good(&self, mac: Mac, file: &str) -> Result<Option<LastGood>, StoreError> {
+        self.record(
+            Kind::LastGood,
+            last_good_key(mac, file),
+            "SELECT doc::text FROM last_good WHERE mac = $1 AND file = $2".into(),
+            vec![text(mac.to_string()), text(file)],
+        )
+    }
+
+    fn record_last_good(&self, files: &[((Mac, String), LastGood)]) -> Result<(), StoreError> {
+        let kept = last_of_each(files, |(key, _)| key.clone());
+        let stale: Vec<Stale> = kept
+            .iter()
+            .map(|((mac, file), _)| Stale::One(Kind::LastGood, last_good_key(*mac, file)))
+            .collect();
+        let macs: Vec<String> = kept.iter().map(|((mac, _), _)| mac.to_string()).collect();
+        let names: Vec<String> = kept.iter().map(|((_, file), _)| file.clone()).collect();
+        let docs: Vec<String> = kept.iter().map(|(_, good)| encode(good)).collect();
+        // A device deleted since it was rendered keeps no file: its
+        // passwords go with it (and the foreign key refuses it anyway).
+        self.batch(
+            "WITH written AS (INSERT INTO last_good (mac, file, doc) \
+             SELECT mac, file, doc::jsonb FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(mac, file, doc) \
+             WHERE EXISTS (SELECT 1 FROM devices WHERE devices.mac = t.mac) \
+             ON CONFLICT (mac, file) DO UPDATE SET doc = EXCLUDED.doc) \
+             SELECT pg_notify($4, $5)",
+            vec![Box::new(macs), Box::new(names), Box::new(docs)],
+            &stale,
+        )?;
+        self.shared.cache.invalidate(&stale);
+        Ok(())
+    }
+
+    fn record_discovered(&self, found: &[Discovered]) -> Result<(), StoreError> {
+        let found: Vec<Discovered> = found.to_vec();
+        self.call(BATCH_TIMEOUT, |db| async move {
+            let macs: Vec<String> = found.iter().map(|d| d.mac.to_string()).collect();
+            let mut client = db.client().await?;
+            let tx = client.transaction().await?;
+            // Under the writers' lock: a phone adopted meanwhile is a device.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::WRITER_LOCK])
+                .await?;
+            let devices: Vec<String> = tx
+                .query("SELECT mac FROM devices WHERE mac = ANY($1)", &[&macs])
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let mut known: HashMap<String, Discovered> = HashMap::new();
+            for row in tx
+                .query(
+                    "SELECT mac, doc::text FROM discovered WHERE mac = ANY($1)",
+                    &[&macs],
+                )
+                .await?
+            {
+                known.insert(row.get(0), decode("discovered", row.get(1))?);
+            }
+            for (found, mac) in found.iter().zip(macs) {
+                if !devices.contains(&mac) {
+                    let merged = found.merged_with(known.remove(&mac));
+                    known.insert(mac, merged);
+                }
+            }
+            let (keys, docs): (Vec<String>, Vec<String>) = known
+                .iter()
+                .map(|(mac, merged)| (mac.clone(), encode(merged)))
+                .unzip();
+            tx.execute(
+                "INSERT INTO discovered (mac, doc) \
+                 SELECT mac, doc::jsonb FROM UNNEST($1::text[], $2::text[]) AS t(mac, doc) \
+                 ON CONFLICT (mac) DO UPDATE SET doc = EXCLUDED.doc",
+                &[&keys, &docs],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn discovered(&self) -> Result<Vec<Discovered>, StoreError> {
+        self.all(
+            "discovered",
+            "SELECT mac, doc::text FROM discovered ORDER BY mac COLLATE \"C\"",
+        )
+    }
+
+    fn discovered_mac(&self, mac: Mac) -> Result<Option<Discovered>, StoreError> {
+        let mac = mac.to_string();
+        self.reachable()?;
+        let doc: Option<String> = self.call(READ_TIMEOUT, |db| async move {
+            let client = db.client().await?;
+            let row = client
+                .query_opt("SELECT doc::text FROM discovered WHERE mac = $1", &[&mac])
+                .await?;
+            Ok(row.map(|row| row.get(0)))
+        })?;
+        doc.map(|doc| decode("discovered", &doc)).transpose()
+    }
+
+    fn forget_discovered(&self, macs: &[Mac]) -> Result<(), StoreError> {
+        let macs: Vec<String> = macs.iter().map(Mac::to_string).collect();
+        self.call(BATCH_TIMEOUT, |db| async move {
+            let client = db.client().await?;
+            client
+                .execute("DELETE FROM discovered WHERE mac = ANY($1)", &[&macs])
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = name.to_string();
+        self.reachable()?;
+        self.call(READ_TIMEOUT, |db| async move {
+            let client = db.client().await?;
+            let row = client
+                .query_opt("SELECT value FROM meta WHERE name = $1", &[&name])
+                .await?;
+            Ok(row.map(|row| row.get(0)))
+        })
+    }
+
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let (name, value) = (name.to_string(), value.to_vec());
+        self.call(BATCH_TIMEOUT, |db| async move {
+            let client = db.client().await?;
+            client
+                .execute(
+                    "INSERT INTO meta (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    &[&name, &value],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> String {
+    // Our records are plain structs with string keys: serialising cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, doc: &str) -> Result<T, StoreError> {
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt {
+        tree: table,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::suite;
+    use test_cluster::TestCluster;
+
+    #[test]
+    fn the_store_suite_passes_on_postgres() {
+        let cluster = TestCluster::shared();
+        suite::run(|| {
+            Store::on(Box::new(
+                PostgresBackend::open(&cluster.database()).unwrap(),
+            ))
+        });
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let url = TestCluster::shared().database();
+        drop(PostgresBackend::open(&url).unwrap());
+        TestCluster::shared().sql(&url, "UPDATE deskboot_schema SET version = 99");
+        let err = PostgresBackend::open(&url).err().unwrap();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found: 99, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_change_on_one_node_reaches_the_other_nodes_cache() {
+        let url = TestCluster::shared().database();
+        let (a, b) = (
+            Store::on(Box::new(PostgresBackend::open(&url).unwrap())),
+            Store::on(Box::new(PostgresBackend::open(&url).unwrap())),
+        );
+        let mac: Mac = "001565aabbcc".parse().unwrap();
+        assert_eq!(b.device(mac).unwrap(), None);
+        let before = b.generation();
+        let put = Change::PutDevice {
+            new: suite::device("001565aabbcc"),
+            old: None,
+        };
+        suite::change(&a, |_| Ok::<_, StoreError>((vec![put], ()))).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while b.generation() == before {
+            assert!(std::time::Instant::now() < deadline, "node b heard nothing");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(b.device(mac).unwrap().is_some());
+    }
+}
