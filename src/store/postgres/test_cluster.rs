@@ -165,13 +165,9 @@ impl TestCluster {
             stop = line.join(" "),
             dir = shell_quoted(&self.dir.to_string_lossy()),
         );
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the cluster's watchdog");
+        // In the background of a shell that ends at once: the watchdog
+        // outlives this process, and no child of ours is left unwaited.
+        run(Command::new("sh").args(["-c", &format!("({script}) >/dev/null 2>&1 &")]));
     }
 }
 
