@@ -585,6 +585,12 @@ impl Store {
             + self.backend.outside_changes()
     }
 
+    /// How many changes other nodes sharing the store's database made, as
+    /// this node heard of them (0 for a store of this process alone).
+    pub fn outside_changes(&self) -> u64 {
+        self.backend.outside_changes()
+    }
+
     /// After an administrator's bulk work (an import, an export, a
     /// restore): the backend starts afresh, with no change in between, so
     /// the memory the work scattered comes back (BENCHMARKS.md, "Memory
