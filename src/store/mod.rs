@@ -62,7 +62,7 @@ pub enum StoreError {
     Sled(#[from] ::sled::Error),
     /// The data directory was written by a newer deskboot.
     #[error(
-        "the data directory has schema version {found}, but this deskboot only knows up to {supported}: use a newer deskboot"
+        "the store has schema version {found}, but this deskboot only knows up to {supported}: use a newer deskboot"
     )]
     NewerSchema {
         /// The store's schema version.
