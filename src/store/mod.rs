@@ -60,7 +60,7 @@ pub enum StoreError {
     /// The database itself failed (disk, lock).
     #[error("store: {0}")]
     Sled(#[from] ::sled::Error),
-    /// The data directory was written by a newer deskboot.
+    /// The store was written by a newer deskboot.
     #[error(
         "the store has schema version {found}, but this deskboot only knows up to {supported}: use a newer deskboot"
     )]
@@ -109,8 +109,8 @@ pub enum StoreState {
     Ok,
     /// The disk is full: reads work, changes are refused until space is back.
     ReadOnly,
-    /// The disk failed otherwise, or sled would not reopen: changes are
-    /// refused, and reads may fail.
+    /// The disk failed otherwise, sled would not reopen, or the database
+    /// cannot be reached: changes are refused, and reads may fail.
     Failed,
 }
 

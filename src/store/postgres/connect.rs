@@ -44,6 +44,9 @@ pub enum ConnectError {
         /// Why it cannot be used.
         message: String,
     },
+    /// TLS cannot be set up.
+    #[error("TLS to the database: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// What connecting to the database takes.
@@ -77,9 +80,10 @@ impl Target {
                 _ => kept.push(param),
             }
         }
-        let driver_url = match kept.is_empty() {
-            true => base.to_string(),
-            false => format!("{base}?{}", kept.join("&")),
+        let driver_url = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
         };
         let mut config: tokio_postgres::Config =
             driver_url.parse().map_err(|e| refused(format!("{e}")))?;
@@ -103,10 +107,7 @@ impl Target {
         } else {
             SslMode::Disable
         });
-        let tls = match tls {
-            true => Some(rustls_connector(root_cert)?),
-            false => None,
-        };
+        let tls = tls.then(|| rustls_connector(root_cert)).transpose()?;
         Ok(Target { config, tls })
     }
 }
@@ -151,11 +152,7 @@ fn rustls_connector(root_cert: Option<PathBuf>) -> Result<MakeRustlsConnect, Con
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ConnectError::Url {
-        url: String::new(),
-        message: e.to_string(),
-    })?
+    .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))

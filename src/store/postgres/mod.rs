@@ -17,6 +17,10 @@
 //! their render caches render again. A node whose listening connection was
 //! lost may have missed some: it forgets everything when it is back.
 //!
+//! `write` turns a change into its statements, `listen` hears the other
+//! nodes, `schema` creates and migrates the tables, `connect` reads the
+//! URL.
+//!
 //! While the database is unreachable the backend is [`StoreState::Failed`]:
 //! reads answer from the cache, or fail at once with
 //! [`StoreError::Unavailable`] (the phone gets "busy"); [`Backend::recover`]
@@ -24,8 +28,10 @@
 
 mod cache;
 mod connect;
+mod listen;
 mod schema;
 pub mod test_cluster;
+mod write;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,25 +40,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::{NoTls, Row};
 
 use super::audit::AuditEntry;
 use super::{Backend, Change, Counted, StoreError, StoreState, TemplateHistory};
 use crate::domain::mac::Mac;
 use crate::domain::progress::{Report, Stage};
 use crate::domain::records::{
-    ApiToken, Device, Discovered, Invalid, LastGood, Layout, Settings, Sighting, User, UserId,
+    ApiToken, Device, Discovered, LastGood, Layout, Settings, Sighting, User, UserId,
 };
 use cache::{Cached, Kind, ReadCache, Stale};
 pub use connect::ConnectError;
 use connect::Target;
+use write::{INSERT_AUDIT, Write, audit_rows, last_good_key, last_of_each, stale_after};
 
 /// How long a read may take, connecting included, before it is answered
 /// with [`StoreError::Unavailable`]: a phone waits no longer.
@@ -68,17 +73,14 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
 const POOL_SIZE: usize = 8;
 /// Threads of the backend's own runtime: they only wait on the network.
 const RUNTIME_THREADS: usize = 2;
-/// How soon the listening connection is tried again after it was lost.
-const LISTEN_RETRY: Duration = Duration::from_millis(250);
 /// The channel every node notifies its changes on.
 const CHANNEL: &str = "deskboot_changes";
-/// PostgreSQL refuses a notification payload of 8000 bytes or more: past
-/// this, a notification says "everything of these kinds changed".
-const MAX_PAYLOAD: usize = 7000;
 
 /// The store in a PostgreSQL database.
 pub struct PostgresBackend {
     shared: Arc<Shared>,
+    /// Where calls run: [`PostgresBackend::runtime`]'s.
+    handle: tokio::runtime::Handle,
     /// The backend's own runtime (taken only on drop).
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -200,22 +202,15 @@ impl PostgresBackend {
         });
         let backend = PostgresBackend {
             shared,
+            handle: runtime.handle().clone(),
             runtime: Some(runtime),
         };
         backend.call(READ_TIMEOUT, |db| async move {
             let mut client = db.client().await?;
             schema::migrate(&mut client).await
         })?;
-        backend.handle().spawn(listen(backend.shared.clone()));
+        backend.handle.spawn(listen::listen(backend.shared.clone()));
         Ok(backend)
-    }
-
-    fn handle(&self) -> &tokio::runtime::Handle {
-        // The runtime is taken only by drop.
-        self.runtime
-            .as_ref()
-            .map(tokio::runtime::Runtime::handle)
-            .expect("the backend's runtime lives as long as the backend")
     }
 
     /// Runs `op` on the backend's runtime and waits for its answer, at
@@ -246,7 +241,7 @@ impl PostgresBackend {
     {
         let (events, answers) = std::sync::mpsc::channel();
         let work = op(self.shared.clone(), Progress(events.clone()));
-        self.handle().spawn(async move {
+        self.handle.spawn(async move {
             let answer = tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
                 Err(StoreError::Unavailable(format!(
                     "the database did not answer within {} s",
@@ -311,35 +306,38 @@ impl PostgresBackend {
         cached.map(|doc| decode(kind.name(), &doc)).transpose()
     }
 
-    /// Every record a query lists, as `(key, record)`.
+    /// The rows a query lists.
+    fn listed(&self, sql: &'static str) -> Result<Vec<Row>, StoreError> {
+        self.reachable()?;
+        self.call(READ_TIMEOUT, |db| async move {
+            let client = db.client().await?;
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.query(&statement, &[]).await?)
+        })
+    }
+
+    /// Every record a query lists as `key, doc`.
     fn keyed<T: DeserializeOwned>(
         &self,
         table: &'static str,
         sql: &'static str,
     ) -> Result<Vec<(String, T)>, StoreError> {
-        self.reachable()?;
-        let rows: Vec<(String, String)> = self.call(READ_TIMEOUT, |db| async move {
-            let client = db.client().await?;
-            let statement = client.prepare_cached(sql).await?;
-            let rows = client.query(&statement, &[]).await?;
-            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
-        })?;
-        rows.into_iter()
-            .map(|(key, doc)| Ok((key, decode(table, &doc)?)))
+        self.listed(sql)?
+            .iter()
+            .map(|row| Ok((row.get(0), decode(table, row.get(1))?)))
             .collect()
     }
 
-    /// Every record of a table, in key order.
+    /// Every record a query lists as `doc`.
     fn all<T: DeserializeOwned>(
         &self,
         table: &'static str,
         sql: &'static str,
     ) -> Result<Vec<T>, StoreError> {
-        Ok(self
-            .keyed(table, sql)?
-            .into_iter()
-            .map(|(_, record)| record)
-            .collect())
+        self.listed(sql)?
+            .iter()
+            .map(|row| decode(table, row.get(0)))
+            .collect()
     }
 
     /// One value a statement answers (a sequence's next, a size).
@@ -455,300 +453,11 @@ impl Shared {
             _ => tracing::info!(state = state.name(), cause, "the database answers again"),
         }
     }
-
-    /// The payload telling other nodes what changed: this node, whether
-    /// records changed (their caches render again), and what is stale.
-    fn notification(&self, records: bool, stale: &[Stale]) -> String {
-        let mut payload = format!("{} {}", self.node, u8::from(records));
-        for line in stale.iter().map(Stale::line) {
-            payload.push('\n');
-            payload.push_str(&line);
-        }
-        if payload.len() <= MAX_PAYLOAD {
-            return payload;
-        }
-        let mut kinds: Vec<Stale> = Vec::new();
-        for stale in stale {
-            let every = match stale {
-                Stale::One(kind, _) | Stale::Every(kind) => Stale::Every(*kind),
-                Stale::All => Stale::All,
-            };
-            if !kinds.contains(&every) {
-                kinds.push(every);
-            }
-        }
-        self.notification(records, &kinds)
-    }
-
-    /// Another node's notification: forgets what it changed.
-    fn heard(&self, payload: &str) {
-        let mut lines = payload.lines();
-        let Some((node, records)) = lines.next().and_then(|head| head.split_once(' ')) else {
-            return;
-        };
-        if node == self.node {
-            return;
-        }
-        let stale: Vec<Stale> = lines.map(Stale::from_line).collect();
-        self.cache.invalidate(&stale);
-        if records != "0" {
-            lock(&self.counts).fresh = false;
-            self.outside.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    /// The listening connection is back after one was lost: what it
-    /// missed meanwhile is unknown, so everything is forgotten.
-    fn listening_again(&self) {
-        self.cache.clear();
-        lock(&self.counts).fresh = false;
-        self.outside.fetch_add(1, Ordering::SeqCst);
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every value behind these locks is whole after each statement.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Listens for other nodes' changes for as long as the backend lives,
-/// connecting again whenever the connection is lost.
-async fn listen(shared: Arc<Shared>) {
-    let mut listened = false;
-    loop {
-        let ended = match &shared.target.tls {
-            Some(tls) => match shared.target.config.connect(tls.clone()).await {
-                Ok((client, connection)) => {
-                    listen_on(&shared, &client, connection, &mut listened).await
-                }
-                Err(e) => Err(e),
-            },
-            None => match shared.target.config.connect(NoTls).await {
-                Ok((client, connection)) => {
-                    listen_on(&shared, &client, connection, &mut listened).await
-                }
-                Err(e) => Err(e),
-            },
-        };
-        let cause = match ended {
-            Ok(()) => "the database closed the connection".to_string(),
-            Err(e) => e.to_string(),
-        };
-        shared.enter(StoreState::Failed, &cause);
-        tokio::time::sleep(LISTEN_RETRY).await;
-    }
-}
-
-/// Listens on one connection until it ends. `listened` says whether an
-/// earlier connection listened (whose end may have missed changes).
-async fn listen_on<S, T>(
-    shared: &Shared,
-    client: &tokio_postgres::Client,
-    mut connection: tokio_postgres::Connection<S, T>,
-    listened: &mut bool,
-) -> Result<(), tokio_postgres::Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    // The connection must be polled for the LISTEN to be answered.
-    let listen = format!("LISTEN {CHANNEL}");
-    let listening = client.batch_execute(&listen);
-    tokio::pin!(listening);
-    loop {
-        tokio::select! {
-            done = &mut listening => { done?; break; }
-            message = messages.next() => match message {
-                Some(Ok(AsyncMessage::Notification(n))) => shared.heard(n.payload()),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Ok(()),
-            },
-        }
-    }
-    if *listened {
-        shared.listening_again();
-    }
-    *listened = true;
-    shared.enter(StoreState::Ok, "listening for changes");
-    while let Some(message) = messages.next().await {
-        match message? {
-            AsyncMessage::Notification(n) => shared.heard(n.payload()),
-            _ => continue,
-        }
-    }
-    Ok(())
-}
-
-/// One record change as statements, owned for the backend's runtime.
-struct Write {
-    statements: Vec<(String, Vec<Param>)>,
-    /// The user a unique violation is about.
-    user: Option<User>,
-}
-
-fn upsert(table: &str, key: &str) -> String {
-    format!(
-        "INSERT INTO {table} ({key}, doc) VALUES ($1, $2::text::jsonb) ON CONFLICT ({key}) DO UPDATE SET doc = EXCLUDED.doc"
-    )
-}
-
-fn delete(table: &str, key: &str) -> String {
-    format!("DELETE FROM {table} WHERE {key} = $1")
-}
-
-impl Write {
-    fn one(sql: String, params: Vec<Param>) -> Write {
-        Write {
-            statements: vec![(sql, params)],
-            user: None,
-        }
-    }
-
-    fn put(table: &str, key_column: &str, key: &str, record: &impl Serialize) -> Write {
-        Write::one(
-            upsert(table, key_column),
-            vec![text(key), text(encode(record))],
-        )
-    }
-
-    fn delete(table: &str, key_column: &str, key: &str) -> Write {
-        Write::one(delete(table, key_column), vec![text(key)])
-    }
-
-    fn of(change: &Change) -> Write {
-        match change {
-            Change::PutUser { new, .. } => Write {
-                statements: vec![(
-                    "INSERT INTO users (id, extension, sip_username, email, doc) \
-                     VALUES ($1, $2, $3, $4, $5::text::jsonb) ON CONFLICT (id) DO UPDATE SET \
-                     extension = EXCLUDED.extension, sip_username = EXCLUDED.sip_username, \
-                     email = EXCLUDED.email, doc = EXCLUDED.doc"
-                        .into(),
-                    vec![
-                        user_key(new.id),
-                        text(&new.extension),
-                        text(&new.sip.username),
-                        Box::new(new.email.clone()),
-                        text(encode(new)),
-                    ],
-                )],
-                user: Some(new.clone()),
-            },
-            Change::DeleteUser(user) => Write::one(delete("users", "id"), vec![user_key(user.id)]),
-            Change::PutDevice { new, .. } => {
-                Write::put("devices", "mac", &new.mac.to_string(), new)
-            }
-            Change::DeleteDevice(device) => {
-                let mac = device.mac.to_string();
-                Write {
-                    statements: vec![
-                        (delete("devices", "mac"), vec![text(&mac)]),
-                        (delete("sightings", "mac"), vec![text(&mac)]),
-                    ],
-                    user: None,
-                }
-            }
-            Change::PutSettings { scope, new, .. } => Write::put("settings", "scope", scope, new),
-            Change::PutTemplate { key, new, .. } => Write::put("templates", "key", key, new),
-            Change::DeleteTemplate { key, .. } => Write::delete("templates", "key", key),
-            Change::PutLayout { new, .. } => Write::put("layouts", "name", &new.name, new),
-            Change::DeleteLayout(layout) => Write::delete("layouts", "name", &layout.name),
-            Change::DeleteDiscovered(mac) => Write::delete("discovered", "mac", &mac.to_string()),
-            Change::PutToken(token) => Write::put("tokens", "name", &token.name, token),
-            Change::DeleteToken(token) => Write::delete("tokens", "name", &token.name),
-        }
-    }
-
-    /// Runs the statements in `tx`; a unique field another user holds is
-    /// [`StoreError::Conflict`], as the sled backend says it.
-    async fn run(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
-        for (sql, params) in &self.statements {
-            let statement = tx.prepare_cached(sql).await?;
-            if let Err(e) = tx.execute(&statement, &borrowed(params)).await {
-                return Err(self.conflict(&e).unwrap_or_else(|| e.into()));
-            }
-        }
-        Ok(())
-    }
-
-    fn conflict(&self, e: &tokio_postgres::Error) -> Option<StoreError> {
-        let refused = e
-            .as_db_error()
-            .filter(|db| db.code() == &SqlState::UNIQUE_VIOLATION)?;
-        let user = self.user.as_ref()?;
-        let (field, value) = match refused.constraint()? {
-            "users_extension_key" => ("extension", &user.extension),
-            "users_sip_username_key" => ("sip.username", &user.sip.username),
-            "users_email_key" => ("email", user.email.as_ref()?),
-            _ => return None,
-        };
-        Some(StoreError::Conflict(Invalid::new(
-            field,
-            format!("{value} is already used by another user"),
-        )))
-    }
-}
-
-/// What a change makes stale in every node's cache.
-fn stale_after(change: &Change) -> Vec<Stale> {
-    let one = |kind, key: &str| Stale::One(kind, key.to_string());
-    match change {
-        Change::PutUser { new: user, .. } | Change::DeleteUser(user) => {
-            vec![
-                one(Kind::User, &user.id.to_string()),
-                Stale::Every(Kind::UserBy),
-            ]
-        }
-        Change::PutDevice { new, .. } => vec![one(Kind::Device, &new.mac.to_string())],
-        Change::DeleteDevice(device) => {
-            let mac = device.mac.to_string();
-            vec![
-                one(Kind::Device, &mac),
-                one(Kind::Sighting, &mac),
-                Stale::Every(Kind::LastGood),
-            ]
-        }
-        Change::PutSettings { scope, .. } => vec![one(Kind::Settings, scope)],
-        Change::PutTemplate { key, .. } | Change::DeleteTemplate { key, .. } => {
-            vec![one(Kind::Template, key)]
-        }
-        Change::PutLayout { new: layout, .. } | Change::DeleteLayout(layout) => {
-            vec![one(Kind::Layout, &layout.name)]
-        }
-        Change::DeleteDiscovered(_) => Vec::new(),
-        Change::PutToken(token) | Change::DeleteToken(token) => vec![one(Kind::Token, &token.name)],
-    }
-}
-
-/// The key of a last good file in the cache and in notifications.
-fn last_good_key(mac: Mac, file: &str) -> String {
-    format!("{mac}/{file}")
-}
-
-/// The audit entries' ids and records, as `UNNEST` takes them.
-fn audit_rows(entries: &[AuditEntry]) -> (Vec<i64>, Vec<String>) {
-    entries
-        .iter()
-        .map(|entry| (entry.id as i64, encode(entry)))
-        .unzip()
-}
-
-const INSERT_AUDIT: &str = "INSERT INTO audit (id, doc) SELECT id, doc::jsonb FROM UNNEST($1::bigint[], $2::text[]) AS t(id, doc)";
-
-/// The last of each key in `records`: one statement may not write a row twice.
-fn last_of_each<K: std::hash::Hash + Eq + Clone, T>(
-    records: &[T],
-    key: impl Fn(&T) -> K,
-) -> Vec<&T> {
-    let mut last: HashMap<K, usize> = HashMap::new();
-    for (at, record) in records.iter().enumerate() {
-        last.insert(key(record), at);
-    }
-    let mut kept: Vec<usize> = last.into_values().collect();
-    kept.sort_unstable();
-    kept.into_iter().map(|at| &records[at]).collect()
 }
 
 impl Backend for PostgresBackend {
@@ -854,7 +563,7 @@ impl Backend for PostgresBackend {
     }
 
     fn users(&self) -> Result<Vec<User>, StoreError> {
-        self.all("users", "SELECT '', doc::text FROM users ORDER BY id")
+        self.all("users", "SELECT doc::text FROM users ORDER BY id")
     }
 
     fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
@@ -884,7 +593,7 @@ impl Backend for PostgresBackend {
     fn devices(&self) -> Result<Vec<Device>, StoreError> {
         self.all(
             "devices",
-            "SELECT mac, doc::text FROM devices ORDER BY mac COLLATE \"C\"",
+            "SELECT doc::text FROM devices ORDER BY mac COLLATE \"C\"",
         )
     }
 
@@ -927,7 +636,7 @@ impl Backend for PostgresBackend {
     fn layouts(&self) -> Result<Vec<Layout>, StoreError> {
         self.all(
             "layouts",
-            "SELECT name, doc::text FROM layouts ORDER BY name COLLATE \"C\"",
+            "SELECT doc::text FROM layouts ORDER BY name COLLATE \"C\"",
         )
     }
 
@@ -948,7 +657,7 @@ impl Backend for PostgresBackend {
     }
 
     fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        self.all("audit", "SELECT '', doc::text FROM audit ORDER BY id")
+        self.all("audit", "SELECT doc::text FROM audit ORDER BY id")
     }
 
     fn sighting(&self, mac: Mac) -> Result<Option<Sighting>, StoreError> {
@@ -1000,7 +709,7 @@ impl Backend for PostgresBackend {
     fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
         self.all(
             "tokens",
-            "SELECT name, doc::text FROM tokens ORDER BY name COLLATE \"C\"",
+            "SELECT doc::text FROM tokens ORDER BY name COLLATE \"C\"",
         )
     }
 
@@ -1062,13 +771,16 @@ impl Backend for PostgresBackend {
             {
                 known.insert(row.get(0), decode("discovered", row.get(1))?);
             }
+            // Merged in order: a MAC twice in a batch counts twice.
+            let mut merged: HashMap<String, Discovered> = HashMap::new();
             for (found, mac) in found.iter().zip(macs) {
-                if !devices.contains(&mac) {
-                    let merged = found.merged_with(known.remove(&mac));
-                    known.insert(mac, merged);
+                if devices.contains(&mac) {
+                    continue;
                 }
+                let old = merged.remove(&mac).or_else(|| known.remove(&mac));
+                merged.insert(mac, found.merged_with(old));
             }
-            let (keys, docs): (Vec<String>, Vec<String>) = known
+            let (keys, docs): (Vec<String>, Vec<String>) = merged
                 .iter()
                 .map(|(mac, merged)| (mac.clone(), encode(merged)))
                 .unzip();
@@ -1087,7 +799,7 @@ impl Backend for PostgresBackend {
     fn discovered(&self) -> Result<Vec<Discovered>, StoreError> {
         self.all(
             "discovered",
-            "SELECT mac, doc::text FROM discovered ORDER BY mac COLLATE \"C\"",
+            "SELECT doc::text FROM discovered ORDER BY mac COLLATE \"C\"",
         )
     }
 

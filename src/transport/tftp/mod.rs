@@ -308,9 +308,10 @@ impl Shared {
                 if let NotServed::Store(e) = &reason {
                     tracing::error!(error = %e, "store failed while provisioning");
                 }
-                let (code, message) = match reason.is_busy() {
-                    true => (ErrorCode::Other, "busy, try again later"),
-                    false => (ErrorCode::NotFound, "file not found"),
+                let (code, message) = if reason.is_busy() {
+                    (ErrorCode::Other, "busy, try again later")
+                } else {
+                    (ErrorCode::NotFound, "file not found")
                 };
                 log_request(&request, &Err(reason), 0, started.elapsed());
                 self.answer(peer, client.local, code, message);
