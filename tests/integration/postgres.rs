@@ -247,6 +247,12 @@ async fn wait_for(storm: &Storm, served: usize) {
     }
 }
 
+/// A cluster for a test that stops it.
+async fn cluster_of_its_own() -> Arc<TestCluster> {
+    let started = tokio::task::spawn_blocking(TestCluster::start).await;
+    Arc::new(started.expect("the cluster starts"))
+}
+
 /// Runs a cluster operation (a process that waits for PostgreSQL) off the
 /// test's runtime.
 async fn on_cluster(cluster: &Arc<TestCluster>, op: fn(&TestCluster)) {
@@ -258,11 +264,7 @@ async fn on_cluster(cluster: &Arc<TestCluster>, op: fn(&TestCluster)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restarted_during_a_storm_costs_phones_nothing_and_nodes_recover() {
-    let cluster = Arc::new(
-        tokio::task::spawn_blocking(TestCluster::start)
-            .await
-            .unwrap(),
-    );
+    let cluster = cluster_of_its_own().await;
     let (a, b) = two_nodes(&cluster).await;
     let files = provision(&a, 20).await;
     let nodes = [Arc::new(a), Arc::new(b)];
@@ -313,13 +315,10 @@ async fn a_database_restarted_during_a_storm_costs_phones_nothing_and_nodes_reco
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let (status, device) = a
-        .post(
-            "/api/v1/devices",
-            json!({"mac": "001565bb0001", "model": "yealink-t46s", "lines": [{"user": grace["id"]}]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{device}");
+    a.add_device(
+        json!({"mac": "001565bb0001", "model": "yealink-t46s", "lines": [{"user": grace["id"]}]}),
+    )
+    .await;
     let (status, body) = poll_phone(
         b,
         "/001565bb0001.cfg",
@@ -352,11 +351,7 @@ async fn a_database_restarted_during_a_storm_costs_phones_nothing_and_nodes_reco
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_its_database_serves_phones_it_has_seen_and_is_busy_for_the_others() {
-    let cluster = Arc::new(
-        tokio::task::spawn_blocking(TestCluster::start)
-            .await
-            .unwrap(),
-    );
+    let cluster = cluster_of_its_own().await;
     let (a, b) = two_nodes(&cluster).await;
     // Made through b: a has read nothing of them yet.
     let files = provision(&b, 2).await;

@@ -306,6 +306,17 @@ impl PostgresBackend {
         cached.map(|doc| decode(kind.name(), &doc)).transpose()
     }
 
+    /// One record kept in `table` under a text `column`, through the cache.
+    fn by_key<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        (table, column): (&str, &str),
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let sql = format!("SELECT doc::text FROM {table} WHERE {column} = $1");
+        self.record(kind, key.to_string(), sql, vec![text(key)])
+    }
+
     /// The rows a query lists.
     fn listed(&self, sql: &'static str) -> Result<Vec<Row>, StoreError> {
         self.reachable()?;
@@ -598,23 +609,11 @@ impl Backend for PostgresBackend {
     }
 
     fn device(&self, mac: Mac) -> Result<Option<Device>, StoreError> {
-        let key = mac.to_string();
-        let params = vec![text(&key)];
-        self.record(
-            Kind::Device,
-            key,
-            "SELECT doc::text FROM devices WHERE mac = $1".into(),
-            params,
-        )
+        self.by_key(Kind::Device, ("devices", "mac"), &mac.to_string())
     }
 
     fn settings(&self, scope: &str) -> Result<Option<Settings>, StoreError> {
-        self.record(
-            Kind::Settings,
-            scope.to_string(),
-            "SELECT doc::text FROM settings WHERE scope = $1".into(),
-            vec![text(scope)],
-        )
+        self.by_key(Kind::Settings, ("settings", "scope"), scope)
     }
 
     fn all_settings(&self) -> Result<Vec<(String, Settings)>, StoreError> {
@@ -625,12 +624,7 @@ impl Backend for PostgresBackend {
     }
 
     fn layout(&self, name: &str) -> Result<Option<Layout>, StoreError> {
-        self.record(
-            Kind::Layout,
-            name.to_string(),
-            "SELECT doc::text FROM layouts WHERE name = $1".into(),
-            vec![text(name)],
-        )
+        self.by_key(Kind::Layout, ("layouts", "name"), name)
     }
 
     fn layouts(&self) -> Result<Vec<Layout>, StoreError> {
@@ -641,12 +635,7 @@ impl Backend for PostgresBackend {
     }
 
     fn template(&self, key: &str) -> Result<Option<TemplateHistory>, StoreError> {
-        self.record(
-            Kind::Template,
-            key.to_string(),
-            "SELECT doc::text FROM templates WHERE key = $1".into(),
-            vec![text(key)],
-        )
+        self.by_key(Kind::Template, ("templates", "key"), key)
     }
 
     fn templates(&self) -> Result<Vec<(String, TemplateHistory)>, StoreError> {
@@ -661,14 +650,7 @@ impl Backend for PostgresBackend {
     }
 
     fn sighting(&self, mac: Mac) -> Result<Option<Sighting>, StoreError> {
-        let key = mac.to_string();
-        let params = vec![text(&key)];
-        self.record(
-            Kind::Sighting,
-            key,
-            "SELECT doc::text FROM sightings WHERE mac = $1".into(),
-            params,
-        )
+        self.by_key(Kind::Sighting, ("sightings", "mac"), &mac.to_string())
     }
 
     fn record_sightings(&self, sightings: &[(Mac, Sighting)]) -> Result<(), StoreError> {
@@ -698,12 +680,7 @@ impl Backend for PostgresBackend {
     }
 
     fn token(&self, name: &str) -> Result<Option<ApiToken>, StoreError> {
-        self.record(
-            Kind::Token,
-            name.to_string(),
-            "SELECT doc::text FROM tokens WHERE name = $1".into(),
-            vec![text(name)],
-        )
+        self.by_key(Kind::Token, ("tokens", "name"), name)
     }
 
     fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
