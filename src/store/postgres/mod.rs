@@ -214,7 +214,7 @@ impl PostgresBackend {
     }
 
     /// Runs `op` on the backend's runtime and waits for its answer, at
-    /// most `limit`; a lost database leaves the backend failed.
+    /// most `limit`.
     fn call<T, F>(
         &self,
         limit: Duration,
@@ -228,7 +228,8 @@ impl PostgresBackend {
     }
 
     /// [`PostgresBackend::call`], telling `report` of the progress `op`
-    /// sends.
+    /// sends. The answer moves the backend's state: failed when the
+    /// database did not answer, ok when it did.
     fn call_reporting<T, F>(
         &self,
         limit: Duration,
@@ -261,8 +262,11 @@ impl PostgresBackend {
                 }
             }
         };
-        if let Err(StoreError::Unavailable(cause)) = &answer {
-            self.shared.enter(StoreState::Failed, cause);
+        // Any other answer came from the database: it is reachable, and a
+        // read need not wait for the next probe to be let through.
+        match &answer {
+            Err(StoreError::Unavailable(cause)) => self.shared.enter(StoreState::Failed, cause),
+            _ => self.shared.enter(StoreState::Ok, "the database answered"),
         }
         answer
     }
@@ -480,9 +484,8 @@ impl Backend for PostgresBackend {
         if self.state() == StoreState::Ok {
             return StoreState::Ok;
         }
-        if self.scalar::<i32>("SELECT 1").is_ok() {
-            self.shared.enter(StoreState::Ok, "the database answers");
-        }
+        // Its answer, or its silence, moves the state.
+        let _ = self.scalar::<i32>("SELECT 1");
         self.state()
     }
 
