@@ -122,6 +122,29 @@ async fn a_change_made_on_one_node_is_served_by_the_other_within_a_second() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_uploaded_on_one_node_is_served_by_the_other() {
+    let (a, b) = two_nodes(TestCluster::shared()).await;
+    a.put_site_settings().await;
+    a.ada_with_a_t46s().await;
+    let file = "/001565aabbcc.cfg";
+    assert_eq!(b.phone_get(file, None).await.0, 200);
+    let slot = "/api/v1/templates/devices/001565aabbcc/001565aabbcc.cfg";
+    let (status, body) = a
+        .api_text(Method::PUT, slot, "# uploaded on node a\n")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Another node's uploads are loaded at the server's next tick (2 s).
+    let (_, served) = poll_phone(
+        &b,
+        file,
+        Instant::now() + Duration::from_secs(5),
+        |_, body| body == "# uploaded on node a\n",
+    )
+    .await;
+    assert_eq!(served, "# uploaded on node a\n");
+}
+
 /// A node run as its own process, so a test can SIGKILL it.
 struct NodeProcess {
     child: tokio::process::Child,

@@ -205,7 +205,8 @@ impl PostgresBackend {
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
         };
-        backend.call(READ_TIMEOUT, |db| async move {
+        // A migration may rewrite every table: it gets a change's time.
+        backend.call(CHANGE_TIMEOUT, |db| async move {
             let mut client = db.client().await?;
             schema::migrate(&mut client).await
         })?;
