@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::access::policy::Policy;
+use crate::store::StoreUrl;
 
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub struct Config {
     pub templates_dir: Option<PathBuf>,
     /// Who may fetch what (`[provisioning]`).
     pub provisioning: Policy,
+    /// Where the store lives (`[store]`); sled in the data directory by default.
+    pub store: StoreConfig,
     /// Phones' HTTPS listener (`[https]`); none unless configured.
     pub https: Option<HttpsConfig>,
     /// The admin API over TLS (`[admin_tls]`); plain HTTP unless configured.
@@ -71,6 +74,15 @@ pub struct Config {
     /// program that runs the server as a library (a test) sets it.
     #[serde(skip)]
     pub render_worker: Option<PathBuf>,
+}
+
+/// The `[store]` section.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sled:<dir>` or `postgres://user@host/database`; none: sled in
+    /// `<data>/store`.
+    pub url: Option<StoreUrl>,
 }
 
 /// A certificate chain (PEM, leaf first) and its private key (PEM).
@@ -143,6 +155,7 @@ impl Default for Config {
             models_dir: None,
             templates_dir: None,
             provisioning: Policy::default(),
+            store: StoreConfig::default(),
             https: None,
             admin_tls: None,
             http_request_timeout_secs: DEFAULT_HTTP_REQUEST_TIMEOUT_SECS,
@@ -167,9 +180,17 @@ impl Config {
         })
     }
 
-    /// Where sled keeps its files.
+    /// Where sled keeps its files by default.
     pub fn store_dir(&self) -> PathBuf {
         self.data.join("store")
+    }
+
+    /// Where the store lives: `[store] url`, or sled in the data directory.
+    pub fn store_url(&self) -> StoreUrl {
+        self.store
+            .url
+            .clone()
+            .unwrap_or_else(|| StoreUrl::Sled(self.store_dir()))
     }
 }
 
@@ -241,6 +262,21 @@ mod tests {
         let config = from_toml("[admin_tls]\ncert = \"a.pem\"\nkey = \"k.pem\"\n").unwrap();
         assert_eq!(config.admin_tls.unwrap().cert, PathBuf::from("a.pem"));
         assert_eq!(Config::default().admin_tls, None);
+    }
+
+    #[test]
+    fn the_store_is_sled_in_the_data_directory_unless_a_url_names_another() {
+        let config = from_toml("data = \"/var/lib/deskboot\"\n").unwrap();
+        assert_eq!(
+            config.store_url(),
+            StoreUrl::Sled("/var/lib/deskboot/store".into())
+        );
+        let url = "postgres://deskboot:pw@db.example.com/deskboot";
+        let config = from_toml(&format!("[store]\nurl = \"{url}\"\n")).unwrap();
+        assert_eq!(config.store_url(), StoreUrl::Postgres(url.into()));
+        assert!(!format!("{config:?}").contains(":pw@"));
+        let err = refusal("[store]\nurl = \"mysql://db/deskboot\"\n");
+        assert!(err.contains("mysql"), "{err}");
     }
 
     #[test]

@@ -23,13 +23,16 @@ pub enum Outcome {
     NotFound,
     /// Refused by the policy (network, ban, User-Agent MAC): answered as not found.
     Refused,
+    /// Not answerable now (the store is unavailable): answered "busy".
+    Busy,
 }
 
-const OUTCOMES: [(Outcome, &str); 4] = [
+const OUTCOMES: [(Outcome, &str); 5] = [
     (Outcome::Served, "served"),
     (Outcome::Firmware, "firmware"),
     (Outcome::NotFound, "not_found"),
     (Outcome::Refused, "refused"),
+    (Outcome::Busy, "busy"),
 ];
 const TRANSPORTS: [(Transport, &str); 2] = [(Transport::Http, "http"), (Transport::Tftp, "tftp")];
 /// Render-time histogram bucket bounds, in seconds.
@@ -43,7 +46,7 @@ pub struct Metrics {
     vendor_slots: HashMap<String, usize>,
     /// Files served, by vendor, then transport (HTTP, TFTP).
     served_by_vendor: Vec<[AtomicU64; 2]>,
-    requests: [[AtomicU64; 4]; 2],
+    requests: [[AtomicU64; OUTCOMES.len()]; 2],
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     render_buckets: [AtomicU64; 6],

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsAcceptor;
@@ -146,7 +147,9 @@ impl Server {
     pub async fn bind(config: &Config, admin_token: Option<&str>) -> Result<Server, ServerError> {
         tls::install_crypto_provider();
         data_dir::make_private(&config.data)?;
-        let store = Arc::new(Store::open(&config.store_dir())?);
+        let store_url = config.store_url();
+        tracing::info!(store = %store_url, "opening the store");
+        let store = Arc::new(Store::open_url(&store_url)?);
         let catalog = Arc::new(Catalog::load(config.models_dir.as_deref())?);
         let token = AdminToken::setup(&store, &config.data, admin_token)?;
         let provisioner = Arc::new(provisioner(config, &store, &catalog)?);
@@ -244,7 +247,7 @@ fn provisioner(
     };
     let renderer = with_stored_uploads(
         store,
-        Renderer::load(catalog, config.templates_dir.as_deref(), sandbox)?,
+        &Renderer::load(catalog, config.templates_dir.as_deref(), sandbox)?,
     )?;
     let policy = config.provisioning.clone().resolved(
         config
@@ -498,7 +501,7 @@ fn tls_server(
 /// The built-in templates plus every active upload that still compiles. An
 /// upload that no longer does (a built-in template it includes changed) is
 /// left out and logged: it must not keep every other phone from booting.
-fn with_stored_uploads(store: &Store, renderer: Renderer) -> Result<Renderer, ServerError> {
+fn with_stored_uploads(store: &Store, renderer: &Renderer) -> Result<Renderer, ServerError> {
     let stored = store.templates()?;
     let uploads: Vec<(&str, &str)> = stored
         .iter()
@@ -519,6 +522,27 @@ fn with_stored_uploads(store: &Store, renderer: Renderer) -> Result<Renderer, Se
         }
     }
     Ok(renderer.with_uploads(good)?)
+}
+
+/// Loads the uploaded templates again once another node sharing the
+/// store changed anything (its uploads reach this node's renderer so), and
+/// notes after which change they were loaded.
+fn reload_uploads_after_outside_changes(
+    provisioner: &Provisioner,
+    store: &Store,
+    loaded: &AtomicU64,
+) {
+    let outside = store.outside_changes();
+    if outside == loaded.load(Ordering::SeqCst) {
+        return;
+    }
+    match with_stored_uploads(store, &provisioner.renderer()) {
+        Ok(renderer) => {
+            provisioner.set_renderer(renderer);
+            loaded.store(outside, Ordering::SeqCst);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot load other nodes' uploaded templates"),
+    }
 }
 
 /// How many connections may wait to be accepted: a boot storm opens a
@@ -552,6 +576,8 @@ async fn flush_sightings_until(
     const PRUNE_EVERY: u32 = 30;
     let mut tick = tokio::time::interval(SIGHTING_FLUSH_INTERVAL);
     let mut ticks = 0u32;
+    // Other nodes' changes the uploaded templates were last loaded after.
+    let templates_loaded = Arc::new(AtomicU64::new(store.outside_changes()));
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -560,9 +586,11 @@ async fn flush_sightings_until(
                 ticks = ticks.wrapping_add(1);
                 let provisioner = provisioner.clone();
                 let store = store.clone();
+                let templates_loaded = templates_loaded.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     let prune = ticks.is_multiple_of(PRUNE_EVERY);
                     provisioner.sweep_render_cache();
+                    reload_uploads_after_outside_changes(&provisioner, &store, &templates_loaded);
                     // While the store takes no changes, sightings wait in
                     // memory (one per phone) for the disk to have room.
                     if store.recover() != StoreState::Ok {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::bail;
 use deskboot::config::{ClientCertMode, Config, HttpsConfig, TlsFiles};
 use deskboot::server::Server;
+use deskboot::store::StoreUrl;
 use tracing_subscriber::EnvFilter;
 
 use super::log_buffer::LogBuffer;
@@ -16,12 +17,15 @@ use super::log_buffer::LogBuffer;
 /// Flags of `deskboot serve`; each overrides the config file.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// A TOML config file (keys: data, http, tftp, admin, models_dir, templates_dir, [https], [admin_tls]).
+    /// A TOML config file (keys: data, http, tftp, admin, models_dir, templates_dir, [store], [https], [admin_tls]).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Data directory [default: ./deskboot-data].
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The store: sled:<dir> or postgres://user@host/database [default: sled:<data>/store].
+    #[arg(long, env = "DESKBOOT_STORE", hide_env_values = true)]
+    store: Option<StoreUrl>,
     /// Phones' HTTP address [default: 0.0.0.0:8080].
     #[arg(long)]
     http: Option<SocketAddr>,
@@ -89,6 +93,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(data) = args.data {
         config.data = data;
     }
+    config.store.url = args.store.or(config.store.url);
     config.models_dir = args.models_dir.or(config.models_dir);
     config.templates_dir = args.templates_dir.or(config.templates_dir);
     config.https = https_config(config.https, args.https, args.cert, args.key)?;

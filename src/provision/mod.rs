@@ -314,6 +314,7 @@ impl Provisioner {
         let outcome = match &result {
             Ok(_) => Outcome::Served,
             Err(reason) if reason.is_refusal() => Outcome::Refused,
+            Err(reason) if reason.is_busy() => Outcome::Busy,
             Err(_) => Outcome::NotFound,
         };
         self.metrics.request(request.transport, outcome);

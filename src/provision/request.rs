@@ -127,6 +127,12 @@ impl NotServed {
         }
     }
 
+    /// Whether the server cannot answer now but may soon: the store is
+    /// unavailable (a lost database), so the phone should ask again.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, NotServed::Store(StoreError::Unavailable(_)))
+    }
+
     /// Whether the policy refused the request (rather than nothing being there).
     pub fn is_refusal(&self) -> bool {
         matches!(

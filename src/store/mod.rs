@@ -1,6 +1,7 @@
 //! The store: users, devices, settings, templates, tokens and what phones
 //! did, behind one narrow typed interface, with its [`Backend`] beside it
-//! ([`sled`], the embedded one).
+//! ([`sled`], the embedded one, or [`postgres`], one database that many
+//! nodes share), chosen by a [`StoreUrl`].
 //!
 //! Every change goes through [`Store::change`]: under one writer lock, a
 //! plan reads the store and returns the record [`Change`]s it makes; the
@@ -15,9 +16,13 @@
 
 pub(crate) mod audit;
 pub(crate) mod data_dir;
+pub mod postgres;
 pub mod sled;
 #[cfg(test)]
 mod suite;
+mod url;
+
+pub use url::{StoreUrl, UnknownStoreUrl};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,9 +60,9 @@ pub enum StoreError {
     /// The database itself failed (disk, lock).
     #[error("store: {0}")]
     Sled(#[from] ::sled::Error),
-    /// The data directory was written by a newer deskboot.
+    /// The store was written by a newer deskboot.
     #[error(
-        "the data directory has schema version {found}, but this deskboot only knows up to {supported}: use a newer deskboot"
+        "the store has schema version {found}, but this deskboot only knows up to {supported}: use a newer deskboot"
     )]
     NewerSchema {
         /// The store's schema version.
@@ -87,9 +92,13 @@ pub enum StoreError {
         "disk full: the data directory's disk has no space left, so the change was not saved; free space there and the server takes changes again by itself"
     )]
     DiskFull,
-    /// The store cannot take changes (or answer at all) after a disk failure.
-    #[error("the store is unavailable after a disk failure ({0}); see the server log")]
+    /// The store cannot take changes (or answer at all): the disk failed,
+    /// or the database cannot be reached.
+    #[error("the store is unavailable: {0}; see the server log")]
     Unavailable(String),
+    /// The database refused a statement, or its URL cannot be used.
+    #[error("database: {0}")]
+    Database(String),
 }
 
 /// Whether the store can take changes, as `/healthz` and `/metrics` tell it.
@@ -100,8 +109,8 @@ pub enum StoreState {
     Ok,
     /// The disk is full: reads work, changes are refused until space is back.
     ReadOnly,
-    /// The disk failed otherwise, or sled would not reopen: changes are
-    /// refused, and reads may fail.
+    /// The disk failed otherwise, sled would not reopen, or the database
+    /// cannot be reached: changes are refused, and reads may fail.
     Failed,
 }
 
@@ -126,7 +135,7 @@ impl StoreState {
                 "the data directory's disk is full: phones are served and the API reads, but changes are refused; free space on that disk and the server takes changes again by itself within seconds"
             }
             StoreState::Failed => {
-                "the data directory's disk failed: changes are refused and reads may fail; see the server log for the error, check the disk, and the server retries by itself every few seconds"
+                "the data directory's disk failed, or the database cannot be reached: changes are refused and reads may fail; see the server log for the error, check the disk or the database, and the server retries by itself every few seconds"
             }
         }
     }
@@ -154,6 +163,12 @@ pub trait Backend: Send + Sync {
     /// How many times the backend lost what it held in memory (a reopen):
     /// every cache starts again.
     fn reopens(&self) -> u64;
+    /// How many changes other nodes sharing the database made, as this
+    /// node heard of them (and times it may have missed some): every cache
+    /// renders again. None for a store only this process opens.
+    fn outside_changes(&self) -> u64 {
+        0
+    }
     /// Makes what was applied durable; refused if the backend stopped
     /// taking changes since.
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -439,6 +454,16 @@ impl Store {
         Ok(Store::on(Box::new(sled::SledBackend::open(dir)?)))
     }
 
+    /// Opens (or creates) the store `url` names, and migrates it if needed.
+    pub fn open_url(url: &StoreUrl) -> Result<Store, StoreError> {
+        match url {
+            StoreUrl::Sled(dir) => Store::open(dir),
+            StoreUrl::Postgres(url) => {
+                Ok(Store::on(Box::new(postgres::PostgresBackend::open(url)?)))
+            }
+        }
+    }
+
     /// The store on `backend`.
     pub fn on(backend: Box<dyn Backend>) -> Store {
         Store {
@@ -551,10 +576,19 @@ impl Store {
         Ok(())
     }
 
-    /// How many changes have been applied since the store was opened, and
-    /// how many times the backend lost what it held.
+    /// How many changes have been applied since the store was opened (by
+    /// this node, and by others sharing its database), and how many times
+    /// the backend lost what it held.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst) + self.backend.reopens()
+        self.generation.load(Ordering::SeqCst)
+            + self.backend.reopens()
+            + self.backend.outside_changes()
+    }
+
+    /// How many changes other nodes sharing the store's database made, as
+    /// this node heard of them (0 for a store of this process alone).
+    pub fn outside_changes(&self) -> u64 {
+        self.backend.outside_changes()
     }
 
     /// After an administrator's bulk work (an import, an export, a

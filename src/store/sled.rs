@@ -318,7 +318,7 @@ impl SledBackend {
         if is_disk_full(e) {
             StoreError::DiskFull
         } else {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(format!("the disk failed: {e}"))
         }
     }
 

@@ -206,6 +206,15 @@ fn file_response(result: &Result<ServedFile, NotServed>, headers: &HeaderMap) ->
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         }
+        Err(busy) if busy.is_busy() => {
+            tracing::error!(error = %busy, "the store cannot answer: the phone is told to retry");
+            let mut response = StatusCode::SERVICE_UNAVAILABLE.into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+            response
+        }
         Err(NotServed::Store(e)) => {
             tracing::error!(error = %e, "store failed while provisioning");
             StatusCode::NOT_FOUND.into_response()
@@ -213,6 +222,10 @@ fn file_response(result: &Result<ServedFile, NotServed>, headers: &HeaderMap) ->
         Err(_) => StatusCode::NOT_FOUND.into_response(),
     }
 }
+
+/// When a phone told "busy" should ask again: the server retries the
+/// store every few seconds.
+const RETRY_AFTER_SECS: &str = "5";
 
 /// A 401 asking for credentials. Any MAC-shaped name is challenged alike: it
 /// says nothing about whether the MAC is provisioned.

@@ -21,6 +21,7 @@ mod golden;
 mod https;
 mod layouts;
 mod operations;
+mod postgres;
 mod provisioning;
 mod readme;
 mod render_budget;

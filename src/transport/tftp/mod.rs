@@ -308,8 +308,13 @@ impl Shared {
                 if let NotServed::Store(e) = &reason {
                     tracing::error!(error = %e, "store failed while provisioning");
                 }
+                let (code, message) = if reason.is_busy() {
+                    (ErrorCode::Other, "busy, try again later")
+                } else {
+                    (ErrorCode::NotFound, "file not found")
+                };
                 log_request(&request, &Err(reason), 0, started.elapsed());
-                self.answer(peer, client.local, ErrorCode::NotFound, "file not found");
+                self.answer(peer, client.local, code, message);
             }
         }
     }

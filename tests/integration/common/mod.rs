@@ -56,6 +56,17 @@ impl TestServer {
         server
     }
 
+    /// Starts a server on a fresh data directory with its store at `url`
+    /// (e.g. a PostgreSQL database other test servers share).
+    pub async fn start_on_store(url: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = deskboot::store::StoreUrl::parse(url).expect("a store URL");
+        let mut server =
+            TestServer::start_configured(dir.path(), |c| c.store.url = Some(store)).await;
+        server.dir = Some(dir);
+        server
+    }
+
     /// Starts a server on a fresh data directory with phones' HTTPS on an
     /// ephemeral port, serving the given PEM files.
     pub async fn start_with_https(cert: &Path, key: &Path) -> TestServer {

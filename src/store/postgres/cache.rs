@@ -1,0 +1,213 @@
+//! The node's copy of the records phones' requests read, so a file served
+//! from the render cache costs no round trip, and a node that lost its
+//! database still serves the phones it has seen.
+//!
+//! Filled on first read, "absent" included; emptied record by record by
+//! what changed ([`Stale`]: this node's own changes at once, other nodes'
+//! through their notifications), and whole when the notifications may have
+//! been missed (the listening connection was lost).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// The most records kept. Absent ones count too: MACs nobody provisioned,
+/// asked for by a scanner, must not grow the cache without end. Beyond it
+/// the cache starts again empty.
+const MAX_RECORDS: usize = 200_000;
+
+/// A kind of record the cache keeps, by the key a phone's read names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    /// A user by id.
+    User,
+    /// A user by a unique field (`field\tvalue`).
+    UserBy,
+    /// A device by MAC.
+    Device,
+    /// Settings by scope.
+    Settings,
+    /// A layout by name.
+    Layout,
+    /// A template's history by key.
+    Template,
+    /// A token by name.
+    Token,
+    /// A last good file by `mac/file`.
+    LastGood,
+    /// A sighting by MAC.
+    Sighting,
+}
+
+impl Kind {
+    const ALL: [Kind; 9] = [
+        Kind::User,
+        Kind::UserBy,
+        Kind::Device,
+        Kind::Settings,
+        Kind::Layout,
+        Kind::Template,
+        Kind::Token,
+        Kind::LastGood,
+        Kind::Sighting,
+    ];
+
+    /// The kind's name in a notification.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::UserBy => "user_by",
+            Kind::Device => "device",
+            Kind::Settings => "settings",
+            Kind::Layout => "layout",
+            Kind::Template => "template",
+            Kind::Token => "token",
+            Kind::LastGood => "last_good",
+            Kind::Sighting => "sighting",
+        }
+    }
+
+    fn named(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+/// What a change made stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stale {
+    /// One record.
+    One(Kind, String),
+    /// Every record of a kind (a user's index entries: which ones moved is
+    /// not worth working out for a change that rare).
+    Every(Kind),
+    /// Everything.
+    All,
+}
+
+impl Stale {
+    /// The line that names it in a notification.
+    pub fn line(&self) -> String {
+        match self {
+            Stale::One(kind, key) => format!("{} {key}", kind.name()),
+            Stale::Every(kind) => kind.name().to_string(),
+            Stale::All => "*".to_string(),
+        }
+    }
+
+    /// Reads a notification's line; anything unknown (a newer node's)
+    /// makes everything stale, which is always safe.
+    pub fn from_line(line: &str) -> Stale {
+        let (name, key) = match line.split_once(' ') {
+            Some((name, key)) => (name, Some(key)),
+            None => (line, None),
+        };
+        match (Kind::named(name), key) {
+            (Some(kind), Some(key)) => Stale::One(kind, key.to_string()),
+            (Some(kind), None) => Stale::Every(kind),
+            (None, _) => Stale::All,
+        }
+    }
+}
+
+/// A record as stored (its JSON), or its absence.
+pub(crate) type Cached = Option<Arc<str>>;
+
+/// The cache. Reads take a shared lock; only changes take it alone.
+#[derive(Default)]
+pub(crate) struct ReadCache {
+    records: RwLock<HashMap<(Kind, String), Cached>>,
+    /// Bumped by every invalidation: a fill read from the database before
+    /// it may hold what the invalidation removed, so it is not kept.
+    epoch: AtomicU64,
+}
+
+impl ReadCache {
+    /// The epoch to give [`ReadCache::fill`] for a read starting now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The record, if the cache holds it (present or absent).
+    pub fn get(&self, kind: Kind, key: &str) -> Option<Cached> {
+        let records = self.records.read().unwrap_or_else(|p| p.into_inner());
+        records.get(&(kind, key.to_string())).cloned()
+    }
+
+    /// Keeps what a read found, unless something was invalidated since
+    /// the read began (`epoch`).
+    pub fn fill(&self, epoch: u64, kind: Kind, key: String, found: Cached) {
+        let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::SeqCst) == epoch {
+            Self::keep(&mut records, kind, key, found);
+        }
+    }
+
+    /// Keeps what this node just wrote: it is what the database holds.
+    pub fn put(&self, kind: Kind, key: String, written: Cached) {
+        let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
+        Self::keep(&mut records, kind, key, written);
+    }
+
+    fn keep(records: &mut HashMap<(Kind, String), Cached>, kind: Kind, key: String, found: Cached) {
+        if records.len() >= MAX_RECORDS {
+            records.clear();
+        }
+        records.insert((kind, key), found);
+    }
+
+    /// Forgets what changed.
+    pub fn invalidate(&self, stale: &[Stale]) {
+        if stale.is_empty() {
+            return;
+        }
+        let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        for stale in stale {
+            match stale {
+                Stale::One(kind, key) => {
+                    records.remove(&(*kind, key.clone()));
+                }
+                Stale::Every(every) => records.retain(|(kind, _), _| kind != every),
+                Stale::All => records.clear(),
+            }
+        }
+    }
+
+    /// Forgets everything.
+    pub fn clear(&self) {
+        self.invalidate(&[Stale::All]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fill_that_raced_a_change_is_not_kept() {
+        let cache = ReadCache::default();
+        let before = cache.epoch();
+        cache.invalidate(&[Stale::One(Kind::Device, "001565aabbcc".into())]);
+        cache.fill(
+            before,
+            Kind::Device,
+            "001565aabbcc".into(),
+            Some("{}".into()),
+        );
+        assert_eq!(cache.get(Kind::Device, "001565aabbcc"), None);
+        cache.fill(cache.epoch(), Kind::Device, "001565aabbcc".into(), None);
+        assert_eq!(cache.get(Kind::Device, "001565aabbcc"), Some(None));
+    }
+
+    #[test]
+    fn notification_lines_name_what_changed() {
+        for stale in [
+            Stale::One(Kind::Template, "model/yealink-t46s/mac.cfg".into()),
+            Stale::Every(Kind::UserBy),
+            Stale::All,
+        ] {
+            assert_eq!(Stale::from_line(&stale.line()), stale);
+        }
+        assert_eq!(Stale::from_line("gadget 7"), Stale::All);
+    }
+}
