@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::access::phone_auth::{AuthSettings, PhoneAuth, PhoneAuthError};
+use crate::access::phone_auth::{self, AuthSettings, PhoneAuth, PhoneAuthError};
 use crate::admin::api::{self, AdminState};
 use crate::admin::auth::{AdminToken, AuthError, Authenticator};
 use crate::catalog::{Catalog, CatalogError};
@@ -264,7 +264,7 @@ fn provisioner(
     // The machine's time; unit tests hand these parts a manual clock.
     let clock = Clock::System;
     let phone_auth = PhoneAuth::load(
-        &config.data,
+        phone_auth::server_key(store, &config.data)?,
         AuthSettings {
             mode: policy.http_auth,
             shared_user: policy.http_auth_user.as_deref(),

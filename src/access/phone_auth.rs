@@ -6,9 +6,10 @@
 //! `device`: each phone has its own: the user name is its MAC (12 hex
 //! digits) and the password is derived from a server key and the MAC, so it
 //! exists from the device's creation without being stored; the admin API
-//! shows it once, when the device is created. The key lives in
-//! `<data>/device-auth.key` (mode 0600): keep it with your backups, since a
-//! new key gives every phone a new password.
+//! shows it once, when the device is created. The key lives in the store
+//! ([`server_key`]), so every node sharing a database derives the same
+//! passwords and takes each other's nonces; a new key gives every phone a
+//! new password.
 //!
 //! An answer someone overheard must be worth nothing to them:
 //! - its `uri` must be the request's own target, so it fetches no other file;
@@ -40,7 +41,7 @@ use subtle::ConstantTimeEq;
 use crate::domain::clock::Clock;
 use crate::domain::mac::Mac;
 use crate::domain::secret::{hex, random_secret};
-use crate::store::data_dir::write_private;
+use crate::store::{Store, StoreError};
 
 /// How long a nonce stays valid, in seconds.
 const NONCE_LIFETIME: u64 = 300;
@@ -50,7 +51,11 @@ const NONCE_LIFETIME: u64 = 300;
 const MAX_NONCES_IN_USE: usize = 65_536;
 /// The realm phones are told.
 pub const REALM: &str = "deskboot";
+/// Where a site keeps its key outside the store; taken into the store the
+/// first time a server starts on it.
 const KEY_FILE: &str = "device-auth.key";
+/// The store's meta entry holding the key.
+const KEY_META: &str = "device_auth_key";
 
 /// Which phones' requests need credentials.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -71,7 +76,7 @@ pub enum PhoneAuthError {
     /// `shared` without a user and password.
     #[error("http_auth = \"shared\" needs http_auth_user and http_auth_password")]
     MissingShared,
-    /// The key file cannot be read or written.
+    /// The key file cannot be read.
     #[error("{path}: {source}")]
     KeyFile {
         /// The file.
@@ -79,6 +84,31 @@ pub enum PhoneAuthError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The store cannot give or keep the key.
+    #[error("the device authentication key: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The key device passwords and nonces derive from: the store's, or, the
+/// first time, the one in `<data>/device-auth.key` if the site has that
+/// file, else a new one. Two nodes starting at once on an empty database
+/// keep the same key.
+pub fn server_key(store: &Store, data: &Path) -> Result<Vec<u8>, PhoneAuthError> {
+    if let Some(key) = store.meta(KEY_META)? {
+        return Ok(key);
+    }
+    let path = data.join(KEY_FILE);
+    let key = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => random_secret(43),
+        Err(source) => {
+            return Err(PhoneAuthError::KeyFile {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    Ok(store.claim_meta(KEY_META, key.as_bytes())?)
 }
 
 /// A Digest hash algorithm (RFC 7616 section 3.2).
@@ -205,10 +235,10 @@ pub struct AuthSettings<'a> {
 }
 
 impl PhoneAuth {
-    /// Sets up authentication, creating the server key in `data` the
-    /// first time; nonces are dated by `clock`.
+    /// Sets up authentication with the server `key` ([`server_key`]);
+    /// nonces are dated by `clock`.
     pub fn load(
-        data: &Path,
+        key: Vec<u8>,
         settings: AuthSettings<'_>,
         clock: Clock,
     ) -> Result<PhoneAuth, PhoneAuthError> {
@@ -223,27 +253,13 @@ impl PhoneAuth {
             (AuthMode::Shared, _, _) => return Err(PhoneAuthError::MissingShared),
             _ => None,
         };
-        let path = data.join(KEY_FILE);
-        let io = |source| PhoneAuthError::KeyFile {
-            path: path.display().to_string(),
-            source,
-        };
-        let key = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().to_string(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = random_secret(43);
-                write_private(&path, &key).map_err(io)?;
-                key
-            }
-            Err(e) => return Err(io(e)),
-        };
         let mut algorithms = vec![Algorithm::Sha256];
         if settings.md5 {
             algorithms.push(Algorithm::Md5);
         }
         Ok(PhoneAuth {
             mode: settings.mode,
-            key: key.into_bytes(),
+            key,
             shared,
             algorithms,
             nonces: Mutex::new(NoncesInUse::default()),
@@ -549,7 +565,8 @@ mod tests {
             shared_password: Some("s3cret"),
             md5,
         };
-        PhoneAuth::load(dir, settings, clock).unwrap()
+        let store = Store::open(&dir.join("store")).unwrap();
+        PhoneAuth::load(server_key(&store, dir).unwrap(), settings, clock).unwrap()
     }
 
     /// A phone's answer to a nonce, for `uri`, with count `nc`.
@@ -635,6 +652,22 @@ mod tests {
         }
         let reloaded = load(dir.path(), AuthMode::Device, false);
         assert_eq!(reloaded.device_password(mac), password, "the key is kept");
+    }
+
+    #[test]
+    fn a_sites_key_file_is_taken_into_the_store_and_kept_there() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(KEY_FILE), "the site's key\n").unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        assert_eq!(server_key(&store, dir.path()).unwrap(), b"the site's key");
+        std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
+        assert_eq!(server_key(&store, dir.path()).unwrap(), b"the site's key");
+        // Another node on the same store, with no file, derives the same.
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert_eq!(
+            server_key(&store, elsewhere.path()).unwrap(),
+            b"the site's key"
+        );
     }
 
     #[test]
@@ -749,7 +782,7 @@ mod tests {
             shared_user: Some("prov"),
             ..AuthSettings::default()
         };
-        assert!(PhoneAuth::load(dir.path(), missing, Clock::System).is_err());
+        assert!(PhoneAuth::load(b"key".to_vec(), missing, Clock::System).is_err());
     }
 
     #[test]

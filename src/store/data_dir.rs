@@ -1,7 +1,8 @@
 //! The data directory, readable by the server's user alone.
 //!
 //! It holds the store (SIP passwords, and the last files served to phones
-//! with the passwords in them), `admin.token` and `device-auth.key`: what
+//! with the passwords in them, and the key phones' HTTP passwords derive
+//! from) and `admin.token`: what
 //! other users of the host may read there, they can use to register as any
 //! phone or to administer the server. [`make_private`] creates the directory
 //! mode 0700, and takes group and other permissions off it and off anything

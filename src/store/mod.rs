@@ -247,6 +247,9 @@ pub trait Backend: Send + Sync {
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets a named value, durably before it returns.
     fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Sets a named value unless one is set, durably before it returns;
+    /// the value kept. Two nodes claiming at once keep the same one.
+    fn claim_meta(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
 }
 
 /// The store. Cheap to share behind an `Arc`.
@@ -843,5 +846,10 @@ impl Store {
     /// Sets a meta value.
     pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         self.backend.put_meta(name, value)
+    }
+
+    /// Sets a meta value unless one is set; the value kept.
+    pub fn claim_meta(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.backend.claim_meta(name, value)
     }
 }

@@ -666,6 +666,20 @@ impl Backend for SledBackend {
             Ok(())
         })
     }
+
+    fn claim_meta(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.write(|trees| {
+            let kept = match trees
+                .meta
+                .compare_and_swap(name, None::<&[u8]>, Some(value))?
+            {
+                Ok(()) => value.to_vec(),
+                Err(taken) => taken.current.map(|v| v.to_vec()).unwrap_or_default(),
+            };
+            trees.db.flush()?;
+            Ok(kept)
+        })
+    }
 }
 
 /// Applies `changes` in one transaction, with their audit `entries`.

@@ -324,6 +324,10 @@ fn settings_templates_tokens_and_meta_round_trip(store: &Store) {
     assert_eq!(store.meta("admin").unwrap(), None);
     store.put_meta("admin", b"hash").unwrap();
     assert_eq!(store.meta("admin").unwrap(), Some(b"hash".to_vec()));
+    // A claim sets a value once; a later claim gets the first one back.
+    assert_eq!(store.claim_meta("key", b"first").unwrap(), b"first");
+    assert_eq!(store.claim_meta("key", b"second").unwrap(), b"first");
+    assert_eq!(store.meta("key").unwrap(), Some(b"first".to_vec()));
 }
 
 fn discovered_phones_merge_skip_devices_and_are_pruned(store: &Store) {

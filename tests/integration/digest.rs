@@ -234,3 +234,25 @@ async fn a_shared_answer_for_one_phone_does_not_fetch_another() {
     assert_eq!(status, 200, "for its own");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_a_database_take_each_others_challenges_and_passwords() {
+    let url = deskboot::store::postgres::test_cluster::TestCluster::shared().database();
+    let a = TestServer::start_on_store_with(&url, policy(r#"http_auth = "device""#)).await;
+    let b = TestServer::start_on_store_with(&url, policy(r#"http_auth = "device""#)).await;
+    let device = a.ada_with_a_t46s().await;
+    let password = device["http_auth"]["password"].as_str().unwrap();
+
+    // Behind a load balancer the challenge may come from one node and the
+    // answer go to the other: both derive the same nonces and passwords.
+    let client = reqwest::Client::new();
+    let offered = challenges(&client, &a, FILE).await;
+    let first = answer(&offered[0], "001565aabbcc", password, FILE, 1);
+    let (status, body, _) = fetch(&client, &b, FILE, &first).await;
+    assert_eq!(status, 200, "A's challenge answered at B");
+    assert!(body.contains(PASSWORD));
+    let url = b.http_url(FILE);
+    assert_eq!(curl_digest(&url, "001565aabbcc", password).await, "200");
+    a.stop().await;
+    b.stop().await;
+}

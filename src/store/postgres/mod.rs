@@ -834,6 +834,22 @@ impl Backend for PostgresBackend {
             Ok(())
         })
     }
+
+    fn claim_meta(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let (name, value) = (name.to_string(), value.to_vec());
+        self.call(BATCH_TIMEOUT, |db| async move {
+            let client = db.client().await?;
+            // A no-op update makes RETURNING give the row a conflict kept.
+            let row = client
+                .query_one(
+                    "INSERT INTO meta (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET value = meta.value RETURNING value",
+                    &[&name, &value],
+                )
+                .await?;
+            Ok(row.get(0))
+        })
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> String {

@@ -59,10 +59,18 @@ impl TestServer {
     /// Starts a server on a fresh data directory with its store at `url`
     /// (e.g. a PostgreSQL database other test servers share).
     pub async fn start_on_store(url: &str) -> TestServer {
+        TestServer::start_on_store_with(url, Policy::default()).await
+    }
+
+    /// [`TestServer::start_on_store`], with a provisioning policy.
+    pub async fn start_on_store_with(url: &str, policy: Policy) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = deskboot::store::StoreUrl::parse(url).expect("a store URL");
-        let mut server =
-            TestServer::start_configured(dir.path(), |c| c.store.url = Some(store)).await;
+        let mut server = TestServer::start_configured(dir.path(), |c| {
+            c.store.url = Some(store);
+            c.provisioning = policy;
+        })
+        .await;
         server.dir = Some(dir);
         server
     }
