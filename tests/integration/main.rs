@@ -34,6 +34,7 @@ mod unknown_models;
 mod webui;
 mod webui_admin;
 mod webui_device;
+mod webui_finish;
 mod webui_import;
 mod webui_links;
 mod webui_templates;
