@@ -1,9 +1,13 @@
 //! The web UI's last gaps without a browser: each token's last use, on the
-//! Tokens page and in the API, kept across a restart.
+//! Tokens page and in the API, kept across a restart; "set template" and
+//! "clear template" as bulk actions, all or nothing; Import's Apply
+//! streaming its progress; the dashboard's drift count over hundreds of
+//! phones.
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TOKEN, TestServer};
+use crate::common::{TOKEN, TestServer, user_json};
 use crate::webui::{Page, client, sign_in};
 
 /// The cells of a table's body, row by row.
@@ -64,10 +68,17 @@ async fn a_token_used_through_the_api_shows_when_and_an_unused_one_shows_never()
     // Shown at once, before the flush tick writes it.
     let ops = listed_token(&server, "ops").await;
     assert!(ops["last_used"].as_u64().unwrap() >= ops["created"].as_u64().unwrap());
-    assert_eq!(listed_token(&server, "idle").await["last_used"], Value::Null);
+    assert_eq!(
+        listed_token(&server, "idle").await["last_used"],
+        Value::Null
+    );
     let browser = sign_in(&server, TOKEN).await;
     let page = browser.get("/tokens").await;
-    assert!(last_used_cell(&page, "ops").ends_with(" UTC"), "{}", page.body());
+    assert!(
+        last_used_cell(&page, "ops").ends_with(" UTC"),
+        "{}",
+        page.body()
+    );
     assert_eq!(last_used_cell(&page, "idle"), "never");
     assert!(page.text("#bootstrap-used").ends_with(" UTC."));
 
@@ -76,5 +87,59 @@ async fn a_token_used_through_the_api_shows_when_and_an_unused_one_shows_never()
     server.stop().await;
     let server = TestServer::start_in(data.path()).await;
     assert_eq!(listed_token(&server, "ops").await["last_used"], last_used);
-    assert_eq!(listed_token(&server, "idle").await["last_used"], Value::Null);
+    assert_eq!(
+        listed_token(&server, "idle").await["last_used"],
+        Value::Null
+    );
+}
+
+/// The dashboard's drift count, read from the page.
+async fn drift_count(server: &TestServer) -> usize {
+    let browser = sign_in(server, TOKEN).await;
+    let page = browser.get("/").await;
+    assert_eq!(page.status, 200, "{}", page.body());
+    page.text("#count-drift").parse().unwrap()
+}
+
+/// The phone file of the `n`th imported phone.
+fn phone_file(n: usize) -> String {
+    format!("/0015650{n:05}.cfg")
+}
+
+#[tokio::test]
+async fn a_dashboard_of_500_seen_phones_counts_the_ones_that_drift() {
+    const PHONES: usize = 500;
+    let server = TestServer::start().await;
+    let mut csv =
+        String::from("extension,firstname,lastname,email,sip_username,sip_password,mac,model\n");
+    for n in 0..PHONES {
+        csv.push_str(&format!(
+            "{},User,{n},,,,0015650{n:05},yealink-t46s\n",
+            1000 + n
+        ));
+    }
+    let (status, imported) = server.api_text(Method::POST, "/api/v1/import", &csv).await;
+    assert_eq!(status, 201, "{imported}");
+    for n in 0..PHONES {
+        assert_eq!(server.phone_get(&phone_file(n), None).await.0, 200);
+    }
+    assert_eq!(drift_count(&server).await, 0);
+
+    // Three users renamed: their phones would get a newer file.
+    let (_, users) = server.get("/api/v1/users").await;
+    let users = users.as_array().unwrap();
+    for extension in ["1000", "1007", "1499"] {
+        let user = users.iter().find(|u| u["extension"] == extension).unwrap();
+        let path = format!("/api/v1/users/{}", user["id"]);
+        let patch = json!({"first_name": "Renamed"});
+        assert_eq!(server.api(Method::PATCH, &path, Some(patch)).await.0, 200);
+    }
+    assert_eq!(drift_count(&server).await, 3);
+    assert_eq!(drift_count(&server).await, 3, "the same when asked again");
+
+    // One of them fetches its file again; then a new user changes nothing.
+    assert_eq!(server.phone_get(&phone_file(7), None).await.0, 200);
+    assert_eq!(drift_count(&server).await, 2);
+    server.add_user(user_json("2000", "New", "Person")).await;
+    assert_eq!(drift_count(&server).await, 2);
 }

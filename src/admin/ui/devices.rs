@@ -5,7 +5,7 @@
 //! phone, its model picked from the catalog.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -25,6 +25,7 @@ use crate::admin::api::{AdminState, ApiError, ApiResult, blocking};
 use crate::domain::clock::unix_now;
 use crate::domain::mac::Mac;
 use crate::domain::records::{Device, Invalid, LineAssignment, Sighting, User, UserId};
+use crate::render::cache::Stamp;
 use crate::render::uploaded::{UploadFor, upload_for};
 
 /// Devices listed on one page.
@@ -177,11 +178,11 @@ pub(super) async fn list(
     Extension(who): Extension<Signed>,
     Query(query): Query<DeviceQuery>,
 ) -> UiResult<Response> {
-    let admin = Arc::clone(&ui.admin);
+    let shared = Arc::clone(&ui);
     let filter = query.filter();
     let page = query.page;
     let base = format!("/devices?{}", query.url());
-    let (rows, pager) = blocking(move || list_page(&admin, &filter, page, &base)).await?;
+    let (rows, pager) = blocking(move || list_page(&shared, &filter, page, &base)).await?;
     html(DevicesPage {
         chrome: ui.chrome(&who, "devices", "Devices"),
         models: model_choices(&ui.admin),
@@ -219,25 +220,101 @@ pub(super) struct Filter {
     modules: Option<bool>,
 }
 
-/// Whether phone `mac`, last seen as `sighting`, drifts: the file it last
-/// got is not the one it would get now. Renders: call it on a blocking thread.
-pub(super) fn drifts(admin: &AdminState, mac: Mac, sighting: Option<&Sighting>) -> bool {
-    sighting.is_some_and(|seen| has_current_file(admin, mac, seen) == Some(false))
+/// Which phones drift, remembered for one render stamp
+/// ([`crate::provision::Provisioner::render_stamp`]): a phone's answer
+/// holds while the stamp and what its sighting says it got stay the same.
+/// A dashboard of 10,000 phones then renders only the phones that fetched
+/// a file since the last look, or every phone once after a change.
+#[derive(Debug, Default)]
+pub(crate) struct DriftMemo {
+    known: Mutex<Known>,
+}
+
+/// The phones' drift known under one render stamp.
+#[derive(Debug, Default)]
+struct Known {
+    stamp: Stamp,
+    /// Each phone's answer, with what its sighting said when it was found.
+    phones: HashMap<Mac, (Got, bool)>,
+}
+
+/// What a sighting says a phone got and how it asked: every input of
+/// whether it drifts besides the stamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Got {
+    file: String,
+    etag: Option<String>,
+    origin: Option<String>,
+    firmware: Option<String>,
+    without_secrets: bool,
+}
+
+impl Got {
+    fn of(seen: &Sighting) -> Got {
+        Got {
+            file: seen.file.clone(),
+            etag: seen.etag.clone(),
+            origin: seen.origin.clone(),
+            firmware: seen.firmware.clone(),
+            without_secrets: seen.without_secrets,
+        }
+    }
+}
+
+impl DriftMemo {
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether phone `mac`, last seen as `sighting`, drifts: the file it
+    /// last got is not the one it would get now. `stamp` is the render
+    /// stamp read before the phone's records were. Renders when the answer
+    /// is not known: call it on a blocking thread.
+    pub(super) fn drifts(
+        &self,
+        admin: &AdminState,
+        stamp: Stamp,
+        mac: Mac,
+        sighting: Option<&Sighting>,
+    ) -> bool {
+        let Some(seen) = sighting else {
+            return false;
+        };
+        let got = Got::of(seen);
+        {
+            let known = self.known();
+            if known.stamp == stamp
+                && let Some((was, drifts)) = known.phones.get(&mac)
+                && *was == got
+            {
+                return *drifts;
+            }
+        }
+        // Rendered without the lock: other pages' answers need not wait.
+        let drifts = has_current_file(admin, mac, seen) == Some(false);
+        let mut known = self.known();
+        if known.stamp != stamp {
+            known.phones.clear();
+            known.stamp = stamp;
+        }
+        known.phones.insert(mac, (got, drifts));
+        drifts
+    }
 }
 
 /// The page of phones `filter` keeps; only that page's rows are built.
 fn list_page(
-    admin: &AdminState,
+    ui: &Ui,
     filter: &Filter,
     page: Option<usize>,
     base: &str,
 ) -> ApiResult<(Vec<Row>, Pager)> {
-    let kept = matching(admin, filter)?;
+    let kept = matching(ui, filter)?;
     let now = unix_now();
     let (pager, range) = Pager::new(page, kept.len(), PER_PAGE, base);
     let rows = kept[range]
         .iter()
-        .map(|device| row(admin, device, now))
+        .map(|device| row(&ui.admin, device, now))
         .collect::<ApiResult<Vec<_>>>()?;
     Ok((rows, pager))
 }
@@ -257,7 +334,11 @@ fn with_own_template(admin: &AdminState) -> ApiResult<HashSet<Mac>> {
 
 /// Every phone `filter` keeps, in MAC order. Renders each phone's file
 /// for the drift filter: call it on a blocking thread.
-pub(super) fn matching(admin: &AdminState, filter: &Filter) -> ApiResult<Vec<Device>> {
+pub(super) fn matching(ui: &Ui, filter: &Filter) -> ApiResult<Vec<Device>> {
+    let admin = &ui.admin;
+    // Read before any phone's records, so a change made meanwhile makes
+    // the drift answers stale, never a stale answer current.
+    let stamp = admin.provisioner.render_stamp();
     admin.provisioner.flush_sightings()?;
     let customised = match filter.custom {
         Some(_) => with_own_template(admin)?,
@@ -311,7 +392,7 @@ pub(super) fn matching(admin: &AdminState, filter: &Filter) -> ApiResult<Vec<Dev
             }
         }
         // Last, as it renders the phone's file.
-        if filter.drift && !drifts(admin, device.mac, sighting.as_ref()) {
+        if filter.drift && !ui.drift.drifts(admin, stamp, device.mac, sighting.as_ref()) {
             continue;
         }
         kept.push(device);
@@ -606,7 +687,7 @@ pub(super) async fn bulk(
 ) -> UiResult<Response> {
     let form = BulkForm::parse(&body);
     let action = BulkAction::parse(form.action.trim(), &form.layout)?;
-    let devices = chosen(&ui.admin, &form).await?;
+    let devices = chosen(&ui, &form).await?;
     let back = format!("/devices?{}", form.query.url());
     if devices.is_empty() {
         return Err(ApiError::from(Invalid::new("mac", "no device is chosen")).into());
@@ -656,12 +737,13 @@ pub(super) fn listed(names: impl ExactSizeIterator<Item = String>) -> Vec<String
 }
 
 /// The phones the form chose: those ticked, or all that match its filters.
-async fn chosen(admin: &Arc<AdminState>, form: &BulkForm) -> ApiResult<Vec<Device>> {
-    let admin = Arc::clone(admin);
+async fn chosen(ui: &Arc<Ui>, form: &BulkForm) -> ApiResult<Vec<Device>> {
     if form.all {
+        let shared = Arc::clone(ui);
         let filter = form.query.filter();
-        return blocking(move || matching(&admin, &filter)).await;
+        return blocking(move || matching(&shared, &filter)).await;
     }
+    let admin = Arc::clone(&ui.admin);
     let macs = form
         .macs
         .iter()

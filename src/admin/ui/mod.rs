@@ -56,6 +56,7 @@ pub(crate) struct Ui {
     sessions: Sessions,
     assets: Assets,
     previews: import::Previews,
+    drift: devices::DriftMemo,
 }
 
 type Shared = State<Arc<Ui>>;
@@ -67,6 +68,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(admin: Arc<AdminState>) -
         sessions: Sessions::default(),
         assets: Assets::embedded(),
         previews: import::Previews::default(),
+        drift: devices::DriftMemo::default(),
     });
     let pages = Router::new()
         .route("/", get(dashboard::show))
