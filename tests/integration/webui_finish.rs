@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::common::{TOKEN, TestServer, user_json};
 use crate::webui::{Page, client, sign_in};
+use crate::webui_admin::confirm;
 
 /// The cells of a table's body, row by row.
 fn cells(page: &Page, table: &str) -> Vec<Vec<String>> {
@@ -142,4 +143,107 @@ async fn a_dashboard_of_500_seen_phones_counts_the_ones_that_drift() {
     assert_eq!(drift_count(&server).await, 2);
     server.add_user(user_json("2000", "New", "Person")).await;
     assert_eq!(drift_count(&server).await, 2);
+}
+
+/// A phone's own template that renders for any phone.
+const FOR_ANY_PHONE: &str = "#!version:1.0.0.1\n## bulk-marker {{ mac.colon }}\n";
+
+/// One that fails for a phone with no line.
+const NEEDS_A_LINE: &str = "#!version:1.0.0.1\n## needs-a-line {{ lines[0].display_name }}\n";
+
+/// Ada's phone's own upload of its file, as the bulk actions name it.
+const ADAS_UPLOAD: &str = "device/001565aabbcc/{mac}.cfg";
+
+/// Runs a template bulk action on `macs` through its confirmation; the
+/// question, then the answer.
+async fn bulk_template(
+    browser: &crate::webui::Browser,
+    action: &str,
+    macs: &[&str],
+) -> (String, Page) {
+    let mut form = vec![("action", action), ("template", ADAS_UPLOAD)];
+    form.extend(macs.iter().map(|mac| ("mac", *mac)));
+    let asked = browser.post("/devices/bulk", &form).await;
+    assert_eq!(asked.status, 200, "{}", asked.body());
+    let done = confirm(browser, &asked).await;
+    (asked.text("#affects"), done)
+}
+
+/// A phone's file as it fetches it.
+async fn phone_file_text(server: &TestServer, mac: &str) -> String {
+    let (status, body) = server.phone_get(&format!("/{mac}.cfg"), None).await;
+    assert_eq!(status, 200);
+    String::from_utf8(body).unwrap()
+}
+
+#[tokio::test]
+async fn set_template_gives_phones_a_copy_all_or_nothing_and_clear_takes_it_back() {
+    let server = TestServer::start().await;
+    server.ada_with_a_t46s().await;
+    let grace = server.add_user(user_json("102", "Grace", "Hopper")).await;
+    server
+        .add_device(json!({"mac": "001565000102", "model": "yealink-t46s", "lines": [{"user": grace["id"]}]}))
+        .await;
+    server
+        .add_device(json!({"mac": "001565000103", "model": "yealink-t46s"}))
+        .await;
+    let upload = "/api/v1/templates/devices/001565aabbcc/001565aabbcc.cfg";
+    let (status, answer) = server.api_text(Method::PUT, upload, FOR_ANY_PHONE).await;
+    assert_eq!(status, 201, "{answer}");
+    let browser = sign_in(&server, TOKEN).await;
+    let offered: Vec<String> = browser
+        .get("/devices")
+        .await
+        .all("#bulk-template option")
+        .iter()
+        .filter_map(|o| o.attr("value").map(str::to_string))
+        .collect();
+    assert_eq!(offered, ["", ADAS_UPLOAD]);
+
+    let (asked, done) =
+        bulk_template(&browser, "template", &["001565000102", "001565000103"]).await;
+    assert_eq!(
+        asked,
+        format!("Set template {ADAS_UPLOAD} affects 2 device(s).")
+    );
+    assert_eq!(done.status, 200, "{}", done.body());
+    assert!(done.text("#outcome").starts_with("2 device(s) now have"));
+    for mac in ["001565000102", "001565000103"] {
+        assert!(phone_file_text(&server, mac).await.contains("bulk-marker"));
+    }
+
+    // A template that fails for the phone with no line changes neither.
+    let (status, answer) = server.api_text(Method::PUT, upload, NEEDS_A_LINE).await;
+    assert_eq!(status, 201, "{answer}");
+    let (_, refused) = bulk_template(&browser, "template", &["001565000102", "001565000103"]).await;
+    assert_eq!(refused.status, 422, "{}", refused.body());
+    assert!(
+        refused.text("#outcome").contains("001565000103"),
+        "{}",
+        refused.text("#outcome")
+    );
+    for mac in ["001565000102", "001565000103"] {
+        let file = phone_file_text(&server, mac).await;
+        assert!(
+            file.contains("bulk-marker") && !file.contains("needs-a-line"),
+            "{file}"
+        );
+    }
+
+    let (asked, cleared) = bulk_template(
+        &browser,
+        "clear-template",
+        &["001565000102", "001565000103"],
+    )
+    .await;
+    assert!(asked.starts_with("Clear own template"), "{asked}");
+    assert_eq!(cleared.status, 200, "{}", cleared.body());
+    assert!(
+        cleared
+            .text("#outcome")
+            .starts_with("2 device(s) had their own")
+    );
+    for mac in ["001565000102", "001565000103"] {
+        assert!(!phone_file_text(&server, mac).await.contains("bulk-marker"));
+    }
 }

@@ -21,12 +21,14 @@ use super::{
 };
 use crate::admin::api::devices::{create_device, has_current_file, parse_mac};
 use crate::admin::api::resync::{Paced, resync_paced};
+use crate::admin::api::templates::set_own_uploads;
 use crate::admin::api::{AdminState, ApiError, ApiResult, blocking};
 use crate::domain::clock::unix_now;
 use crate::domain::mac::Mac;
 use crate::domain::records::{Device, Invalid, LineAssignment, Sighting, User, UserId};
 use crate::render::cache::Stamp;
 use crate::render::uploaded::{UploadFor, upload_for};
+use crate::store::TemplateHistory;
 
 /// Devices listed on one page.
 const PER_PAGE: usize = 50;
@@ -101,6 +103,8 @@ struct DevicesPage {
     query: DeviceQuery,
     models: Vec<ModelChoice>,
     layouts: Vec<LayoutChoice>,
+    /// The uploads "set template" can give: `(key, label)`.
+    templates: Vec<(String, String)>,
     rows: Vec<Row>,
     pager: Pager,
 }
@@ -187,6 +191,7 @@ pub(super) async fn list(
         chrome: ui.chrome(&who, "devices", "Devices"),
         models: model_choices(&ui.admin),
         layouts: layout_choices(&ui.admin)?,
+        templates: template_choices(&ui.admin)?,
         query,
         rows,
         pager,
@@ -605,29 +610,43 @@ enum BulkAction {
     Reboot,
     /// Follow this named layout.
     Layout(String),
+    /// Make the upload under this store key the phone's own upload of
+    /// its file.
+    SetTemplate(String),
+    /// Take the phone's own upload of this store key's file out of force.
+    ClearTemplate(String),
 }
 
 impl BulkAction {
-    fn parse(action: &str, layout: &str) -> ApiResult<BulkAction> {
-        match (action, non_empty(layout)) {
+    fn parse(form: &BulkForm) -> ApiResult<BulkAction> {
+        let template = || {
+            non_empty(&form.template)
+                .ok_or_else(|| ApiError::from(Invalid::new("template", "choose a template")))
+        };
+        match (form.action.trim(), non_empty(&form.layout)) {
             ("resync", _) => Ok(BulkAction::Resync),
             ("reboot", _) => Ok(BulkAction::Reboot),
             ("layout", Some(name)) => Ok(BulkAction::Layout(name)),
             ("layout", None) => Err(Invalid::new("layout", "choose a layout to apply").into()),
+            ("template", _) => Ok(BulkAction::SetTemplate(template()?)),
+            ("clear-template", _) => Ok(BulkAction::ClearTemplate(template()?)),
             (other, _) => Err(Invalid::new("action", format!("no bulk action '{other}'")).into()),
         }
     }
 
     /// The action's fields, as its confirmation posts them again.
     fn fields(&self) -> Vec<(String, String)> {
-        let (action, layout) = match self {
-            BulkAction::Resync => ("resync", ""),
-            BulkAction::Reboot => ("reboot", ""),
-            BulkAction::Layout(name) => ("layout", name.as_str()),
+        let (action, layout, template) = match self {
+            BulkAction::Resync => ("resync", "", ""),
+            BulkAction::Reboot => ("reboot", "", ""),
+            BulkAction::Layout(name) => ("layout", name.as_str(), ""),
+            BulkAction::SetTemplate(key) => ("template", "", key.as_str()),
+            BulkAction::ClearTemplate(key) => ("clear-template", "", key.as_str()),
         };
         vec![
             ("action".into(), action.into()),
             ("layout".into(), layout.into()),
+            ("template".into(), template.into()),
         ]
     }
 
@@ -637,8 +656,89 @@ impl BulkAction {
             BulkAction::Resync => "Resync".into(),
             BulkAction::Reboot => "Reboot".into(),
             BulkAction::Layout(name) => format!("Apply layout {name}"),
+            BulkAction::SetTemplate(key) => format!("Set template {key}"),
+            BulkAction::ClearTemplate(key) => format!("Clear own template {key}"),
         }
     }
+
+    /// The upload a template action names, if it is one.
+    fn template(&self) -> Option<&str> {
+        match self {
+            BulkAction::SetTemplate(key) | BulkAction::ClearTemplate(key) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// An upload a bulk action can give phones as their own: its store key,
+/// its model and file (a file for one phone), and its source in force.
+struct TemplateSource {
+    key: String,
+    model: String,
+    file: String,
+    source: String,
+}
+
+impl TemplateSource {
+    /// The upload under `key`, if it is in force and its file is one a
+    /// phone has of its own.
+    fn find(admin: &AdminState, key: &str, history: &TemplateHistory) -> ApiResult<Option<Self>> {
+        let Some(current) = history.current() else {
+            return Ok(None);
+        };
+        let (model, file) = match upload_for(key) {
+            Some(UploadFor::Model { model, file }) => (model.to_string(), file),
+            Some(UploadFor::Device { mac, file }) => match admin.store.device(mac)? {
+                Some(device) => (device.model, file),
+                None => return Ok(None),
+            },
+            None => return Ok(None),
+        };
+        let per_device = admin
+            .catalog
+            .model(&model)
+            .and_then(|m| m.files.iter().find(|f| f.name == file))
+            .is_some_and(|f| f.per_device);
+        Ok(per_device.then(|| TemplateSource {
+            key: key.to_string(),
+            model,
+            file: file.to_string(),
+            source: current.source.clone(),
+        }))
+    }
+
+    /// The upload under `key`, or why a bulk action cannot use it.
+    fn named(admin: &AdminState, key: &str) -> ApiResult<Self> {
+        let unusable = || {
+            ApiError::from(Invalid::new(
+                "template",
+                format!("{key} is no uploaded template in force for a phone's own file"),
+            ))
+        };
+        let history = admin.store.template(key)?.ok_or_else(unusable)?;
+        TemplateSource::find(admin, key, &history)?.ok_or_else(unusable)
+    }
+
+    /// "{mac}.cfg of 00:15:65:aa:bb:cc (yealink-t46s)".
+    fn label(&self) -> String {
+        match upload_for(&self.key) {
+            Some(UploadFor::Device { mac, .. }) => {
+                format!("{} of {} ({})", self.file, mac.colon(), self.model)
+            }
+            _ => format!("{} of every {}", self.file, self.model),
+        }
+    }
+}
+
+/// Every upload the template bulk actions offer: `(key, label)`.
+fn template_choices(admin: &AdminState) -> ApiResult<Vec<(String, String)>> {
+    let mut choices = Vec::new();
+    for (key, history) in admin.store.templates()? {
+        if let Some(found) = TemplateSource::find(admin, &key, &history)? {
+            choices.push((found.key.clone(), found.label()));
+        }
+    }
+    Ok(choices)
 }
 
 /// What a bulk action's form posts: the action, the phones ticked (or
@@ -647,6 +747,8 @@ impl BulkAction {
 struct BulkForm {
     action: String,
     layout: String,
+    /// The upload a template action names.
+    template: String,
     macs: Vec<String>,
     all: bool,
     query: DeviceQuery,
@@ -661,6 +763,7 @@ impl BulkForm {
             match name.as_ref() {
                 "action" => form.action = value,
                 "layout" => form.layout = value,
+                "template" => form.template = value,
                 "mac" => form.macs.push(value),
                 "all" => form.all = value == "yes",
                 "confirm" => form.confirmed = value == "yes",
@@ -686,9 +789,22 @@ pub(super) async fn bulk(
     body: axum::body::Bytes,
 ) -> UiResult<Response> {
     let form = BulkForm::parse(&body);
-    let action = BulkAction::parse(form.action.trim(), &form.layout)?;
-    let devices = chosen(&ui, &form).await?;
+    let action = BulkAction::parse(&form)?;
+    let mut devices = chosen(&ui, &form).await?;
     let back = format!("/devices?{}", form.query.url());
+    // A template is a file of one model: the phones of others are left out.
+    let mut left_out = String::new();
+    if let Some(key) = action.template() {
+        let model = TemplateSource::named(&ui.admin, key)?.model;
+        let before = devices.len();
+        devices.retain(|d| d.model == model);
+        if devices.len() < before {
+            left_out = format!(
+                " {} device(s) of another model are left out.",
+                before - devices.len()
+            );
+        }
+    }
     if devices.is_empty() {
         return Err(ApiError::from(Invalid::new("mac", "no device is chosen")).into());
     }
@@ -707,7 +823,11 @@ pub(super) async fn bulk(
                 .iter()
                 .map(|d| ("mac".to_string(), d.mac.to_string())),
         );
-        let question = format!("{} affects {} device(s).", action.describe(), devices.len());
+        let question = format!(
+            "{} affects {} device(s).{left_out}",
+            action.describe(),
+            devices.len()
+        );
         let listed = listed(devices.iter().map(|d| d.mac.colon().to_string()));
         return html(Confirm::ask(
             chrome,
@@ -795,6 +915,33 @@ async fn run_bulk(
                 .await
                 .map_err(refused)?;
             Ok(format!("{applied} device(s) now follow layout {name}."))
+        }
+        BulkAction::SetTemplate(key) | BulkAction::ClearTemplate(key) => {
+            let set = matches!(action, BulkAction::SetTemplate(_));
+            let (admin, actor, key) = (Arc::clone(&ui.admin), who.actor.clone(), key.clone());
+            let (changed, file) = blocking(move || {
+                let chosen = TemplateSource::named(&admin, &key)?;
+                let model = admin.catalog.model(&chosen.model).ok_or_else(|| {
+                    ApiError::NotFound(format!("model {} not found", chosen.model))
+                })?;
+                let file = model
+                    .files
+                    .iter()
+                    .find(|f| f.name == chosen.file)
+                    .ok_or_else(|| ApiError::NotFound(format!("file {} not found", chosen.file)))?;
+                let source = set.then_some(chosen.source.as_str());
+                let changed = set_own_uploads(&admin, &actor, model, file, &devices, source)?;
+                Ok((changed, chosen.file))
+            })
+            .await
+            .map_err(refused)?;
+            Ok(if set {
+                format!("{changed} device(s) now have this template as their own {file}.")
+            } else {
+                format!(
+                    "{changed} device(s) had their own {file} removed; they get their model's again."
+                )
+            })
         }
     }
 }
