@@ -247,3 +247,80 @@ async fn set_template_gives_phones_a_copy_all_or_nothing_and_clear_takes_it_back
         assert!(!phone_file_text(&server, mac).await.contains("bulk-marker"));
     }
 }
+
+/// Two users sharing one phone.
+const TWO_USERS: &str = "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n\
+    201,Grace,Hopper,,,,001565000201,yealink-t46s\n\
+    202,Alan,Turing,,,,001565000201,\n";
+
+/// How many users the store holds.
+async fn user_count(server: &TestServer) -> usize {
+    server
+        .get("/api/v1/users")
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn apply_streams_its_progress_then_the_result_page_and_needs_the_csrf_token() {
+    let server = TestServer::start().await;
+    let browser = sign_in(&server, TOKEN).await;
+    let checked = browser.post("/import", &[("csv", TWO_USERS)]).await;
+    assert_eq!(checked.status, 200, "{}", checked.body());
+    let form = &checked.all("#apply-form")[0];
+    assert_eq!(form.attr("data-stream"), Some("/import/apply/stream"));
+    assert_eq!(checked.all("#apply-progress[hidden] progress").len(), 1);
+    let field = |name: &str| {
+        checked.all(&format!("#apply-form input[name={name}]"))[0]
+            .attr("value")
+            .unwrap()
+            .to_string()
+    };
+    let (hash, generation) = (field("hash"), field("generation"));
+    let asks = [
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Accept", "application/x-ndjson"),
+    ];
+
+    let forged = [("hash", hash.as_str()), ("generation", generation.as_str())];
+    let refused = browser
+        .send_raw("/import/apply/stream", &forged, &asks)
+        .await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(user_count(&server).await, 0, "nothing imported");
+
+    let form = [
+        ("csrf", browser.csrf()),
+        ("hash", hash.as_str()),
+        ("generation", generation.as_str()),
+    ];
+    let streamed = browser.send_raw("/import/apply/stream", &form, &asks).await;
+    assert_eq!(streamed.status(), 200);
+    assert_eq!(streamed.headers()["content-type"], "application/x-ndjson");
+    let text = streamed.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    let (last, reports) = lines.split_last().expect("at least the answer");
+    assert!(!reports.is_empty(), "progress comes first: {text}");
+    for report in reports {
+        assert!(
+            report["done"].as_u64() <= report["total"].as_u64(),
+            "{report}"
+        );
+        assert!(["checking", "writing"].contains(&report["stage"].as_str().unwrap()));
+    }
+    assert_eq!(last["status"], 201, "{last}");
+    let result = scraper::Html::parse_document(last["answer"]["html"].as_str().unwrap());
+    let applied = scraper::Selector::parse("#main #applied").unwrap();
+    assert_eq!(
+        result.select(&applied).count(),
+        1,
+        "the result page's content"
+    );
+    assert_eq!(user_count(&server).await, 2);
+}
