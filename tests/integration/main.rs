@@ -8,6 +8,7 @@ mod admin_auth;
 mod browser;
 mod browser_admin;
 mod browser_device;
+mod browser_finish;
 mod browser_import;
 mod browser_templates;
 mod catalog;
