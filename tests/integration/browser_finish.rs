@@ -3,10 +3,7 @@
 
 use crate::browser::{Driver, fill, find, screenshot, submit, wait_for_page};
 use crate::common::{TOKEN, TestServer};
-
-const TWO_USERS: &str = "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n\
-    201,Grace,Hopper,,,,001565000201,yealink-t46s\n\
-    202,Alan,Turing,,,,001565000201,\n";
+use crate::webui_import::CLEAN;
 
 #[tokio::test]
 async fn apply_runs_through_the_stream_and_shows_the_result_in_place() {
@@ -20,7 +17,7 @@ async fn apply_runs_through_the_stream_and_shows_the_result_in_place() {
     submit(&browser, "form[action='/login'] button").await;
     wait_for_page(&browser, "Dashboard").await;
     browser.goto(&server.admin_url("/import")).await.unwrap();
-    fill(&browser, "#csv", TWO_USERS).await;
+    fill(&browser, "#csv", CLEAN).await;
     submit(&browser, "#dry-run").await;
     wait_for_page(&browser, "Import: dry run").await;
 

@@ -10,19 +10,7 @@ use serde_json::{Value, json};
 use crate::common::{TOKEN, TestServer, user_json};
 use crate::webui::{Page, client, sign_in};
 use crate::webui_admin::confirm;
-
-/// The cells of a table's body, row by row.
-fn cells(page: &Page, table: &str) -> Vec<Vec<String>> {
-    page.all(&format!("{table} tbody tr"))
-        .iter()
-        .map(|row| {
-            row.children()
-                .filter_map(scraper::ElementRef::wrap)
-                .map(|cell| cell.text().collect::<String>().trim().to_string())
-                .collect()
-        })
-        .collect()
-}
+use crate::webui_import::{CLEAN, cells};
 
 /// The Tokens page's "Last used" cell of token `name`.
 fn last_used_cell(page: &Page, name: &str) -> String {
@@ -248,11 +236,6 @@ async fn set_template_gives_phones_a_copy_all_or_nothing_and_clear_takes_it_back
     }
 }
 
-/// Two users sharing one phone.
-const TWO_USERS: &str = "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n\
-    201,Grace,Hopper,,,,001565000201,yealink-t46s\n\
-    202,Alan,Turing,,,,001565000201,\n";
-
 /// How many users the store holds.
 async fn user_count(server: &TestServer) -> usize {
     server
@@ -268,7 +251,7 @@ async fn user_count(server: &TestServer) -> usize {
 async fn apply_streams_its_progress_then_the_result_page_and_needs_the_csrf_token() {
     let server = TestServer::start().await;
     let browser = sign_in(&server, TOKEN).await;
-    let checked = browser.post("/import", &[("csv", TWO_USERS)]).await;
+    let checked = browser.post("/import", &[("csv", CLEAN)]).await;
     assert_eq!(checked.status, 200, "{}", checked.body());
     let form = &checked.all("#apply-form")[0];
     assert_eq!(form.attr("data-stream"), Some("/import/apply/stream"));
