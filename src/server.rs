@@ -213,6 +213,7 @@ impl Server {
         let flusher = tokio::spawn(flush_sightings_until(
             provisioner.clone(),
             store.clone(),
+            admin_state.clone(),
             async move {
                 let _ = flusher_stopped.await;
             },
@@ -225,6 +226,9 @@ impl Server {
         let _ = flusher.await;
         if let Err(e) = provisioner.flush_sightings() {
             tracing::error!(error = %e, "could not save the last sightings");
+        }
+        if let Err(e) = admin_state.auth.uses().persist(&store) {
+            tracing::error!(error = %e, "could not save when tokens were last used");
         }
         store.flush().await?;
         drop((provisioner, admin_state, tftp_state));
@@ -560,14 +564,15 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Every [`SIGHTING_FLUSH_INTERVAL`]: writes the buffered sightings, and
-/// flushes the store to disk, which sled no longer does on its own
+/// Every [`SIGHTING_FLUSH_INTERVAL`]: writes the buffered sightings and
+/// admin tokens' uses ([`crate::admin::auth::TokenUses`]), and flushes the store to disk, which sled no longer does on its own
 /// ([`Store::open`]); administrators' changes are flushed by the store as
 /// they are made ([`Store::change`]). While the store takes no changes (a
 /// full disk), each tick asks it to recover instead ([`Store::recover`]).
 async fn flush_sightings_until(
     provisioner: Arc<Provisioner>,
     store: Arc<Store>,
+    admin: Arc<AdminState>,
     stop: impl Future<Output = ()>,
 ) {
     /// Prune discovered MACs once every this many flushes (about a minute).
@@ -587,6 +592,7 @@ async fn flush_sightings_until(
                 let provisioner = provisioner.clone();
                 let store = store.clone();
                 let templates_loaded = templates_loaded.clone();
+                let admin = admin.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     let prune = ticks.is_multiple_of(PRUNE_EVERY);
                     provisioner.sweep_render_cache();
@@ -597,6 +603,7 @@ async fn flush_sightings_until(
                         return Ok(());
                     }
                     provisioner.flush_sightings()?;
+                    admin.auth.uses().persist(&store)?;
                     if prune {
                         provisioner.prune_discovered()?;
                     }

@@ -776,7 +776,6 @@ mod tests {
 
     #[test]
     fn shared_mode_needs_its_credentials() {
-        let dir = tempfile::tempdir().unwrap();
         let missing = AuthSettings {
             mode: AuthMode::Shared,
             shared_user: Some("prov"),

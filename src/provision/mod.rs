@@ -248,6 +248,16 @@ impl Provisioner {
         self.renderer.load_full()
     }
 
+    /// The state a file rendered now is rendered from: the same request
+    /// rendered under the same stamp gives the same file.
+    pub fn render_stamp(&self) -> Stamp {
+        (
+            self.store.generation(),
+            self.cache.template_generation(),
+            self.cache.quarter_hour(),
+        )
+    }
+
     /// Puts a new set of templates in force (after an upload was checked).
     pub fn set_renderer(&self, renderer: Renderer) {
         self.renderer.store(Arc::new(renderer));
@@ -383,11 +393,7 @@ impl Provisioner {
             requester,
             key,
         } = prepared;
-        let stamp = (
-            self.store.generation(),
-            self.cache.template_generation(),
-            self.cache.quarter_hour(),
-        );
+        let stamp = self.render_stamp();
         let cached = self.cache.get(&key, stamp);
         self.metrics.cache(cached.is_some());
         let seen = || Sighting {

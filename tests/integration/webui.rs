@@ -151,6 +151,17 @@ impl Browser {
         form: &[(&str, &str)],
         headers: &[(&str, &str)],
     ) -> Page {
+        page(self.send_raw(path, form, headers).await).await
+    }
+
+    /// A post with exactly these fields and headers, its answer unread (a
+    /// stream, not a page).
+    pub(crate) async fn send_raw(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut request = self
             .http
             .post(format!("{}{path}", self.origin))
@@ -160,7 +171,12 @@ impl Browser {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        page(request.send().await.expect("UI answers")).await
+        request.send().await.expect("UI answers")
+    }
+
+    /// The session's CSRF token, as its pages' forms carry it.
+    pub(crate) fn csrf(&self) -> &str {
+        &self.csrf
     }
 }
 

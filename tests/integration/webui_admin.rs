@@ -71,7 +71,7 @@ fn confirmation_fields(page: &Page) -> Vec<(String, String)> {
 }
 
 /// Posts a confirmation page's form: what "Yes, do it" sends.
-async fn confirm(browser: &Browser, page: &Page) -> Page {
+pub(crate) async fn confirm(browser: &Browser, page: &Page) -> Page {
     let action = page.all("#confirm")[0].attr("action").unwrap().to_string();
     let fields = confirmation_fields(page);
     let fields: Vec<(&str, &str)> = fields

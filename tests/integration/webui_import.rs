@@ -19,12 +19,12 @@ const TWO_BAD_ROWS: &str = "extension,firstname,lastname,email,sip_username,sip_
     103,Bad,Model,,,,001565000103,nope\n";
 
 /// Two users sharing one phone.
-const CLEAN: &str = "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n\
+pub(crate) const CLEAN: &str = "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n\
     201,Grace,Hopper,,,,001565000201,yealink-t46s\n\
     202,Alan,Turing,,,,001565000201,\n";
 
 /// The cells of a table's body, row by row.
-fn cells(page: &Page, table: &str) -> Vec<Vec<String>> {
+pub(crate) fn cells(page: &Page, table: &str) -> Vec<Vec<String>> {
     page.all(&format!("{table} tbody tr"))
         .iter()
         .map(|row| {

@@ -118,3 +118,67 @@ if (typeof htmx !== "undefined") {
 } else {
   document.addEventListener("DOMContentLoaded", function () { templateEditor(document); });
 }
+
+// Import's Apply, where scripts run: the same form is posted to its
+// streaming route, which answers a JSON line per progress report and then
+// the outcome; the bar follows the reports and the result page's content
+// replaces this one's. An answer that is no stream (a refused or expired
+// dry run) sends the form the plain way, which shows the page saying why.
+function streamedApply(form) {
+  const shown = form.querySelector("#apply-progress");
+  const bar = shown.querySelector("progress");
+  const stage = shown.querySelector(".stage");
+  form.querySelector("button[type=submit]").disabled = true;
+  shown.hidden = false;
+  function onLine(line) {
+    if (line.stage) {
+      bar.max = Math.max(1, line.total);
+      bar.value = line.done;
+      stage.textContent = line.stage + " " + line.done + " of " + line.total;
+      return;
+    }
+    if (line.answer && line.answer.html) {
+      const page = new DOMParser().parseFromString(line.answer.html, "text/html");
+      document.title = page.title;
+      document.getElementById("main").replaceWith(page.getElementById("main"));
+      return;
+    }
+    stage.textContent = (line.answer && line.answer.error) || "The import failed.";
+    stage.className = "stage error";
+  }
+  fetch(form.dataset.stream, {
+    method: "POST",
+    body: new URLSearchParams(new FormData(form)),
+    headers: { Accept: "application/x-ndjson" },
+    credentials: "same-origin",
+  }).then(function (response) {
+    const type = response.headers.get("Content-Type") || "";
+    if (!response.ok || !type.startsWith("application/x-ndjson") || !response.body) {
+      form.submit();
+      return;
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let pending = "";
+    function read() {
+      return reader.read().then(function (chunk) {
+        pending += decoder.decode(chunk.value || new Uint8Array(), { stream: !chunk.done });
+        const lines = pending.split("\n");
+        pending = lines.pop();
+        lines.filter(Boolean).forEach(function (line) { onLine(JSON.parse(line)); });
+        if (!chunk.done) return read();
+      });
+    }
+    return read();
+  }).catch(function () {
+    stage.textContent = "The connection was lost: reload the devices list to see whether the import was written.";
+    stage.className = "stage error";
+  });
+}
+
+document.addEventListener("submit", function (event) {
+  const form = event.target;
+  if (!form.dataset.stream || typeof fetch === "undefined") return;
+  event.preventDefault();
+  streamedApply(form);
+});

@@ -91,7 +91,7 @@ fn import_csv(
 }
 
 /// An answer's status and JSON body.
-type Outcome = ApiResult<(StatusCode, Value)>;
+pub(crate) type Outcome = ApiResult<(StatusCode, Value)>;
 
 /// How often a streamed answer reports progress, at most.
 const REPORT_EVERY: Duration = Duration::from_millis(100);
@@ -100,7 +100,7 @@ const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// `application/x-ndjson` gets one JSON line per report as it goes, then a
 /// last line with the answer's status and body; any other client gets the
 /// answer alone, as usual.
-async fn long_operation(
+pub(crate) async fn long_operation(
     store: Arc<Store>,
     headers: &HeaderMap,
     work: impl FnOnce(Report<'_>) -> Outcome + Send + 'static,

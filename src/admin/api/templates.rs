@@ -305,23 +305,9 @@ pub(crate) fn put_version(
         actor,
         |store| {
             let old = store.template(&slot.key)?;
-            let mut new = old.clone().unwrap_or(TemplateHistory {
-                active: true,
-                versions: Vec::new(),
-            });
-            let version = new.versions.last().map_or(1, |v| v.version + 1);
             let candidate = candidate(state, store, &slot.key, Some(&source))?;
             check_renders(state, store, &candidate, slot)?;
-            new.active = true;
-            new.versions.push(TemplateVersion {
-                version,
-                source: source.clone(),
-                author: actor.to_string(),
-                at: unix_now(),
-                note: note.clone(),
-            });
-            let excess = new.versions.len().saturating_sub(MAX_VERSIONS);
-            new.versions.drain(..excess);
+            let (new, version) = with_version(old.as_ref(), &source, actor, note.clone());
             let change = Change::PutTemplate {
                 key: slot.key.clone(),
                 new,
@@ -333,6 +319,96 @@ pub(crate) fn put_version(
     )?;
     state.provisioner.set_renderer(renderer);
     Ok(version)
+}
+
+/// `old` (none for a first upload) with `source` as its next version, in
+/// force; the oldest versions past [`MAX_VERSIONS`] dropped. Gives the
+/// version's number too.
+fn with_version(
+    old: Option<&TemplateHistory>,
+    source: &str,
+    actor: &str,
+    note: Option<String>,
+) -> (TemplateHistory, u32) {
+    let mut new = old.cloned().unwrap_or(TemplateHistory {
+        active: true,
+        versions: Vec::new(),
+    });
+    let version = new.versions.last().map_or(1, |v| v.version + 1);
+    new.active = true;
+    new.versions.push(TemplateVersion {
+        version,
+        source: source.to_string(),
+        author: actor.to_string(),
+        at: unix_now(),
+        note,
+    });
+    let excess = new.versions.len().saturating_sub(MAX_VERSIONS);
+    new.versions.drain(..excess);
+    (new, version)
+}
+
+/// Gives each of `devices` (phones of `model`) `source` as its own upload
+/// of `file`, or with none, takes their own uploads of it out of force,
+/// all in one change. Each phone's file is first rendered with the
+/// templates that would then be in force, as an upload for that phone is
+/// checked; the first failure refuses the whole change, naming the phone.
+/// Gives how many phones' uploads changed. Renders: run it through
+/// [`blocking`].
+pub(crate) fn set_own_uploads(
+    state: &AdminState,
+    actor: &str,
+    model: &PhoneModel,
+    file: &ModelFile,
+    devices: &[Device],
+    source: Option<&str>,
+) -> ApiResult<usize> {
+    let renderer = state.store.change_blocking(
+        actor,
+        |store| {
+            let mut changes = Vec::new();
+            let mut phones = Vec::new();
+            for device in devices.iter().filter(|d| d.model == model.id) {
+                let key = uploaded::device_key(device.mac, &file.name);
+                let old = store.template(&key)?;
+                let new = match (source, &old) {
+                    (Some(source), old) => {
+                        with_version(old.as_ref(), source, actor, Some("bulk set".into())).0
+                    }
+                    (None, Some(old)) if old.active => TemplateHistory {
+                        active: false,
+                        ..old.clone()
+                    },
+                    // Nothing of its own to clear.
+                    (None, _) => continue,
+                };
+                changes.push(Change::PutTemplate { key, new, old });
+                phones.push(device);
+            }
+            if changes.is_empty() {
+                return Ok((changes, None));
+            }
+            let changed = changes.iter().filter_map(|change| match change {
+                Change::PutTemplate { key, new, .. } => {
+                    Some((key.as_str(), new.current().map(|v| v.source.as_str())))
+                }
+                _ => None,
+            });
+            let candidate = candidate_with(state, store, changed.collect())?;
+            for device in &phones {
+                let users = state.provisioner.device_users(device)?;
+                check_device(state, &candidate, model, file, device, &users)?;
+            }
+            Ok::<_, ApiError>((changes, Some((candidate, phones.len()))))
+        },
+        &progress::silent,
+    )?;
+    let Some((renderer, changed)) = renderer else {
+        return Ok(0);
+    };
+    state.provisioner.set_renderer(renderer);
+    tracing::info!(file = %file.name, phones = changed, "own templates set in bulk");
+    Ok(changed)
 }
 
 /// The slot's file rendered with `source` in it, for `device` (a sample
@@ -370,12 +446,25 @@ fn candidate(
     key: &str,
     source: Option<&str>,
 ) -> ApiResult<Renderer> {
+    candidate_with(state, store, HashMap::from([(key, source)]))
+}
+
+/// The templates that would be in force with each key of `changed` set to
+/// its source (or removed, for none): every other active upload stays.
+fn candidate_with(
+    state: &AdminState,
+    store: &Store,
+    changed: HashMap<&str, Option<&str>>,
+) -> ApiResult<Renderer> {
     let stored = store.templates()?;
     let others = stored
         .iter()
-        .filter(|(k, _)| k != key)
+        .filter(|(k, _)| !changed.contains_key(k.as_str()))
         .filter_map(|(k, h)| h.current().map(|v| (k.as_str(), v.source.as_str())));
-    let uploads: Vec<(&str, &str)> = others.chain(source.map(|s| (key, s))).collect();
+    let set = changed
+        .iter()
+        .filter_map(|(key, source)| source.map(|s| (*key, s)));
+    let uploads: Vec<(&str, &str)> = others.chain(set).collect();
     state
         .provisioner
         .renderer()

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{AdminState, ApiError, ApiResult, Shared, Who, parse_body};
-use crate::admin::auth::new_named_token;
+use crate::admin::auth::{last_use_since, new_named_token};
 use crate::domain::records::{ApiToken, Scope};
 use crate::store::{Change, StoreError};
 
@@ -26,14 +26,18 @@ pub(super) struct TokenView {
     name: String,
     scope: Scope,
     created: u64,
+    /// When a request last presented it (Unix seconds); null if never.
+    last_used: Option<u64>,
 }
 
 pub(super) async fn list(state: Shared) -> ApiResult<Json<Vec<TokenView>>> {
     let tokens = state.store.tokens()?;
+    let used = state.auth.uses().latest(&state.store)?;
     Ok(Json(
         tokens
             .into_iter()
             .map(|t| TokenView {
+                last_used: last_use_since(used.get(&t.name).copied(), t.created),
                 name: t.name,
                 scope: t.scope,
                 created: t.created,

@@ -18,8 +18,10 @@
 //! the phones share, and an unknown name costs one verify like a known one,
 //! so the time does not tell which names exist. [`lockout`] answers the
 //! wrong tokens of an address later, then not at all for a while.
+//! [`uses`] remembers when each token was last let in.
 
 mod lockout;
+mod uses;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -37,6 +39,7 @@ use tokio::sync::Semaphore;
 use crate::domain::records::{ApiToken, Scope};
 use crate::store::{Store, StoreError};
 use lockout::{Lockout, Verdict};
+pub use uses::{BOOTSTRAP_NAME, TokenUses, last_use_since};
 
 /// The file, under the data directory, that holds a generated token.
 pub const TOKEN_FILE: &str = "admin.token";
@@ -179,6 +182,7 @@ pub struct Authenticator {
     /// One permit per argon2 check allowed at once.
     argon2_turns: Arc<Semaphore>,
     lockout: Lockout,
+    uses: TokenUses,
 }
 
 impl Authenticator {
@@ -190,7 +194,13 @@ impl Authenticator {
             decoy_hash: hash_secret(&random_secret(43))?,
             argon2_turns: Arc::new(Semaphore::new(argon2_threads())),
             lockout: Lockout::default(),
+            uses: TokenUses::default(),
         })
+    }
+
+    /// When each token was last let in.
+    pub fn uses(&self) -> &TokenUses {
+        &self.uses
     }
 
     /// Who presented `presented` from `peer`. A wrong token is counted
@@ -207,6 +217,8 @@ impl Authenticator {
         }
         let presented = presented.ok_or(Refusal::Missing)?;
         if let Some(caller) = self.check(store, peer, presented).await? {
+            self.uses
+                .note(&caller.name, crate::domain::clock::unix_now());
             return Ok(caller);
         }
         match self.lockout.failed(peer, Instant::now()) {
@@ -228,7 +240,7 @@ impl Authenticator {
     ) -> Result<Option<Caller>, Refusal> {
         if self.admin.accepts(presented) {
             return Ok(Some(Caller {
-                name: "admin".into(),
+                name: BOOTSTRAP_NAME.into(),
                 scope: Scope::Write,
             }));
         }

@@ -10,7 +10,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
 
-use super::devices::{Seen, drifts};
+use super::devices::Seen;
 use super::session::Signed;
 use super::{Chrome, Shared, UiResult, html, show_time};
 use crate::admin::api::blocking;
@@ -46,10 +46,13 @@ pub(super) async fn show(
     State(ui): Shared,
     Extension(who): Extension<Signed>,
 ) -> UiResult<Response> {
-    let admin = Arc::clone(&ui.admin);
+    let shared = Arc::clone(&ui);
     // Reads every device's last sighting and the audit log, and renders
-    // the file of every phone seen, to compare it with what it last got.
+    // the file of each phone seen whose drift is not known for the
+    // current render stamp ([`super::devices::DriftMemo`]).
     let (counts, drift, discovered, changes) = blocking(move || {
+        let admin = &shared.admin;
+        let stamp = admin.provisioner.render_stamp();
         admin.provisioner.flush_sightings()?;
         let now = unix_now();
         let mut counts = [0usize; 3];
@@ -57,7 +60,10 @@ pub(super) async fn show(
         for device in admin.store.devices()? {
             let sighting = admin.store.sighting(device.mac)?;
             counts[Seen::of(sighting.as_ref(), now) as usize] += 1;
-            drift += usize::from(drifts(&admin, device.mac, sighting.as_ref()));
+            let drifts = shared
+                .drift
+                .drifts(admin, stamp, device.mac, sighting.as_ref());
+            drift += usize::from(drifts);
         }
         let audit = admin.store.audit(0, None)?;
         let changes = audit

@@ -5,7 +5,7 @@
 //! phone, its model picked from the catalog.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -21,11 +21,14 @@ use super::{
 };
 use crate::admin::api::devices::{create_device, has_current_file, parse_mac};
 use crate::admin::api::resync::{Paced, resync_paced};
+use crate::admin::api::templates::set_own_uploads;
 use crate::admin::api::{AdminState, ApiError, ApiResult, blocking};
 use crate::domain::clock::unix_now;
 use crate::domain::mac::Mac;
 use crate::domain::records::{Device, Invalid, LineAssignment, Sighting, User, UserId};
+use crate::render::cache::Stamp;
 use crate::render::uploaded::{UploadFor, upload_for};
+use crate::store::TemplateHistory;
 
 /// Devices listed on one page.
 const PER_PAGE: usize = 50;
@@ -100,6 +103,8 @@ struct DevicesPage {
     query: DeviceQuery,
     models: Vec<ModelChoice>,
     layouts: Vec<LayoutChoice>,
+    /// The uploads "set template" can give: `(key, label)`.
+    templates: Vec<(String, String)>,
     rows: Vec<Row>,
     pager: Pager,
 }
@@ -177,15 +182,16 @@ pub(super) async fn list(
     Extension(who): Extension<Signed>,
     Query(query): Query<DeviceQuery>,
 ) -> UiResult<Response> {
-    let admin = Arc::clone(&ui.admin);
+    let shared = Arc::clone(&ui);
     let filter = query.filter();
     let page = query.page;
     let base = format!("/devices?{}", query.url());
-    let (rows, pager) = blocking(move || list_page(&admin, &filter, page, &base)).await?;
+    let (rows, pager) = blocking(move || list_page(&shared, &filter, page, &base)).await?;
     html(DevicesPage {
         chrome: ui.chrome(&who, "devices", "Devices"),
         models: model_choices(&ui.admin),
         layouts: layout_choices(&ui.admin)?,
+        templates: template_choices(&ui.admin)?,
         query,
         rows,
         pager,
@@ -219,25 +225,101 @@ pub(super) struct Filter {
     modules: Option<bool>,
 }
 
-/// Whether phone `mac`, last seen as `sighting`, drifts: the file it last
-/// got is not the one it would get now. Renders: call it on a blocking thread.
-pub(super) fn drifts(admin: &AdminState, mac: Mac, sighting: Option<&Sighting>) -> bool {
-    sighting.is_some_and(|seen| has_current_file(admin, mac, seen) == Some(false))
+/// Which phones drift, remembered for one render stamp
+/// ([`crate::provision::Provisioner::render_stamp`]): a phone's answer
+/// holds while the stamp and what its sighting says it got stay the same.
+/// A dashboard of 10,000 phones then renders only the phones that fetched
+/// a file since the last look, or every phone once after a change.
+#[derive(Debug, Default)]
+pub(crate) struct DriftMemo {
+    known: Mutex<Known>,
+}
+
+/// The phones' drift known under one render stamp.
+#[derive(Debug, Default)]
+struct Known {
+    stamp: Stamp,
+    /// Each phone's answer, with what its sighting said when it was found.
+    phones: HashMap<Mac, (Got, bool)>,
+}
+
+/// What a sighting says a phone got and how it asked: every input of
+/// whether it drifts besides the stamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Got {
+    file: String,
+    etag: Option<String>,
+    origin: Option<String>,
+    firmware: Option<String>,
+    without_secrets: bool,
+}
+
+impl Got {
+    fn of(seen: &Sighting) -> Got {
+        Got {
+            file: seen.file.clone(),
+            etag: seen.etag.clone(),
+            origin: seen.origin.clone(),
+            firmware: seen.firmware.clone(),
+            without_secrets: seen.without_secrets,
+        }
+    }
+}
+
+impl DriftMemo {
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether phone `mac`, last seen as `sighting`, drifts: the file it
+    /// last got is not the one it would get now. `stamp` is the render
+    /// stamp read before the phone's records were. Renders when the answer
+    /// is not known: call it on a blocking thread.
+    pub(super) fn drifts(
+        &self,
+        admin: &AdminState,
+        stamp: Stamp,
+        mac: Mac,
+        sighting: Option<&Sighting>,
+    ) -> bool {
+        let Some(seen) = sighting else {
+            return false;
+        };
+        let got = Got::of(seen);
+        {
+            let known = self.known();
+            if known.stamp == stamp
+                && let Some((was, drifts)) = known.phones.get(&mac)
+                && *was == got
+            {
+                return *drifts;
+            }
+        }
+        // Rendered without the lock: other pages' answers need not wait.
+        let drifts = has_current_file(admin, mac, seen) == Some(false);
+        let mut known = self.known();
+        if known.stamp != stamp {
+            known.phones.clear();
+            known.stamp = stamp;
+        }
+        known.phones.insert(mac, (got, drifts));
+        drifts
+    }
 }
 
 /// The page of phones `filter` keeps; only that page's rows are built.
 fn list_page(
-    admin: &AdminState,
+    ui: &Ui,
     filter: &Filter,
     page: Option<usize>,
     base: &str,
 ) -> ApiResult<(Vec<Row>, Pager)> {
-    let kept = matching(admin, filter)?;
+    let kept = matching(ui, filter)?;
     let now = unix_now();
     let (pager, range) = Pager::new(page, kept.len(), PER_PAGE, base);
     let rows = kept[range]
         .iter()
-        .map(|device| row(admin, device, now))
+        .map(|device| row(&ui.admin, device, now))
         .collect::<ApiResult<Vec<_>>>()?;
     Ok((rows, pager))
 }
@@ -257,7 +339,11 @@ fn with_own_template(admin: &AdminState) -> ApiResult<HashSet<Mac>> {
 
 /// Every phone `filter` keeps, in MAC order. Renders each phone's file
 /// for the drift filter: call it on a blocking thread.
-pub(super) fn matching(admin: &AdminState, filter: &Filter) -> ApiResult<Vec<Device>> {
+pub(super) fn matching(ui: &Ui, filter: &Filter) -> ApiResult<Vec<Device>> {
+    let admin = &ui.admin;
+    // Read before any phone's records, so a change made meanwhile makes
+    // the drift answers stale, never a stale answer current.
+    let stamp = admin.provisioner.render_stamp();
     admin.provisioner.flush_sightings()?;
     let customised = match filter.custom {
         Some(_) => with_own_template(admin)?,
@@ -311,7 +397,7 @@ pub(super) fn matching(admin: &AdminState, filter: &Filter) -> ApiResult<Vec<Dev
             }
         }
         // Last, as it renders the phone's file.
-        if filter.drift && !drifts(admin, device.mac, sighting.as_ref()) {
+        if filter.drift && !ui.drift.drifts(admin, stamp, device.mac, sighting.as_ref()) {
             continue;
         }
         kept.push(device);
@@ -524,29 +610,43 @@ enum BulkAction {
     Reboot,
     /// Follow this named layout.
     Layout(String),
+    /// Make the upload under this store key the phone's own upload of
+    /// its file.
+    SetTemplate(String),
+    /// Take the phone's own upload of this store key's file out of force.
+    ClearTemplate(String),
 }
 
 impl BulkAction {
-    fn parse(action: &str, layout: &str) -> ApiResult<BulkAction> {
-        match (action, non_empty(layout)) {
+    fn parse(form: &BulkForm) -> ApiResult<BulkAction> {
+        let template = || {
+            non_empty(&form.template)
+                .ok_or_else(|| ApiError::from(Invalid::new("template", "choose a template")))
+        };
+        match (form.action.trim(), non_empty(&form.layout)) {
             ("resync", _) => Ok(BulkAction::Resync),
             ("reboot", _) => Ok(BulkAction::Reboot),
             ("layout", Some(name)) => Ok(BulkAction::Layout(name)),
             ("layout", None) => Err(Invalid::new("layout", "choose a layout to apply").into()),
+            ("template", _) => Ok(BulkAction::SetTemplate(template()?)),
+            ("clear-template", _) => Ok(BulkAction::ClearTemplate(template()?)),
             (other, _) => Err(Invalid::new("action", format!("no bulk action '{other}'")).into()),
         }
     }
 
     /// The action's fields, as its confirmation posts them again.
     fn fields(&self) -> Vec<(String, String)> {
-        let (action, layout) = match self {
-            BulkAction::Resync => ("resync", ""),
-            BulkAction::Reboot => ("reboot", ""),
-            BulkAction::Layout(name) => ("layout", name.as_str()),
+        let (action, layout, template) = match self {
+            BulkAction::Resync => ("resync", "", ""),
+            BulkAction::Reboot => ("reboot", "", ""),
+            BulkAction::Layout(name) => ("layout", name.as_str(), ""),
+            BulkAction::SetTemplate(key) => ("template", "", key.as_str()),
+            BulkAction::ClearTemplate(key) => ("clear-template", "", key.as_str()),
         };
         vec![
             ("action".into(), action.into()),
             ("layout".into(), layout.into()),
+            ("template".into(), template.into()),
         ]
     }
 
@@ -556,8 +656,89 @@ impl BulkAction {
             BulkAction::Resync => "Resync".into(),
             BulkAction::Reboot => "Reboot".into(),
             BulkAction::Layout(name) => format!("Apply layout {name}"),
+            BulkAction::SetTemplate(key) => format!("Set template {key}"),
+            BulkAction::ClearTemplate(key) => format!("Clear own template {key}"),
         }
     }
+
+    /// The upload a template action names, if it is one.
+    fn template(&self) -> Option<&str> {
+        match self {
+            BulkAction::SetTemplate(key) | BulkAction::ClearTemplate(key) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// An upload a bulk action can give phones as their own: its store key,
+/// its model and file (a file for one phone), and its source in force.
+struct TemplateSource {
+    key: String,
+    model: String,
+    file: String,
+    source: String,
+}
+
+impl TemplateSource {
+    /// The upload under `key`, if it is in force and its file is one a
+    /// phone has of its own.
+    fn find(admin: &AdminState, key: &str, history: &TemplateHistory) -> ApiResult<Option<Self>> {
+        let Some(current) = history.current() else {
+            return Ok(None);
+        };
+        let (model, file) = match upload_for(key) {
+            Some(UploadFor::Model { model, file }) => (model.to_string(), file),
+            Some(UploadFor::Device { mac, file }) => match admin.store.device(mac)? {
+                Some(device) => (device.model, file),
+                None => return Ok(None),
+            },
+            None => return Ok(None),
+        };
+        let per_device = admin
+            .catalog
+            .model(&model)
+            .and_then(|m| m.files.iter().find(|f| f.name == file))
+            .is_some_and(|f| f.per_device);
+        Ok(per_device.then(|| TemplateSource {
+            key: key.to_string(),
+            model,
+            file: file.to_string(),
+            source: current.source.clone(),
+        }))
+    }
+
+    /// The upload under `key`, or why a bulk action cannot use it.
+    fn named(admin: &AdminState, key: &str) -> ApiResult<Self> {
+        let unusable = || {
+            ApiError::from(Invalid::new(
+                "template",
+                format!("{key} is no uploaded template in force for a phone's own file"),
+            ))
+        };
+        let history = admin.store.template(key)?.ok_or_else(unusable)?;
+        TemplateSource::find(admin, key, &history)?.ok_or_else(unusable)
+    }
+
+    /// "{mac}.cfg of 00:15:65:aa:bb:cc (yealink-t46s)".
+    fn label(&self) -> String {
+        match upload_for(&self.key) {
+            Some(UploadFor::Device { mac, .. }) => {
+                format!("{} of {} ({})", self.file, mac.colon(), self.model)
+            }
+            _ => format!("{} of every {}", self.file, self.model),
+        }
+    }
+}
+
+/// Every upload the template bulk actions offer: `(key, label)`.
+fn template_choices(admin: &AdminState) -> ApiResult<Vec<(String, String)>> {
+    let mut choices = Vec::new();
+    for (key, history) in admin.store.templates()? {
+        if let Some(found) = TemplateSource::find(admin, &key, &history)? {
+            choices.push((found.key.clone(), found.label()));
+        }
+    }
+    Ok(choices)
 }
 
 /// What a bulk action's form posts: the action, the phones ticked (or
@@ -566,6 +747,8 @@ impl BulkAction {
 struct BulkForm {
     action: String,
     layout: String,
+    /// The upload a template action names.
+    template: String,
     macs: Vec<String>,
     all: bool,
     query: DeviceQuery,
@@ -580,6 +763,7 @@ impl BulkForm {
             match name.as_ref() {
                 "action" => form.action = value,
                 "layout" => form.layout = value,
+                "template" => form.template = value,
                 "mac" => form.macs.push(value),
                 "all" => form.all = value == "yes",
                 "confirm" => form.confirmed = value == "yes",
@@ -605,9 +789,22 @@ pub(super) async fn bulk(
     body: axum::body::Bytes,
 ) -> UiResult<Response> {
     let form = BulkForm::parse(&body);
-    let action = BulkAction::parse(form.action.trim(), &form.layout)?;
-    let devices = chosen(&ui.admin, &form).await?;
+    let action = BulkAction::parse(&form)?;
+    let mut devices = chosen(&ui, &form).await?;
     let back = format!("/devices?{}", form.query.url());
+    // A template is a file of one model: the phones of others are left out.
+    let mut left_out = String::new();
+    if let Some(key) = action.template() {
+        let model = TemplateSource::named(&ui.admin, key)?.model;
+        let before = devices.len();
+        devices.retain(|d| d.model == model);
+        if devices.len() < before {
+            left_out = format!(
+                " {} device(s) of another model are left out.",
+                before - devices.len()
+            );
+        }
+    }
     if devices.is_empty() {
         return Err(ApiError::from(Invalid::new("mac", "no device is chosen")).into());
     }
@@ -626,7 +823,11 @@ pub(super) async fn bulk(
                 .iter()
                 .map(|d| ("mac".to_string(), d.mac.to_string())),
         );
-        let question = format!("{} affects {} device(s).", action.describe(), devices.len());
+        let question = format!(
+            "{} affects {} device(s).{left_out}",
+            action.describe(),
+            devices.len()
+        );
         let listed = listed(devices.iter().map(|d| d.mac.colon().to_string()));
         return html(Confirm::ask(
             chrome,
@@ -656,12 +857,13 @@ pub(super) fn listed(names: impl ExactSizeIterator<Item = String>) -> Vec<String
 }
 
 /// The phones the form chose: those ticked, or all that match its filters.
-async fn chosen(admin: &Arc<AdminState>, form: &BulkForm) -> ApiResult<Vec<Device>> {
-    let admin = Arc::clone(admin);
+async fn chosen(ui: &Arc<Ui>, form: &BulkForm) -> ApiResult<Vec<Device>> {
     if form.all {
+        let shared = Arc::clone(ui);
         let filter = form.query.filter();
-        return blocking(move || matching(&admin, &filter)).await;
+        return blocking(move || matching(&shared, &filter)).await;
     }
+    let admin = Arc::clone(&ui.admin);
     let macs = form
         .macs
         .iter()
@@ -713,6 +915,33 @@ async fn run_bulk(
                 .await
                 .map_err(refused)?;
             Ok(format!("{applied} device(s) now follow layout {name}."))
+        }
+        BulkAction::SetTemplate(key) | BulkAction::ClearTemplate(key) => {
+            let set = matches!(action, BulkAction::SetTemplate(_));
+            let (admin, actor, key) = (Arc::clone(&ui.admin), who.actor.clone(), key.clone());
+            let (changed, file) = blocking(move || {
+                let chosen = TemplateSource::named(&admin, &key)?;
+                let model = admin.catalog.model(&chosen.model).ok_or_else(|| {
+                    ApiError::NotFound(format!("model {} not found", chosen.model))
+                })?;
+                let file = model
+                    .files
+                    .iter()
+                    .find(|f| f.name == chosen.file)
+                    .ok_or_else(|| ApiError::NotFound(format!("file {} not found", chosen.file)))?;
+                let source = set.then_some(chosen.source.as_str());
+                let changed = set_own_uploads(&admin, &actor, model, file, &devices, source)?;
+                Ok((changed, chosen.file))
+            })
+            .await
+            .map_err(refused)?;
+            Ok(if set {
+                format!("{changed} device(s) now have this template as their own {file}.")
+            } else {
+                format!(
+                    "{changed} device(s) had their own {file} removed; they get their model's again."
+                )
+            })
         }
     }
 }

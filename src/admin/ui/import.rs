@@ -9,25 +9,28 @@
 //! Apply then names the hash and the store generation it was checked
 //! against and the server applies the file it kept, never one the browser
 //! sends again, so what is applied is exactly what was previewed. The
-//! bad rows download from the same kept preview.
+//! bad rows download from the same kept preview. Where scripts run, the
+//! page posts Apply to [`apply_streamed`] instead, which streams the
+//! import's progress as the API's long operations do.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::session::Signed;
-use super::{Chrome, Shared, UiError, UiResult, html, html_with};
-use crate::admin::api::backup::after_bulk_work;
-use crate::admin::api::{ApiError, blocking};
+use super::{Chrome, Shared, Ui, UiError, UiResult, html, html_with};
+use crate::admin::api::backup::{after_bulk_work, long_operation};
+use crate::admin::api::{AdminState, ApiError, ApiResult, blocking};
 use crate::admin::import::{self, ImportError, Imported, Mode, RowError};
-use crate::domain::progress;
+use crate::domain::progress::{self, Report};
 use crate::domain::secret::hex;
 
 /// How long a dry run's file is kept for its Apply and its bad rows.
@@ -202,7 +205,7 @@ pub(super) async fn dry_run(
     let outcome = match checked {
         Ok(imported) => Ok(imported),
         Err(ImportError::Rows(rows)) => Err(Arc::from(rows)),
-        Err(other) => return Err(refusal(other)),
+        Err(other) => return Err(refusal(other).into()),
     };
     ui.previews.keep(Preview {
         session: session_of(&who),
@@ -236,66 +239,109 @@ pub(super) async fn apply(
     Extension(who): Extension<Signed>,
     Form(fields): Form<ApplyFields>,
 ) -> UiResult<Response> {
-    let session = session_of(&who);
-    let hash = fields.hash.trim();
-    let found = ui.previews.find(&session, hash);
-    let (text, generation) = match found {
-        Some(Found {
-            text,
-            generation: Some(generation),
-            ..
-        }) if fields.generation.trim() == generation.to_string() => (text, generation),
-        _ => {
-            return Err(UiError::Refused {
-                status: StatusCode::CONFLICT,
-                message: "This is not a file this session checked in a dry run, or its dry run \
-                          expired: nothing was imported. Run the dry run again."
-                    .to_string(),
-            });
-        }
-    };
+    let (text, generation) = previewed(&ui, &who, &fields)?;
     let admin = Arc::clone(&ui.admin);
     let actor = who.actor.clone();
     let written = blocking(move || {
-        let mode = Mode::ApplyAt(generation);
-        let written = import::run(
-            &admin.store,
-            &admin.catalog,
-            &actor,
-            &text,
-            mode,
-            &progress::silent,
-        );
+        let written = write(&admin, &actor, &text, generation, &progress::silent);
         after_bulk_work(&admin.store);
         Ok(written)
     })
     .await?;
-    let chrome = ui.chrome(&who, "import", "Import");
+    let (status, page) = applied_page(&ui, &who, fields.hash.trim(), written)?;
+    html_with(status, page)
+}
+
+/// `POST /import/apply/stream`: [`apply`] for the page's script. Asked
+/// for `application/x-ndjson`, it answers a line per progress report as
+/// the rows are written, then `{"status", "answer"}`: the answer holds the
+/// result page's HTML (`html`), or why nothing was imported (`error`).
+/// A file this session did not preview is refused before anything runs,
+/// with the page [`apply`] would show.
+pub(super) async fn apply_streamed(
+    State(ui): Shared,
+    Extension(who): Extension<Signed>,
+    headers: HeaderMap,
+    Form(fields): Form<ApplyFields>,
+) -> UiResult<Response> {
+    let (text, generation) = previewed(&ui, &who, &fields)?;
+    let store = Arc::clone(&ui.admin.store);
+    let work = move |report: Report<'_>| {
+        let written = write(&ui.admin, &who.actor, &text, generation, report);
+        let (status, page) = applied_page(&ui, &who, fields.hash.trim(), written)?;
+        let html = page
+            .render()
+            .map_err(|e| ApiError::Internal(format!("cannot render the import result: {e}")))?;
+        Ok((status, json!({ "html": html })))
+    };
+    Ok(long_operation(store, &headers, work).await)
+}
+
+/// The file and the store generation an Apply names, if this session
+/// checked that file in a dry run against that generation.
+fn previewed(ui: &Ui, who: &Signed, fields: &ApplyFields) -> UiResult<(Arc<str>, u64)> {
+    match ui.previews.find(&session_of(who), fields.hash.trim()) {
+        Some(Found {
+            text,
+            generation: Some(generation),
+            ..
+        }) if fields.generation.trim() == generation.to_string() => Ok((text, generation)),
+        _ => Err(UiError::Refused {
+            status: StatusCode::CONFLICT,
+            message: "This is not a file this session checked in a dry run, or its dry run \
+                      expired: nothing was imported. Run the dry run again."
+                .to_string(),
+        }),
+    }
+}
+
+/// Writes a previewed file, all or nothing, if the store is still at
+/// `generation`. Call it on a blocking thread.
+fn write(
+    admin: &AdminState,
+    actor: &str,
+    text: &str,
+    generation: u64,
+    report: Report<'_>,
+) -> Result<Imported, ImportError> {
+    let mode = Mode::ApplyAt(generation);
+    import::run(&admin.store, &admin.catalog, actor, text, mode, report)
+}
+
+/// The page that says what an Apply of the file `hash` did, and its
+/// status; once written, the preview is forgotten.
+fn applied_page(
+    ui: &Ui,
+    who: &Signed,
+    hash: &str,
+    written: Result<Imported, ImportError>,
+) -> ApiResult<(StatusCode, ResultPage)> {
+    let chrome = ui.chrome(who, "import", "Import");
     match written {
         Ok(imported) => {
-            ui.previews.forget(&session, hash);
+            ui.previews.forget(&session_of(who), hash);
             let summary = &imported.summary;
             tracing::info!(users = summary.users, devices = summary.devices, "import");
             let page = ResultPage {
                 applied: true,
                 ..ResultPage::new(chrome, hash, Ok(imported))
             };
-            html_with(StatusCode::CREATED, page)
+            Ok((StatusCode::CREATED, page))
         }
         Err(ImportError::Rows(rows)) => {
             let page = ResultPage::new(chrome, hash, Err(Arc::from(rows)));
-            html_with(StatusCode::UNPROCESSABLE_ENTITY, page)
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page))
         }
         Err(other) => Err(refusal(other)),
     }
 }
 
-/// Why nothing was imported, as a page says it: a store that changed
-/// since the dry run is a conflict, like the API's.
-fn refusal(error: ImportError) -> UiError {
+/// Why nothing was imported: a store that changed since the dry run is a
+/// conflict, like the API's.
+fn refusal(error: ImportError) -> ApiError {
     match error {
         ImportError::Store(e) => e.into(),
-        other => ApiError::InUse(other.to_string()).into(),
+        other => ApiError::InUse(other.to_string()),
     }
 }
 

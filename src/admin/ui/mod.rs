@@ -56,6 +56,7 @@ pub(crate) struct Ui {
     sessions: Sessions,
     assets: Assets,
     previews: import::Previews,
+    drift: devices::DriftMemo,
 }
 
 type Shared = State<Arc<Ui>>;
@@ -67,6 +68,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(admin: Arc<AdminState>) -
         sessions: Sessions::default(),
         assets: Assets::embedded(),
         previews: import::Previews::default(),
+        drift: devices::DriftMemo::default(),
     });
     let pages = Router::new()
         .route("/", get(dashboard::show))
@@ -83,6 +85,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(admin: Arc<AdminState>) -
         .route("/devices/{mac}/targets", get(keys::targets))
         .route("/import", get(import::form).post(import::dry_run))
         .route("/import/apply", post(import::apply))
+        .route("/import/apply/stream", post(import::apply_streamed))
         .route("/import/{hash}/bad-rows.csv", get(import::bad_rows))
         .route("/discovered", get(discovered::list))
         .route("/discovered/{mac}/ignore", post(discovered::ignore))

@@ -200,6 +200,8 @@ pub(super) async fn require(
             Err(refused) => return refused,
         };
     }
+    let now = crate::domain::clock::unix_now();
+    ui.admin.auth.uses().note(&session.signed.actor, now);
     request.extensions_mut().insert(session.signed);
     next.run(request).await
 }

@@ -1,5 +1,6 @@
-//! `/tokens`: the named admin tokens: their scope, when each was made and
-//! last wrote; a new one (its secret shown on the answer that makes it,
+//! `/tokens`: the named admin tokens: their scope, when each was made,
+//! last used and last wrote (and when the bootstrap token was last used);
+//! a new one (its secret shown on the answer that makes it,
 //! the only time); revoking one, after a confirmation. A revoked token's
 //! sessions end at their next request ([`super::session::require`] asks
 //! the store each time).
@@ -21,6 +22,7 @@ use super::{
 };
 use crate::admin::api::blocking;
 use crate::admin::api::tokens::{create_token, revoke_token};
+use crate::admin::auth::{BOOTSTRAP_NAME, last_use_since};
 use crate::domain::records::Scope;
 
 /// A token's line in the list.
@@ -28,6 +30,8 @@ struct Row {
     name: String,
     scope: &'static str,
     created: String,
+    /// When a request (API or web UI) last presented it, or "never".
+    last_used: String,
     /// Its latest change in the audit log, if any.
     last_write: String,
 }
@@ -37,6 +41,8 @@ struct Row {
 struct TokensPage {
     chrome: Chrome,
     rows: Vec<Row>,
+    /// When the bootstrap token (`admin.token`) was last used, or "never".
+    bootstrap_used: String,
     fields: NewToken,
     error: Option<String>,
 }
@@ -58,6 +64,11 @@ fn scope_name(scope: Scope) -> &'static str {
     }
 }
 
+/// A time as the list shows it, or "never".
+fn when(at: Option<u64>) -> String {
+    at.map_or_else(|| "never".to_string(), show_time)
+}
+
 /// `GET /tokens`.
 pub(super) async fn list(
     State(ui): Shared,
@@ -76,30 +87,32 @@ async fn tokens_page(
 ) -> UiResult<Response> {
     let admin = Arc::clone(&ui.admin);
     // Reads the audit log for each token's latest change.
-    let rows = blocking(move || {
+    let (rows, bootstrap_used) = blocking(move || {
         let mut last_write: HashMap<String, u64> = HashMap::new();
         for entry in admin.store.audit(0, None)? {
             last_write.insert(entry.actor, entry.at);
         }
-        Ok(admin
+        let used = admin.auth.uses().latest(&admin.store)?;
+        let rows = admin
             .store
             .tokens()?
             .into_iter()
             .map(|t| Row {
                 scope: scope_name(t.scope),
                 created: show_time(t.created),
-                last_write: last_write
-                    .get(&t.name)
-                    .map_or_else(|| "never".to_string(), |at| show_time(*at)),
+                last_used: when(last_use_since(used.get(&t.name).copied(), t.created)),
+                last_write: when(last_write.get(&t.name).copied()),
                 name: t.name,
             })
-            .collect())
+            .collect();
+        Ok((rows, when(used.get(BOOTSTRAP_NAME).copied())))
     })
     .await?;
     let failed = error.is_some();
     let page = TokensPage {
         chrome: ui.chrome(who, "tokens", "Admin tokens"),
         rows,
+        bootstrap_used,
         fields,
         error,
     };
