@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use deskboot::access::client_cert::ClientCert;
-use deskboot::access::phone_auth::{AuthSettings, PhoneAuth};
+use deskboot::access::phone_auth::{self, AuthSettings, PhoneAuth};
 use deskboot::access::policy::Policy;
 use deskboot::admin::import;
 use deskboot::catalog::Catalog;
@@ -195,7 +195,7 @@ fn site() -> Site {
     let renderer = Renderer::load(&catalog, None, sandbox).expect("templates");
     let policy = Policy::default();
     let phone_auth = PhoneAuth::load(
-        dir.path(),
+        phone_auth::server_key(&store, dir.path()).expect("device key"),
         AuthSettings {
             mode: policy.http_auth,
             ..AuthSettings::default()
