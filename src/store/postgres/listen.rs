@@ -62,9 +62,10 @@ impl Shared {
         }
     }
 
-    /// The listening connection is back after one was lost: what it
-    /// missed meanwhile is unknown, so everything is forgotten.
-    fn listening_again(&self) {
+    /// The listening connection listens: what was read before it did (at
+    /// start, or before a lost connection came back) may have changed
+    /// unheard, so everything is forgotten.
+    fn listening_now(&self) {
         self.cache.clear();
         lock(&self.counts).fresh = false;
         self.outside.fetch_add(1, Ordering::SeqCst);
@@ -74,18 +75,17 @@ impl Shared {
 /// Listens for other nodes' changes for as long as the backend lives,
 /// connecting again whenever the connection is lost.
 pub(super) async fn listen(shared: Arc<Shared>) {
-    let mut listened = false;
     loop {
         let ended = match &shared.target.tls {
             Some(tls) => match shared.target.config.connect(tls.clone()).await {
                 Ok((client, connection)) => {
-                    listen_on(&shared, &client, connection, &mut listened).await
+                    listen_on(&shared, &client, connection).await
                 }
                 Err(e) => Err(e),
             },
             None => match shared.target.config.connect(NoTls).await {
                 Ok((client, connection)) => {
-                    listen_on(&shared, &client, connection, &mut listened).await
+                    listen_on(&shared, &client, connection).await
                 }
                 Err(e) => Err(e),
             },
@@ -99,13 +99,11 @@ pub(super) async fn listen(shared: Arc<Shared>) {
     }
 }
 
-/// Listens on one connection until it ends. `listened` says whether an
-/// earlier connection listened (whose end may have missed changes).
+/// Listens on one connection until it ends.
 async fn listen_on<S, T>(
     shared: &Shared,
     client: &tokio_postgres::Client,
     mut connection: tokio_postgres::Connection<S, T>,
-    listened: &mut bool,
 ) -> Result<(), tokio_postgres::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -127,10 +125,7 @@ where
             },
         }
     }
-    if *listened {
-        shared.listening_again();
-    }
-    *listened = true;
+    shared.listening_now();
     shared.enter(StoreState::Ok, "listening for changes");
     while let Some(message) = messages.next().await {
         match message? {
