@@ -222,6 +222,9 @@ pub trait Backend: Send + Sync {
     fn templates(&self) -> Result<Vec<(String, TemplateHistory)>, StoreError>;
     /// Every audit entry, oldest first.
     fn audit(&self) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The last `count` audit entries, newest first, without reading the
+    /// others.
+    fn recent_audit(&self, count: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// What the server last served a device.
     fn sighting(&self, mac: Mac) -> Result<Option<Sighting>, StoreError>;
     /// Records sightings, one batch.
@@ -770,6 +773,11 @@ impl Store {
             .into_iter()
             .filter(|e| e.at >= since && target.is_none_or(|t| e.target == t))
             .collect())
+    }
+
+    /// The last `count` audit entries, newest first (the dashboard's).
+    pub fn recent_audit(&self, count: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.backend.recent_audit(count)
     }
 
     // ---- what phones did ----

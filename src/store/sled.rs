@@ -577,6 +577,13 @@ impl Backend for SledBackend {
         self.read(|trees| scan(&trees.audit, "audit"))
     }
 
+    fn recent_audit(&self, count: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read(|trees| {
+            let newest = trees.audit.iter().values().rev().take(count);
+            newest.map(|v| decode("audit", &v?)).collect()
+        })
+    }
+
     fn sighting(&self, mac: Mac) -> Result<Option<Sighting>, StoreError> {
         self.read(|trees| get(&trees.sightings, "sightings", &mac.bytes()))
     }

@@ -458,6 +458,11 @@ fn layouts_are_kept_listed_and_forgotten(store: &Store) {
             "layout.delete"
         ]
     );
+    // The newest entries, newest first, as the dashboard lists them.
+    let recent: Vec<String> = (store.recent_audit(2).unwrap().into_iter())
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(recent, ["layout.delete", "device.create"]);
 }
 
 /// The audit log's actions, oldest first.

@@ -65,11 +65,8 @@ pub(super) async fn show(
                 .drifts(admin, stamp, device.mac, sighting.as_ref());
             drift += usize::from(drifts);
         }
-        let audit = admin.store.audit(0, None)?;
-        let changes = audit
+        let changes = (admin.store.recent_audit(RECENT_CHANGES)?)
             .into_iter()
-            .rev()
-            .take(RECENT_CHANGES)
             .map(|e| Change {
                 at: show_time(e.at),
                 actor: e.actor,

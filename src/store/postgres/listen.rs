@@ -78,15 +78,11 @@ pub(super) async fn listen(shared: Arc<Shared>) {
     loop {
         let ended = match &shared.target.tls {
             Some(tls) => match shared.target.config.connect(tls.clone()).await {
-                Ok((client, connection)) => {
-                    listen_on(&shared, &client, connection).await
-                }
+                Ok((client, connection)) => listen_on(&shared, &client, connection).await,
                 Err(e) => Err(e),
             },
             None => match shared.target.config.connect(NoTls).await {
-                Ok((client, connection)) => {
-                    listen_on(&shared, &client, connection).await
-                }
+                Ok((client, connection)) => listen_on(&shared, &client, connection).await,
                 Err(e) => Err(e),
             },
         };

@@ -653,6 +653,17 @@ impl Backend for PostgresBackend {
         self.all("audit", "SELECT doc::text FROM audit ORDER BY id")
     }
 
+    fn recent_audit(&self, count: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = i64::try_from(count).unwrap_or(i64::MAX);
+        self.reachable()?;
+        let rows = self.call(READ_TIMEOUT, move |db| async move {
+            let client = db.client().await?;
+            let sql = "SELECT doc::text FROM audit ORDER BY id DESC LIMIT $1";
+            Ok(client.query(sql, &[&limit]).await?)
+        })?;
+        rows.iter().map(|row| decode("audit", row.get(0))).collect()
+    }
+
     fn sighting(&self, mac: Mac) -> Result<Option<Sighting>, StoreError> {
         self.by_key(Kind::Sighting, ("sightings", "mac"), &mac.to_string())
     }
