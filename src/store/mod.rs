@@ -15,6 +15,7 @@
 //! disk with the server's next flush tick.
 
 pub(crate) mod audit;
+pub mod copy;
 pub(crate) mod data_dir;
 pub mod postgres;
 pub mod sled;
@@ -247,6 +248,14 @@ pub trait Backend: Send + Sync {
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets a named value, durably before it returns.
     fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Every device's sighting, by MAC.
+    fn sightings(&self) -> Result<Vec<(Mac, Sighting)>, StoreError>;
+    /// Every last good file, by MAC and file.
+    fn all_last_good(&self) -> Result<Vec<((Mac, String), LastGood)>, StoreError>;
+    /// The last user id handed out (0 if none was).
+    fn last_user_id(&self) -> Result<UserId, StoreError>;
+    /// Hands out no user id up to `last` from now on.
+    fn skip_user_ids_to(&self, last: UserId) -> Result<(), StoreError>;
 }
 
 /// The store. Cheap to share behind an `Arc`.
@@ -843,5 +852,47 @@ impl Store {
     /// Sets a meta value.
     pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         self.backend.put_meta(name, value)
+    }
+
+    // ---- moving a site ----
+
+    /// Every device's sighting, by MAC.
+    pub fn sightings(&self) -> Result<Vec<(Mac, Sighting)>, StoreError> {
+        self.backend.sightings()
+    }
+
+    /// Every last good file, by MAC and file.
+    pub fn all_last_good(&self) -> Result<Vec<((Mac, String), LastGood)>, StoreError> {
+        self.backend.all_last_good()
+    }
+
+    /// The last user id handed out (0 if none was).
+    pub fn last_user_id(&self) -> Result<UserId, StoreError> {
+        self.backend.last_user_id()
+    }
+
+    /// Hands out no user id up to `last` from now on: ids deleted in
+    /// another store a site came from are never reused here.
+    pub fn skip_user_ids_to(&self, last: UserId) -> Result<(), StoreError> {
+        self.backend.skip_user_ids_to(last)
+    }
+
+    /// Writes `changes` in one transaction with `audit`, another store's
+    /// log, instead of entries of their own: the log says what
+    /// administrators did, not how the site moved. The entries get fresh
+    /// ids of this store, in their order, after its own.
+    pub fn copy_in(
+        &self,
+        changes: &[Change],
+        mut audit: Vec<AuditEntry>,
+        report: Report<'_>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock_writer();
+        for entry in &mut audit {
+            entry.id = self.backend.new_audit_id()?;
+        }
+        self.backend.apply(changes, &audit, report)?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.backend.flush_blocking()
     }
 }
