@@ -17,11 +17,11 @@ use std::fmt;
 use std::path::Path;
 
 use super::audit::AuditEntry;
-use super::{Change, Store, StoreError, StoreUrl, TemplateHistory};
+use super::{Change, LastGoodFile, Store, StoreError, StoreUrl, TemplateHistory};
 use crate::domain::mac::Mac;
 use crate::domain::progress::Report;
 use crate::domain::records::{
-    ApiToken, Device, Discovered, LastGood, Layout, Settings, Sighting, User, UserId,
+    ApiToken, Device, Discovered, Layout, Settings, Sighting, User, UserId,
 };
 
 /// Why a site was not copied.
@@ -153,7 +153,7 @@ struct Site {
     audit: Vec<AuditEntry>,
     discovered: Vec<Discovered>,
     sightings: Vec<(Mac, Sighting)>,
-    last_good: Vec<((Mac, String), LastGood)>,
+    last_good: Vec<LastGoodFile>,
     last_user_id: UserId,
     meta: Vec<(String, Vec<u8>)>,
 }

@@ -45,6 +45,9 @@ use audit::AuditEntry;
 /// each backend, when a stored shape changes incompatibly.
 pub const SCHEMA_VERSION: u32 = 2;
 
+/// A last good file, by its device's MAC and its name.
+pub type LastGoodFile = ((Mac, String), LastGood);
+
 /// Settings scope key of the global settings.
 pub const GLOBAL_SCOPE: &str = "global";
 
@@ -251,7 +254,7 @@ pub trait Backend: Send + Sync {
     /// Every device's sighting, by MAC.
     fn sightings(&self) -> Result<Vec<(Mac, Sighting)>, StoreError>;
     /// Every last good file, by MAC and file.
-    fn all_last_good(&self) -> Result<Vec<((Mac, String), LastGood)>, StoreError>;
+    fn all_last_good(&self) -> Result<Vec<LastGoodFile>, StoreError>;
     /// The last user id handed out (0 if none was).
     fn last_user_id(&self) -> Result<UserId, StoreError>;
     /// Hands out no user id up to `last` from now on.
@@ -862,7 +865,7 @@ impl Store {
     }
 
     /// Every last good file, by MAC and file.
-    pub fn all_last_good(&self) -> Result<Vec<((Mac, String), LastGood)>, StoreError> {
+    pub fn all_last_good(&self) -> Result<Vec<LastGoodFile>, StoreError> {
         self.backend.all_last_good()
     }
 

@@ -25,7 +25,9 @@ use sled::transaction::{
 };
 
 use super::audit::AuditEntry;
-use super::{Backend, Change, Counted, SCHEMA_VERSION, StoreError, StoreState, TemplateHistory};
+use super::{
+    Backend, Change, Counted, LastGoodFile, SCHEMA_VERSION, StoreError, StoreState, TemplateHistory,
+};
 use crate::domain::mac::Mac;
 use crate::domain::progress::{Report, Stage};
 use crate::domain::records::{
@@ -681,7 +683,7 @@ impl Backend for SledBackend {
         })
     }
 
-    fn all_last_good(&self) -> Result<Vec<((Mac, String), LastGood)>, StoreError> {
+    fn all_last_good(&self) -> Result<Vec<LastGoodFile>, StoreError> {
         self.read(|trees| {
             trees
                 .last_good

@@ -48,7 +48,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::audit::AuditEntry;
-use super::{Backend, Change, Counted, StoreError, StoreState, TemplateHistory};
+use super::{Backend, Change, Counted, LastGoodFile, StoreError, StoreState, TemplateHistory};
 use crate::domain::mac::Mac;
 use crate::domain::progress::{Report, Stage};
 use crate::domain::records::{
@@ -847,7 +847,7 @@ impl Backend for PostgresBackend {
             .collect()
     }
 
-    fn all_last_good(&self) -> Result<Vec<((Mac, String), LastGood)>, StoreError> {
+    fn all_last_good(&self) -> Result<Vec<LastGoodFile>, StoreError> {
         self.listed(
             "SELECT mac, file, doc::text FROM last_good ORDER BY mac COLLATE \"C\", file COLLATE \"C\"",
         )?
