@@ -238,6 +238,14 @@ impl Server {
     }
 }
 
+/// The provisioner a server with `config` would build over `store`, to
+/// render files without serving them (`deskboot store copy` compares the
+/// renders of two stores so).
+pub fn provisioner_over(config: &Config, store: Arc<Store>) -> Result<Provisioner, ServerError> {
+    let catalog = Arc::new(Catalog::load(config.models_dir.as_deref())?);
+    provisioner(config, &store, &catalog)
+}
+
 /// The provisioner for `config`: the policy it resolves, phones' HTTP
 /// authentication, the templates with the uploads in the store.
 fn provisioner(

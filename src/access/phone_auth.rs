@@ -54,8 +54,8 @@ pub const REALM: &str = "deskboot";
 /// Where a site keeps its key outside the store; taken into the store the
 /// first time a server starts on it.
 const KEY_FILE: &str = "device-auth.key";
-/// The store's meta entry holding the key.
-const KEY_META: &str = "device_auth_key";
+/// The store's meta entry holding the key (a site's copy takes it along).
+pub const KEY_META: &str = "device_auth_key";
 
 /// Which phones' requests need credentials.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -213,13 +213,13 @@ impl AdminClient {
 
 /// One progress bar per stage of a long operation, drawn only when stderr
 /// is a terminal.
-struct StageBars {
+pub(super) struct StageBars {
     style: ProgressStyle,
     current: Option<ProgressBar>,
 }
 
 impl StageBars {
-    fn new() -> anyhow::Result<StageBars> {
+    pub(super) fn new() -> anyhow::Result<StageBars> {
         Ok(StageBars {
             style: ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len}")?,
             current: None,
@@ -227,7 +227,7 @@ impl StageBars {
     }
 
     /// Shows `done` of `total` in `stage`, replacing the previous stage's bar.
-    fn show(&mut self, stage: Stage, done: usize, total: usize) {
+    pub(super) fn show(&mut self, stage: Stage, done: usize, total: usize) {
         let same_stage = self
             .current
             .as_ref()
@@ -244,7 +244,7 @@ impl StageBars {
         }
     }
 
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         if let Some(bar) = self.current.take() {
             bar.finish_and_clear();
         }

@@ -9,6 +9,7 @@ mod log_buffer;
 mod patch;
 mod serve;
 mod settings;
+mod store;
 mod user;
 
 use std::path::PathBuf;
@@ -79,6 +80,9 @@ enum Command {
     /// Make TLS certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Work on stores directly (no server may run on them): copy a site between sled and PostgreSQL.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Render uploaded templates for the server that started it (never by hand).
     #[command(name = deskboot::render::sandbox::WORKER_COMMAND, hide = true)]
     RenderWorker,
@@ -145,6 +149,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Command::Discovered(command) => admin::discovered(command).await,
             Command::Ban(command) => admin::ban(command).await,
             Command::Cert(command) => cert::run(command),
+            Command::Store(command) => store::run(command).await,
             Command::RenderWorker => Ok(deskboot::render::sandbox::serve_worker()),
         }
     })

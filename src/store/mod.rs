@@ -15,6 +15,7 @@
 //! disk with the server's next flush tick.
 
 pub(crate) mod audit;
+pub mod copy;
 pub(crate) mod data_dir;
 pub mod postgres;
 pub mod sled;
@@ -43,6 +44,9 @@ use audit::AuditEntry;
 /// The schema this binary reads and writes. Bump it, and add a migration to
 /// each backend, when a stored shape changes incompatibly.
 pub const SCHEMA_VERSION: u32 = 2;
+
+/// A last good file, by its device's MAC and its name.
+pub type LastGoodFile = ((Mac, String), LastGood);
 
 /// Settings scope key of the global settings.
 pub const GLOBAL_SCOPE: &str = "global";
@@ -253,6 +257,15 @@ pub trait Backend: Send + Sync {
     /// Sets a named value unless one is set, durably before it returns;
     /// the value kept. Two nodes claiming at once keep the same one.
     fn claim_meta(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
+
+    /// Every device's sighting, by MAC.
+    fn sightings(&self) -> Result<Vec<(Mac, Sighting)>, StoreError>;
+    /// Every last good file, by MAC and file.
+    fn all_last_good(&self) -> Result<Vec<LastGoodFile>, StoreError>;
+    /// The last user id handed out (0 if none was).
+    fn last_user_id(&self) -> Result<UserId, StoreError>;
+    /// Hands out no user id up to `last` from now on.
+    fn skip_user_ids_to(&self, last: UserId) -> Result<(), StoreError>;
 }
 
 /// The store. Cheap to share behind an `Arc`.
@@ -859,5 +872,47 @@ impl Store {
     /// Sets a meta value unless one is set; the value kept.
     pub fn claim_meta(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
         self.backend.claim_meta(name, value)
+    }
+
+    // ---- moving a site ----
+
+    /// Every device's sighting, by MAC.
+    pub fn sightings(&self) -> Result<Vec<(Mac, Sighting)>, StoreError> {
+        self.backend.sightings()
+    }
+
+    /// Every last good file, by MAC and file.
+    pub fn all_last_good(&self) -> Result<Vec<LastGoodFile>, StoreError> {
+        self.backend.all_last_good()
+    }
+
+    /// The last user id handed out (0 if none was).
+    pub fn last_user_id(&self) -> Result<UserId, StoreError> {
+        self.backend.last_user_id()
+    }
+
+    /// Hands out no user id up to `last` from now on: ids deleted in
+    /// another store a site came from are never reused here.
+    pub fn skip_user_ids_to(&self, last: UserId) -> Result<(), StoreError> {
+        self.backend.skip_user_ids_to(last)
+    }
+
+    /// Writes `changes` in one transaction with `audit`, another store's
+    /// log, instead of entries of their own: the log says what
+    /// administrators did, not how the site moved. The entries get fresh
+    /// ids of this store, in their order, after its own.
+    pub fn copy_in(
+        &self,
+        changes: &[Change],
+        mut audit: Vec<AuditEntry>,
+        report: Report<'_>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock_writer();
+        for entry in &mut audit {
+            entry.id = self.backend.new_audit_id()?;
+        }
+        self.backend.apply(changes, &audit, report)?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.backend.flush_blocking()
     }
 }

@@ -25,7 +25,9 @@ use sled::transaction::{
 };
 
 use super::audit::AuditEntry;
-use super::{Backend, Change, Counted, SCHEMA_VERSION, StoreError, StoreState, TemplateHistory};
+use super::{
+    Backend, Change, Counted, LastGoodFile, SCHEMA_VERSION, StoreError, StoreState, TemplateHistory,
+};
 use crate::domain::mac::Mac;
 use crate::domain::progress::{Report, Stage};
 use crate::domain::records::{
@@ -171,7 +173,7 @@ fn not_open() -> StoreError {
 }
 
 /// Whether sled refused to open because another handle holds its files.
-fn is_locked(e: &sled::Error) -> bool {
+pub(crate) fn is_locked(e: &sled::Error) -> bool {
     e.to_string().contains("could not acquire lock")
 }
 
@@ -687,6 +689,49 @@ impl Backend for SledBackend {
             Ok(kept)
         })
     }
+
+    fn sightings(&self) -> Result<Vec<(Mac, Sighting)>, StoreError> {
+        self.read(|trees| {
+            trees
+                .sightings
+                .iter()
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    let (mac, _) = split_mac_key("sightings", &key)?;
+                    Ok((mac, decode("sightings", &value)?))
+                })
+                .collect()
+        })
+    }
+
+    fn all_last_good(&self) -> Result<Vec<LastGoodFile>, StoreError> {
+        self.read(|trees| {
+            trees
+                .last_good
+                .iter()
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    let (mac, file) = split_mac_key("last_good", &key)?;
+                    let file = String::from_utf8_lossy(file).into_owned();
+                    Ok(((mac, file), decode("last_good", &value)?))
+                })
+                .collect()
+        })
+    }
+
+    fn last_user_id(&self) -> Result<UserId, StoreError> {
+        self.read(|trees| Ok(decode_count(trees.meta.get(USER_COUNTER_KEY)?.as_deref())))
+    }
+
+    fn skip_user_ids_to(&self, last: UserId) -> Result<(), StoreError> {
+        self.write(|trees| {
+            trees.meta.update_and_fetch(USER_COUNTER_KEY, |old| {
+                Some(decode_count(old).max(last).to_be_bytes().to_vec())
+            })?;
+            trees.db.flush()?;
+            Ok(())
+        })
+    }
 }
 
 /// Applies `changes` in one transaction, with their audit `entries`.
@@ -906,6 +951,17 @@ fn add_to_count(meta: &TransactionalTree, key: &[u8], delta: i64) -> TxResult<()
     let count = decode_count(meta.get(key)?.as_deref());
     meta.insert(key, &count.saturating_add_signed(delta).to_be_bytes())?;
     Ok(())
+}
+
+/// A key that starts with a MAC: the MAC, and what follows it.
+fn split_mac_key<'k>(tree: &'static str, key: &'k [u8]) -> Result<(Mac, &'k [u8]), StoreError> {
+    match key.split_first_chunk::<6>() {
+        Some((mac, rest)) => Ok((Mac::from_bytes(*mac), rest)),
+        None => Err(StoreError::Corrupt {
+            tree,
+            message: "a key shorter than a MAC".into(),
+        }),
+    }
 }
 
 /// The MAC, then the file name: a device's entries sit together.

@@ -29,6 +29,7 @@ mod render_budget;
 mod resync;
 mod scanning;
 mod security;
+mod store_copy;
 mod templates;
 mod tftp;
 mod tftp_abuse;

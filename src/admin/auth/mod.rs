@@ -43,7 +43,8 @@ pub use uses::{BOOTSTRAP_NAME, TokenUses, last_use_since};
 
 /// The file, under the data directory, that holds a generated token.
 pub const TOKEN_FILE: &str = "admin.token";
-const TOKEN_HASH_KEY: &str = "admin_token_sha256";
+/// The store's named value holding the admin token's hash.
+pub const TOKEN_HASH_KEY: &str = "admin_token_sha256";
 
 /// The shortest bootstrap token accepted from the environment: it is
 /// checked as a plain SHA-256, so its length is all that keeps it from

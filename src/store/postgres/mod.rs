@@ -48,7 +48,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::audit::AuditEntry;
-use super::{Backend, Change, Counted, StoreError, StoreState, TemplateHistory};
+use super::{Backend, Change, Counted, LastGoodFile, StoreError, StoreState, TemplateHistory};
 use crate::domain::mac::Mac;
 use crate::domain::progress::{Report, Stage};
 use crate::domain::records::{
@@ -861,11 +861,67 @@ impl Backend for PostgresBackend {
             Ok(row.get(0))
         })
     }
+
+    fn sightings(&self) -> Result<Vec<(Mac, Sighting)>, StoreError> {
+        self.listed("SELECT mac, doc::text FROM sightings ORDER BY mac COLLATE \"C\"")?
+            .iter()
+            .map(|row| {
+                Ok((
+                    stored_mac("sightings", row.get(0))?,
+                    decode("sightings", row.get(1))?,
+                ))
+            })
+            .collect()
+    }
+
+    fn all_last_good(&self) -> Result<Vec<LastGoodFile>, StoreError> {
+        self.listed(
+            "SELECT mac, file, doc::text FROM last_good ORDER BY mac COLLATE \"C\", file COLLATE \"C\"",
+        )?
+        .iter()
+        .map(|row| {
+            let mac = stored_mac("last_good", row.get(0))?;
+            Ok(((mac, row.get(1)), decode("last_good", row.get(2))?))
+        })
+        .collect()
+    }
+
+    fn last_user_id(&self) -> Result<UserId, StoreError> {
+        let last = self
+            .scalar::<i64>("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM user_ids")?;
+        Ok(last.max(0) as UserId)
+    }
+
+    fn skip_user_ids_to(&self, last: UserId) -> Result<(), StoreError> {
+        let last = i64::try_from(last).map_err(|_| {
+            StoreError::Database(format!("user id {last} is beyond the database's ids"))
+        })?;
+        self.call(BATCH_TIMEOUT, move |db| async move {
+            let client = db.client().await?;
+            // setval takes no 0, and must never move the counter back.
+            client
+                .execute(
+                    "SELECT setval('user_ids', $1) FROM user_ids \
+                     WHERE $1 > CASE WHEN is_called THEN last_value ELSE 0 END",
+                    &[&last],
+                )
+                .await?;
+            Ok(())
+        })
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> String {
     // Our records are plain structs with string keys: serialising cannot fail.
     serde_json::to_string(value).unwrap_or_default()
+}
+
+/// A MAC as a table keeps it.
+fn stored_mac(table: &'static str, text: &str) -> Result<Mac, StoreError> {
+    text.parse().map_err(|e| StoreError::Corrupt {
+        tree: table,
+        message: format!("MAC {text}: {e}"),
+    })
 }
 
 fn decode<T: DeserializeOwned>(table: &'static str, doc: &str) -> Result<T, StoreError> {
