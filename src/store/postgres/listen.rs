@@ -3,6 +3,7 @@
 //! and what it made stale in every other node's cache.
 
 use std::sync::Arc;
+use std::sync::mpsc::Sender;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -73,16 +74,17 @@ impl Shared {
 }
 
 /// Listens for other nodes' changes for as long as the backend lives,
-/// connecting again whenever the connection is lost.
-pub(super) async fn listen(shared: Arc<Shared>) {
+/// connecting again whenever the connection is lost; says on `listening`
+/// each time it listens.
+pub(super) async fn listen(shared: Arc<Shared>, listening: Sender<()>) {
     loop {
         let ended = match &shared.target.tls {
             Some(tls) => match shared.target.config.connect(tls.clone()).await {
-                Ok((client, connection)) => listen_on(&shared, &client, connection).await,
+                Ok((client, connection)) => listen_on(&shared, &client, connection, &listening).await,
                 Err(e) => Err(e),
             },
             None => match shared.target.config.connect(NoTls).await {
-                Ok((client, connection)) => listen_on(&shared, &client, connection).await,
+                Ok((client, connection)) => listen_on(&shared, &client, connection, &listening).await,
                 Err(e) => Err(e),
             },
         };
@@ -100,6 +102,7 @@ async fn listen_on<S, T>(
     shared: &Shared,
     client: &tokio_postgres::Client,
     mut connection: tokio_postgres::Connection<S, T>,
+    now_listening: &Sender<()>,
 ) -> Result<(), tokio_postgres::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -122,6 +125,8 @@ where
         }
     }
     shared.listening_now();
+    // Only the opening waits for it, once.
+    let _ = now_listening.send(());
     shared.enter(StoreState::Ok, "listening for changes");
     while let Some(message) = messages.next().await {
         match message? {

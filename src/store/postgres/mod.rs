@@ -210,7 +210,15 @@ impl PostgresBackend {
             let mut client = db.client().await?;
             schema::migrate(&mut client).await
         })?;
-        backend.handle.spawn(listen::listen(backend.shared.clone()));
+        // A node serves phones only once it hears other nodes' changes:
+        // what it cached before then could go stale unheard.
+        let (listening, heard) = std::sync::mpsc::channel();
+        backend
+            .handle
+            .spawn(listen::listen(backend.shared.clone(), listening));
+        if heard.recv_timeout(READ_TIMEOUT).is_err() {
+            tracing::warn!("not yet listening for other nodes' changes; going on");
+        }
         Ok(backend)
     }
 
