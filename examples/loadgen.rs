@@ -20,6 +20,8 @@
 //! timeout). `--unknown` asks for MACs that are not in the store
 //! (0015659xxxxx): the MAC file must then be "not found". `--check-dir DIR`
 //! compares every body with the file of the same name in DIR.
+//! `--also-http A,B` splits an HTTP run over several nodes sharing one
+//! store, phone by phone.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -59,6 +61,10 @@ struct Args {
     /// Phones' HTTP address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
+    /// Other nodes' HTTP addresses (comma-separated), sharing the store
+    /// of --http's: phone i boots from the (i mod N)th of --http and these.
+    #[arg(long, value_delimiter = ',')]
+    also_http: Vec<SocketAddr>,
     /// TFTP address.
     #[arg(long, default_value = "127.0.0.1:6969")]
     tftp: SocketAddr,
@@ -389,7 +395,8 @@ struct Client {
     /// for TFTP).
     http: Vec<reqwest::Client>,
     sources: Vec<IpAddr>,
-    http_addr: SocketAddr,
+    /// The nodes' HTTP addresses: --http, then --also-http.
+    http_addrs: Vec<SocketAddr>,
     tftp_addr: SocketAddr,
     blksize: u16,
     timeout: Duration,
@@ -398,10 +405,11 @@ struct Client {
 }
 
 impl Client {
-    /// Fetches `name` from the `source`th source address.
-    async fn fetch(&self, source: usize, name: &str, mac: &str) -> Outcome {
+    /// Fetches `name` from the `source`th source address, over HTTP from
+    /// the `node`th node.
+    async fn fetch(&self, source: usize, node: usize, name: &str, mac: &str) -> Outcome {
         match self.mode {
-            Mode::HttpKeepalive | Mode::HttpClose => self.http_get(source, name, mac).await,
+            Mode::HttpKeepalive | Mode::HttpClose => self.http_get(source, node, name, mac).await,
             Mode::Tftp => {
                 match tftp_get(
                     self.sources[source],
@@ -429,9 +437,9 @@ impl Client {
         }
     }
 
-    async fn http_get(&self, source: usize, name: &str, mac: &str) -> Outcome {
+    async fn http_get(&self, source: usize, node: usize, name: &str, mac: &str) -> Outcome {
         let mut request = self.http[source]
-            .get(format!("http://{}/{name}", self.http_addr))
+            .get(format!("http://{}/{name}", self.http_addrs[node]))
             // What a T46S sends; deskboot reads model and firmware from it.
             .header(
                 "User-Agent",
@@ -669,6 +677,9 @@ async fn load(args: &Args) -> Result<Report> {
     if args.mode != Mode::Tftp && args.sources > MAX_HTTP_SOURCES {
         bail!("at most {MAX_HTTP_SOURCES} --sources over HTTP");
     }
+    if args.mode == Mode::Tftp && !args.also_http.is_empty() {
+        bail!("--also-http splits HTTP runs only");
+    }
     let sources: Vec<IpAddr> = (0..args.sources)
         .map(|i| {
             u32::from(args.source)
@@ -701,7 +712,9 @@ async fn load(args: &Args) -> Result<Report> {
         mode: args.mode,
         http,
         sources,
-        http_addr: args.http,
+        http_addrs: std::iter::once(args.http)
+            .chain(args.also_http.iter().copied())
+            .collect(),
         tftp_addr: args.tftp,
         blksize: args.blksize,
         timeout,
@@ -764,6 +777,7 @@ async fn load(args: &Args) -> Result<Report> {
                 }
                 tokio::time::sleep_until(due.into()).await;
                 let source = i % client.sources.len();
+                let node = i % client.http_addrs.len();
                 let mac = mac(i % phones, unknown);
                 let mac_file = format!("{mac}.cfg");
                 let files = [(COMMON_FILE, true), (mac_file.as_str(), !unknown)];
@@ -774,7 +788,7 @@ async fn load(args: &Args) -> Result<Report> {
                 };
                 for &(name, want_found) in files {
                     let t0 = Instant::now();
-                    let outcome = client.fetch(source, name, &mac).await;
+                    let outcome = client.fetch(source, node, name, &mac).await;
                     let elapsed = t0.elapsed();
                     let error = match (outcome, want_found) {
                         (Outcome::Body(body), true) => {
