@@ -3,8 +3,8 @@
 //! and what it made stale in every other node's cache.
 
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -80,11 +80,15 @@ pub(super) async fn listen(shared: Arc<Shared>, listening: Sender<()>) {
     loop {
         let ended = match &shared.target.tls {
             Some(tls) => match shared.target.config.connect(tls.clone()).await {
-                Ok((client, connection)) => listen_on(&shared, &client, connection, &listening).await,
+                Ok((client, connection)) => {
+                    listen_on(&shared, &client, connection, &listening).await
+                }
                 Err(e) => Err(e),
             },
             None => match shared.target.config.connect(NoTls).await {
-                Ok((client, connection)) => listen_on(&shared, &client, connection, &listening).await,
+                Ok((client, connection)) => {
+                    listen_on(&shared, &client, connection, &listening).await
+                }
                 Err(e) => Err(e),
             },
         };
