@@ -42,6 +42,10 @@ const MODEL: &str = "yealink-t46s";
 const KNOWN_PREFIX: &str = "0015650";
 const UNKNOWN_PREFIX: &str = "0015659";
 const MAX_DEVICES: usize = 0x10_0000;
+/// How long an admin request (the --setup import) may take: a server on
+/// PostgreSQL gives an administrator's change ten minutes, and imports
+/// 100,000 phones in about two on a busy 2-core machine (BENCHMARKS.md).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Each source address of an HTTP run gets its own client and pool.
 const MAX_HTTP_SOURCES: u32 = 1024;
 /// Linux reports process CPU time in USER_HZ ticks, 100 on every mainstream
@@ -222,7 +226,7 @@ fn admin_client(args: &Args) -> Result<(reqwest::Client, String)> {
         .context("an admin token is needed: --token or DESKBOOT_ADMIN_TOKEN")?;
     let client = reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(120))
+        .timeout(ADMIN_TIMEOUT)
         .build()?;
     Ok((client, format!("Bearer {token}")))
 }

@@ -18,8 +18,8 @@
 # render-cache hits) with the ratios pg/sled and two nodes/one node, all
 # from this run.
 #
-#   scripts/bench-nodes.sh                  # about 6 minutes on 2 cores
-#   DEVICES=10000 scripts/bench-nodes.sh    # about a minute
+#   scripts/bench-nodes.sh                  # over 10 minutes on 2 cores (two imports into PostgreSQL)
+#   DEVICES=20000 scripts/bench-nodes.sh    # about 2 minutes after the build
 #
 # PostgreSQL runs in the temp dir on a free loopback port, started with
 # initdb/pg_ctl (as the postgres user when root: it refuses root), with
