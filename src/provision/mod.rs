@@ -104,6 +104,14 @@ struct Prepared<'r> {
     key: CacheKey,
 }
 
+/// A prepared request and what the render cache holds for it.
+struct LookedUp<'r> {
+    prepared: Prepared<'r>,
+    /// The render stamp the cache was asked at.
+    stamp: Stamp,
+    cached: Option<ServedFile>,
+}
+
 /// What the request says about the phone beyond its file name.
 #[derive(Debug, Default)]
 pub struct Requester {
@@ -293,7 +301,16 @@ impl Provisioner {
         self: &Arc<Self>,
         request: &Request<'_>,
     ) -> Result<ServedFile, NotServed> {
-        let miss = match self.answer(request) {
+        let looked_up = match self.prepare(request) {
+            Ok(prepared) => self.look_up(prepared),
+            Err(refused) => return self.count(request, Err(refused)),
+        };
+        if looked_up.cached.is_none()
+            && let Some(mac) = looked_up.prepared.found.mac
+        {
+            self.store.read_ahead(mac).await;
+        }
+        let miss = match self.respond(request, looked_up) {
             Ok(Answer::Render(miss)) => miss,
             Ok(Answer::Ready(file)) => return self.count(request, Ok(file)),
             Err(refused) => return self.count(request, Err(refused)),
@@ -334,7 +351,7 @@ impl Provisioner {
     /// What a request gets: a cached file, a render to do, or a refusal.
     fn answer(&self, request: &Request<'_>) -> Result<Answer, NotServed> {
         let prepared = self.prepare(request)?;
-        self.respond(request, prepared)
+        self.respond(request, self.look_up(prepared))
     }
 
     /// Everything about a request short of rendering: the policy's checks,
@@ -382,20 +399,34 @@ impl Provisioner {
         })
     }
 
-    /// The cached file, or the render a miss needs. The stamp is read
-    /// before the device: a change made meanwhile makes the render's cache
-    /// entry stale, never a stale file current.
-    fn respond(&self, request: &Request<'_>, prepared: Prepared<'_>) -> Result<Answer, NotServed> {
-        let Prepared {
-            file_name,
-            found,
-            identity,
-            requester,
-            key,
-        } = prepared;
+    /// The request's file in the render cache, if it is there. The stamp
+    /// is read before the device: a change made meanwhile makes the
+    /// render's cache entry stale, never a stale file current.
+    fn look_up<'r>(&self, prepared: Prepared<'r>) -> LookedUp<'r> {
         let stamp = self.render_stamp();
-        let cached = self.cache.get(&key, stamp);
+        let cached = self.cache.get(&prepared.key, stamp);
         self.metrics.cache(cached.is_some());
+        LookedUp {
+            prepared,
+            stamp,
+            cached,
+        }
+    }
+
+    /// The cached file, or the render a miss needs.
+    fn respond(&self, request: &Request<'_>, looked_up: LookedUp<'_>) -> Result<Answer, NotServed> {
+        let LookedUp {
+            prepared:
+                Prepared {
+                    file_name,
+                    found,
+                    identity,
+                    requester,
+                    key,
+                },
+            stamp,
+            cached,
+        } = looked_up;
         let seen = || Sighting {
             origin: requester.origin.clone(),
             without_secrets: requester.without_secrets,

@@ -173,6 +173,17 @@ pub trait Backend: Send + Sync {
     fn outside_changes(&self) -> u64 {
         0
     }
+    /// Whether other processes (nodes) share this store.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Fetches ahead, without blocking the caller's thread, what rendering
+    /// `mac`'s files reads one by one (its device, its lines' users, its
+    /// sighting, its last good files), where each read would otherwise
+    /// cross the network. Nothing to do for a store in this process.
+    fn read_ahead(&self, _mac: Mac) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
     /// Makes what was applied durable; refused if the backend stopped
     /// taking changes since.
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -794,6 +805,19 @@ impl Store {
     }
 
     // ---- what phones did ----
+
+    /// Whether other nodes share this store: what one node keeps there,
+    /// every node sees.
+    pub fn is_shared(&self) -> bool {
+        self.backend.is_shared()
+    }
+
+    /// Fetches ahead what rendering `mac`'s files will read, in one round
+    /// trip where reads cross the network; a failure is left for the
+    /// reads themselves to report.
+    pub async fn read_ahead(&self, mac: Mac) {
+        self.backend.read_ahead(mac).await
+    }
 
     /// What the server last served a device.
     pub fn sighting(&self, mac: Mac) -> Result<Option<Sighting>, StoreError> {

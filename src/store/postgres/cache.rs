@@ -37,10 +37,13 @@ pub(crate) enum Kind {
     LastGood,
     /// A sighting by MAC.
     Sighting,
+    /// That every last good file of a MAC is in the cache, so one not
+    /// there has none (kept by a read ahead, never named in notifications).
+    LastGoodListed,
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 10] = [
         Kind::User,
         Kind::UserBy,
         Kind::Device,
@@ -50,6 +53,7 @@ impl Kind {
         Kind::Token,
         Kind::LastGood,
         Kind::Sighting,
+        Kind::LastGoodListed,
     ];
 
     /// The kind's name in a notification.
@@ -64,7 +68,14 @@ impl Kind {
             Kind::Token => "token",
             Kind::LastGood => "last_good",
             Kind::Sighting => "sighting",
+            Kind::LastGoodListed => "last_good_listed",
         }
+    }
+
+    /// The kind of marker that says a MAC's records of this kind are all
+    /// in the cache: it goes whenever one of them does.
+    fn listing(self) -> Option<Kind> {
+        (self == Kind::LastGood).then_some(Kind::LastGoodListed)
     }
 
     fn named(name: &str) -> Option<Kind> {
@@ -133,12 +144,33 @@ impl ReadCache {
         records.get(&(kind, key.to_string())).cloned()
     }
 
+    /// Takes a record out of the cache, with any marker that vouched for
+    /// it: the next read of it goes to the database.
+    pub fn take(&self, kind: Kind, key: &str) -> Cached {
+        let stale = Stale::One(kind, key.to_string());
+        let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
+        let taken = records.get(&(kind, key.to_string())).cloned().flatten();
+        Self::forget(&mut records, &stale);
+        taken
+    }
+
     /// Keeps what a read found, unless something was invalidated since
     /// the read began (`epoch`).
     pub fn fill(&self, epoch: u64, kind: Kind, key: String, found: Cached) {
         let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
         if self.epoch.load(Ordering::SeqCst) == epoch {
             Self::keep(&mut records, kind, key, found);
+        }
+    }
+
+    /// Keeps what one read found of several records, unless something
+    /// was invalidated since the read began (`epoch`).
+    pub fn fill_all(&self, epoch: u64, found: Vec<(Kind, String, Cached)>) {
+        let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::SeqCst) == epoch {
+            for (kind, key, found) in found {
+                Self::keep(&mut records, kind, key, found);
+            }
         }
     }
 
@@ -163,13 +195,22 @@ impl ReadCache {
         let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::SeqCst);
         for stale in stale {
-            match stale {
-                Stale::One(kind, key) => {
-                    records.remove(&(*kind, key.clone()));
+            Self::forget(&mut records, stale);
+        }
+    }
+
+    fn forget(records: &mut HashMap<(Kind, String), Cached>, stale: &Stale) {
+        match stale {
+            Stale::One(kind, key) => {
+                records.remove(&(*kind, key.clone()));
+                if let (Some(listing), Some((mac, _))) = (kind.listing(), key.split_once('/')) {
+                    records.remove(&(listing, mac.to_string()));
                 }
-                Stale::Every(every) => records.retain(|(kind, _), _| kind != every),
-                Stale::All => records.clear(),
             }
+            Stale::Every(every) => {
+                records.retain(|(kind, _), _| kind != every && Some(*kind) != every.listing())
+            }
+            Stale::All => records.clear(),
         }
     }
 
@@ -197,6 +238,36 @@ mod tests {
         assert_eq!(cache.get(Kind::Device, "001565aabbcc"), None);
         cache.fill(cache.epoch(), Kind::Device, "001565aabbcc".into(), None);
         assert_eq!(cache.get(Kind::Device, "001565aabbcc"), Some(None));
+    }
+
+    #[test]
+    fn a_listing_vouches_for_absence_only_while_its_files_are_all_there() {
+        let cache = ReadCache::default();
+        let (mac, file) = ("001565aabbcc", "001565aabbcc/001565aabbcc.cfg");
+        let listed = || cache.get(Kind::LastGoodListed, mac).is_some();
+        cache.fill_all(
+            cache.epoch(),
+            vec![
+                (Kind::LastGood, file.into(), Some("{}".into())),
+                (Kind::LastGoodListed, mac.into(), Some("".into())),
+            ],
+        );
+        assert!(listed());
+        assert_eq!(cache.take(Kind::LastGood, file), Some("{}".into()));
+        assert!(!listed(), "a taken file leaves the listing incomplete");
+
+        cache.fill_all(
+            cache.epoch(),
+            vec![(Kind::LastGoodListed, mac.into(), Some("".into()))],
+        );
+        cache.invalidate(&[Stale::One(Kind::LastGood, file.into())]);
+        assert!(!listed(), "a changed file leaves the listing incomplete");
+        cache.fill_all(
+            cache.epoch(),
+            vec![(Kind::LastGoodListed, mac.into(), Some("".into()))],
+        );
+        cache.invalidate(&[Stale::Every(Kind::LastGood)]);
+        assert!(!listed());
     }
 
     #[test]

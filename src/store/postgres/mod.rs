@@ -17,15 +17,22 @@
 //! their render caches render again. A node whose listening connection was
 //! lost may have missed some: it forgets everything when it is back.
 //!
-//! `write` turns a change into its statements, `listen` hears the other
-//! nodes, `schema` creates and migrates the tables, `connect` reads the
-//! URL.
+//! A phone's first ask would make its render read its device, users,
+//! sighting and last good files one round trip after another on a render
+//! thread; `ahead` fetches them all in one statement while the request
+//! waits without holding a thread. Last good files leave the cache when
+//! read: they are read about once per process.
+//!
+//! `write` turns a change into its statements (pipelined, so an import is
+//! not a round trip per record), `listen` hears the other nodes, `schema`
+//! creates and migrates the tables, `connect` reads the URL.
 //!
 //! While the database is unreachable the backend is [`StoreState::Failed`]:
 //! reads answer from the cache, or fail at once with
 //! [`StoreError::Unavailable`] (the phone gets "busy"); [`Backend::recover`]
 //! and the listening connection notice when it answers again.
 
+mod ahead;
 mod cache;
 mod connect;
 mod listen;
@@ -41,6 +48,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_postgres::error::SqlState;
@@ -71,6 +79,8 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
 /// cache, so a few serve a storm; more would only crowd the database
 /// when many nodes share it.
 const POOL_SIZE: usize = 8;
+/// Statements of a change sent before the first one's answer is awaited.
+const PIPELINE_DEPTH: usize = 256;
 /// Threads of the backend's own runtime: they only wait on the network.
 const RUNTIME_THREADS: usize = 2;
 /// The channel every node notifies its changes on.
@@ -303,20 +313,24 @@ impl PostgresBackend {
         let cached = match self.shared.cache.get(kind, &key) {
             Some(hit) => hit,
             None => {
-                self.reachable()?;
-                let found: Cached = self
-                    .call(READ_TIMEOUT, |db| async move {
-                        let client = db.client().await?;
-                        let statement = client.prepare_cached(&sql).await?;
-                        let row = client.query_opt(&statement, &borrowed(&params)).await?;
-                        Ok(row.map(|row| row.get::<_, String>(0)))
-                    })?
-                    .map(Arc::from);
+                let found = self.read_one(sql, params)?;
                 self.shared.cache.fill(epoch, kind, key, found.clone());
                 found
             }
         };
         cached.map(|doc| decode(kind.name(), &doc)).transpose()
+    }
+
+    /// The one record (its JSON) a query finds, from the database.
+    fn read_one(&self, sql: String, params: Vec<Param>) -> Result<Cached, StoreError> {
+        self.reachable()?;
+        let found = self.call(READ_TIMEOUT, |db| async move {
+            let client = db.client().await?;
+            let statement = client.prepare_cached(&sql).await?;
+            let row = client.query_opt(&statement, &borrowed(&params)).await?;
+            Ok(row.map(|row| row.get::<_, String>(0)))
+        })?;
+        Ok(found.map(Arc::from))
     }
 
     /// One record kept in `table` under a text `column`, through the cache.
@@ -506,6 +520,32 @@ impl Backend for PostgresBackend {
         self.shared.outside.load(Ordering::SeqCst)
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn read_ahead(&self, mac: Mac) -> BoxFuture<'_, ()> {
+        let cached = self.shared.cache.get(Kind::Device, &mac.to_string());
+        if cached.is_some() || self.state() == StoreState::Failed {
+            return Box::pin(std::future::ready(()));
+        }
+        let epoch = self.shared.cache.epoch();
+        let shared = self.shared.clone();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        self.handle.spawn(async move {
+            // A failure is the render's own reads' to meet and report.
+            if let Ok(Ok(found)) =
+                tokio::time::timeout(READ_TIMEOUT, ahead::fetch(&shared, mac)).await
+            {
+                shared.cache.fill_all(epoch, found);
+            }
+            let _ = done.send(());
+        });
+        Box::pin(async move {
+            let _ = finished.await;
+        })
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         // A committed transaction is durable already.
         Box::pin(std::future::ready(Ok(())))
@@ -530,10 +570,21 @@ impl Backend for PostgresBackend {
             let tx = client.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::WRITER_LOCK])
                 .await?;
-            for (done, write) in writes.iter().enumerate() {
-                progress.wrote(done + 1, writes.len());
-                write.run(&tx).await?;
+            // Pipelined: the statements go out without waiting for each
+            // answer, so an import of thousands of records costs thousands
+            // of statements' work, not thousands of round trips. The
+            // database runs them in order; the first error in order is
+            // the cause, the ones after it only say the transaction failed.
+            let runs: Vec<BoxFuture<'_, Result<(), StoreError>>> =
+                writes.iter().map(|write| write.run(&tx).boxed()).collect();
+            let mut answers = futures_util::stream::iter(runs).buffered(PIPELINE_DEPTH);
+            let mut done = 0;
+            while let Some(answer) = answers.next().await {
+                answer?;
+                done += 1;
+                progress.wrote(done, writes.len());
             }
+            drop(answers);
             tx.execute(INSERT_AUDIT, &[&audit_ids, &audit_docs]).await?;
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &told])
                 .await?;
@@ -714,12 +765,19 @@ impl Backend for PostgresBackend {
     }
 
     fn last_good(&self, mac: Mac, file: &str) -> Result<Option<LastGood>, StoreError> {
-        self.record(
-            Kind::LastGood,
-            last_good_key(mac, file),
-            "SELECT doc::text FROM last_good WHERE mac = $1 AND file = $2".into(),
-            vec![text(mac.to_string()), text(file)],
-        )
+        // Read once per file and process, or when a render fails: a body
+        // is not worth its memory in the cache beyond the read it was
+        // fetched ahead for.
+        let cache = &self.shared.cache;
+        let found = match cache.take(Kind::LastGood, &last_good_key(mac, file)) {
+            Some(found) => Some(found),
+            None if cache.get(Kind::LastGoodListed, &mac.to_string()).is_some() => None,
+            None => self.read_one(
+                "SELECT doc::text FROM last_good WHERE mac = $1 AND file = $2".into(),
+                vec![text(mac.to_string()), text(file)],
+            )?,
+        };
+        found.map(|doc| decode("last_good", &doc)).transpose()
     }
 
     fn record_last_good(&self, files: &[((Mac, String), LastGood)]) -> Result<(), StoreError> {
@@ -954,6 +1012,50 @@ mod tests {
                 PostgresBackend::open(&cluster.database()).unwrap(),
             ))
         });
+    }
+
+    #[test]
+    fn a_read_ahead_gives_what_the_reads_give() {
+        let url = TestCluster::shared().database();
+        let writer = Store::on(Box::new(PostgresBackend::open(&url).unwrap()));
+        let ada = suite::create(&writer, suite::user("300")).unwrap();
+        let mac: Mac = "001565aa0300".parse().unwrap();
+        let mut phone = suite::device("001565aa0300");
+        phone.lines.push(crate::domain::records::LineAssignment {
+            user: ada.id,
+            label: None,
+        });
+        let put = Change::PutDevice {
+            new: phone.clone(),
+            old: None,
+        };
+        suite::change(&writer, |_| Ok::<_, StoreError>((vec![put], ()))).unwrap();
+        let good = LastGood {
+            users: vec![ada.id],
+            body: "account.1.user_name = u300".into(),
+        };
+        let file = "001565aa0300.cfg".to_string();
+        writer
+            .record_last_good(&[((mac, file.clone()), good.clone())])
+            .unwrap();
+
+        let reader = Store::on(Box::new(PostgresBackend::open(&url).unwrap()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(reader.read_ahead(mac));
+        runtime.block_on(reader.read_ahead("001565aa0399".parse().unwrap()));
+        assert_eq!(reader.device(mac).unwrap(), Some(phone));
+        assert_eq!(reader.user(ada.id).unwrap(), Some(ada));
+        assert_eq!(reader.sighting(mac).unwrap(), None);
+        assert_eq!(reader.last_good(mac, "other.cfg").unwrap(), None);
+        // Taken from the cache by the first read, from the database after.
+        assert_eq!(reader.last_good(mac, &file).unwrap(), Some(good.clone()));
+        assert_eq!(reader.last_good(mac, &file).unwrap(), Some(good));
+        assert_eq!(
+            reader.device("001565aa0399".parse().unwrap()).unwrap(),
+            None
+        );
     }
 
     #[test]
