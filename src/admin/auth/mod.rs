@@ -4,7 +4,8 @@
 //! when set, and then at least [`MIN_BOOTSTRAP_TOKEN_CHARS`] long.
 //! Otherwise one is made at first start: its SHA-256 goes in the store and
 //! the token itself in `<data>/admin.token` (mode 0600), where the CLI
-//! finds it. A hash of a 256-bit random token needs no slow password hash,
+//! finds it. Nodes sharing a database share the token the first of them
+//! made, whether or not their own data directory has the file. A hash of a 256-bit random token needs no slow password hash,
 //! and checking it on every API call costs microseconds.
 //!
 //! Named tokens (`<name>.<secret>`, a [`Scope`]) are made and
@@ -109,22 +110,50 @@ impl AdminToken {
             }
             return Ok(AdminToken::of(token));
         }
-        if let Some(hash) = store.meta(TOKEN_HASH_KEY)?
-            && let Ok(sha256) = <[u8; 32]>::try_from(hash.as_slice())
-            && data_dir.join(TOKEN_FILE).exists()
+        let path = data_dir.join(TOKEN_FILE);
+        // On a store only this node opens, a missing file was the token's
+        // only copy: a new one loses nothing. Nodes sharing a database
+        // share the token the first of them made.
+        if let Some(stored) = Self::stored(store)?
+            && (path.exists() || store.is_shared())
         {
-            return Ok(AdminToken { sha256 });
+            if !path.exists() {
+                tracing::info!(
+                    file = %path.display(),
+                    "the admin token is the one another node made: copy its admin.token here for the CLI, or set DESKBOOT_ADMIN_TOKEN"
+                );
+            }
+            return Ok(stored);
         }
         let token = random_secret(43);
-        let path = data_dir.join(TOKEN_FILE);
         write_private(&path, &format!("{token}\n")).map_err(|source| AuthError::TokenFile {
             path: path.clone(),
             source,
         })?;
         let admin = AdminToken::of(&token);
-        store.put_meta(TOKEN_HASH_KEY, &admin.sha256)?;
-        tracing::info!(file = %path.display(), "generated an admin token");
-        Ok(admin)
+        if !store.is_shared() {
+            store.put_meta(TOKEN_HASH_KEY, &admin.sha256)?;
+            tracing::info!(file = %path.display(), "generated an admin token");
+            return Ok(admin);
+        }
+        // Two nodes starting at once on a new database: one token wins.
+        let kept = store.claim_meta(TOKEN_HASH_KEY, &admin.sha256)?;
+        if kept == admin.sha256 {
+            tracing::info!(file = %path.display(), "generated an admin token");
+            return Ok(admin);
+        }
+        let _ = std::fs::remove_file(&path);
+        Self::stored(store)?.ok_or(AuthError::Store(StoreError::NotFound(
+            "the admin token another node made".into(),
+        )))
+    }
+
+    /// The token whose hash the store holds, if any.
+    fn stored(store: &Store) -> Result<Option<AdminToken>, AuthError> {
+        let hash = store.meta(TOKEN_HASH_KEY)?;
+        Ok(hash
+            .and_then(|hash| <[u8; 32]>::try_from(hash.as_slice()).ok())
+            .map(|sha256| AdminToken { sha256 }))
     }
 
     fn of(token: &str) -> AdminToken {
@@ -364,6 +393,29 @@ mod tests {
         // The next start keeps the same token.
         let again = AdminToken::setup(&store, dir.path(), None).unwrap();
         assert!(again.accepts(token.trim()));
+        // Without its file nobody holds it: a new one is made.
+        std::fs::remove_file(&file).unwrap();
+        let new = AdminToken::setup(&store, dir.path(), None).unwrap();
+        assert!(!new.accepts(token.trim()));
+        assert!(new.accepts(std::fs::read_to_string(&file).unwrap().trim()));
+    }
+
+    #[test]
+    fn nodes_sharing_a_database_share_the_first_nodes_token() {
+        use crate::store::postgres::{PostgresBackend, test_cluster::TestCluster};
+        let url = TestCluster::shared().database();
+        let node = || Store::on(Box::new(PostgresBackend::open(&url).unwrap()));
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = AdminToken::setup(&node(), dir_a.path(), None).unwrap();
+        let token = std::fs::read_to_string(dir_a.path().join(TOKEN_FILE)).unwrap();
+        let b = AdminToken::setup(&node(), dir_b.path(), None).unwrap();
+        assert!(a.accepts(token.trim()) && b.accepts(token.trim()));
+        assert!(!dir_b.path().join(TOKEN_FILE).exists());
+        // Each node's restart keeps it, whichever data directory has the file.
+        for dir in [&dir_a, &dir_b] {
+            let again = AdminToken::setup(&node(), dir.path(), None).unwrap();
+            assert!(again.accepts(token.trim()));
+        }
     }
 
     #[test]
