@@ -256,6 +256,7 @@ mod tests {
             action: action.into(),
             target: target.into(),
             changes,
+            before: Value::Null,
         }
     }
 
