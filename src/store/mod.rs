@@ -39,7 +39,7 @@ use crate::domain::progress::{self, Report};
 use crate::domain::records::{
     ApiToken, Device, Discovered, Invalid, LastGood, Layout, Settings, Sighting, User, UserId,
 };
-use audit::AuditEntry;
+use audit::{AuditEntry, Diff};
 
 /// The schema this binary reads and writes. Bump it, and add a migration to
 /// each backend, when a stored shape changes incompatibly.
@@ -355,70 +355,104 @@ pub enum Change {
 }
 
 impl Change {
-    /// The audit description: action, target and what changed.
-    fn describe(&self) -> (String, String, Value) {
+    /// The audit description: action, target, and what changed with what
+    /// it replaced.
+    fn describe(&self) -> (String, String, Diff) {
         let json = |v: &dyn erased::Json| v.to_json();
+        let fields = |old: Option<Value>, new: &dyn erased::Json| {
+            audit::diff(&old.unwrap_or_else(|| json!({})), &json(new))
+        };
         match self {
             Change::PutUser { new, old } => (
                 verb("user", old.is_some()),
                 format!("user/{}", new.id),
-                audit::diff(&old.as_ref().map_or(json!({}), |o| json(o)), &json(new)),
+                fields(old.as_ref().map(|o| json(o)), new),
             ),
             Change::DeleteUser(user) => (
                 "user.delete".into(),
                 format!("user/{}", user.id),
-                json!({"extension": user.extension}),
+                Diff {
+                    changes: json!({"extension": user.extension}),
+                    before: json!({
+                        "extension": user.extension,
+                        "first_name": user.first_name,
+                        "last_name": user.last_name,
+                    }),
+                },
             ),
             Change::PutDevice { new, old } => (
                 verb("device", old.is_some()),
                 format!("device/{}", new.mac),
-                audit::diff(&old.as_ref().map_or(json!({}), |o| json(o)), &json(new)),
+                fields(old.as_ref().map(|o| json(o)), new),
             ),
             Change::DeleteDevice(device) => (
                 "device.delete".into(),
                 format!("device/{}", device.mac),
-                json!({"model": device.model}),
+                Diff {
+                    changes: json!({"model": device.model}),
+                    before: json!({"model": device.model, "description": device.description}),
+                },
             ),
             Change::PutSettings { scope, new, old } => (
                 "settings.update".into(),
                 format!("settings/{scope}"),
-                audit::diff(&json(old), &json(new)),
+                fields(Some(json(old)), new),
             ),
-            Change::PutTemplate { key, new, .. } => (
+            Change::PutTemplate { key, new, old } => (
                 "template.put".into(),
                 format!("template/{key}"),
-                new.current().map_or(json!({"active": false}), |v| {
-                    json!({"active": new.active, "version": v.version, "bytes": v.source.len()})
-                }),
+                Diff::of_fields(old.as_ref().map(summary).as_ref(), summary(new)),
             ),
-            Change::DeleteTemplate { key, .. } => {
-                ("template.delete".into(), format!("template/{key}"), Value::Null)
-            }
+            Change::DeleteTemplate { key, old } => (
+                "template.delete".into(),
+                format!("template/{key}"),
+                Diff {
+                    changes: Value::Null,
+                    before: summary(old),
+                },
+            ),
             Change::PutLayout { new, old } => (
                 verb("layout", old.is_some()),
                 format!("layout/{}", new.name),
-                audit::diff(&old.as_ref().map_or(json!({}), |o| json(o)), &json(new)),
+                fields(old.as_ref().map(|o| json(o)), new),
             ),
             Change::DeleteLayout(layout) => (
                 "layout.delete".into(),
                 format!("layout/{}", layout.name),
-                json!({"model": layout.model}),
+                Diff {
+                    changes: json!({"model": layout.model}),
+                    before: json!({"model": layout.model, "description": layout.description}),
+                },
             ),
             Change::DeleteDiscovered(mac) => (
                 "discovered.delete".into(),
                 format!("discovered/{mac}"),
-                Value::Null,
+                Diff::default(),
             ),
             Change::PutToken(token) => (
                 "token.create".into(),
                 format!("token/{}", token.name),
-                json!({"scope": token.scope}),
+                Diff::of_fields(None, json!({"scope": token.scope})),
             ),
-            Change::DeleteToken(token) => {
-                ("token.delete".into(), format!("token/{}", token.name), Value::Null)
-            }
+            Change::DeleteToken(token) => (
+                "token.delete".into(),
+                format!("token/{}", token.name),
+                Diff {
+                    changes: Value::Null,
+                    before: json!({"scope": token.scope, "created": token.created}),
+                },
+            ),
         }
     }
+}
+
+/// What the audit log says of an uploaded template: its newest version, not
+/// its source.
+fn summary(history: &TemplateHistory) -> Value {
+    history.current().map_or(
+        json!({"active": false}),
+        |v| json!({"active": history.active, "version": v.version, "bytes": v.source.len()}),
+    )
 }
 
 /// `kind.create` or `kind.update`.
@@ -644,8 +678,8 @@ impl Store {
         changes
             .iter()
             .map(|change| {
-                let (action, target, changes) = change.describe();
-                self.audit_entry(actor, action, target, changes)
+                let (action, target, diff) = change.describe();
+                self.audit_entry(actor, action, target, diff)
             })
             .collect()
     }
@@ -656,7 +690,7 @@ impl Store {
         actor: &str,
         action: String,
         target: String,
-        changes: Value,
+        Diff { changes, before }: Diff,
     ) -> Result<AuditEntry, StoreError> {
         Ok(AuditEntry {
             id: self.backend.new_audit_id()?,
@@ -665,6 +699,7 @@ impl Store {
             action,
             target,
             changes,
+            before,
         })
     }
 }
@@ -776,7 +811,8 @@ impl Store {
     // ---- audit ----
 
     /// Records an admin action that changes no record (lifting a ban),
-    /// durably before it returns, as a [`Store::change`] is.
+    /// durably before it returns, as a [`Store::change`] is. What it
+    /// records is the action's outcome, so nothing stood there before.
     pub async fn record_action(
         &self,
         actor: &str,
@@ -784,7 +820,8 @@ impl Store {
         target: String,
         changes: Value,
     ) -> Result<(), StoreError> {
-        let entry = self.audit_entry(actor, action.to_string(), target, changes)?;
+        let diff = Diff::of_fields(None, changes);
+        let entry = self.audit_entry(actor, action.to_string(), target, diff)?;
         self.backend.record_action(&entry)?;
         self.backend.flush().await
     }

@@ -5,6 +5,7 @@ mod common;
 
 mod admin_api;
 mod admin_auth;
+mod audit_before;
 mod browser;
 mod browser_admin;
 mod browser_device;

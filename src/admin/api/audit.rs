@@ -1,4 +1,6 @@
-//! `/api/v1/audit?since=&target=`: who changed what, oldest first.
+//! `/api/v1/audit?since=&target=`: who changed what, oldest first, each
+//! entry with the values its change replaced (`before`, none in entries
+//! written before the log kept them).
 
 use axum::Json;
 use axum::extract::Query;

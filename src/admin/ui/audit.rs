@@ -1,14 +1,15 @@
 //! `/audit`: who changed what, newest first, a page at a time; filtered
 //! by actor, object (a target prefix), action and a time range, the
 //! filters kept in the URL. Each entry opens to a table of field, before
-//! and after.
+//! and after, both as the entry recorded them.
 //!
-//! The log records each change's new values (its diff), not the old ones:
-//! "before" is what the log last recorded for that field of that object,
-//! read from the entries before it. A field first set before the log began
-//! (a restore) shows no "before".
+//! The page reads the log from its newest end, as far as the page it shows
+//! and one entry more (is there a next page?), so it does not count what
+//! the filters keep. Only a filter that leaves too few among those reads
+//! the whole log. An entry written before the log recorded before values
+//! shows "—" for them: working them out would mean walking the whole log
+//! for every page, and would still miss fields set before the log began.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use askama::Template;
@@ -19,19 +20,26 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::session::Signed;
-use super::{Chrome, Pager, Shared, UiResult, html, non_empty, query_value, show_time};
+use super::{Chrome, Shared, UiResult, html, non_empty, query_value, show_time};
 use crate::admin::api::{ApiResult, blocking};
 use crate::domain::records::Invalid;
 use crate::store::audit::AuditEntry;
+use crate::store::{Store, StoreError};
 
 /// Entries listed on one page.
 const PER_PAGE: usize = 50;
 
-/// One field an entry changed.
-struct FieldChange {
-    field: String,
-    before: String,
-    after: String,
+/// What a before cell shows for a value the entry did not record.
+const UNRECORDED: &str = "—";
+
+/// One field an entry changed, as a table row shows it.
+pub(crate) struct FieldChange {
+    /// The dotted path (`settings.sip_server`).
+    pub field: String,
+    /// Its value before (empty: unset; "—": not recorded).
+    pub before: String,
+    /// Its value after (empty: removed).
+    pub after: String,
 }
 
 /// One entry as the page lists it.
@@ -50,7 +58,15 @@ struct AuditPage {
     chrome: Chrome,
     query: AuditQuery,
     entries: Vec<Entry>,
-    pager: Pager,
+    pages: Pages,
+}
+
+/// Where the page shown stands: its number and its neighbours' links
+/// (how many pages there are is not counted).
+struct Pages {
+    page: usize,
+    previous: Option<String>,
+    next: Option<String>,
 }
 
 /// The filters, as the URL carries them.
@@ -147,88 +163,96 @@ pub(super) async fn list(
     let filter = query.filter()?;
     let admin = Arc::clone(&ui.admin);
     let base = format!("/audit?{}", query.url());
-    let page = query.page;
-    // Reads the whole log, to know each field's value before each change.
-    let (entries, pager) = blocking(move || {
-        let log = admin.store.audit(0, None)?;
-        Ok(page_of(log, &filter, page, &base))
+    let page = query.page.unwrap_or(1).max(1);
+    let (entries, pages) = blocking(move || {
+        let wanted = page.saturating_mul(PER_PAGE);
+        let (kept, more) = newest_kept(&admin.store, wanted, |e| filter.keeps(e))?;
+        Ok(page_of(kept, more, page, &base))
     })
     .await?;
     html(AuditPage {
         chrome: ui.chrome(&who, "audit", "Audit log"),
         query,
         entries,
-        pager,
+        pages,
     })
 }
 
-/// The page of `log` (oldest first) that `filter` keeps, newest first,
-/// each entry with its fields' values before and after.
-fn page_of(
-    log: Vec<AuditEntry>,
-    filter: &Filter,
-    page: Option<usize>,
-    base: &str,
-) -> (Vec<Entry>, Pager) {
-    let mut known: HashMap<String, BTreeMap<String, Value>> = HashMap::new();
-    let mut kept = Vec::new();
-    for entry in log {
-        let fields = fields_of(&mut known, &entry);
-        if filter.keeps(&entry) {
-            kept.push(Entry {
-                id: entry.id,
-                at: show_time(entry.at),
-                actor: entry.actor,
-                action: entry.action,
-                target: entry.target,
-                fields,
-            });
-        }
+/// The newest `wanted` entries that `keep` keeps, newest first, and whether
+/// the log holds more. Reads the newest `wanted + 1` entries, and the whole
+/// log only when the filter leaves too few of those.
+pub(super) fn newest_kept(
+    store: &Store,
+    wanted: usize,
+    keep: impl Fn(&AuditEntry) -> bool,
+) -> Result<(Vec<AuditEntry>, bool), StoreError> {
+    let window = wanted.saturating_add(1);
+    let newest = store.recent_audit(window)?;
+    let whole_log = newest.len() < window;
+    let mut kept: Vec<AuditEntry> = newest.into_iter().filter(|e| keep(e)).collect();
+    if kept.len() < window && !whole_log {
+        let log = store.audit(0, None)?;
+        kept = log.into_iter().rev().filter(|e| keep(e)).collect();
     }
-    kept.reverse();
-    let (pager, range) = Pager::new(page, kept.len(), PER_PAGE, base);
-    let shown = kept.drain(range).collect();
-    (shown, pager)
+    let more = kept.len() > wanted;
+    kept.truncate(wanted);
+    Ok((kept, more))
 }
 
-/// What `entry` changed, field by field, against what `known` says each
-/// field of its target was; `known` then holds the values after it.
-fn fields_of(
-    known: &mut HashMap<String, BTreeMap<String, Value>>,
-    entry: &AuditEntry,
-) -> Vec<FieldChange> {
-    let state = known.entry(entry.target.clone()).or_default();
-    if entry.action.ends_with(".create") {
-        state.clear();
-    }
-    if entry.action.ends_with(".delete") {
-        let gone = state
-            .iter()
-            .map(|(field, value)| FieldChange {
-                field: field.clone(),
-                before: shown(value),
-                after: String::new(),
-            })
-            .collect();
-        known.remove(&entry.target);
-        return gone;
-    }
-    let Value::Object(changes) = &entry.changes else {
+/// Page `page` (from 1; past the last, the last) of `kept` (the newest
+/// entries, up to that page), `more` telling whether any follow them.
+fn page_of(kept: Vec<AuditEntry>, more: bool, page: usize, base: &str) -> (Vec<Entry>, Pages) {
+    let page = page.min(kept.len().div_ceil(PER_PAGE).max(1));
+    let start = (page - 1) * PER_PAGE;
+    let has_next = more || kept.len() > start + PER_PAGE;
+    let link = |p: usize| format!("{base}page={p}");
+    let pages = Pages {
+        page,
+        previous: (page > 1).then(|| link(page - 1)),
+        next: has_next.then(|| link(page + 1)),
+    };
+    let entries = kept
+        .into_iter()
+        .skip(start)
+        .take(PER_PAGE)
+        .map(|entry| Entry {
+            fields: changed_fields(&entry),
+            id: entry.id,
+            at: show_time(entry.at),
+            actor: entry.actor,
+            action: entry.action,
+            target: entry.target,
+        })
+        .collect();
+    (entries, pages)
+}
+
+/// What `entry` changed, field by field, with the values it recorded
+/// before; a delete lists the record as it was.
+pub(crate) fn changed_fields(entry: &AuditEntry) -> Vec<FieldChange> {
+    let recorded = !entry.before.is_null();
+    let deleted = recorded && entry.action.ends_with(".delete");
+    let Value::Object(fields) = (if deleted {
+        &entry.before
+    } else {
+        &entry.changes
+    }) else {
         return Vec::new();
     };
-    changes
+    fields
         .iter()
-        .map(|(field, after)| {
-            let before = state.get(field).map(shown).unwrap_or_default();
-            if after.is_null() {
-                state.remove(field);
+        .map(|(field, value)| {
+            let (before, after) = if deleted {
+                (shown(value), String::new())
+            } else if recorded {
+                (shown(&entry.before[field.as_str()]), shown(value))
             } else {
-                state.insert(field.clone(), after.clone());
-            }
+                (UNRECORDED.to_string(), shown(value))
+            };
             FieldChange {
                 field: field.clone(),
                 before,
-                after: shown(after),
+                after,
             }
         })
         .collect()
@@ -248,31 +272,84 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn entry(id: u64, action: &str, target: &str, changes: Value) -> AuditEntry {
+    fn entry(action: &str, changes: Value, before: Value) -> AuditEntry {
         AuditEntry {
-            id,
-            at: id,
+            id: 1,
+            at: 1,
             actor: "ops".into(),
             action: action.into(),
-            target: target.into(),
+            target: "user/1".into(),
             changes,
+            before,
         }
     }
 
+    fn rows(entry: &AuditEntry) -> Vec<(String, String, String)> {
+        let rows = changed_fields(entry).into_iter();
+        rows.map(|f| (f.field, f.before, f.after)).collect()
+    }
+
+    fn row(field: &str, before: &str, after: &str) -> (String, String, String) {
+        (field.into(), before.into(), after.into())
+    }
+
     #[test]
-    fn before_is_what_the_log_last_recorded() {
-        let mut known = HashMap::new();
-        let created = entry(1, "user.create", "user/1", json!({"first_name": "Ada"}));
-        let renamed = entry(2, "user.update", "user/1", json!({"first_name": "Grace"}));
-        assert_eq!(fields_of(&mut known, &created)[0].before, "");
-        let change = &fields_of(&mut known, &renamed)[0];
-        assert_eq!(
-            (change.before.as_str(), change.after.as_str()),
-            ("Ada", "Grace")
+    fn before_is_what_the_entry_recorded() {
+        let renamed = entry(
+            "user.update",
+            json!({"first_name": "Grace", "email": null, "sip.password": "(changed)"}),
+            json!({"first_name": "Ada", "email": "ada@example.com", "sip.password": "(set)"}),
         );
-        let deleted = entry(3, "user.delete", "user/1", json!({"extension": "101"}));
-        let gone = &fields_of(&mut known, &deleted)[0];
-        assert_eq!((gone.before.as_str(), gone.after.as_str()), ("Grace", ""));
+        assert_eq!(
+            rows(&renamed),
+            [
+                row("email", "ada@example.com", ""),
+                row("first_name", "Ada", "Grace"),
+                row("sip.password", "(set)", "(changed)"),
+            ]
+        );
+        let created = entry("user.create", json!({"keys": [1]}), json!({"keys": null}));
+        assert_eq!(rows(&created), [row("keys", "", "[1]")]);
+    }
+
+    #[test]
+    fn a_delete_lists_the_record_as_it_was() {
+        let deleted = entry(
+            "user.delete",
+            json!({"extension": "101"}),
+            json!({"extension": "101", "first_name": "Ada"}),
+        );
+        assert_eq!(
+            rows(&deleted),
+            [row("extension", "101", ""), row("first_name", "Ada", "")]
+        );
+    }
+
+    #[test]
+    fn an_entry_without_before_values_says_so() {
+        let older = entry("user.update", json!({"first_name": "Grace"}), Value::Null);
+        assert_eq!(rows(&older), [row("first_name", UNRECORDED, "Grace")]);
+    }
+
+    #[test]
+    fn a_page_links_to_its_neighbours_without_counting_the_rest() {
+        let kept: Vec<AuditEntry> = (0..PER_PAGE + 3)
+            .map(|_| entry("user.update", json!({}), json!({})))
+            .collect();
+        let (shown, pages) = page_of(kept.clone(), false, 2, "/audit?");
+        assert_eq!(shown.len(), 3);
+        assert_eq!(
+            (pages.page, pages.previous.as_deref(), pages.next),
+            (2, Some("/audit?page=1"), None)
+        );
+        let (shown, pages) = page_of(kept.clone(), false, 9, "/audit?");
+        assert_eq!((shown.len(), pages.page, pages.next), (3, 2, None));
+        let (shown, pages) = page_of(kept[..PER_PAGE].to_vec(), true, 1, "/audit?");
+        assert_eq!(shown.len(), PER_PAGE);
+        assert_eq!(
+            (pages.previous, pages.next.as_deref()),
+            (None, Some("/audit?page=2"))
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! device, or the built-in default), and a form for the device's own
 //! overrides, saved through the API's device update. History: the audit
 //! entries of the device and of its lines' users, newest first, each field
-//! with its value before and after.
+//! with its value before and after as the entry recorded them (the audit
+//! page's rows).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 use serde::de::{self, Visitor};
 use serde_json::{Map, Value, json};
 
+use super::audit::{FieldChange, changed_fields, newest_kept};
 use super::device::{Tab, save_and_show};
 use super::session::{CSRF_FIELD, Signed};
 use super::{Shared, Ui, UiResult, show_time};
@@ -219,56 +221,23 @@ pub(crate) struct HistoryEntry {
     pub changes: Vec<FieldChange>,
 }
 
-/// One field of an audit entry, before and after.
-pub(crate) struct FieldChange {
-    /// The dotted path (`settings.sip_server`).
-    pub field: String,
-    /// Its value before (empty: unset or unknown).
-    pub before: String,
-    /// Its value after (empty: removed).
-    pub after: String,
-}
-
-/// The audit entries of `device` and of its lines' users, newest first;
-/// each field's value before is the one the entries before it recorded.
+/// The newest audit entries of `device` and of its lines' users, newest
+/// first.
 pub(super) fn history_of(store: &Store, device: &Device) -> ApiResult<Vec<HistoryEntry>> {
     let mut targets = vec![format!("device/{}", device.mac)];
     targets.extend(device.lines.iter().map(|l| format!("user/{}", l.user)));
-    let entries = store.audit(0, None)?;
-    let mut known: HashMap<&str, HashMap<String, Value>> = HashMap::new();
-    let mut shown = Vec::new();
-    for entry in entries.iter().filter(|e| targets.contains(&e.target)) {
-        let fields = known.entry(entry.target.as_str()).or_default();
-        shown.push(history_entry(entry, fields));
-    }
-    shown.reverse();
-    shown.truncate(MAX_HISTORY);
-    Ok(shown)
+    let (entries, _) = newest_kept(store, MAX_HISTORY, |e| targets.contains(&e.target))?;
+    Ok(entries.iter().map(history_entry).collect())
 }
 
-/// `entry` with each field's value before, from `fields` (what earlier
-/// entries of its target recorded), which it then updates.
-fn history_entry(entry: &AuditEntry, fields: &mut HashMap<String, Value>) -> HistoryEntry {
-    let mut changes = Vec::new();
-    if entry.action.ends_with(".delete") {
-        fields.clear();
-    }
-    if let Value::Object(changed) = &entry.changes {
-        for (field, after) in changed {
-            let before = fields.insert(field.clone(), after.clone());
-            changes.push(FieldChange {
-                field: field.clone(),
-                before: before.as_ref().map(shown).unwrap_or_default(),
-                after: shown(after),
-            });
-        }
-    }
+/// `entry` as the History tab shows it.
+fn history_entry(entry: &AuditEntry) -> HistoryEntry {
     HistoryEntry {
         at: show_time(entry.at),
         actor: entry.actor.clone(),
         action: entry.action.clone(),
         target: entry.target.clone(),
-        changes,
+        changes: changed_fields(entry),
     }
 }
 
