@@ -11,6 +11,7 @@ mod browser_admin;
 mod browser_device;
 mod browser_finish;
 mod browser_import;
+mod browser_phone;
 mod browser_templates;
 mod catalog;
 mod cli;

@@ -21,14 +21,22 @@ const YEALINK_UA: &str = "Yealink SIP-T46S 66.86.0.15 00:15:65:12:34:56";
 async fn every_link_in_the_web_ui_leads_to_a_page_that_answers() {
     let server = TestServer::start().await;
     a_store_with_one_of_everything(&server).await;
-    let browser = sign_in(&server, TOKEN).await;
+    let pages = crawl(&server).await;
+    // The crawl reached every section, not only the dashboard.
+    for section in ["/users", "/devices", "/templates", "/discovered", "/import"] {
+        assert!(pages.iter().any(|p| p == section), "no link to {section}");
+    }
+}
 
+/// Crawls the UI from the dashboard, signed in, checking each page on
+/// the way (see the module doc); the pages it found, in the order found.
+pub(crate) async fn crawl(server: &TestServer) -> Vec<String> {
+    let browser = sign_in(server, TOKEN).await;
     let mut queue = VecDeque::from(["/".to_string()]);
     let mut seen = HashSet::from(["/".to_string()]);
-    let mut visited = 0;
+    let mut pages = Vec::new();
     while let Some(path) = queue.pop_front() {
-        visited += 1;
-        assert!(visited <= MAX_PAGES, "the crawl did not end: {path}");
+        assert!(seen.len() <= MAX_PAGES, "the crawl did not end: {path}");
         let page = browser.get(&path).await;
         // A link may lead on (a user's "replace" to their phone's).
         if page.status == 303 {
@@ -58,16 +66,14 @@ async fn every_link_in_the_web_ui_leads_to_a_page_that_answers() {
                 queue.push_back(link);
             }
         }
+        pages.push(path);
     }
-    // The crawl reached every section, not only the dashboard.
-    for section in ["/users", "/devices", "/templates", "/discovered", "/import"] {
-        assert!(seen.contains(section), "no link to {section}");
-    }
+    pages
 }
 
 /// Ada with her T46S (a BLF on key 3), Grace, a layout, a model template,
 /// and an unknown phone that asked for its file.
-async fn a_store_with_one_of_everything(server: &TestServer) {
+pub(crate) async fn a_store_with_one_of_everything(server: &TestServer) {
     server.ada_with_a_t46s().await;
     let grace = json!({"extension": "201", "first_name": "Grace", "last_name": "Hopper",
         "sip": {"username": "sip201", "password": "Pw-201-secret"}});
