@@ -20,6 +20,7 @@ mod disk_full;
 mod firmware;
 mod golden;
 mod https;
+mod import_update;
 mod layouts;
 mod operations;
 mod postgres;
