@@ -564,8 +564,8 @@ impl<'a> Phones<'a> {
 
     /// Puts the row's user on the phone `mac`, as its next line unless it
     /// has one already, and sets the layout the row names. A stored user
-    /// on another phone is refused: moving a phone is the replace wizard's
-    /// job, which carries its keys and settings along.
+    /// on another phone is refused: moving a user to a new phone is
+    /// `replace`'s job, which carries the old phone's keys and settings.
     fn place(
         &mut self,
         row: &Row,
