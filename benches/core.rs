@@ -450,7 +450,7 @@ fn bench_store(c: &mut Criterion) {
             &deskboot::domain::progress::silent,
         )
         .expect("import");
-    assert_eq!(summary.users, STORE_SIZE);
+    assert_eq!(summary.users.created, STORE_SIZE);
     assert_eq!(store.device_count(), STORE_SIZE);
 
     // A record in the middle of each key order.

@@ -46,7 +46,7 @@ fn bench_import(c: &mut Criterion) {
                         &silent,
                     )
                     .expect("import");
-                assert_eq!(summary.users, ROWS);
+                assert_eq!(summary.users.created, ROWS);
             },
             BatchSize::PerIteration,
         )

@@ -7,6 +7,13 @@
 //! pipe-separated one (`entityid|firstname|...|phonenumber|linename|linesecret|
 //! voicemailnumber|...`). Every row is checked, against the file and against
 //! the store, before anything is written; a refusal lists every bad row.
+//!
+//! A row whose extension is a stored user's updates that user, so that an
+//! administrator can re-import an edited spreadsheet: a non-empty cell
+//! replaces the field, an empty one keeps it. A row whose MAC is a stored
+//! phone's adds its user as the phone's next line. What would stay exactly
+//! as stored is counted as unchanged and not written, so it leaves no
+//! audit entry.
 
 use std::collections::HashMap;
 
@@ -15,7 +22,7 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::domain::mac::Mac;
 use crate::domain::progress::{Report, Stage};
-use crate::domain::records::{Device, LineAssignment, SipAccount, User, Voicemail};
+use crate::domain::records::{Device, LineAssignment, SipAccount, User, UserId, Voicemail};
 use crate::domain::secret::random_secret;
 use crate::store::{Change, Store, StoreError};
 
@@ -69,7 +76,7 @@ pub enum Mode {
 /// What an import did, or would do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Imported {
-    /// What it creates.
+    /// What it creates, updates and leaves as it is.
     pub summary: Summary,
     /// The store's generation the file was checked against.
     pub generation: u64,
@@ -115,15 +122,42 @@ pub fn run(
     )
 }
 
-/// What an import creates.
+/// What an import creates, updates and leaves as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
     /// The header layout recognised: `deskboot`, `wazo` or `xivo`.
     pub format: &'static str,
-    /// Users created.
-    pub users: usize,
-    /// Devices created.
-    pub devices: usize,
+    /// The users the rows name.
+    pub users: Counts,
+    /// The devices the rows name.
+    pub devices: Counts,
+}
+
+/// How many records of one kind an import creates, updates or leaves as
+/// they are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Records that did not exist.
+    pub created: usize,
+    /// Stored records the file changes.
+    pub updated: usize,
+    /// Stored records the file names but would leave exactly as they are.
+    pub unchanged: usize,
+}
+
+impl Counts {
+    /// Counts a record as created (nothing stored), unchanged (stored as
+    /// it would be) or updated; true when it is to be written.
+    #[must_use]
+    fn count<T: PartialEq>(&mut self, stored: Option<&T>, new: &T) -> bool {
+        let count = match stored {
+            None => &mut self.created,
+            Some(stored) if stored == new => &mut self.unchanged,
+            Some(_) => &mut self.updated,
+        };
+        *count += 1;
+        stored != Some(new)
+    }
 }
 
 /// The fields we read, with every header name that means each.
@@ -197,8 +231,8 @@ pub fn plan(
     let (format, rows, mut errors) = read_rows(text).map_err(ImportError::Rows)?;
     let mut changes = Vec::new();
     let mut seen: HashMap<&'static str, HashMap<String, u64>> = HashMap::new();
-    let mut devices: Vec<(u64, Device)> = Vec::new();
-    let mut users = 0;
+    let mut phones = Phones::new(store, catalog);
+    let mut users = Counts::default();
     for (checked, row) in rows.iter().enumerate() {
         report(Stage::Checking, checked + 1, rows.len());
         let fail = |errors: &mut Vec<RowError>, field: &str, error: String| {
@@ -209,7 +243,7 @@ pub fn plan(
                 error,
             })
         };
-        let user = match user_of(row, store) {
+        let (user, stored) = match user_of(row, store) {
             Ok(user) => user,
             Err((field, error)) => {
                 fail(&mut errors, field, error);
@@ -221,41 +255,20 @@ pub fn plan(
             fail(&mut errors, field, error);
             row_ok = false;
         }
-        if let Some(mac) = row.get("mac") {
-            match place_on_device(row, mac, &user, store, catalog, &mut devices) {
-                Ok(()) => {}
-                Err((field, error)) => {
-                    fail(&mut errors, field, error);
-                    row_ok = false;
-                }
-            }
+        if let Some(mac) = row.get("mac")
+            && let Err((field, error)) = phones.place(row, mac, &user, stored.is_some())
+        {
+            fail(&mut errors, field, error);
+            row_ok = false;
         }
-        if row_ok {
-            users += 1;
+        if row_ok && users.count(stored.as_ref(), &user) {
             changes.push(Change::PutUser {
                 new: user,
-                old: None,
+                old: stored,
             });
         }
     }
-    for (line, device) in &devices {
-        let Some(model) = catalog.model(&device.model) else {
-            continue;
-        };
-        let layout = match &device.layout {
-            Some(name) => store.layout(name)?,
-            None => None,
-        };
-        let shown = layout.map_or_else(|| device.clone(), |l| l.laid_under(device));
-        if let Err(invalid) = model.check_device(&shown) {
-            errors.push(RowError {
-                line: *line,
-                field: "mac".into(),
-                value: device.mac.to_string(),
-                error: format!("device {}: {}", device.mac, invalid.message),
-            });
-        }
-    }
+    let devices = phones.finish(&mut changes, &mut errors)?;
     if !errors.is_empty() {
         errors.sort_by_key(|e| e.line);
         return Err(ImportError::Rows(errors));
@@ -263,17 +276,13 @@ pub fn plan(
     let summary = Summary {
         format,
         users,
-        devices: devices.len(),
+        devices,
     };
-    changes.extend(devices.into_iter().map(|(_, device)| Change::PutDevice {
-        new: device,
-        old: None,
-    }));
     Ok((changes, summary))
 }
 
-/// The unique fields of a row's user that an earlier row or a stored user
-/// already holds, with why.
+/// The unique fields of a row's user that an earlier row or another
+/// stored user already holds, with why.
 fn taken_fields(
     user: &User,
     line: u64,
@@ -281,17 +290,37 @@ fn taken_fields(
     store: &Store,
 ) -> Result<Vec<(&'static str, String)>, StoreError> {
     let mut taken = Vec::new();
+    // The extension names the user the row is about, so only the file can
+    // hold it twice.
     for (field, index_field, value) in [
-        ("extension", "extension", Some(&user.extension)),
-        ("sip_username", "sip.username", Some(&user.sip.username)),
-        ("email", "email", user.email.as_ref()),
+        ("extension", None, Some(&user.extension)),
+        (
+            "sip_username",
+            Some("sip.username"),
+            Some(&user.sip.username),
+        ),
+        ("email", Some("email"), user.email.as_ref()),
     ] {
         let Some(value) = value else { continue };
         if let Some(first) = seen.entry(field).or_default().insert(value.clone(), line) {
             taken.push((field, format!("{value} is also on line {first}")));
+            // A second row for one extension is the error; its SIP username
+            // and e-mail clash with the first row's only because of it.
+            if field == "extension" {
+                return Ok(taken);
+            }
         }
-        if store.user_by(index_field, value)?.is_some() {
-            taken.push((field, format!("{value} is already used by a user")));
+        if let Some(index_field) = index_field
+            && let Some(holder) = store.user_by(index_field, value)?
+            && holder.id != user.id
+        {
+            taken.push((
+                field,
+                format!(
+                    "{value} is already used by another user ({})",
+                    holder.extension
+                ),
+            ));
         }
     }
     Ok(taken)
@@ -401,40 +430,25 @@ fn read_rows(text: &str) -> Result<ReadRows, Vec<RowError>> {
     Ok((format, rows, errors))
 }
 
-/// The user a row describes, checked on its own.
-fn user_of(row: &Row, store: &Store) -> Result<User, (&'static str, String)> {
+/// The user a row describes, checked on its own, and the stored user of
+/// its extension, which the row updates.
+fn user_of(row: &Row, store: &Store) -> Result<(User, Option<User>), (&'static str, String)> {
     let extension = row
         .get("extension")
-        .ok_or(("extension", "is required".to_string()))?
-        .to_string();
-    let username = row.get("sip_username").unwrap_or(&extension).to_string();
-    let user = User {
-        id: store
-            .next_user_id()
-            .map_err(|e| ("extension", e.to_string()))?,
-        first_name: row.get("first_name").unwrap_or_default().to_string(),
-        last_name: row.get("last_name").unwrap_or_default().to_string(),
-        email: row.get("email").map(str::to_string),
-        sip: SipAccount {
-            auth_name: row.get("auth_name").unwrap_or(&username).to_string(),
-            password: row
-                .get("sip_password")
-                .map(str::to_string)
-                .unwrap_or_else(|| random_secret(GENERATED_PASSWORD_LEN)),
-            username,
-        },
-        caller_id: Default::default(),
-        voicemail: row.get("mailbox").map(|mailbox| Voicemail {
-            mailbox: mailbox.to_string(),
-            pin: row.get("voicemail_pin").map(str::to_string),
-        }),
-        language: row.get("language").map(str::to_string),
-        mobile: row.get("mobile").map(str::to_string),
-        dnd: false,
-        call_waiting: true,
-        in_directory: true,
-        extension,
+        .ok_or(("extension", "is required".to_string()))?;
+    let stored = store
+        .user_by_extension(extension)
+        .map_err(|e| ("extension", e.to_string()))?;
+    let mut user = match &stored {
+        Some(stored) => stored.clone(),
+        None => new_user(extension, store).map_err(|e| ("extension", e.to_string()))?,
     };
+    fill_from_cells(&mut user, row);
+    // Only a new user without a password cell gets one made up: a stored
+    // password is what the user's phones already register with.
+    if stored.is_none() && user.sip.password.is_empty() {
+        user.sip.password = random_secret(GENERATED_PASSWORD_LEN);
+    }
     user.validate().map_err(|invalid| {
         let field = FIELDS
             .iter()
@@ -442,72 +456,271 @@ fn user_of(row: &Row, store: &Store) -> Result<User, (&'static str, String)> {
             .map_or("user", |(name, _)| *name);
         (field, format!("{}: {}", invalid.field, invalid.message))
     })?;
-    Ok(user)
+    Ok((user, stored))
 }
 
-/// Puts the row's user on its phone: a new device, or the next line of a
-/// device an earlier row created.
-fn place_on_device(
-    row: &Row,
-    mac: &str,
-    user: &User,
-    store: &Store,
-    catalog: &Catalog,
-    devices: &mut Vec<(u64, Device)>,
-) -> Result<(), (&'static str, String)> {
-    let mac: Mac = mac.parse().map_err(|e| ("mac", format!("'{mac}': {e}")))?;
-    let line = LineAssignment {
-        user: user.id,
-        label: None,
-    };
-    let layout = row.get("layout").map(str::to_string);
-    if let Some((_, device)) = devices.iter_mut().find(|(_, d)| d.mac == mac) {
-        if row.model.as_ref().is_some_and(|m| *m != device.model) {
-            return Err((
-                "model",
-                format!("{mac} is a {} on an earlier line", device.model),
-            ));
-        }
-        if layout.is_some() && layout != device.layout {
-            return Err((
-                "layout",
-                format!("{mac} follows another layout on an earlier line"),
-            ));
-        }
-        device.lines.push(line);
-        return Ok(());
-    }
-    let model = row
-        .model
-        .clone()
-        .ok_or(("model", format!("a phone ({mac}) needs its model")))?;
-    if catalog.model(&model).is_none() {
-        return Err(("model", format!("unknown model '{model}'")));
-    }
-    if store
-        .device(mac)
-        .map_err(|e| ("mac", e.to_string()))?
-        .is_some()
-    {
-        return Err(("mac", format!("device {mac} already exists")));
-    }
-    if let Some(name) = &layout {
-        check_layout(name, &model, store)?;
-    }
-    devices.push((
-        row.line,
-        Device {
-            mac,
-            model,
-            description: None,
-            lines: vec![line],
-            keys: Vec::new(),
-            layout,
-            modules: Vec::new(),
-            settings: Default::default(),
+/// A user with a fresh id, `extension` as its SIP username and nothing
+/// else the rows have not said.
+fn new_user(extension: &str, store: &Store) -> Result<User, StoreError> {
+    Ok(User {
+        id: store.next_user_id()?,
+        first_name: String::new(),
+        last_name: String::new(),
+        email: None,
+        sip: SipAccount {
+            username: extension.to_string(),
+            auth_name: extension.to_string(),
+            password: String::new(),
         },
-    ));
-    Ok(())
+        caller_id: Default::default(),
+        voicemail: None,
+        language: None,
+        mobile: None,
+        dnd: false,
+        call_waiting: true,
+        in_directory: true,
+        extension: extension.to_string(),
+    })
+}
+
+/// Sets each field the row has a non-empty cell for; an empty cell or a
+/// missing column keeps what `user` holds.
+fn fill_from_cells(user: &mut User, row: &Row) {
+    let cell = |field| row.get(field).map(str::to_string);
+    for (field, value) in [
+        ("first_name", &mut user.first_name),
+        ("last_name", &mut user.last_name),
+        ("sip_password", &mut user.sip.password),
+    ] {
+        if let Some(cell) = cell(field) {
+            *value = cell;
+        }
+    }
+    for (field, value) in [
+        ("email", &mut user.email),
+        ("language", &mut user.language),
+        ("mobile", &mut user.mobile),
+    ] {
+        if let Some(cell) = cell(field) {
+            *value = Some(cell);
+        }
+    }
+    if let Some(username) = cell("sip_username") {
+        // An authentication name that was the username stays so: it was
+        // never set on its own.
+        if user.sip.auth_name == user.sip.username {
+            user.sip.auth_name.clone_from(&username);
+        }
+        user.sip.username = username;
+    }
+    if let Some(auth_name) = cell("auth_name") {
+        user.sip.auth_name = auth_name;
+    }
+    if let Some(mailbox) = cell("mailbox") {
+        match &mut user.voicemail {
+            Some(voicemail) => voicemail.mailbox = mailbox,
+            None => user.voicemail = Some(Voicemail { mailbox, pin: None }),
+        }
+    }
+    if let (Some(pin), Some(voicemail)) = (cell("voicemail_pin"), &mut user.voicemail) {
+        voicemail.pin = Some(pin);
+    }
+}
+
+/// A device the rows name, as the import would leave it.
+struct PlannedDevice {
+    device: Device,
+    /// As stored; none for a device the file creates.
+    stored: Option<Device>,
+    /// The last line that changed it: a refusal of the whole device names it.
+    line: u64,
+    /// The line whose layout cell named the device's layout, if one did.
+    layout_line: Option<u64>,
+}
+
+/// The phones the rows name: created, or stored and given lines or a
+/// layout.
+struct Phones<'a> {
+    store: &'a Store,
+    catalog: &'a Catalog,
+    /// In the order the file first names them.
+    planned: Vec<PlannedDevice>,
+    by_mac: HashMap<Mac, usize>,
+    /// The stored devices each stored user has a line on, read once the
+    /// first row puts a stored user on a phone.
+    stored_lines: Option<HashMap<UserId, Vec<Mac>>>,
+}
+
+impl<'a> Phones<'a> {
+    fn new(store: &'a Store, catalog: &'a Catalog) -> Self {
+        Phones {
+            store,
+            catalog,
+            planned: Vec::new(),
+            by_mac: HashMap::new(),
+            stored_lines: None,
+        }
+    }
+
+    /// Puts the row's user on the phone `mac`, as its next line unless it
+    /// has one already, and sets the layout the row names. A stored user
+    /// on another phone is refused: moving a user to a new phone is
+    /// `replace`'s job, which carries the old phone's keys and settings.
+    fn place(
+        &mut self,
+        row: &Row,
+        mac: &str,
+        user: &User,
+        stored_user: bool,
+    ) -> Result<(), (&'static str, String)> {
+        let mac: Mac = mac.parse().map_err(|e| ("mac", format!("'{mac}': {e}")))?;
+        if stored_user && let Some(other) = self.other_phone_of(user.id, mac)? {
+            return Err((
+                "mac",
+                format!(
+                    "user {} is on device {other}: use replace to move it",
+                    user.extension
+                ),
+            ));
+        }
+        let index = match self.by_mac.get(&mac) {
+            Some(index) => *index,
+            None => self.open(row, mac)?,
+        };
+        let planned = &mut self.planned[index];
+        let model = planned.device.model.clone();
+        if let Some(named) = row.model.as_ref().filter(|named| **named != model) {
+            return Err(("model", format!("{mac} is a {model}, not a {named}")));
+        }
+        if let Some(layout) = row.get("layout") {
+            match planned.layout_line {
+                Some(line) if planned.device.layout.as_deref() != Some(layout) => {
+                    return Err((
+                        "layout",
+                        format!("{mac} follows another layout on line {line}"),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    if planned.device.layout.as_deref() != Some(layout) {
+                        check_layout(layout, &model, self.store)?;
+                        planned.device.layout = Some(layout.to_string());
+                        planned.line = row.line;
+                    }
+                    planned.layout_line = Some(row.line);
+                }
+            }
+        }
+        if !planned.device.lines.iter().any(|l| l.user == user.id) {
+            planned.device.lines.push(LineAssignment {
+                user: user.id,
+                label: None,
+            });
+            planned.line = row.line;
+        }
+        Ok(())
+    }
+
+    /// A stored phone other than `mac` that the stored user `id` has a
+    /// line on, unless it has one on `mac` too.
+    fn other_phone_of(
+        &mut self,
+        id: UserId,
+        mac: Mac,
+    ) -> Result<Option<Mac>, (&'static str, String)> {
+        if self.stored_lines.is_none() {
+            let mut lines: HashMap<UserId, Vec<Mac>> = HashMap::new();
+            for device in self.store.devices().map_err(|e| ("mac", e.to_string()))? {
+                for line in &device.lines {
+                    lines.entry(line.user).or_default().push(device.mac);
+                }
+            }
+            self.stored_lines = Some(lines);
+        }
+        let phones = self.stored_lines.as_ref().and_then(|lines| lines.get(&id));
+        Ok(match phones {
+            Some(phones) if !phones.contains(&mac) => phones.first().copied(),
+            _ => None,
+        })
+    }
+
+    /// Starts planning the phone `mac` the file names first on `row`: the
+    /// stored device, or a new one of the row's model.
+    fn open(&mut self, row: &Row, mac: Mac) -> Result<usize, (&'static str, String)> {
+        let stored = self.store.device(mac).map_err(|e| ("mac", e.to_string()))?;
+        let device = match &stored {
+            Some(stored) => stored.clone(),
+            None => {
+                let model = row
+                    .model
+                    .clone()
+                    .ok_or(("model", format!("a phone ({mac}) needs its model")))?;
+                if self.catalog.model(&model).is_none() {
+                    return Err(("model", format!("unknown model '{model}'")));
+                }
+                Device {
+                    mac,
+                    model,
+                    description: None,
+                    lines: Vec::new(),
+                    keys: Vec::new(),
+                    layout: None,
+                    modules: Vec::new(),
+                    settings: Default::default(),
+                }
+            }
+        };
+        self.planned.push(PlannedDevice {
+            device,
+            stored,
+            line: row.line,
+            layout_line: None,
+        });
+        self.by_mac.insert(mac, self.planned.len() - 1);
+        Ok(self.planned.len() - 1)
+    }
+
+    /// Checks every phone the file changes against its model (a line too
+    /// many is refused here), plans its write and counts them all.
+    fn finish(
+        self,
+        changes: &mut Vec<Change>,
+        errors: &mut Vec<RowError>,
+    ) -> Result<Counts, StoreError> {
+        let mut counts = Counts::default();
+        for PlannedDevice {
+            device,
+            stored,
+            line,
+            ..
+        } in self.planned
+        {
+            if !counts.count(stored.as_ref(), &device) {
+                continue;
+            }
+            let Some(model) = self.catalog.model(&device.model) else {
+                continue;
+            };
+            let layout = match &device.layout {
+                Some(name) => self.store.layout(name)?,
+                None => None,
+            };
+            let shown = layout.map_or_else(|| device.clone(), |l| l.laid_under(&device));
+            if let Err(invalid) = model.check_device(&shown) {
+                errors.push(RowError {
+                    line,
+                    field: "mac".into(),
+                    value: device.mac.to_string(),
+                    error: format!("device {}: {}", device.mac, invalid.message),
+                });
+            }
+            changes.push(Change::PutDevice {
+                new: device,
+                old: stored,
+            });
+        }
+        Ok(counts)
+    }
 }
 
 /// Refuses a layout that is not stored, or is for another model.
@@ -593,7 +806,7 @@ mod tests {
                    1|Ada|Lovelace|fr_FR|101|default|ada101|s3cret|101|1234\n";
         let (changes, summary) = plan(csv, &store, &catalog, &silent).unwrap();
         assert_eq!(summary.format, "xivo");
-        assert_eq!(summary.users, 1);
+        assert_eq!(summary.users.created, 1);
         let Change::PutUser { new, .. } = &changes[0] else {
             panic!()
         };
@@ -629,6 +842,42 @@ mod tests {
             };
             assert_eq!((errors[0].line, errors[0].value.as_str()), (2, "zz"));
         }
+    }
+
+    fn row(cells: &[(&'static str, &str)]) -> Row {
+        Row {
+            line: 2,
+            fields: cells.iter().map(|(f, v)| (*f, v.to_string())).collect(),
+            model: None,
+        }
+    }
+
+    #[test]
+    fn empty_cells_keep_fields_and_a_defaulted_auth_name_follows_the_username() {
+        let (store, _) = fixtures();
+        let stored = new_user("201", store).unwrap();
+        let mut user = stored.clone();
+        fill_from_cells(
+            &mut user,
+            &row(&[
+                ("first_name", ""),
+                ("sip_username", "grace"),
+                ("mailbox", ""),
+            ]),
+        );
+        assert_eq!(
+            (user.sip.username.as_str(), user.sip.auth_name.as_str()),
+            ("grace", "grace")
+        );
+        assert_eq!(
+            (&user.first_name, &user.voicemail),
+            (&stored.first_name, &None)
+        );
+
+        let mut user = stored.clone();
+        user.sip.auth_name = "auth-201".into();
+        fill_from_cells(&mut user, &row(&[("sip_username", "grace")]));
+        assert_eq!(user.sip.auth_name, "auth-201", "set on its own, it stays");
     }
 
     #[test]

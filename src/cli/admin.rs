@@ -214,6 +214,12 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     match client.send_with_progress(&path, "text/csv", text).await? {
         (status, answer) if status.is_success() => {
             print_json(&answer)?;
+            let nothing_written = if args.dry_run {
+                "dry run, nothing written: "
+            } else {
+                ""
+            };
+            eprintln!("{nothing_written}{}", import_counts(&answer));
             Ok(ExitCode::SUCCESS)
         }
         (_, answer) => {
@@ -229,6 +235,20 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// An import's answer for a person, beside the JSON a script reads:
+/// `users: 1 created, 2 updated, 0 unchanged; devices: ...`.
+fn import_counts(answer: &Value) -> String {
+    let counts = |kind: &str| {
+        format!(
+            "{kind}: {} created, {} updated, {} unchanged",
+            answer[kind],
+            answer[format!("{kind}_updated")],
+            answer[format!("{kind}_unchanged")]
+        )
+    };
+    format!("{}; {}", counts("users"), counts("devices"))
 }
 
 /// `deskboot export > backup.json`.

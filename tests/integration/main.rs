@@ -22,6 +22,7 @@ mod disk_full;
 mod firmware;
 mod golden;
 mod https;
+mod import_update;
 mod layouts;
 mod operations;
 mod postgres;

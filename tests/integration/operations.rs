@@ -119,7 +119,7 @@ async fn an_import_is_all_or_nothing_and_lists_every_bad_row() {
     let before = server.snapshot().await;
     let csv = "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n\
                201,Carol,C,carol@example.com,,,001565000201,yealink-t46s\n\
-               101,Dup,Ext,,,,,\n\
+               201,Dup,Ext,,,,,\n\
                202,Dan,D,,,,001565000202,yealink-t99\n\
                203,Eve,E,,,,zz:zz,yealink-t46s\n\
                204,Fay,F,fay@example.com,,,,\n";
@@ -470,7 +470,7 @@ async fn imports_and_restores_stream_their_progress_when_asked() {
 
     // A refusal comes as the last line too, and changes nothing.
     let before = server.snapshot().await;
-    let bad = "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n10000,Dup,E,,,,,\n";
+    let bad = "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n10000,Dup,E,,,,,\n10000,Dup,F,,,,,\n";
     let lines = server.api_streamed("/api/v1/import", bad).await;
     let answer = lines.last().expect("an answer");
     assert_eq!(answer["status"], 422, "{answer}");

@@ -81,12 +81,24 @@ fn import_csv(
     let status = if options.dry_run {
         StatusCode::OK
     } else {
-        tracing::info!(users = summary.users, devices = summary.devices, "import");
+        tracing::info!(users = ?summary.users, devices = ?summary.devices, "import");
         StatusCode::CREATED
     };
+    // `users` and `devices` stay the created counts, as clients written
+    // before imports updated read them.
+    let (users, devices) = (summary.users, summary.devices);
     Ok((
         status,
-        json!({"dry_run": options.dry_run, "format": summary.format, "users": summary.users, "devices": summary.devices}),
+        json!({
+            "dry_run": options.dry_run,
+            "format": summary.format,
+            "users": users.created,
+            "users_updated": users.updated,
+            "users_unchanged": users.unchanged,
+            "devices": devices.created,
+            "devices_updated": devices.updated,
+            "devices_unchanged": devices.unchanged,
+        }),
     ))
 }
 

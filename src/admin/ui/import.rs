@@ -321,7 +321,7 @@ fn applied_page(
         Ok(imported) => {
             ui.previews.forget(&session_of(who), hash);
             let summary = &imported.summary;
-            tracing::info!(users = summary.users, devices = summary.devices, "import");
+            tracing::info!(users = ?summary.users, devices = ?summary.devices, "import");
             let page = ResultPage {
                 applied: true,
                 ..ResultPage::new(chrome, hash, Ok(imported))
