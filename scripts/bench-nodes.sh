@@ -71,8 +71,12 @@ pg_url() { echo "postgres://postgres@127.0.0.1:$pg_port/deskboot_$1"; }
 
 DESKBOOT_ADMIN_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export DESKBOOT_ADMIN_TOKEN
-# All phones boot from one address: one NAT of CONCURRENCY phones.
-printf 'http_max_connections_per_source = %s\n' "$CONCURRENCY" >"$work/node.toml"
+# All phones boot from one address: one NAT of CONCURRENCY phones, each
+# keeping a connection to every node (with two, phone i boots from node
+# i mod 2). Twice that, so a client replacing a connection is never
+# refused for the moment it holds both: this measures the store, not the
+# per-address limit.
+printf 'http_max_connections_per_source = %s\n' $((2 * CONCURRENCY)) >"$work/node.toml"
 
 node_port() { echo $((BASE_PORT + 10 * $1 + $2)); }
 

@@ -14,8 +14,12 @@
 //! phone's adds its user as the phone's next line. What would stay exactly
 //! as stored is counted as unchanged and not written, so it leaves no
 //! audit entry.
+//!
+//! The users and phones a file names are read from the store in a few bulk
+//! lookups before any row is checked ([`Stored`]): row by row, a store
+//! across the network costs several round trips per row.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
@@ -231,7 +235,8 @@ pub fn plan(
     let (format, rows, mut errors) = read_rows(text).map_err(ImportError::Rows)?;
     let mut changes = Vec::new();
     let mut seen: HashMap<&'static str, HashMap<String, u64>> = HashMap::new();
-    let mut phones = Phones::new(store, catalog);
+    let mut stored_records = Stored::read(&rows, store)?;
+    let mut phones = Phones::new(store, catalog, std::mem::take(&mut stored_records.devices));
     let mut users = Counts::default();
     for (checked, row) in rows.iter().enumerate() {
         report(Stage::Checking, checked + 1, rows.len());
@@ -243,7 +248,7 @@ pub fn plan(
                 error,
             })
         };
-        let (user, stored) = match user_of(row, store) {
+        let (user, stored) = match user_of(row, &mut stored_records) {
             Ok(user) => user,
             Err((field, error)) => {
                 fail(&mut errors, field, error);
@@ -251,7 +256,7 @@ pub fn plan(
             }
         };
         let mut row_ok = true;
-        for (field, error) in taken_fields(&user, row.line, &mut seen, store)? {
+        for (field, error) in taken_fields(&user, row.line, &mut seen, &stored_records) {
             fail(&mut errors, field, error);
             row_ok = false;
         }
@@ -287,8 +292,8 @@ fn taken_fields(
     user: &User,
     line: u64,
     seen: &mut HashMap<&'static str, HashMap<String, u64>>,
-    store: &Store,
-) -> Result<Vec<(&'static str, String)>, StoreError> {
+    stored: &Stored,
+) -> Vec<(&'static str, String)> {
     let mut taken = Vec::new();
     // The extension names the user the row is about, so only the file can
     // hold it twice.
@@ -307,11 +312,11 @@ fn taken_fields(
             // A second row for one extension is the error; its SIP username
             // and e-mail clash with the first row's only because of it.
             if field == "extension" {
-                return Ok(taken);
+                return taken;
             }
         }
         if let Some(index_field) = index_field
-            && let Some(holder) = store.user_by(index_field, value)?
+            && let Some(holder) = stored.user_by(index_field, value)
             && holder.id != user.id
         {
             taken.push((
@@ -323,7 +328,61 @@ fn taken_fields(
             ));
         }
     }
-    Ok(taken)
+    taken
+}
+
+/// What the store holds of the users and phones a file names, read in
+/// bulk before any row is checked.
+struct Stored {
+    /// Users by a unique field (`extension`, `sip.username`, `email`)
+    /// and its value: each value a row could give that field.
+    users: HashMap<(&'static str, String), User>,
+    /// The stored devices among the rows' MACs.
+    devices: HashMap<Mac, Device>,
+    /// Fresh ids for the rows whose extension no stored user has.
+    new_ids: std::vec::IntoIter<UserId>,
+}
+
+impl Stored {
+    fn read(rows: &[Row], store: &Store) -> Result<Stored, StoreError> {
+        let cells = |column: &'static str| rows.iter().filter_map(move |row| row.get(column));
+        let distinct = |values: Vec<&str>| -> Vec<String> {
+            let distinct: BTreeSet<&str> = values.into_iter().collect();
+            distinct.into_iter().map(str::to_string).collect()
+        };
+        // A new user's SIP username is its extension unless a cell says.
+        let usernames = cells("sip_username").chain(cells("extension")).collect();
+        let mut users = HashMap::new();
+        for (field, values) in [
+            ("extension", distinct(cells("extension").collect())),
+            ("sip.username", distinct(usernames)),
+            ("email", distinct(cells("email").collect())),
+        ] {
+            for user in store.users_by(field, &values)? {
+                let value = match field {
+                    "extension" => user.extension.clone(),
+                    "sip.username" => user.sip.username.clone(),
+                    _ => user.email.clone().unwrap_or_default(),
+                };
+                users.insert((field, value), user);
+            }
+        }
+        let macs: Vec<Mac> = cells("mac").filter_map(|mac| mac.parse().ok()).collect();
+        let devices = store.devices_of(&macs)?;
+        let new_users = cells("extension")
+            .filter(|extension| !users.contains_key(&("extension", extension.to_string())))
+            .count();
+        Ok(Stored {
+            users,
+            devices: devices.into_iter().map(|d| (d.mac, d)).collect(),
+            new_ids: store.next_user_ids(new_users)?.into_iter(),
+        })
+    }
+
+    /// The stored user holding `value` of a unique `field`.
+    fn user_by(&self, field: &'static str, value: &str) -> Option<&User> {
+        self.users.get(&(field, value.to_string()))
+    }
 }
 
 /// The header layout, the rows that could be read and the ones that could not.
@@ -432,16 +491,20 @@ fn read_rows(text: &str) -> Result<ReadRows, Vec<RowError>> {
 
 /// The user a row describes, checked on its own, and the stored user of
 /// its extension, which the row updates.
-fn user_of(row: &Row, store: &Store) -> Result<(User, Option<User>), (&'static str, String)> {
+fn user_of(row: &Row, known: &mut Stored) -> Result<(User, Option<User>), (&'static str, String)> {
     let extension = row
         .get("extension")
         .ok_or(("extension", "is required".to_string()))?;
-    let stored = store
-        .user_by_extension(extension)
-        .map_err(|e| ("extension", e.to_string()))?;
+    let stored = known.user_by("extension", extension).cloned();
     let mut user = match &stored {
         Some(stored) => stored.clone(),
-        None => new_user(extension, store).map_err(|e| ("extension", e.to_string()))?,
+        None => {
+            let id = known.new_ids.next().ok_or((
+                "extension",
+                "no user id was set aside for this row".to_string(),
+            ))?;
+            new_user(id, extension)
+        }
     };
     fill_from_cells(&mut user, row);
     // Only a new user without a password cell gets one made up: a stored
@@ -461,9 +524,9 @@ fn user_of(row: &Row, store: &Store) -> Result<(User, Option<User>), (&'static s
 
 /// A user with a fresh id, `extension` as its SIP username and nothing
 /// else the rows have not said.
-fn new_user(extension: &str, store: &Store) -> Result<User, StoreError> {
-    Ok(User {
-        id: store.next_user_id()?,
+fn new_user(id: UserId, extension: &str) -> User {
+    User {
+        id,
         first_name: String::new(),
         last_name: String::new(),
         email: None,
@@ -480,7 +543,7 @@ fn new_user(extension: &str, store: &Store) -> Result<User, StoreError> {
         call_waiting: true,
         in_directory: true,
         extension: extension.to_string(),
-    })
+    }
 }
 
 /// Sets each field the row has a non-empty cell for; an empty cell or a
@@ -543,6 +606,8 @@ struct PlannedDevice {
 struct Phones<'a> {
     store: &'a Store,
     catalog: &'a Catalog,
+    /// The stored devices among the rows' MACs, taken as each is planned.
+    stored: HashMap<Mac, Device>,
     /// In the order the file first names them.
     planned: Vec<PlannedDevice>,
     by_mac: HashMap<Mac, usize>,
@@ -552,10 +617,11 @@ struct Phones<'a> {
 }
 
 impl<'a> Phones<'a> {
-    fn new(store: &'a Store, catalog: &'a Catalog) -> Self {
+    fn new(store: &'a Store, catalog: &'a Catalog, stored: HashMap<Mac, Device>) -> Self {
         Phones {
             store,
             catalog,
+            stored,
             planned: Vec::new(),
             by_mac: HashMap::new(),
             stored_lines: None,
@@ -647,7 +713,7 @@ impl<'a> Phones<'a> {
     /// Starts planning the phone `mac` the file names first on `row`: the
     /// stored device, or a new one of the row's model.
     fn open(&mut self, row: &Row, mac: Mac) -> Result<usize, (&'static str, String)> {
-        let stored = self.store.device(mac).map_err(|e| ("mac", e.to_string()))?;
+        let stored = self.stored.remove(&mac);
         let device = match &stored {
             Some(stored) => stored.clone(),
             None => {
@@ -854,8 +920,7 @@ mod tests {
 
     #[test]
     fn empty_cells_keep_fields_and_a_defaulted_auth_name_follows_the_username() {
-        let (store, _) = fixtures();
-        let stored = new_user("201", store).unwrap();
+        let stored = new_user(1, "201");
         let mut user = stored.clone();
         fill_from_cells(
             &mut user,

@@ -208,6 +208,11 @@ pub trait Backend: Send + Sync {
     fn new_audit_id(&self) -> Result<u64, StoreError>;
     /// A fresh user id, never handed out before and not in use.
     fn next_user_id(&self) -> Result<UserId, StoreError>;
+    /// `count` fresh user ids at once, for a bulk import: one round trip
+    /// where [`Backend::next_user_id`] is one each.
+    fn next_user_ids(&self, count: usize) -> Result<Vec<UserId>, StoreError> {
+        (0..count).map(|_| self.next_user_id()).collect()
+    }
     /// How many records of a kind there are (0 if it cannot tell).
     fn count(&self, counted: Counted) -> usize;
     /// The space the store takes, in bytes (0 if it cannot tell).
@@ -219,10 +224,21 @@ pub trait Backend: Send + Sync {
     /// The user holding a unique value of `field` (`extension`,
     /// `sip.username`, `email`); none for another field.
     fn user_by(&self, field: &str, value: &str) -> Result<Option<User>, StoreError>;
+    /// The users holding any of `values` of `field`, as
+    /// [`Backend::user_by`] finds each: one round trip for a bulk import.
+    fn users_by(&self, field: &str, values: &[String]) -> Result<Vec<User>, StoreError> {
+        let found = values.iter().map(|value| self.user_by(field, value));
+        found.filter_map(Result::transpose).collect()
+    }
     /// All devices, by MAC.
     fn devices(&self) -> Result<Vec<Device>, StoreError>;
     /// One device.
     fn device(&self, mac: Mac) -> Result<Option<Device>, StoreError>;
+    /// Those of `macs` that are devices: one round trip for a bulk import.
+    fn devices_of(&self, macs: &[Mac]) -> Result<Vec<Device>, StoreError> {
+        let found = macs.iter().map(|mac| self.device(*mac));
+        found.filter_map(Result::transpose).collect()
+    }
     /// The settings of a scope, if set.
     fn settings(&self, scope: &str) -> Result<Option<Settings>, StoreError>;
     /// Every scope that has settings, by scope.
@@ -669,6 +685,11 @@ impl Store {
         self.backend.next_user_id()
     }
 
+    /// `count` fresh ids for new users, in increasing order.
+    pub fn next_user_ids(&self, count: usize) -> Result<Vec<UserId>, StoreError> {
+        self.backend.next_user_ids(count)
+    }
+
     /// Audit entries for `changes`, stamped now.
     fn audit_entries(
         &self,
@@ -743,6 +764,12 @@ impl Store {
         self.backend.user_by(field, value)
     }
 
+    /// The users holding any of `values` of `field` (`extension`,
+    /// `sip.username` or `email`), in no order.
+    pub fn users_by(&self, field: &str, values: &[String]) -> Result<Vec<User>, StoreError> {
+        self.backend.users_by(field, values)
+    }
+
     /// The first device with a line for this user.
     pub fn device_of_user(&self, id: UserId) -> Result<Option<Device>, StoreError> {
         Ok(self
@@ -761,6 +788,11 @@ impl Store {
     /// One device.
     pub fn device(&self, mac: Mac) -> Result<Option<Device>, StoreError> {
         self.backend.device(mac)
+    }
+
+    /// Those of `macs` that are devices, in no order.
+    pub fn devices_of(&self, macs: &[Mac]) -> Result<Vec<Device>, StoreError> {
+        self.backend.devices_of(macs)
     }
 
     // ---- settings ----

@@ -382,12 +382,25 @@ fn user_ids_are_never_handed_out_twice(store: &Store) {
     assert_ne!(ada.id, grace.id);
     let next = store.next_user_id().unwrap();
     assert!(next != ada.id && next != grace.id);
+    let many = store.next_user_ids(3).unwrap();
+    assert_eq!(many.len(), 3);
+    assert!(many.windows(2).all(|w| w[0] < w[1]), "{many:?}");
+    assert!(many.iter().all(|id| ![ada.id, grace.id, next].contains(id)));
+    assert!(!many.contains(&store.next_user_id().unwrap()));
     assert_eq!(
         store.user_by("email", "102@example.com").unwrap(),
         Some(grace.clone())
     );
-    assert_eq!(store.user_by("extension", "101").unwrap(), Some(ada));
+    assert_eq!(
+        store.user_by("extension", "101").unwrap(),
+        Some(ada.clone())
+    );
     assert_eq!(store.user_by("nickname", "102").unwrap(), None);
+    let wanted = ["u102", "u999", "u101"].map(String::from);
+    let mut found = store.users_by("sip.username", &wanted).unwrap();
+    found.sort_by_key(|u| u.id);
+    assert_eq!(found, vec![ada, grace]);
+    assert_eq!(store.users_by("nickname", &wanted).unwrap(), vec![]);
 }
 
 fn counts_follow_what_is_really_added_and_removed(store: &Store) {
@@ -401,6 +414,11 @@ fn counts_follow_what_is_really_added_and_removed(store: &Store) {
     };
     apply(vec![put("001565aabbcc"), put("001565aabbcd")]);
     assert_eq!((store.user_count(), store.device_count()), (2, 2));
+    let asked = ["001565aabbcd", "001565000000"].map(|mac| mac.parse().unwrap());
+    assert_eq!(
+        store.devices_of(&asked).unwrap(),
+        vec![device("001565aabbcd")]
+    );
     // A plan that takes a replacement for a new record does not count it twice.
     apply(vec![put("001565aabbcc")]);
     apply(vec![Change::PutUser {

@@ -344,6 +344,21 @@ impl PostgresBackend {
         self.record(kind, key.to_string(), sql, vec![text(key)])
     }
 
+    /// The records (`doc`) a query finds for any of `keys` (its `$1`).
+    fn any_of<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        sql: String,
+        keys: Vec<String>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.reachable()?;
+        let rows = self.call(CHANGE_TIMEOUT, move |db| async move {
+            let client = db.client().await?;
+            Ok(client.query(&sql, &[&keys]).await?)
+        })?;
+        rows.iter().map(|row| decode(table, row.get(0))).collect()
+    }
+
     /// The rows a query lists.
     fn listed(&self, sql: &'static str) -> Result<Vec<Row>, StoreError> {
         self.reachable()?;
@@ -620,6 +635,23 @@ impl Backend for PostgresBackend {
         Ok(self.scalar::<i64>("SELECT deskboot_next_user_id()")? as UserId)
     }
 
+    fn next_user_ids(&self, count: usize) -> Result<Vec<UserId>, StoreError> {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.call(CHANGE_TIMEOUT, move |db| async move {
+            let client = db.client().await?;
+            let rows = client
+                .query(
+                    "SELECT deskboot_next_user_id() FROM generate_series(1, $1::bigint) ORDER BY 1",
+                    &[&count],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| row.get::<_, i64>(0) as UserId)
+                .collect())
+        })
+    }
+
     fn count(&self, counted: Counted) -> usize {
         let (users, devices) = self.counts();
         match counted {
@@ -650,11 +682,8 @@ impl Backend for PostgresBackend {
     }
 
     fn user_by(&self, field: &str, value: &str) -> Result<Option<User>, StoreError> {
-        let column = match field {
-            "extension" => "extension",
-            "sip.username" => "sip_username",
-            "email" => "email",
-            _ => return Ok(None),
+        let Some(column) = user_column(field) else {
+            return Ok(None);
         };
         self.record(
             Kind::UserBy,
@@ -662,6 +691,20 @@ impl Backend for PostgresBackend {
             format!("SELECT doc::text FROM users WHERE {column} = $1"),
             vec![text(value)],
         )
+    }
+
+    fn users_by(&self, field: &str, values: &[String]) -> Result<Vec<User>, StoreError> {
+        let Some(column) = user_column(field) else {
+            return Ok(Vec::new());
+        };
+        let sql = format!("SELECT doc::text FROM users WHERE {column} = ANY($1)");
+        self.any_of("users", sql, values.to_vec())
+    }
+
+    fn devices_of(&self, macs: &[Mac]) -> Result<Vec<Device>, StoreError> {
+        let macs = macs.iter().map(Mac::to_string).collect();
+        let sql = "SELECT doc::text FROM devices WHERE mac = ANY($1)".to_string();
+        self.any_of("devices", sql, macs)
     }
 
     fn devices(&self) -> Result<Vec<Device>, StoreError> {
@@ -974,6 +1017,16 @@ impl Backend for PostgresBackend {
                 .await?;
             Ok(())
         })
+    }
+}
+
+/// The column of a user's unique `field`, for the fields that have one.
+fn user_column(field: &str) -> Option<&'static str> {
+    match field {
+        "extension" => Some("extension"),
+        "sip.username" => Some("sip_username"),
+        "email" => Some("email"),
+        _ => None,
     }
 }
 
