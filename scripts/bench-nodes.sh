@@ -110,6 +110,19 @@ metric() {
         awk -v name="$2" '$1 == name || index($1, name "{") == 1 { sum += $2 } END { printf "%d", sum }'
 }
 
+# db_cpu: CPU seconds the PostgreSQL cluster has used: the postmaster's
+# own and its ended children's, plus each live backend's (a node's pooled
+# connections live as long as the node). 0 before the cluster runs.
+db_cpu() {
+    local pm
+    pm=$(head -n 1 "$pg_dir/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pm/stat"
+      for child in $(pgrep -P "$pm"); do
+          awk '{ print $14 + $15 }' "/proc/$child/stat" 2>/dev/null
+      done
+    } | awk -v hz="$(getconf CLK_TCK)" '{ t += $1 } END { printf "%.2f", t / hz }'
+}
+
 status_kb() { awk -v key="$2:" '$1 == key {print $2}' "/proc/$1/status"; }
 
 # storm CONFIG PHASE NODES...: one storm over those nodes; appends the
@@ -130,8 +143,10 @@ storm() {
         --phones "$DEVICES" --concurrency "$CONCURRENCY" --duration 600
         --label "$config" --server-pid "$(IFS=,; echo "${pidlist[*]}")" --json)
     [ ${#also[@]} = 0 ] || args+=(--also-http "$(IFS=,; echo "${also[*]}")")
-    local out peaks=() afters=()
+    local out peaks=() afters=() db_before db_after
+    db_before=$(db_cpu)
     out=$("$loadgen" "${args[@]}")
+    db_after=$(db_cpu)
     echo "$out" | head -n 1 >&2
     for n in "$@"; do
         peaks+=("$(status_kb "${node_pid[$n]}" VmHWM)")
@@ -143,8 +158,9 @@ storm() {
         --argjson peaks "[$(IFS=,; echo "${peaks[*]}")]" \
         --argjson afters "[$(IFS=,; echo "${afters[*]}")]" \
         --argjson hits "$hits" --argjson misses "$misses" \
+        --argjson db "$(awk -v a="$db_before" -v b="$db_after" 'BEGIN { printf "%.2f", b - a }')" \
         '. + {phase: $phase, node_peak_rss_kb: $peaks, node_rss_kb: $afters,
-              cache_hits: $hits, cache_misses: $misses}' >>"$results"
+              cache_hits: $hits, cache_misses: $misses, database_cpu_seconds: $db}' >>"$results"
 }
 
 # config LABEL STORE NODES...: the nodes on STORE, the import through the
@@ -185,9 +201,9 @@ jq -rs '
   def mib: . / 1024 | floor;
   def ratio($a; $b): if $b > 0 then ($a / $b * 100 | round) / 100 | tostring else "" end;
   sort_by(.phase) as $runs
-  | "| phase | config | requests/s | ÷ | p50 ms | p99 ms | ÷ p99 | failed | render-cache hits | peak RSS per node MiB | after MiB |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  | "| phase | config | requests/s | ÷ | p50 ms | p99 ms | ÷ p99 | failed | render-cache hits | node CPU µs/request | database CPU µs/request | peak RSS per node MiB | after MiB |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ($runs[] as $r
      | ($runs | map(select(.phase == $r.phase and .["label"] == base($r["label"]))) | first) as $b
-     | "| \($r.phase) | \($r["label"]) | \($r.transfers_per_sec | round) | \(if $b then ratio($r.transfers_per_sec; $b.transfers_per_sec) else "" end) | \($r.p50_ms * 100 | round / 100) | \($r.p99_ms * 100 | round / 100) | \(if $b then ratio($r.p99_ms; $b.p99_ms) else "" end) | \($r.failed) | \(($r.cache_hits * 100 / (($r.cache_hits + $r.cache_misses) | if . == 0 then 1 else . end)) | round)% | \($r.node_peak_rss_kb | map(mib | tostring) | join(" / ")) | \($r.node_rss_kb | map(mib | tostring) | join(" / ")) |")
+     | "| \($r.phase) | \($r["label"]) | \($r.transfers_per_sec | round) | \(if $b then ratio($r.transfers_per_sec; $b.transfers_per_sec) else "" end) | \($r.p50_ms * 100 | round / 100) | \($r.p99_ms * 100 | round / 100) | \(if $b then ratio($r.p99_ms; $b.p99_ms) else "" end) | \($r.failed) | \(($r.cache_hits * 100 / (($r.cache_hits + $r.cache_misses) | if . == 0 then 1 else . end)) | round)% | \($r.server_cpu_us_per_transfer | round) | \($r.database_cpu_seconds * 1e6 / $r.transfers | round) | \($r.node_peak_rss_kb | map(mib | tostring) | join(" / ")) | \($r.node_rss_kb | map(mib | tostring) | join(" / ")) |")
 ' "$results"

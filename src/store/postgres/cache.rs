@@ -144,14 +144,14 @@ impl ReadCache {
         records.get(&(kind, key.to_string())).cloned()
     }
 
-    /// Takes a record out of the cache, with any marker that vouched for
-    /// it: the next read of it goes to the database.
-    pub fn take(&self, kind: Kind, key: &str) -> Cached {
-        let stale = Stale::One(kind, key.to_string());
+    /// Takes a record out of the cache, if it holds it (present or
+    /// absent), with any marker that vouched for it: the next read of it
+    /// goes to the database.
+    pub fn take(&self, kind: Kind, key: &str) -> Option<Cached> {
         let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
-        let taken = records.get(&(kind, key.to_string())).cloned().flatten();
-        Self::forget(&mut records, &stale);
-        taken
+        let taken = records.get(&(kind, key.to_string())).cloned()?;
+        Self::forget(&mut records, &Stale::One(kind, key.to_string()));
+        Some(taken)
     }
 
     /// Keeps what a read found, unless something was invalidated since
@@ -253,7 +253,9 @@ mod tests {
             ],
         );
         assert!(listed());
-        assert_eq!(cache.take(Kind::LastGood, file), Some("{}".into()));
+        assert_eq!(cache.take(Kind::LastGood, "001565aabbcc/other.cfg"), None);
+        assert!(listed(), "a file the cache does not hold takes nothing");
+        assert_eq!(cache.take(Kind::LastGood, file), Some(Some("{}".into())));
         assert!(!listed(), "a taken file leaves the listing incomplete");
 
         cache.fill_all(

@@ -813,7 +813,7 @@ impl Backend for PostgresBackend {
         // fetched ahead for.
         let cache = &self.shared.cache;
         let found = match cache.take(Kind::LastGood, &last_good_key(mac, file)) {
-            Some(found) => Some(found),
+            Some(found) => found,
             None if cache.get(Kind::LastGoodListed, &mac.to_string()).is_some() => None,
             None => self.read_one(
                 "SELECT doc::text FROM last_good WHERE mac = $1 AND file = $2".into(),
