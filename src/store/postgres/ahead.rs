@@ -17,7 +17,7 @@ FROM (SELECT $1::text AS mac) AS asked \
 LEFT JOIN devices d ON d.mac = asked.mac \
 LEFT JOIN sightings s ON s.mac = asked.mac \
 LEFT JOIN LATERAL (SELECT array_agg(id) AS ids, array_agg(doc::text) AS docs FROM users \
-    WHERE id IN (SELECT (line->>'user')::bigint FROM jsonb_array_elements(d.doc->'lines') AS line)) u ON true \
+    WHERE id IN (SELECT (line->>'user')::bigint FROM json_array_elements(d.doc->'lines') AS line)) u ON true \
 LEFT JOIN LATERAL (SELECT array_agg(file) AS files, array_agg(doc::text) AS docs FROM last_good \
     WHERE last_good.mac = asked.mac) g ON true";
 

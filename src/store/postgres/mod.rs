@@ -782,7 +782,7 @@ impl Backend for PostgresBackend {
         let (macs, docs): (Vec<String>, Vec<String>) = written.iter().cloned().unzip();
         self.batch(
             "WITH written AS (INSERT INTO sightings (mac, doc) \
-             SELECT mac, doc::jsonb FROM UNNEST($1::text[], $2::text[]) AS t(mac, doc) \
+             SELECT mac, doc::json FROM UNNEST($1::text[], $2::text[]) AS t(mac, doc) \
              ON CONFLICT (mac) DO UPDATE SET doc = EXCLUDED.doc) \
              SELECT pg_notify($3, $4)",
             vec![Box::new(macs), Box::new(docs)],
@@ -836,7 +836,7 @@ impl Backend for PostgresBackend {
         // passwords go with it (and the foreign key refuses it anyway).
         self.batch(
             "WITH written AS (INSERT INTO last_good (mac, file, doc) \
-             SELECT mac, file, doc::jsonb FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(mac, file, doc) \
+             SELECT mac, file, doc::json FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(mac, file, doc) \
              WHERE EXISTS (SELECT 1 FROM devices WHERE devices.mac = t.mac) \
              ON CONFLICT (mac, file) DO UPDATE SET doc = EXCLUDED.doc) \
              SELECT pg_notify($4, $5)",
@@ -887,7 +887,7 @@ impl Backend for PostgresBackend {
                 .unzip();
             tx.execute(
                 "INSERT INTO discovered (mac, doc) \
-                 SELECT mac, doc::jsonb FROM UNNEST($1::text[], $2::text[]) AS t(mac, doc) \
+                 SELECT mac, doc::json FROM UNNEST($1::text[], $2::text[]) AS t(mac, doc) \
                  ON CONFLICT (mac) DO UPDATE SET doc = EXCLUDED.doc",
                 &[&keys, &docs],
             )

@@ -23,7 +23,7 @@ pub(super) struct Write {
 
 fn upsert(table: &str, key: &str) -> String {
     format!(
-        "INSERT INTO {table} ({key}, doc) VALUES ($1, $2::text::jsonb) ON CONFLICT ({key}) DO UPDATE SET doc = EXCLUDED.doc"
+        "INSERT INTO {table} ({key}, doc) VALUES ($1, $2::text::json) ON CONFLICT ({key}) DO UPDATE SET doc = EXCLUDED.doc"
     )
 }
 
@@ -55,7 +55,7 @@ impl Write {
             Change::PutUser { new, .. } => Write {
                 statements: vec![(
                     "INSERT INTO users (id, extension, sip_username, email, doc) \
-                     VALUES ($1, $2, $3, $4, $5::text::jsonb) ON CONFLICT (id) DO UPDATE SET \
+                     VALUES ($1, $2, $3, $4, $5::text::json) ON CONFLICT (id) DO UPDATE SET \
                      extension = EXCLUDED.extension, sip_username = EXCLUDED.sip_username, \
                      email = EXCLUDED.email, doc = EXCLUDED.doc"
                         .into(),
@@ -171,7 +171,7 @@ pub(super) fn audit_rows(entries: &[AuditEntry]) -> (Vec<i64>, Vec<String>) {
         .unzip()
 }
 
-pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit (id, doc) SELECT id, doc::jsonb FROM UNNEST($1::bigint[], $2::text[]) AS t(id, doc)";
+pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit (id, doc) SELECT id, doc::json FROM UNNEST($1::bigint[], $2::text[]) AS t(id, doc)";
 
 /// The last of each key in `records`: one statement may not write a row twice.
 pub(super) fn last_of_each<K: std::hash::Hash + Eq + Clone, T>(
