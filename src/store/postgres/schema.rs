@@ -5,8 +5,9 @@
 //! round-trip exactly and tolerate new fields. `json`, not `jsonb`: the
 //! database only hands records back whole, and `jsonb` would parse each
 //! one into its binary form on the way in and print it again on the way
-//! out: in a storm of first asks that was a third of the database's CPU. Users' unique fields are
-//! columns too: the database refuses a duplicate, whichever node wrote it.
+//! out: in a storm of first asks that was a third of the database's CPU.
+//! Users' unique fields are columns too: the database refuses a
+//! duplicate, whichever node wrote it.
 //! `deskboot_schema` holds the version; a migration is one more entry in
 //! [`MIGRATIONS`], run in order, each in the transaction that records it.
 
