@@ -128,6 +128,24 @@ fn indexes_follow_the_user_and_refuse_duplicates(store: &Store) {
         "{err}"
     );
     assert_eq!(store.users().unwrap().len(), 1);
+    // A clash deep in a change of many users names its field too, and
+    // nothing of the change is kept.
+    let many: Vec<Change> = (0..50)
+        .map(|n| {
+            let mut new = user(&format!("{}", 500 + n));
+            new.id = store.next_user_id().unwrap();
+            if n == 37 {
+                new.sip.username = "u100".into();
+            }
+            Change::PutUser { new, old: None }
+        })
+        .collect();
+    let err = change(store, |_| Ok::<_, StoreError>((many, ()))).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref i) if i.field == "sip.username"),
+        "{err}"
+    );
+    assert_eq!(store.users().unwrap().len(), 1);
 
     let mut moved = ada.clone();
     moved.extension = "101".into();

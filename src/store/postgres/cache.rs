@@ -11,10 +11,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-/// The most records kept. Absent ones count too: MACs nobody provisioned,
-/// asked for by a scanner, must not grow the cache without end. Beyond it
-/// the cache starts again empty.
-const MAX_RECORDS: usize = 200_000;
+/// The most records kept: a phone's render keeps three (its device, its
+/// user, its sighting), so a node serving 300,000 phones keeps them all,
+/// while MACs nobody provisioned (absent ones count too), asked for by a
+/// scanner, cannot grow the cache without end. Beyond it the cache starts
+/// again empty.
+const MAX_RECORDS: usize = 1_000_000;
 
 /// A kind of record the cache keeps, by the key a phone's read names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,10 +176,14 @@ impl ReadCache {
         }
     }
 
-    /// Keeps what this node just wrote: it is what the database holds.
-    pub fn put(&self, kind: Kind, key: String, written: Cached) {
+    /// Replaces a record this node just wrote, if the cache holds it: it
+    /// is what the database holds. One the cache does not hold stays out,
+    /// so what phones did fills the cache only where it is read.
+    pub fn update(&self, kind: Kind, key: String, written: Cached) {
         let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
-        Self::keep(&mut records, kind, key, written);
+        if let Some(held) = records.get_mut(&(kind, key)) {
+            *held = written;
+        }
     }
 
     fn keep(records: &mut HashMap<(Kind, String), Cached>, kind: Kind, key: String, found: Cached) {

@@ -23,8 +23,8 @@
 //! waits without holding a thread. Last good files leave the cache when
 //! read: they are read about once per process.
 //!
-//! `write` turns a change into its statements (pipelined, so an import is
-//! not a round trip per record), `listen` hears the other nodes, `schema`
+//! `write` turns a change into its statements (a statement per run of
+//! records of one kind, so an import is not a round trip per record), `listen` hears the other nodes, `schema`
 //! creates and migrates the tables, `connect` reads the URL.
 //!
 //! While the database is unreachable the backend is [`StoreState::Failed`]:
@@ -48,7 +48,6 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_postgres::error::SqlState;
@@ -79,8 +78,6 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
 /// cache, so a few serve a storm; more would only crowd the database
 /// when many nodes share it.
 const POOL_SIZE: usize = 8;
-/// Statements of a change sent before the first one's answer is awaited.
-const PIPELINE_DEPTH: usize = 256;
 /// Threads of the backend's own runtime: they only wait on the network.
 const RUNTIME_THREADS: usize = 2;
 /// The channel every node notifies its changes on.
@@ -576,30 +573,22 @@ impl Backend for PostgresBackend {
         entries: &[AuditEntry],
         report: Report<'_>,
     ) -> Result<(), StoreError> {
-        let writes: Vec<Write> = changes.iter().map(Write::of).collect();
+        let writes = Write::all(changes);
+        let total = writes.iter().map(Write::len).sum();
         let stale: Vec<Stale> = changes.iter().flat_map(stale_after).collect();
         let told = self.shared.notification(true, &stale);
         let (audit_ids, audit_docs) = audit_rows(entries);
         self.call_reporting(CHANGE_TIMEOUT, report, |db, progress| async move {
             let mut client = db.client().await?;
-            let tx = client.transaction().await?;
+            let mut tx = client.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::WRITER_LOCK])
                 .await?;
-            // Pipelined: the statements go out without waiting for each
-            // answer, so an import of thousands of records costs thousands
-            // of statements' work, not thousands of round trips. The
-            // database runs them in order; the first error in order is
-            // the cause, the ones after it only say the transaction failed.
-            let runs: Vec<BoxFuture<'_, Result<(), StoreError>>> =
-                writes.iter().map(|write| write.run(&tx).boxed()).collect();
-            let mut answers = futures_util::stream::iter(runs).buffered(PIPELINE_DEPTH);
             let mut done = 0;
-            while let Some(answer) = answers.next().await {
-                answer?;
-                done += 1;
-                progress.wrote(done, writes.len());
+            for write in &writes {
+                write.run(&mut tx).await?;
+                done += write.len();
+                progress.wrote(done, total);
             }
-            drop(answers);
             tx.execute(INSERT_AUDIT, &[&audit_ids, &audit_docs]).await?;
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &told])
                 .await?;
@@ -791,7 +780,7 @@ impl Backend for PostgresBackend {
         for (mac, doc) in written {
             self.shared
                 .cache
-                .put(Kind::Sighting, mac, Some(Arc::from(doc)));
+                .update(Kind::Sighting, mac, Some(Arc::from(doc)));
         }
         Ok(())
     }
@@ -808,13 +797,13 @@ impl Backend for PostgresBackend {
     }
 
     fn last_good(&self, mac: Mac, file: &str) -> Result<Option<LastGood>, StoreError> {
-        // Read once per file and process, or when a render fails: a body
-        // is not worth its memory in the cache beyond the read it was
-        // fetched ahead for.
+        // Read once per file and process, or when a render fails: a body,
+        // or the mark that there is none, is not worth its memory in the
+        // cache beyond the read it was fetched ahead for.
         let cache = &self.shared.cache;
         let found = match cache.take(Kind::LastGood, &last_good_key(mac, file)) {
             Some(found) => found,
-            None if cache.get(Kind::LastGoodListed, &mac.to_string()).is_some() => None,
+            None if cache.take(Kind::LastGoodListed, &mac.to_string()).is_some() => None,
             None => self.read_one(
                 "SELECT doc::text FROM last_good WHERE mac = $1 AND file = $2".into(),
                 vec![text(mac.to_string()), text(file)],

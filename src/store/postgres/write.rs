@@ -4,127 +4,220 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
 use tokio_postgres::error::SqlState;
 
 use super::cache::{Kind, Stale};
-use super::{Param, borrowed, encode, text, user_key};
+use super::encode;
 use crate::domain::mac::Mac;
 use crate::domain::records::{Invalid, User};
 use crate::store::audit::AuditEntry;
 use crate::store::{Change, StoreError};
 
-/// One record change as statements, owned for the backend's runtime.
-pub(super) struct Write {
-    statements: Vec<(String, Vec<Param>)>,
-    /// The user a unique violation is about.
-    user: Option<User>,
-}
-
-fn upsert(table: &str, key: &str) -> String {
-    format!(
-        "INSERT INTO {table} ({key}, doc) VALUES ($1, $2::text::json) ON CONFLICT ({key}) DO UPDATE SET doc = EXCLUDED.doc"
-    )
-}
-
-fn delete(table: &str, key: &str) -> String {
-    format!("DELETE FROM {table} WHERE {key} = $1")
+/// One statement of a change's transaction. Consecutive record changes of
+/// one kind become one statement of many rows: an import of 20,000 users
+/// and phones is two statements, not 40,000 round trips.
+pub(super) enum Write {
+    /// Records put into a table under their key, as JSON.
+    Put {
+        table: &'static str,
+        key: &'static str,
+        rows: Vec<(String, String)>,
+    },
+    /// Users put, with the unique fields the table keeps as columns.
+    PutUsers(Vec<User>),
+    /// Keys deleted from each of `tables`, in order.
+    Delete {
+        tables: &'static [&'static str],
+        key: &'static str,
+        keys: Vec<String>,
+    },
+    /// Users deleted, by id.
+    DeleteUsers(Vec<i64>),
 }
 
 impl Write {
-    fn one(sql: String, params: Vec<Param>) -> Write {
-        Write {
-            statements: vec![(sql, params)],
-            user: None,
+    /// The statements that apply `changes`, in order.
+    pub(super) fn all(changes: &[Change]) -> Vec<Write> {
+        let mut writes: Vec<Write> = Vec::new();
+        for change in changes {
+            let write = Write::of(change);
+            match writes.last_mut() {
+                Some(last) if last.takes(&write) => last.extend(write),
+                _ => writes.push(write),
+            }
         }
+        writes
     }
 
-    fn put(table: &str, key_column: &str, key: &str, record: &impl Serialize) -> Write {
-        Write::one(
-            upsert(table, key_column),
-            vec![text(key), text(encode(record))],
-        )
-    }
-
-    fn delete(table: &str, key_column: &str, key: &str) -> Write {
-        Write::one(delete(table, key_column), vec![text(key)])
-    }
-
-    pub(super) fn of(change: &Change) -> Write {
+    fn of(change: &Change) -> Write {
+        let put = |table, key, name: String, record: String| Write::Put {
+            table,
+            key,
+            rows: vec![(name, record)],
+        };
+        let delete = |tables, key, name: String| Write::Delete {
+            tables,
+            key,
+            keys: vec![name],
+        };
         match change {
-            Change::PutUser { new, .. } => Write {
-                statements: vec![(
-                    "INSERT INTO users (id, extension, sip_username, email, doc) \
-                     VALUES ($1, $2, $3, $4, $5::text::json) ON CONFLICT (id) DO UPDATE SET \
-                     extension = EXCLUDED.extension, sip_username = EXCLUDED.sip_username, \
-                     email = EXCLUDED.email, doc = EXCLUDED.doc"
-                        .into(),
-                    vec![
-                        user_key(new.id),
-                        text(&new.extension),
-                        text(&new.sip.username),
-                        Box::new(new.email.clone()),
-                        text(encode(new)),
-                    ],
-                )],
-                user: Some(new.clone()),
-            },
-            Change::DeleteUser(user) => Write::one(delete("users", "id"), vec![user_key(user.id)]),
+            Change::PutUser { new, .. } => Write::PutUsers(vec![new.clone()]),
+            Change::DeleteUser(user) => Write::DeleteUsers(vec![user.id as i64]),
             Change::PutDevice { new, .. } => {
-                Write::put("devices", "mac", &new.mac.to_string(), new)
+                put("devices", "mac", new.mac.to_string(), encode(new))
             }
+            // Its last good files go with it (the foreign key cascades).
             Change::DeleteDevice(device) => {
-                let mac = device.mac.to_string();
-                Write {
-                    statements: vec![
-                        (delete("devices", "mac"), vec![text(&mac)]),
-                        (delete("sightings", "mac"), vec![text(&mac)]),
-                    ],
-                    user: None,
-                }
+                delete(&["devices", "sightings"], "mac", device.mac.to_string())
             }
-            Change::PutSettings { scope, new, .. } => Write::put("settings", "scope", scope, new),
-            Change::PutTemplate { key, new, .. } => Write::put("templates", "key", key, new),
-            Change::DeleteTemplate { key, .. } => Write::delete("templates", "key", key),
-            Change::PutLayout { new, .. } => Write::put("layouts", "name", &new.name, new),
-            Change::DeleteLayout(layout) => Write::delete("layouts", "name", &layout.name),
-            Change::DeleteDiscovered(mac) => Write::delete("discovered", "mac", &mac.to_string()),
-            Change::PutToken(token) => Write::put("tokens", "name", &token.name, token),
-            Change::DeleteToken(token) => Write::delete("tokens", "name", &token.name),
+            Change::PutSettings { scope, new, .. } => {
+                put("settings", "scope", scope.clone(), encode(new))
+            }
+            Change::PutTemplate { key, new, .. } => {
+                put("templates", "key", key.clone(), encode(new))
+            }
+            Change::DeleteTemplate { key, .. } => delete(&["templates"], "key", key.clone()),
+            Change::PutLayout { new, .. } => put("layouts", "name", new.name.clone(), encode(new)),
+            Change::DeleteLayout(layout) => delete(&["layouts"], "name", layout.name.clone()),
+            Change::DeleteDiscovered(mac) => delete(&["discovered"], "mac", mac.to_string()),
+            Change::PutToken(token) => put("tokens", "name", token.name.clone(), encode(token)),
+            Change::DeleteToken(token) => delete(&["tokens"], "name", token.name.clone()),
         }
     }
 
-    /// Runs the statements in `tx`; a unique field another user holds is
-    /// [`StoreError::Conflict`], as the sled backend says it.
+    /// Whether `next` can join this statement.
+    fn takes(&self, next: &Write) -> bool {
+        match (self, next) {
+            (Write::Put { table, .. }, Write::Put { table: next, .. }) => table == next,
+            (Write::Delete { tables, .. }, Write::Delete { tables: next, .. }) => tables == next,
+            (Write::PutUsers(_), Write::PutUsers(_))
+            | (Write::DeleteUsers(_), Write::DeleteUsers(_)) => true,
+            _ => false,
+        }
+    }
+
+    fn extend(&mut self, next: Write) {
+        match (self, next) {
+            (Write::Put { rows, .. }, Write::Put { rows: more, .. }) => rows.extend(more),
+            (Write::PutUsers(users), Write::PutUsers(more)) => users.extend(more),
+            (Write::Delete { keys, .. }, Write::Delete { keys: more, .. }) => keys.extend(more),
+            (Write::DeleteUsers(ids), Write::DeleteUsers(more)) => ids.extend(more),
+            _ => {}
+        }
+    }
+
+    /// How many records it writes.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Write::Put { rows, .. } => rows.len(),
+            Write::PutUsers(users) => users.len(),
+            Write::Delete { keys, .. } => keys.len(),
+            Write::DeleteUsers(ids) => ids.len(),
+        }
+    }
+
+    /// Runs it in `tx`; a unique field another user holds is
+    /// [`StoreError::Conflict`], naming the field and value as the sled
+    /// backend does.
     pub(super) async fn run(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        tx: &mut deadpool_postgres::Transaction<'_>,
     ) -> Result<(), StoreError> {
-        for (sql, params) in &self.statements {
-            let statement = tx.prepare_cached(sql).await?;
-            if let Err(e) = tx.execute(&statement, &borrowed(params)).await {
-                return Err(self.conflict(&e).unwrap_or_else(|| e.into()));
+        match self {
+            Write::Put { table, key, rows } => {
+                // One statement may not write a row twice: the last wins.
+                let (keys, docs): (Vec<String>, Vec<String>) =
+                    last_of_each(rows, |(key, _)| key.clone())
+                        .into_iter()
+                        .cloned()
+                        .unzip();
+                let sql = format!(
+                    "INSERT INTO {table} ({key}, doc) SELECT k, d::json \
+                     FROM UNNEST($1::text[], $2::text[]) AS t(k, d) \
+                     ON CONFLICT ({key}) DO UPDATE SET doc = EXCLUDED.doc"
+                );
+                tx.execute(&sql, &[&keys, &docs]).await?;
+            }
+            Write::PutUsers(users) => put_users(tx, users).await?,
+            Write::Delete { tables, key, keys } => {
+                for table in *tables {
+                    let sql = format!("DELETE FROM {table} WHERE {key} = ANY($1)");
+                    tx.execute(&sql, &[keys]).await?;
+                }
+            }
+            Write::DeleteUsers(ids) => {
+                tx.execute("DELETE FROM users WHERE id = ANY($1)", &[ids])
+                    .await?;
             }
         }
         Ok(())
     }
+}
 
-    fn conflict(&self, e: &tokio_postgres::Error) -> Option<StoreError> {
-        let refused = e
-            .as_db_error()
-            .filter(|db| db.code() == &SqlState::UNIQUE_VIOLATION)?;
-        let user = self.user.as_ref()?;
-        let (field, value) = match refused.constraint()? {
-            "users_extension_key" => ("extension", &user.extension),
-            "users_sip_username_key" => ("sip.username", &user.sip.username),
-            "users_email_key" => ("email", user.email.as_ref()?),
-            _ => return None,
-        };
-        Some(StoreError::Conflict(Invalid::new(
-            field,
-            format!("{value} is already used by another user"),
-        )))
+const PUT_USERS: &str = "INSERT INTO users (id, extension, sip_username, email, doc) \
+    SELECT id, extension, sip_username, email, doc::json \
+    FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+        AS t(id, extension, sip_username, email, doc) \
+    ON CONFLICT (id) DO UPDATE SET extension = EXCLUDED.extension, \
+        sip_username = EXCLUDED.sip_username, email = EXCLUDED.email, doc = EXCLUDED.doc";
+
+/// Puts `users` in one statement. When a unique field clashes, the batch
+/// is undone to a savepoint and the users are put one by one, so the
+/// refusal names the user and field the sled backend would.
+async fn put_users(
+    tx: &mut deadpool_postgres::Transaction<'_>,
+    users: &[User],
+) -> Result<(), StoreError> {
+    let batch = last_of_each(users, |user| user.id);
+    let attempt = tx.savepoint("users").await?;
+    match execute_put_users(&attempt, &batch).await {
+        Ok(()) => return Ok(attempt.commit().await?),
+        Err(e) if unique_violation(&e).is_none() => return Err(e.into()),
+        Err(_) => attempt.rollback().await?,
     }
+    for user in batch {
+        if let Err(e) = execute_put_users(tx, &[user]).await {
+            return Err(conflict(&e, user).unwrap_or_else(|| e.into()));
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`PUT_USERS`] for `users`.
+async fn execute_put_users(
+    tx: &deadpool_postgres::Transaction<'_>,
+    users: &[&User],
+) -> Result<(), tokio_postgres::Error> {
+    let ids: Vec<i64> = users.iter().map(|u| u.id as i64).collect();
+    let extensions: Vec<&str> = users.iter().map(|u| u.extension.as_str()).collect();
+    let usernames: Vec<&str> = users.iter().map(|u| u.sip.username.as_str()).collect();
+    let emails: Vec<Option<&str>> = users.iter().map(|u| u.email.as_deref()).collect();
+    let docs: Vec<String> = users.iter().map(encode).collect();
+    tx.execute(PUT_USERS, &[&ids, &extensions, &usernames, &emails, &docs])
+        .await?;
+    Ok(())
+}
+
+/// The constraint a unique violation broke.
+fn unique_violation(e: &tokio_postgres::Error) -> Option<&str> {
+    let refused = e
+        .as_db_error()
+        .filter(|db| db.code() == &SqlState::UNIQUE_VIOLATION)?;
+    refused.constraint()
+}
+
+/// A unique field of `user` that another user holds, as the store says it.
+fn conflict(e: &tokio_postgres::Error, user: &User) -> Option<StoreError> {
+    let (field, value) = match unique_violation(e)? {
+        "users_extension_key" => ("extension", &user.extension),
+        "users_sip_username_key" => ("sip.username", &user.sip.username),
+        "users_email_key" => ("email", user.email.as_ref()?),
+        _ => return None,
+    };
+    Some(StoreError::Conflict(Invalid::new(
+        field,
+        format!("{value} is already used by another user"),
+    )))
 }
 
 /// What a change makes stale in every node's cache.
