@@ -308,7 +308,10 @@ impl Provisioner {
         if looked_up.cached.is_none()
             && let Some(mac) = looked_up.prepared.found.mac
         {
-            self.store.read_ahead(mac).await;
+            // The render reads the last sighting only for the firmware the
+            // request did not say (TFTP has no User-Agent).
+            let sighting = looked_up.prepared.requester.firmware.is_none();
+            self.store.read_ahead(mac, sighting).await;
         }
         let miss = match self.respond(request, looked_up) {
             Ok(Answer::Render(miss)) => miss,

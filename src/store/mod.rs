@@ -179,9 +179,11 @@ pub trait Backend: Send + Sync {
     }
     /// Fetches ahead, without blocking the caller's thread, what rendering
     /// `mac`'s files reads one by one (its device, its lines' users, its
-    /// sighting, its last good files), where each read would otherwise
-    /// cross the network. Nothing to do for a store in this process.
-    fn read_ahead(&self, _mac: Mac) -> BoxFuture<'_, ()> {
+    /// last good files, and its sighting when `sighting`: a render reads
+    /// it only when the request did not say the firmware), where each read
+    /// would otherwise cross the network. Nothing to do for a store in
+    /// this process.
+    fn read_ahead(&self, _mac: Mac, _sighting: bool) -> BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
     }
     /// Makes what was applied durable; refused if the backend stopped
@@ -204,8 +206,9 @@ pub trait Backend: Send + Sync {
     fn start_afresh(&self) -> Result<(), StoreError>;
     /// Adds an audit entry that goes with no record change.
     fn record_action(&self, entry: &AuditEntry) -> Result<(), StoreError>;
-    /// A fresh audit entry id, greater than every one before.
-    fn new_audit_id(&self) -> Result<u64, StoreError>;
+    /// `count` fresh audit entry ids, increasing, each greater than
+    /// every one before.
+    fn new_audit_ids(&self, count: usize) -> Result<Vec<u64>, StoreError>;
     /// A fresh user id, never handed out before and not in use.
     fn next_user_id(&self) -> Result<UserId, StoreError>;
     /// `count` fresh user ids at once, for a bulk import: one round trip
@@ -471,6 +474,25 @@ fn summary(history: &TemplateHistory) -> Value {
     )
 }
 
+/// An audit entry numbered `id`, stamped now.
+fn audit_entry(
+    id: u64,
+    actor: &str,
+    action: String,
+    target: String,
+    Diff { changes, before }: Diff,
+) -> AuditEntry {
+    AuditEntry {
+        id,
+        at: unix_now(),
+        actor: actor.to_string(),
+        action,
+        target,
+        changes,
+        before,
+    }
+}
+
 /// `kind.create` or `kind.update`.
 fn verb(kind: &str, existed: bool) -> String {
     format!("{kind}.{}", if existed { "update" } else { "create" })
@@ -696,32 +718,15 @@ impl Store {
         actor: &str,
         changes: &[Change],
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        changes
+        let ids = self.backend.new_audit_ids(changes.len())?;
+        Ok(changes
             .iter()
-            .map(|change| {
+            .zip(ids)
+            .map(|(change, id)| {
                 let (action, target, diff) = change.describe();
-                self.audit_entry(actor, action, target, diff)
+                audit_entry(id, actor, action, target, diff)
             })
-            .collect()
-    }
-
-    /// A new audit entry, stamped now.
-    fn audit_entry(
-        &self,
-        actor: &str,
-        action: String,
-        target: String,
-        Diff { changes, before }: Diff,
-    ) -> Result<AuditEntry, StoreError> {
-        Ok(AuditEntry {
-            id: self.backend.new_audit_id()?,
-            at: unix_now(),
-            actor: actor.to_string(),
-            action,
-            target,
-            changes,
-            before,
-        })
+            .collect())
     }
 }
 
@@ -853,7 +858,9 @@ impl Store {
         changes: Value,
     ) -> Result<(), StoreError> {
         let diff = Diff::of_fields(None, changes);
-        let entry = self.audit_entry(actor, action.to_string(), target, diff)?;
+        let id = self.backend.new_audit_ids(1)?.into_iter().next();
+        let id = id.ok_or_else(|| StoreError::Database("no audit id was handed out".into()))?;
+        let entry = audit_entry(id, actor, action.to_string(), target, diff);
         self.backend.record_action(&entry)?;
         self.backend.flush().await
     }
@@ -881,11 +888,11 @@ impl Store {
         self.backend.is_shared()
     }
 
-    /// Fetches ahead what rendering `mac`'s files will read, in one round
-    /// trip where reads cross the network; a failure is left for the
-    /// reads themselves to report.
-    pub async fn read_ahead(&self, mac: Mac) {
-        self.backend.read_ahead(mac).await
+    /// Fetches ahead what rendering `mac`'s files will read (its sighting
+    /// only when `sighting`), in one round trip where reads cross the
+    /// network; a failure is left for the reads themselves to report.
+    pub async fn read_ahead(&self, mac: Mac, sighting: bool) {
+        self.backend.read_ahead(mac, sighting).await
     }
 
     /// What the server last served a device.
@@ -1001,8 +1008,9 @@ impl Store {
         report: Report<'_>,
     ) -> Result<(), StoreError> {
         let _guard = self.lock_writer();
-        for entry in &mut audit {
-            entry.id = self.backend.new_audit_id()?;
+        let ids = self.backend.new_audit_ids(audit.len())?;
+        for (entry, id) in audit.iter_mut().zip(ids) {
+            entry.id = id;
         }
         self.backend.apply(changes, &audit, report)?;
         self.generation.fetch_add(1, Ordering::SeqCst);

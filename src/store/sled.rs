@@ -480,8 +480,8 @@ impl Backend for SledBackend {
         })
     }
 
-    fn new_audit_id(&self) -> Result<u64, StoreError> {
-        self.read(|trees| Ok(trees.db.generate_id()?))
+    fn new_audit_ids(&self, count: usize) -> Result<Vec<u64>, StoreError> {
+        self.read(|trees| (0..count).map(|_| Ok(trees.db.generate_id()?)).collect())
     }
 
     fn next_user_id(&self) -> Result<UserId, StoreError> {

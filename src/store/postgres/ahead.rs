@@ -26,6 +26,7 @@ LEFT JOIN LATERAL (SELECT array_agg(file) AS files, array_agg(doc::text) AS docs
 pub(super) async fn fetch(
     shared: &Shared,
     mac: Mac,
+    with_sighting: bool,
 ) -> Result<Vec<(Kind, String, Cached)>, StoreError> {
     let key = mac.to_string();
     let client = shared.client().await?;
@@ -40,10 +41,12 @@ pub(super) async fn fetch(
     let users: Vec<String> = row.get::<_, Option<_>>(3).unwrap_or_default();
     let files: Vec<String> = row.get::<_, Option<_>>(4).unwrap_or_default();
     let goods: Vec<String> = row.get::<_, Option<_>>(5).unwrap_or_default();
-    let mut found = vec![
-        (Kind::Device, key.clone(), Some(device.into())),
-        (Kind::Sighting, key.clone(), sighting.map(Into::into)),
-    ];
+    let mut found = vec![(Kind::Device, key.clone(), Some(device.into()))];
+    // Kept only for a render that reads it: a phone that says its firmware
+    // in its User-Agent would only fill the cache with it.
+    if with_sighting {
+        found.push((Kind::Sighting, key.clone(), sighting.map(Into::into)));
+    }
     found.extend(
         user_ids
             .into_iter()

@@ -402,6 +402,18 @@ impl PostgresBackend {
         })
     }
 
+    /// `count` numbers from `generator` (a sequence's or a function's
+    /// next), in one statement, in increasing order.
+    fn numbers(&self, generator: &'static str, count: usize) -> Result<Vec<u64>, StoreError> {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        let sql = format!("SELECT {generator} FROM generate_series(1, $1::bigint) ORDER BY 1");
+        self.call(CHANGE_TIMEOUT, move |db| async move {
+            let client = db.client().await?;
+            let rows = client.query(&sql, &[&count]).await?;
+            Ok(rows.iter().map(|row| row.get::<_, i64>(0) as u64).collect())
+        })
+    }
+
     /// Runs one statement of a batch, which also notifies `stale`.
     fn batch(
         &self,
@@ -536,7 +548,7 @@ impl Backend for PostgresBackend {
         true
     }
 
-    fn read_ahead(&self, mac: Mac) -> BoxFuture<'_, ()> {
+    fn read_ahead(&self, mac: Mac, sighting: bool) -> BoxFuture<'_, ()> {
         let cached = self.shared.cache.get(Kind::Device, &mac.to_string());
         if cached.is_some() || self.state() == StoreState::Failed {
             return Box::pin(std::future::ready(()));
@@ -547,7 +559,7 @@ impl Backend for PostgresBackend {
         self.handle.spawn(async move {
             // A failure is the render's own reads' to meet and report.
             if let Ok(Ok(found)) =
-                tokio::time::timeout(READ_TIMEOUT, ahead::fetch(&shared, mac)).await
+                tokio::time::timeout(READ_TIMEOUT, ahead::fetch(&shared, mac, sighting)).await
             {
                 shared.cache.fill_all(epoch, found);
             }
@@ -616,8 +628,8 @@ impl Backend for PostgresBackend {
         })
     }
 
-    fn new_audit_id(&self) -> Result<u64, StoreError> {
-        Ok(self.scalar::<i64>("SELECT nextval('audit_ids')")? as u64)
+    fn new_audit_ids(&self, count: usize) -> Result<Vec<u64>, StoreError> {
+        self.numbers("nextval('audit_ids')", count)
     }
 
     fn next_user_id(&self) -> Result<UserId, StoreError> {
@@ -625,20 +637,7 @@ impl Backend for PostgresBackend {
     }
 
     fn next_user_ids(&self, count: usize) -> Result<Vec<UserId>, StoreError> {
-        let count = i64::try_from(count).unwrap_or(i64::MAX);
-        self.call(CHANGE_TIMEOUT, move |db| async move {
-            let client = db.client().await?;
-            let rows = client
-                .query(
-                    "SELECT deskboot_next_user_id() FROM generate_series(1, $1::bigint) ORDER BY 1",
-                    &[&count],
-                )
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|row| row.get::<_, i64>(0) as UserId)
-                .collect())
-        })
+        self.numbers("deskboot_next_user_id()", count)
     }
 
     fn count(&self, counted: Counted) -> usize {
@@ -1085,8 +1084,8 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        runtime.block_on(reader.read_ahead(mac));
-        runtime.block_on(reader.read_ahead("001565aa0399".parse().unwrap()));
+        runtime.block_on(reader.read_ahead(mac, true));
+        runtime.block_on(reader.read_ahead("001565aa0399".parse().unwrap(), true));
         assert_eq!(reader.device(mac).unwrap(), Some(phone));
         assert_eq!(reader.user(ada.id).unwrap(), Some(ada));
         assert_eq!(reader.sighting(mac).unwrap(), None);
