@@ -14,11 +14,11 @@
 #   phone's own file is kept in the render cache only from its second ask,
 #   within the cache's 32 MiB).
 #
-# Prints a markdown table (requests/s, p50/p99, failures, RSS per node,
-# render-cache hits) with the ratios pg/sled and two nodes/one node, all
-# from this run.
+# Prints a markdown table (requests/s, p50/p99, failures, render-cache
+# hits, node and database CPU per request, RSS per node) with the ratios
+# pg/sled and two nodes/one node, all from this run.
 #
-#   scripts/bench-nodes.sh                  # over 10 minutes on 2 cores (two imports into PostgreSQL)
+#   scripts/bench-nodes.sh                  # about 7 minutes on 2 cores after the build
 #   DEVICES=20000 scripts/bench-nodes.sh    # about 2 minutes after the build
 #
 # PostgreSQL runs in the temp dir on a free loopback port, started with
