@@ -170,6 +170,15 @@ pub(crate) async fn screenshot(browser: &Client, name: &str) -> Vec<u8> {
     png
 }
 
+/// Signs in to `server` with the test token; the browser is then at the
+/// dashboard.
+pub(crate) async fn sign_in(browser: &Client, server: &TestServer) {
+    browser.goto(&server.admin_url("/login")).await.unwrap();
+    fill(browser, "#token", TOKEN).await;
+    submit(browser, "form[action='/login'] button").await;
+    wait_for_page(browser, "Dashboard").await;
+}
+
 pub(crate) async fn fill(browser: &Client, css: &str, text: &str) {
     let field = find(browser, css).await;
     field.clear().await.unwrap();

@@ -8,8 +8,8 @@
 use fantoccini::Locator;
 use serde_json::json;
 
-use crate::browser::{Driver, fill, find, poll, screenshot, submit, wait_for_page};
-use crate::common::{TOKEN, TestServer};
+use crate::browser::{Driver, fill, find, poll, screenshot, sign_in, submit, wait_for_page};
+use crate::common::TestServer;
 use crate::security::policy;
 
 #[tokio::test]
@@ -41,10 +41,7 @@ async fn an_administrator_walks_through_the_admin_pages() {
 
     let browser = driver.browser().await;
     browser.set_window_size(1280, 1000).await.unwrap();
-    browser.goto(&server.admin_url("/login")).await.unwrap();
-    fill(&browser, "#token", TOKEN).await;
-    submit(&browser, "form[action='/login'] button").await;
-    wait_for_page(&browser, "Dashboard").await;
+    sign_in(&browser, &server).await;
     assert_eq!(
         find(&browser, "#count-drift").await.text().await.unwrap(),
         "1"

@@ -7,9 +7,9 @@
 use fantoccini::Locator;
 
 use crate::browser::{
-    Driver, YEALINK_UA, fill, find, poll, screenshot, submit, value_of, wait_for_page,
+    Driver, YEALINK_UA, fill, find, poll, screenshot, sign_in, submit, value_of, wait_for_page,
 };
-use crate::common::{TOKEN, TestServer, user_json};
+use crate::common::{TestServer, user_json};
 
 #[tokio::test]
 async fn an_administrator_fills_a_range_of_blf_keys_and_the_phone_gets_them() {
@@ -30,10 +30,7 @@ async fn an_administrator_fills_a_range_of_blf_keys_and_the_phone_gets_them() {
     assert_eq!(status, 200);
 
     let browser = driver.browser().await;
-    browser.goto(&server.admin_url("/login")).await.unwrap();
-    fill(&browser, "#token", TOKEN).await;
-    submit(&browser, "form[action='/login'] button").await;
-    wait_for_page(&browser, "Dashboard").await;
+    sign_in(&browser, &server).await;
     browser
         .goto(&server.admin_url("/devices/001565123456"))
         .await

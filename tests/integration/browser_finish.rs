@@ -1,8 +1,8 @@
 //! Import's Apply in chromium, where its script runs: the form goes to the
 //! streaming route and the result replaces the page in place.
 
-use crate::browser::{Driver, fill, find, screenshot, submit, wait_for_page};
-use crate::common::{TOKEN, TestServer};
+use crate::browser::{Driver, fill, find, screenshot, sign_in, submit, wait_for_page};
+use crate::common::TestServer;
 use crate::webui_import::CLEAN;
 
 #[tokio::test]
@@ -12,10 +12,7 @@ async fn apply_runs_through_the_stream_and_shows_the_result_in_place() {
     let browser = driver.browser().await;
     browser.set_window_size(1280, 1000).await.unwrap();
 
-    browser.goto(&server.admin_url("/login")).await.unwrap();
-    fill(&browser, "#token", TOKEN).await;
-    submit(&browser, "form[action='/login'] button").await;
-    wait_for_page(&browser, "Dashboard").await;
+    sign_in(&browser, &server).await;
     browser.goto(&server.admin_url("/import")).await.unwrap();
     fill(&browser, "#csv", CLEAN).await;
     submit(&browser, "#dry-run").await;

@@ -2,8 +2,8 @@
 //! two bad rows shows both; screenshots of the import form, the dry run
 //! and the discovered list.
 
-use crate::browser::{Driver, YEALINK_UA, fill, find, screenshot, submit, wait_for_page};
-use crate::common::{TOKEN, TestServer};
+use crate::browser::{Driver, YEALINK_UA, fill, find, screenshot, sign_in, submit, wait_for_page};
+use crate::common::TestServer;
 
 const TWO_BAD_ROWS: &str = "extension,firstname,lastname,email,sip_username,sip_password,mac,model\n\
     101,Ada,Lovelace,,,,001565000101,yealink-t46s\n\
@@ -17,10 +17,7 @@ async fn an_import_dry_run_shows_both_bad_rows() {
     let browser = driver.browser().await;
     browser.set_window_size(1280, 1000).await.unwrap();
 
-    browser.goto(&server.admin_url("/login")).await.unwrap();
-    fill(&browser, "#token", TOKEN).await;
-    submit(&browser, "form[action='/login'] button").await;
-    wait_for_page(&browser, "Dashboard").await;
+    sign_in(&browser, &server).await;
 
     find(&browser, "nav a[href='/import']")
         .await

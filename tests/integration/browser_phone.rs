@@ -4,8 +4,8 @@
 //! table may scroll inside its own box) and must show its heading. Each
 //! is saved as `<page>-phone.png` under `target/screenshots/`.
 
-use crate::browser::{Driver, fill, find, poll, screenshot, submit, wait_for_page};
-use crate::common::{TOKEN, TestServer};
+use crate::browser::{Driver, find, poll, screenshot, sign_in};
+use crate::common::TestServer;
 use crate::webui_links::{a_store_with_one_of_everything, crawl};
 
 /// The page's width, the screen's, and the innermost element that sticks
@@ -26,10 +26,7 @@ async fn every_page_fits_a_phone_sized_screen() {
     let driver = Driver::start().await;
     let browser = driver.browser().await;
     browser.set_window_size(390, 844).await.unwrap();
-    browser.goto(&server.admin_url("/login")).await.unwrap();
-    fill(&browser, "#token", TOKEN).await;
-    submit(&browser, "form[action='/login'] button").await;
-    wait_for_page(&browser, "Dashboard").await;
+    sign_in(&browser, &server).await;
 
     let mut too_wide = Vec::new();
     for path in &pages {

@@ -8,9 +8,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::browser::{
-    Driver, YEALINK_UA, fill, find, poll, screenshot, submit, value_of, wait_for_page,
+    Driver, YEALINK_UA, fill, find, poll, screenshot, sign_in, submit, value_of, wait_for_page,
 };
-use crate::common::{TOKEN, TestServer};
+use crate::common::TestServer;
 
 #[tokio::test]
 async fn a_broken_template_shows_its_line_and_a_phone_is_cloned_through_the_wizard() {
@@ -25,10 +25,7 @@ async fn a_broken_template_shows_its_line_and_a_phone_is_cloned_through_the_wiza
         .await;
     assert_eq!(status, 200, "{body}");
     let browser = driver.browser().await;
-    browser.goto(&server.admin_url("/login")).await.unwrap();
-    fill(&browser, "#token", TOKEN).await;
-    submit(&browser, "form[action='/login'] button").await;
-    wait_for_page(&browser, "Dashboard").await;
+    sign_in(&browser, &server).await;
 
     // From the list to the T46S's per-phone file.
     submit(&browser, "nav a[href='/templates']").await;
