@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ pub struct Metrics {
     tftp_resends: AtomicU64,
     tftp_abandoned: AtomicU64,
     http_throttled: AtomicU64,
+    /// Shared with the HTTP listeners' gates, which count into it.
+    http_connections_refused: Arc<AtomicU64>,
 }
 
 /// Values read at scrape time from elsewhere.
@@ -148,6 +151,12 @@ impl Metrics {
         self.http_throttled.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The counter the HTTP listeners add each connection to that they
+    /// closed at once because its address held its share.
+    pub fn http_connections_refused(&self) -> Arc<AtomicU64> {
+        self.http_connections_refused.clone()
+    }
+
     /// Records how long one render took.
     pub fn render(&self, took: Duration) {
         let seconds = took.as_secs_f64();
@@ -199,7 +208,7 @@ impl Metrics {
 
     /// The plain counters: name, help, value.
     fn write_counters(&self, out: &mut String) {
-        let counters: [(&str, &str, &AtomicU64); 7] = [
+        let counters: [(&str, &str, &AtomicU64); 8] = [
             (
                 "deskboot_render_cache_hits_total",
                 "Answers served from the render cache.",
@@ -234,6 +243,11 @@ impl Metrics {
                 "deskboot_http_throttled_total",
                 "HTTP answers held back half a second: the client is suspected of scanning.",
                 &self.http_throttled,
+            ),
+            (
+                "deskboot_http_connections_refused_total",
+                "HTTP connections closed at once: their address held its share (http_max_connections_per_source).",
+                self.http_connections_refused.as_ref(),
             ),
         ];
         for (name, help, value) in counters {

@@ -162,6 +162,7 @@ impl Server {
             tftp: listeners.tftp_state.clone(),
             tls: listeners.admin_cert.is_some(),
         });
+        let refused = provisioner.metrics().http_connections_refused();
         Ok(Server {
             store,
             provisioner,
@@ -174,6 +175,7 @@ impl Server {
                     max: config.http_max_connections.get(),
                     per_source: config.http_max_connections_per_source.get(),
                 },
+                refused,
             },
         })
     }
@@ -362,23 +364,23 @@ impl Listeners {
     ) -> Serving {
         let http_app =
             http::router(provisioner.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let http = tokio::spawn(http_server(self.http, timeouts, control).serve(http_app));
+        let http = tokio::spawn(http_server(self.http, &timeouts, control).serve(http_app));
         // HTTPS serves the very router HTTP does: same provisioner, same
         // policy, and its requests count as HTTP; only client certificates
         // add a check.
         let https = self.https.map(|(listener, cert)| {
             let app = http::https_router(provisioner.clone(), cert.client_cert_required())
                 .into_make_service_with_connect_info::<SocketAddr>();
-            tokio::spawn(tls_server(listener, &cert, timeouts, control).serve(app))
+            tokio::spawn(tls_server(listener, &cert, &timeouts, control).serve(app))
         });
         // Wrong admin tokens are counted by address.
         let admin_app =
             api::router(admin_state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let admin = match &self.admin_cert {
             Some(cert) => {
-                tokio::spawn(tls_server(self.admin, cert, timeouts, control).serve(admin_app))
+                tokio::spawn(tls_server(self.admin, cert, &timeouts, control).serve(admin_app))
             }
-            None => tokio::spawn(http_server(self.admin, timeouts, control).serve(admin_app)),
+            None => tokio::spawn(http_server(self.admin, &timeouts, control).serve(admin_app)),
         };
         let tftp = tokio::spawn(self.tftp.serve());
         Serving {
@@ -445,13 +447,15 @@ fn log_listening(addrs: Addresses) {
     }
 }
 
-/// How long HTTP clients get (to send a request head, to read on), and how
-/// many connections each listener holds.
-#[derive(Debug, Clone, Copy)]
+/// How long HTTP clients get (to send a request head, to read on), how
+/// many connections each listener holds, and where it counts those it
+/// refuses.
+#[derive(Debug, Clone)]
 struct HttpLimits {
     request: Duration,
     send: Duration,
     connections: ConnectionLimits,
+    refused: Arc<AtomicU64>,
 }
 
 /// Waits until `store` is the last handle on the store, then drops it,
@@ -479,13 +483,14 @@ async fn close_store(store: Arc<Store>) {
 /// connections as its [`ConnectionGate`] lets in.
 fn http_server(
     listener: TcpListener,
-    timeouts: HttpLimits,
+    timeouts: &HttpLimits,
     control: &axum_server::Control,
 ) -> axum_server::Server<SocketAddr, ConnectionGate<SendTimeout>> {
     let mut server = axum_server::Server::from_listener(listener)
         .http1_only()
         .acceptor(ConnectionGate::new(
             timeouts.connections,
+            timeouts.refused.clone(),
             SendTimeout(timeouts.send),
         ))
         .handle(axum_server::Handle::with_control(control.clone()));
@@ -500,7 +505,7 @@ fn http_server(
 fn tls_server(
     listener: TcpListener,
     cert: &HttpsCert,
-    timeouts: HttpLimits,
+    timeouts: &HttpLimits,
     control: &axum_server::Control,
 ) -> axum_server::Server<SocketAddr, RustlsAcceptor<ConnectionGate<SendTimeout>>> {
     http_server(listener, timeouts, control).map(|gate| {

@@ -125,13 +125,18 @@ impl GateState {
 pub struct ConnectionGate<A> {
     inner: A,
     state: Arc<GateState>,
+    /// Counts the connections closed at once: a phone behind a NAT whose
+    /// share is too small shows up there, not in any log.
+    refused: Arc<AtomicU64>,
 }
 
 impl<A> ConnectionGate<A> {
-    /// A gate with these limits in front of `inner`.
-    pub fn new(limits: ConnectionLimits, inner: A) -> Self {
+    /// A gate with these limits in front of `inner`, counting what it
+    /// refuses into `refused`.
+    pub fn new(limits: ConnectionLimits, refused: Arc<AtomicU64>, inner: A) -> Self {
         ConnectionGate {
             inner,
+            refused,
             state: Arc::new(GateState {
                 limits,
                 started: Instant::now(),
@@ -166,6 +171,7 @@ where
             .ok()
             .and_then(|peer| self.state.admit(peer.ip().to_canonical()));
         let Some((id, connection)) = admitted else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
             // Dropping the stream closes it: the address has its share.
             return Either::Left(std::future::ready(Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,

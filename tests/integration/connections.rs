@@ -2,9 +2,10 @@
 //! silent ones, kept-alive ones nobody uses again, request heads sent a line
 //! at a time, and readers that stop reading are closed after the HTTP
 //! timeouts, on every HTTP listener. A download that keeps moving is not cut.
+//! A connection past its address's share is closed at once, and counted.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::time::{Duration, Instant};
 
 use deskboot::config::{ClientCertMode, HttpsConfig};
@@ -213,4 +214,51 @@ async fn a_download_is_cut_when_the_reader_stops_and_not_while_it_reads() {
         rest.len()
     );
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_its_addresss_share_is_closed_at_once_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(&dir.path().join("data"), |config| {
+        config.http_max_connections_per_source = NonZeroUsize::new(2).expect("non-zero");
+    })
+    .await;
+    let phones = server.addrs.http;
+    let held = [
+        TcpStream::connect(phones).await.unwrap(),
+        TcpStream::connect(phones).await.unwrap(),
+    ];
+    let mut third = TcpStream::connect(phones).await.unwrap();
+    // Closed without an answer, long before any timeout could close it.
+    let closed = time_until_closed(&mut third).await;
+    assert!(closed.is_some_and(|after| after < TIMEOUT), "{closed:?}");
+    assert_eq!(
+        server
+            .metric("deskboot_http_connections_refused_total")
+            .await,
+        1
+    );
+
+    // A place given back (once the server sees the close) is a place for
+    // the next connection.
+    drop(held);
+    let deadline = Instant::now() + PATIENCE;
+    while !answers(phones).await {
+        assert!(Instant::now() < deadline, "no place came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a new connection to `listener` gets an HTTP answer.
+async fn answers(listener: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(listener).await else {
+        return false;
+    };
+    let request = b"GET /nothing.cfg HTTP/1.1\r\nHost: phones\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request).await.is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    answer.starts_with(b"HTTP/1.1 ")
 }
