@@ -283,8 +283,9 @@ impl Provisioner {
         self.firmware.find(request.path, bare_names)
     }
 
-    /// Answers one request. Synchronous and fast (a few store reads and one
-    /// render), so TFTP can call it inside its serialized open.
+    /// Answers one request on the calling thread, render included (the
+    /// benchmarks measure it so); the transports use
+    /// [`Provisioner::handle_async`].
     pub fn handle(&self, request: &Request<'_>) -> Result<ServedFile, NotServed> {
         let result = self.answer(request).and_then(|answer| match answer {
             Answer::Ready(file) => Ok(file),
