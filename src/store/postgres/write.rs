@@ -41,10 +41,11 @@ impl Write {
         let mut writes: Vec<Write> = Vec::new();
         for change in changes {
             let write = Write::of(change);
-            match writes.last_mut() {
-                Some(last) if last.takes(&write) => last.extend(write),
-                _ => writes.push(write),
-            }
+            let left = match writes.last_mut() {
+                Some(last) => last.absorb(write),
+                None => Some(write),
+            };
+            writes.extend(left);
         }
         writes
     }
@@ -85,25 +86,31 @@ impl Write {
         }
     }
 
-    /// Whether `next` can join this statement.
-    fn takes(&self, next: &Write) -> bool {
+    /// Joins `next` to this statement when it is of the same kind;
+    /// gives it back otherwise.
+    fn absorb(&mut self, next: Write) -> Option<Write> {
         match (self, next) {
-            (Write::Put { table, .. }, Write::Put { table: next, .. }) => table == next,
-            (Write::Delete { tables, .. }, Write::Delete { tables: next, .. }) => tables == next,
-            (Write::PutUsers(_), Write::PutUsers(_))
-            | (Write::DeleteUsers(_), Write::DeleteUsers(_)) => true,
-            _ => false,
-        }
-    }
-
-    fn extend(&mut self, next: Write) {
-        match (self, next) {
-            (Write::Put { rows, .. }, Write::Put { rows: more, .. }) => rows.extend(more),
+            (
+                Write::Put { table, rows, .. },
+                Write::Put {
+                    table: next,
+                    rows: more,
+                    ..
+                },
+            ) if *table == next => rows.extend(more),
+            (
+                Write::Delete { tables, keys, .. },
+                Write::Delete {
+                    tables: next,
+                    keys: more,
+                    ..
+                },
+            ) if *tables == next => keys.extend(more),
             (Write::PutUsers(users), Write::PutUsers(more)) => users.extend(more),
-            (Write::Delete { keys, .. }, Write::Delete { keys: more, .. }) => keys.extend(more),
             (Write::DeleteUsers(ids), Write::DeleteUsers(more)) => ids.extend(more),
-            _ => {}
+            (_, next) => return Some(next),
         }
+        None
     }
 
     /// How many records it writes.
